@@ -1,0 +1,1 @@
+"""Conditional GANs in TensorFlow/Keras, trained data-parallel with Horovod."""

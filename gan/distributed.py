@@ -1,0 +1,93 @@
+"""Horovod glue that works with Keras 3.
+
+Keras 3 variables are not ``tf.Variable`` objects, and ``horovod.tensorflow.keras`` silently
+never allreduces with Keras 3 (ranks diverge without an error). So the suite only uses the
+low-level API — ``DistributedGradientTape`` and ``broadcast_variables`` — and hands Horovod the
+``tf.Variable`` behind each Keras variable (:func:`tf_variables`).
+
+Horovod ignores Slurm's environment: ``srun`` with a Gloo-only build would start N independent
+rank-0 processes. :func:`init` therefore checks ``hvd.size()`` against what the launcher asked
+for and refuses to run a silently un-distributed job.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class World:
+    """Where this process sits in the job. ``hvd`` is None for a plain single process."""
+    rank: int
+    size: int
+    local_rank: int
+    hvd: Any = None
+
+    @property
+    def is_chief(self) -> bool:
+        """Only the chief (rank 0) writes files and logs progress."""
+        return self.rank == 0
+
+
+def expected_world_size() -> int | None:
+    """The number of ranks the launcher started, if it says (horovodrun, mpirun, srun)."""
+    for var in ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_NTASKS"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return None
+
+
+def init(use_horovod: bool | None = None) -> World:
+    """Initialise Horovod when launched as several ranks (or when asked), pin one GPU per local
+    rank, and verify the world size matches the launcher's."""
+    expected = expected_world_size()
+    if use_horovod is None:
+        use_horovod = (expected or 1) > 1 or "HOROVOD_RANK" in os.environ
+    if not use_horovod:
+        _pin_gpu(0)
+        return World(rank=0, size=1, local_rank=0)
+    import horovod.tensorflow as hvd
+
+    hvd.init()
+    if expected is not None and hvd.size() != expected:
+        raise RuntimeError(
+            f"Horovod started {hvd.size()} rank(s) but the launcher started {expected} "
+            "processes: each process is training alone. Launch with horovodrun/mpirun, or "
+            "use an MPI build of Horovod under 'srun --mpi=pmix'.")
+    _pin_gpu(hvd.local_rank())
+    return World(rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(), hvd=hvd)
+
+
+def _pin_gpu(local_rank: int) -> None:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        tf.config.experimental.set_memory_growth(gpu, True)
+    if gpus:
+        tf.config.set_visible_devices(gpus[local_rank % len(gpus)], "GPU")
+
+
+def tf_variables(variables: Iterable[Any]) -> list[Any]:
+    """The ``tf.Variable`` behind each (Keras 3 or TF) variable, for Horovod's API."""
+    import tensorflow as tf
+
+    return [v if isinstance(v, tf.Variable) else v.value for v in variables]
+
+
+def broadcast(world: World, variables: Iterable[Any], root_rank: int = 0) -> None:
+    """Make every rank start from the chief's values. Call after models and optimizers are
+    built (optimizer slots exist only after build)."""
+    if world.hvd is not None:
+        world.hvd.broadcast_variables(tf_variables(variables), root_rank=root_rank)
+
+
+def gradient_tape(world: World, tape: Any) -> Any:
+    """Wrap a ``tf.GradientTape`` so ``gradient()`` returns rank-averaged gradients."""
+    if world.hvd is None:
+        return tape
+    return world.hvd.DistributedGradientTape(tape)

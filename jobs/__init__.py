@@ -1,0 +1,1 @@
+"""Job specs (YAML), their validation and the ``python -m jobs`` command line."""

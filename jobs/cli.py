@@ -1,0 +1,176 @@
+"""``python -m jobs``: validate, plan, run, submit and follow facegan-hpc jobs.
+
+Each job is one YAML spec (see ``jobs/examples/`` and ``python -m jobs schema``). Exit codes are
+listed in :mod:`jobs.exitcodes` and in ``--help``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from jobs import exitcodes, runtime
+from jobs.loader import SpecError, check_paths, load_spec, parse_set_args
+from jobs.schema import JobSpec
+
+log = logging.getLogger("jobs")
+
+EPILOG = "exit codes:\n" + "\n".join(
+    f"  {code:>3}  {text}" for code, text in exitcodes.DESCRIPTIONS.items()) + """
+
+examples:
+  python -m jobs validate jobs/examples/*.yaml
+  python -m jobs plan jobs/examples/train_cgan_faces.yaml --set train.epochs=5
+  python -m jobs run jobs/examples/preprocess_faces.yaml
+  python -m jobs submit jobs/examples/train_cgan_faces.yaml --executor slurm
+  python -m jobs status /scratch/$USER/runs/cgan64
+  python -m jobs schema            # every field, its default and meaning
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs", description="Validate, plan, run and submit facegan-hpc jobs "
+        "described by YAML specs.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging and TensorFlow's own messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_spec(p: argparse.ArgumentParser, many: bool = False) -> None:
+        p.add_argument("spec", nargs="+" if many else None, metavar="SPEC",
+                       help="job spec YAML file" + ("(s)" if many else ""))
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a field, e.g. --set train.optimizer.learning_rate=1e-4 "
+                            "(repeatable)")
+
+    p = sub.add_parser("validate", help="check specs strictly; nothing runs")
+    with_spec(p, many=True)
+    p = sub.add_parser("plan", help="print the resolved spec and the exact sbatch/submitit "
+                                    "submission; nothing is submitted")
+    with_spec(p)
+    p = sub.add_parser("run", help="run the job here, in this process")
+    with_spec(p)
+    p.add_argument("--index", type=int, default=None, metavar="K",
+                   help="array task to run (default: $SLURM_ARRAY_TASK_ID, else all tasks)")
+    p.add_argument("--fresh", action="store_true",
+                   help="training: refuse to reuse an existing run directory")
+    p = sub.add_parser("submit", help="submit through submitit to Slurm or run with its local "
+                                      "executor")
+    with_spec(p)
+    p.add_argument("--executor", choices=("slurm", "local"), default="slurm",
+                   help="slurm (default) or local (no Slurm needed; runs on this machine)")
+    p.add_argument("--wait", action="store_true", help="wait for the jobs and report results")
+    p = sub.add_parser("status", help="state of the jobs submitted for a spec or run directory")
+    p.add_argument("target", metavar="SPEC_OR_DIR")
+    p = sub.add_parser("schema", help="print every spec field with its default and meaning")
+    p.add_argument("--markdown", action="store_true", help="as the README's markdown tables")
+    p.add_argument("--update-readme", metavar="README", help="rewrite the field reference "
+                                                             "in this README")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    runtime.configure(args.verbose)
+    try:
+        return COMMANDS[args.command](args)
+    except SpecError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return exitcodes.INVALID_SPEC
+    except KeyboardInterrupt:
+        return 130
+
+
+def _load(args: argparse.Namespace, path: str) -> JobSpec:
+    return load_spec(path, parse_set_args(args.set))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    problems: list[str] = []
+    for path in args.spec:
+        try:
+            spec = _load(args, path)
+            if spec.kind == "sweep" and Path(spec.work.base).exists():
+                from jobs.sweep import validate_points
+
+                problems += validate_points(spec)
+            if not problems:
+                print(f"ok: {path} ({spec.kind} '{spec.name}')")
+        except SpecError as exc:
+            problems += exc.problems
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return exitcodes.INVALID_SPEC if problems else exitcodes.OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from jobs.submission import render_plan
+
+    spec = _load(args, args.spec)
+    if spec.kind == "sweep":
+        from jobs.sweep import validate_points
+
+        if validate_points(spec):
+            raise SpecError(validate_points(spec))
+    print(f"# resolved spec ({spec.source})")
+    print(yaml.safe_dump(spec.to_dict(redact=True), sort_keys=False,
+                         default_flow_style=None).rstrip())
+    print()
+    print(render_plan(spec, args.set))
+    problems = check_paths(spec)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return exitcodes.NOT_RUNNABLE if problems else exitcodes.OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from jobs import runner
+
+    spec = _load(args, args.spec)
+    index = args.index if args.index is not None else runner.array_index_from_env()
+    log.info("running %s '%s' from %s%s", spec.kind, spec.name, spec.source,
+             f" (array task {index})" if index is not None else "")
+    return runner.run(spec, index=index, fresh=args.fresh)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from jobs.submit import submit
+
+    spec = _load(args, args.spec)
+    problems = check_paths(spec)
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return exitcodes.NOT_RUNNABLE
+    return submit(spec, executor=args.executor, wait=args.wait)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from jobs.submit import status
+
+    target = Path(args.target)
+    work_dir = Path(load_spec(target).work_dir) if target.is_file() else target
+    if not work_dir.is_dir():
+        print(f"error: {work_dir} is not a directory", file=sys.stderr)
+        return exitcodes.NOT_RUNNABLE
+    print(status(work_dir))
+    return exitcodes.OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from jobs.schema_doc import render, update_readme
+
+    if args.update_readme:
+        update_readme(args.update_readme)
+        return exitcodes.OK
+    print(render(markdown=args.markdown))
+    return exitcodes.OK
+
+
+COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "submit": cmd_submit,
+            "status": cmd_status, "schema": cmd_schema}

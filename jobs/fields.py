@@ -1,0 +1,81 @@
+"""Field declarations for the job schema.
+
+Every spec field is declared once with :func:`opt`: its default, a one-line help text and its
+constraints. The validator (``jobs.loader``), ``python -m jobs schema`` and the README field
+table all read these declarations, so a default or a range lives in exactly one place.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Callable
+
+_MISSING = dataclasses.MISSING
+
+
+def opt(
+    default: Any = _MISSING,
+    help: str = "",
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    path: str | None = None,
+    secret: bool = False,
+    parse: Callable[[Any], Any] | None = None,
+    example: Any = None,
+) -> Any:
+    """Declare a spec field.
+
+    ``path`` is ``"exists"`` for inputs that must exist when a job is planned or run, or
+    ``"output"`` for locations the job creates. ``parse`` normalises a raw YAML value (and
+    raises ``ValueError`` with a message for the user). ``secret`` values are redacted
+    whenever a spec is printed or logged.
+    """
+    meta = dict(help=help, ge=ge, gt=gt, le=le, lt=lt, path=path, secret=secret,
+                parse=parse, example=example)
+    if default is _MISSING:
+        return dataclasses.field(metadata=meta)
+    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
+        factory = (lambda d=default: type(d)(d)) if isinstance(default, (list, dict)) \
+            else (lambda d=default: dataclasses.replace(d))
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def section(cls: type, help: str = "") -> Any:
+    """A nested section whose defaults come from its own dataclass."""
+    return dataclasses.field(default_factory=cls, metadata=dict(help=help, path=None,
+                                                                 secret=False, parse=None))
+
+
+_WALLTIME = re.compile(r"^(?:(?P<d>\d+)-)?(?:(?P<h>\d+):)?(?P<m>\d+)(?::(?P<s>\d+))?$")
+
+
+def parse_walltime(value: Any) -> str:
+    """Accept Slurm's time formats (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH:MM:SS``) or minutes
+    as an integer, and normalise to ``D-HH:MM:SS`` so plans are unambiguous."""
+    minutes = walltime_minutes(value)
+    if minutes < 1:
+        raise ValueError("must be at least 1 minute")
+    d, rem = divmod(minutes, 24 * 60)
+    h, m = divmod(rem, 60)
+    return f"{d}-{h:02d}:{m:02d}:00" if d else f"{h:02d}:{m:02d}:00"
+
+
+def walltime_minutes(value: Any) -> int:
+    """Minutes in a Slurm time string (seconds round up, as Slurm does)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a Slurm time like '04:00:00' or minutes, got a boolean")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    match = _WALLTIME.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a Slurm time (MM, HH:MM:SS or D-HH:MM:SS)")
+    parts = {k: int(v) if v else 0 for k, v in match.groupdict().items()}
+    if text.count(":") == 1 and "-" not in text:  # Slurm reads "MM:SS" for a single colon
+        parts["m"], parts["s"], parts["h"] = parts["h"], parts["m"], 0
+    seconds = ((parts["d"] * 24 + parts["h"]) * 60 + parts["m"]) * 60 + parts["s"]
+    return -(-seconds // 60)

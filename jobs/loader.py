@@ -1,0 +1,318 @@
+"""Read a YAML job spec strictly and turn it into a validated :class:`jobs.schema.JobSpec`.
+
+Strict means: YAML is parsed with a safe loader (no Python objects, no code), duplicate keys are
+errors, every key must be declared in ``jobs.schema`` (a typo names the nearest allowed key),
+values are type- and range-checked, and all problems in a file are reported at once, each
+prefixed with ``file: dotted.key:`` so the user can jump straight to it.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from dataclasses import MISSING, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import yaml
+
+from jobs.schema import TOP_LEVEL_HELP, WORK_SECTIONS, JobSpec, Resources, iter_path_fields
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class SpecError(Exception):
+    """A spec is invalid; ``problems`` lists every message."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML: safe, no duplicate keys, YAML 1.2 floats ("1e-4" is a number, not a string)
+# ---------------------------------------------------------------------------------------------
+class _StrictLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})",
+                key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)$|^[-+]?(?:\d+\.\d*|\.\d+)$"),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+    except yaml.YAMLError as exc:
+        raise SpecError([f"{source}: not valid YAML: {exc}"]) from None
+
+
+def parse_scalar(text: str) -> Any:
+    """A ``--set`` value: YAML scalar rules, so ``3``, ``1e-4``, ``true`` and ``[1, 2]`` work."""
+    return parse_yaml(text, "--set") if text.strip() else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides
+# ---------------------------------------------------------------------------------------------
+def apply_override(data: dict, dotted: str, value: Any) -> None:
+    """Set ``a.b.c = value`` in nested dicts, creating sections as needed."""
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise SpecError([f"--set {dotted}: '{key}' is not a section"])
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_set_args(items: Iterable[str]) -> list[tuple[str, Any]]:
+    out = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError([f"--set {item!r}: expected KEY=VALUE, e.g. "
+                             "train.optimizer.learning_rate=1e-4"])
+        out.append((key.strip(), parse_scalar(raw)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------
+def nearest(key: str, allowed: Iterable[str]) -> str:
+    match = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if is_dataclass(tp):
+        return "a mapping (section)"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false",
+            Any: "any value"}.get(tp, str(tp))
+
+
+class _Validator:
+    def __init__(self, source: str):
+        self.source = source
+        self.problems: list[str] = []
+
+    def fail(self, where: str, message: str) -> None:
+        self.problems.append(f"{self.source}: {where}: {message}")
+
+    def build(self, cls: type, data: Any, where: str) -> Any:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            self.fail(where, f"expected a mapping (section), got {type(data).__name__}")
+            return cls.__new__(cls)
+        hints = typing.get_type_hints(cls)
+        declared = {f.name: f for f in fields(cls)}
+        for key in data:
+            if key not in declared:
+                self.fail(f"{where}.{key}", f"unknown key{nearest(str(key), declared)}. "
+                                            f"Allowed keys: {', '.join(declared)}")
+        values = {}
+        for name, f in declared.items():
+            if name in data:
+                values[name] = self.value(hints[name], data[name], f"{where}.{name}", f.metadata)
+            elif f.default is not MISSING:
+                values[name] = f.default
+            elif f.default_factory is not MISSING:
+                values[name] = f.default_factory()
+            else:
+                self.fail(f"{where}.{name}", "required key is missing"
+                          + (f" (e.g. {f.metadata['example']!r})"
+                             if f.metadata.get("example") else ""))
+                values[name] = None
+        return cls(**values)
+
+    def value(self, tp: Any, raw: Any, where: str, meta: typing.Mapping = {}) -> Any:
+        parse = meta.get("parse")
+        if parse is not None and raw is not None:
+            try:
+                return parse(raw)
+            except ValueError as exc:
+                self.fail(where, str(exc))
+                return raw
+        checked = self.check_type(tp, raw, where)
+        if isinstance(checked, (int, float)) and not isinstance(checked, bool):
+            self.check_range(checked, where, meta)
+        return checked
+
+    def check_type(self, tp: Any, raw: Any, where: str) -> Any:
+        origin = typing.get_origin(tp)
+        if tp is Any:
+            return raw
+        if origin in (typing.Union, types.UnionType):
+            args = typing.get_args(tp)
+            if raw is None and type(None) in args:
+                return None
+            inner = [a for a in args if a is not type(None)]
+            return self.check_type(inner[0] if len(inner) == 1 else Any, raw, where)
+        if origin is Literal:
+            choices = typing.get_args(tp)
+            if raw not in choices:
+                self.fail(where, f"{raw!r} is not allowed{nearest(str(raw), map(str, choices))}. "
+                                 f"Allowed: {', '.join(map(str, choices))}")
+            return raw
+        if is_dataclass(tp):
+            return self.build(tp, raw, where)
+        if origin is list:
+            if not isinstance(raw, list):
+                return self.wrong(tp, raw, where)
+            (item,) = typing.get_args(tp)
+            return [self.check_type(item, v, f"{where}[{i}]") for i, v in enumerate(raw)]
+        if origin is dict:
+            if not isinstance(raw, dict):
+                return self.wrong(tp, raw, where)
+            _, item = typing.get_args(tp)
+            return {str(k): self.check_type(item, v, f"{where}.{k}") for k, v in raw.items()}
+        if tp is bool:
+            return raw if isinstance(raw, bool) else self.wrong(tp, raw, where)
+        if tp is int:
+            return raw if isinstance(raw, int) and not isinstance(raw, bool) \
+                else self.wrong(tp, raw, where)
+        if tp is float:
+            return float(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) \
+                else self.wrong(tp, raw, where)
+        if tp is str:
+            return raw if isinstance(raw, str) else self.wrong(tp, raw, where)
+        raise TypeError(f"schema type {tp!r} at {where} is not supported by the validator")
+
+    def wrong(self, tp: Any, raw: Any, where: str) -> Any:
+        self.fail(where, f"expected {_type_name(tp)}, got {raw!r} ({type(raw).__name__})")
+        return raw
+
+    def check_range(self, value: float, where: str, meta: typing.Mapping) -> None:
+        for key, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+                              ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
+            bound = meta.get(key)
+            if bound is not None and not ok(value, bound):
+                self.fail(where, f"{value!r} is out of range: must be {word} {bound}")
+
+
+def parse_spec(data: Any, source: str = "<memory>") -> JobSpec:
+    """Validate already-parsed YAML data (a dict) into a JobSpec, or raise SpecError."""
+    v = _Validator(source)
+    if not isinstance(data, dict):
+        raise SpecError([f"{source}: a job spec is a mapping with 'kind', 'name', 'resources' "
+                         f"and a work section; got {type(data).__name__}"])
+    kind = data.get("kind")
+    if kind not in WORK_SECTIONS:
+        hint = nearest(str(kind), WORK_SECTIONS) if kind else ""
+        raise SpecError([f"{source}: kind: {'missing' if kind is None else repr(kind)} is not a "
+                         f"job kind{hint}. Allowed: {', '.join(WORK_SECTIONS)}"])
+    allowed = list(TOP_LEVEL_HELP) + [kind]
+    for key in data:
+        if key not in allowed:
+            extra = (f" ('{key}:' is the section of kind {key}, but this is kind {kind})"
+                     if key in WORK_SECTIONS else nearest(str(key), allowed))
+            v.fail(str(key), f"unknown key{extra}. Allowed keys: {', '.join(allowed)}")
+    name = data.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        v.fail("name", f"expected a job name of letters, digits, '-', '_', '.', got {name!r}")
+    resources = v.build(Resources, data.get("resources"), "resources")
+    env = v.check_type(dict[str, str], data.get("env") or {}, "env")
+    if kind not in data:
+        v.fail(kind, f"the work section '{kind}:' is missing")
+    work = v.build(WORK_SECTIONS[kind], data.get(kind), kind)
+    if not v.problems:
+        _check_cross_fields(v, kind, work)
+    if v.problems:
+        raise SpecError(v.problems)
+    resolve_paths(work, Path.cwd())
+    return JobSpec(kind=kind, name=name, resources=resources, env=env, work=work, source=source)
+
+
+def _check_cross_fields(v: _Validator, kind: str, work: Any) -> None:
+    """Rules that involve more than one field."""
+    if kind == "train":
+        size, n_up = work.model.image_size, len(work.model.generator_filters)
+        if size % (2 ** n_up) or size // (2 ** n_up) < 2:
+            v.fail("train.model.image_size", f"{size} must be a multiple of 2**{n_up} (one "
+                   f"doubling per generator block) and at least {2 ** (n_up + 1)}")
+        probs = work.latent.class_probabilities
+        if probs is not None and (any(p < 0 for p in probs) or abs(sum(probs) - 1) > 1e-6):
+            v.fail("train.latent.class_probabilities", "must be non-negative and sum to 1")
+    if kind == "sweep":
+        if not work.grid and not work.points:
+            v.fail("sweep", "give 'grid' and/or 'points': a sweep needs at least one point")
+        for key, values in work.grid.items():
+            if not values:
+                v.fail(f"sweep.grid.{key}", "needs at least one value")
+
+
+def load_spec(path: str | os.PathLike, overrides: Iterable[tuple[str, Any]] = ()) -> JobSpec:
+    """Read, override and validate one spec file."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise SpecError([f"{source}: cannot read: {exc.strerror}"]) from None
+    data = parse_yaml(text, source)
+    if data is None:
+        raise SpecError([f"{source}: the file is empty"])
+    for dotted, value in overrides:
+        if isinstance(data, dict):
+            apply_override(data, dotted, value)
+    return parse_spec(data, source)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths (checked when a job is planned or run, not when merely validated)
+# ---------------------------------------------------------------------------------------------
+def resolve_paths(work: Any, base: Path) -> None:
+    """Make every path field absolute (``~`` and ``$VARS`` expanded, relative to ``base``), so
+    a job sees the same files wherever it lands on the cluster."""
+    for dotted, value, _ in list(iter_path_fields(work, "")):
+        target = work
+        *parents, last = dotted.strip(".").split(".")
+        for name in parents:
+            target = getattr(target, name)
+        path = Path(os.path.expandvars(value)).expanduser()
+        setattr(target, last, str(path if path.is_absolute() else (base / path).resolve()))
+
+
+def check_paths(spec: JobSpec) -> list[str]:
+    """Problems with paths that must exist (inputs) or be creatable (outputs)."""
+    problems = []
+    for where, value, role in iter_path_fields(spec.work, spec.kind):
+        path = Path(value)
+        if role == "exists" and not path.exists():
+            problems.append(f"{spec.source}: {where}: {value!r} does not exist")
+        if role == "output":
+            parent = next((p for p in [path, *path.parents] if p.exists()), None)
+            if parent is None or not os.access(parent, os.W_OK):
+                problems.append(f"{spec.source}: {where}: cannot create {value!r} "
+                                f"({parent} is not writable)")
+    return problems

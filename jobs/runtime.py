@@ -1,0 +1,40 @@
+"""Process-wide setup shared by every entry point: logging and TensorFlow's verbosity.
+
+TensorFlow prints pages of C++ and absl noise on import; batch logs should show our lines. So
+the noise is off unless ``--verbose`` (or ``FACEGAN_VERBOSE=1``) asks for it. This must run
+before TensorFlow is imported, which is why it lives here and not in ``gan/``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure(verbose: bool = False) -> None:
+    verbose = verbose or os.environ.get("FACEGAN_VERBOSE") == "1"
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT,
+                        datefmt="%Y-%m-%d %H:%M:%S", stream=sys.stderr, force=True)
+    if verbose:
+        os.environ["FACEGAN_VERBOSE"] = "1"  # child processes (ranks, array tasks) inherit it
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        if "absl.logging" in sys.modules or _importable("absl"):
+            import absl.logging
+
+            absl.logging.set_verbosity(absl.logging.ERROR)
+
+
+def show_progress() -> bool:
+    """tqdm bars only when a human watches; batch logs get plain lines instead."""
+    return sys.stderr.isatty()
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None

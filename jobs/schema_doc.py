@@ -1,0 +1,72 @@
+"""Render the schema as a field reference (``python -m jobs schema [--markdown]``).
+
+The README's field tables are this output; a test keeps them in sync, so the documented
+defaults are always the real ones.
+"""
+from __future__ import annotations
+
+import typing
+from dataclasses import MISSING, fields, is_dataclass
+
+from jobs.loader import _type_name
+from jobs.schema import TOP_LEVEL_HELP, WORK_SECTIONS, Resources
+
+
+def _rows(cls: type, prefix: str):
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        key = f"{prefix}.{f.name}"
+        tp = hints[f.name]
+        if is_dataclass(tp):
+            yield key, "section", "", f.metadata.get("help", "")
+            yield from _rows(tp, key)
+            continue
+        if f.default is not MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not MISSING:
+            default = repr(f.default_factory())
+        else:
+            default = "required"
+        meta = f.metadata
+        bounds = [f"{word} {meta[k]}" for k, word in (("ge", ">="), ("gt", ">"), ("le", "<="),
+                                                       ("lt", "<")) if meta.get(k) is not None]
+        help_text = meta.get("help", "") + (f" ({', '.join(bounds)})" if bounds else "")
+        if meta.get("path") == "exists":
+            help_text += " [must exist]"
+        yield key, _type_name(tp), default, help_text
+
+
+def sections() -> list[tuple[str, list[tuple[str, str, str, str]]]]:
+    top = [(k, "string" if k != "env" else "mapping", "required" if k in ("kind", "name")
+            else "{}", v) for k, v in TOP_LEVEL_HELP.items() if k != "resources"]
+    out = [("top level", top), ("resources (every kind)", list(_rows(Resources, "resources")))]
+    out += [(f"{kind}:", list(_rows(cls, kind))) for kind, cls in WORK_SECTIONS.items()]
+    return out
+
+
+def render(markdown: bool = False) -> str:
+    lines: list[str] = []
+    for title, rows in sections():
+        if markdown:
+            lines += [f"#### {title}", "", "| key | type | default | meaning |",
+                      "| --- | --- | --- | --- |"]
+            lines += [f"| `{k}` | {t} | `{d}` | {h} |".replace("`` ", "").replace("``", "")
+                      for k, t, d, h in rows]
+        else:
+            lines.append(f"[{title}]")
+            lines += [f"  {k:<42} {d:<18} {h}" for k, t, d, h in rows]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+README_START, README_END = "<!-- fields:start -->", "<!-- fields:end -->"
+
+
+def update_readme(path) -> None:
+    """Replace the README's field reference with the current schema."""
+    from pathlib import Path
+
+    text = Path(path).read_text()
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    Path(path).write_text(f"{head}{README_START}\n{render(markdown=True)}{README_END}{tail}")

@@ -1,0 +1,132 @@
+"""Turn a spec's ``resources`` into a scheduler request: an ``sbatch`` command line for the
+scripts in ``slurm/`` and the equivalent submitit executor parameters.
+
+Both renderings come from :func:`slurm_options`, so ``plan`` shows exactly what ``submit`` does
+and the sbatch and submitit routes ask Slurm for the same allocation.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+from jobs.fields import walltime_minutes
+from jobs.schema import JobSpec
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SLURM_DIR = PROJECT_ROOT / "slurm"
+
+
+def array_size(spec: JobSpec) -> int | None:
+    """Tasks in the job's Slurm array, or None for a single job."""
+    if spec.kind == "preprocess":
+        return spec.work.num_shards
+    if spec.kind == "sweep":
+        from jobs.sweep import expand_points
+
+        return len(expand_points(spec.work))
+    return None
+
+
+def log_dir(spec: JobSpec) -> Path:
+    return Path(spec.work_dir) / "logs"
+
+
+def requeues_itself(spec: JobSpec) -> bool:
+    """Training (also as sweep points) checkpoints at the walltime signal and requeues."""
+    return spec.kind in ("train", "sweep")
+
+
+def slurm_options(spec: JobSpec) -> dict[str, str | None]:
+    """sbatch long options (without ``--``) for this job; a None value is a bare flag."""
+    res = spec.resources
+    opts: dict[str, str | None] = {
+        "job-name": spec.name,
+        "nodes": str(res.nodes),
+        "ntasks-per-node": str(res.tasks_per_node),
+        "cpus-per-task": str(res.cpus_per_task),
+        "mem": f"{int(res.mem_gb * 1024)}M",
+        "time": res.time,
+    }
+    if res.gpus_per_node:
+        opts["gres"] = f"gpu:{res.gpus_per_node}"
+    for key in ("partition", "account", "qos"):
+        if getattr(res, key):
+            opts[key] = getattr(res, key)
+    size = array_size(spec)
+    if size is not None:
+        opts["array"] = f"0-{size - 1}" + (f"%{res.array_throttle}" if res.array_throttle else "")
+        opts["output"] = str(log_dir(spec) / "%x-%A_%a.out")
+    else:
+        opts["output"] = str(log_dir(spec) / "%x-%j.out")
+    if requeues_itself(spec):
+        opts["signal"] = f"B:USR1@{res.signal_lead_s}"
+        opts["requeue"] = None
+        opts["open-mode"] = "append"
+    return opts
+
+
+def sbatch_argv(spec: JobSpec, overrides: list[str] = ()) -> list[str]:
+    """The exact sbatch command that submits this job with the scripts in ``slurm/``."""
+    argv = ["sbatch"]
+    for key, value in slurm_options(spec).items():
+        argv.append(f"--{key}" if value is None else f"--{key}={value}")
+    # sbatch runs a spool copy of the script: tell it where the project is.
+    argv.append(f"--export=ALL,FACEGAN_ROOT={PROJECT_ROOT},"
+                f"FACEGAN_MAX_REQUEUES={spec.resources.max_requeues}")
+    argv.append(str(SLURM_DIR / f"{spec.kind}.sbatch"))
+    argv.append(str(Path(spec.source).resolve()))
+    for item in overrides:
+        argv += ["--set", item]
+    return argv
+
+
+def submitit_parameters(spec: JobSpec) -> dict[str, Any]:
+    """Parameters for ``submitit.AutoExecutor.update_parameters`` (same allocation as sbatch)."""
+    res = spec.resources
+    params: dict[str, Any] = {
+        "name": spec.name,
+        "timeout_min": walltime_minutes(res.time),
+        "nodes": res.nodes,
+        "tasks_per_node": res.tasks_per_node,
+        "cpus_per_task": res.cpus_per_task,
+        "gpus_per_node": res.gpus_per_node,
+        "mem_gb": res.mem_gb,
+        "slurm_signal_delay_s": res.signal_lead_s,
+    }
+    for key in ("partition", "account", "qos"):
+        if getattr(res, key):
+            params[f"slurm_{key}"] = getattr(res, key)
+    if res.array_throttle:
+        params["slurm_array_parallelism"] = res.array_throttle
+    return params
+
+
+def submitit_executor_args(spec: JobSpec) -> dict[str, Any]:
+    """Arguments only the executor's constructor takes."""
+    return {"folder": str(log_dir(spec) / "submitit" / "%j"),
+            "slurm_max_num_timeout": spec.resources.max_requeues}
+
+
+def render_plan(spec: JobSpec, overrides: list[str] = ()) -> str:
+    """Human-readable plan: the sbatch command, then the submitit call."""
+    argv = sbatch_argv(spec, overrides)
+    lines = ["# sbatch (plain Slurm):", " \\\n    ".join(shlex.quote(a) for a in argv), "",
+             "# submitit (python -m jobs submit):",
+             f"executor = submitit.AutoExecutor({_kwargs(submitit_executor_args(spec))})",
+             f"executor.update_parameters({_kwargs(submitit_parameters(spec))})"]
+    size = array_size(spec)
+    lines.append(f"executor.map_array(task, range({size}))  # one Slurm array"
+                 if size is not None else "executor.submit(task)")
+    return "\n".join(lines)
+
+
+def _kwargs(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in params.items())
+
+
+def apply_env(spec: JobSpec) -> None:
+    """Export the spec's ``env:`` inside the job (never on a command line, where secrets
+    would show in ``ps`` and ``scontrol show job``)."""
+    os.environ.update(spec.env)

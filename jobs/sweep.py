@@ -1,0 +1,59 @@
+"""Expand a sweep spec into its points: one validated train spec per Slurm array task.
+
+Each point is the base train spec plus a few dotted overrides (the same syntax as ``--set``);
+its run directory is ``run_root/<overrides>`` so every task resumes independently.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+from typing import Any
+
+from jobs.loader import SpecError, load_spec
+from jobs.schema import JobSpec, SweepSpec
+
+
+def expand_points(sweep: SweepSpec) -> list[dict[str, Any]]:
+    """Grid combinations (in key order) followed by the explicit points."""
+    points = []
+    if sweep.grid:
+        keys = list(sweep.grid)
+        for combo in itertools.product(*(sweep.grid[k] for k in keys)):
+            points.append(dict(zip(keys, combo)))
+    points.extend(dict(p) for p in sweep.points)
+    return points
+
+
+def point_name(overrides: dict[str, Any]) -> str:
+    """A readable, filesystem-safe directory name, e.g. ``learning_rate=0.0001,batch_size=32``."""
+    parts = [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in overrides.items()]
+    return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", ",".join(parts)) or "base"
+
+
+def point_spec(sweep_job: JobSpec, index: int) -> JobSpec:
+    """The train spec of array task ``index``."""
+    points = expand_points(sweep_job.work)
+    if not 0 <= index < len(points):
+        raise SpecError([f"{sweep_job.source}: sweep has {len(points)} points; "
+                         f"index {index} is out of range"])
+    overrides = points[index]
+    run_dir = Path(sweep_job.work.run_root) / point_name(overrides)
+    items = list(overrides.items()) + [("train.run_dir", str(run_dir))]
+    spec = load_spec(sweep_job.work.base, items)
+    if spec.kind != "train":
+        raise SpecError([f"{sweep_job.source}: sweep.base: {sweep_job.work.base} is a "
+                         f"'{spec.kind}' spec; a sweep needs a 'train' spec"])
+    spec.resources = sweep_job.resources  # the sweep's resources apply to every point
+    return spec
+
+
+def validate_points(sweep_job: JobSpec) -> list[str]:
+    """Problems in any point (e.g. a misspelt grid key), each naming the point."""
+    problems = []
+    for index in range(len(expand_points(sweep_job.work))):
+        try:
+            point_spec(sweep_job, index)
+        except SpecError as exc:
+            problems += [f"{p} [sweep point {index}]" for p in exc.problems]
+    return problems

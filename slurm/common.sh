@@ -1,0 +1,64 @@
+# shellcheck shell=bash
+# Shared by the facegan-hpc sbatch scripts (sourced; not a job script itself).
+#
+# sbatch runs a copy of the job script from Slurm's spool directory, so scripts find the project
+# through FACEGAN_ROOT (set by `python -m jobs plan/submit`, else the submit directory).
+
+FACEGAN_ROOT="${FACEGAN_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}"
+FACEGAN_PYTHON="${FACEGAN_PYTHON:-$FACEGAN_ROOT/.venv/bin/python}"
+export FACEGAN_ROOT PYTHONPATH="$FACEGAN_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+log() { printf '%s [%s] %s\n' "$(date '+%F %T')" "${SLURM_JOB_NAME:-facegan}" "$*"; }
+
+# The job's own id; for an array task the task id, so requeue/cancel touch only this task.
+own_job_id() {
+  if [[ -n "${SLURM_ARRAY_JOB_ID:-}" && -n "${SLURM_ARRAY_TASK_ID:-}" ]]; then
+    echo "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
+  else
+    echo "${SLURM_JOB_ID:?not running under Slurm}"
+  fi
+}
+
+
+# Start one process per Slurm task: plain for a single task, else srun with PMIx so an MPI
+# build of Horovod sees every rank (Horovod ignores SLURM_* and checks its size at start).
+launch_ranks() {
+  if [[ "${SLURM_NTASKS:-1}" -le 1 ]]; then
+    "$@"
+  else
+    srun --mpi="${FACEGAN_SRUN_MPI:-pmix}" --kill-on-bad-exit=1 "$@"
+  fi
+}
+
+# Run CMD in the background so this batch shell can take Slurm's early walltime signal
+# (--signal=B:USR1@lead), pass it on to the training — which checkpoints and exits 75 — and
+# then requeue this job (only this array task) up to FACEGAN_MAX_REQUEUES restarts. A job that
+# finished, failed, or that the mode-collapse guard stopped (79) is never requeued.
+run_requeueable() {
+  local restarts="${SLURM_RESTART_COUNT:-0}" max="${FACEGAN_MAX_REQUEUES:-10}" child code
+  log "job $(own_job_id) start: restart ${restarts} (requeue limit ${max})"
+  "$@" &
+  child=$!
+  # shellcheck disable=SC2064  # expand $child now: the trap must signal this child
+  trap "log 'stop signal: asking the job to checkpoint'; kill -USR1 $child 2>/dev/null || true" \
+    USR1 TERM
+  while true; do
+    code=0
+    wait "$child" || code=$?
+    kill -0 "$child" 2>/dev/null || break  # wait returned for the trap: the job still runs
+  done
+  trap - USR1 TERM
+  case "$code" in
+    0) log "job finished" ;;
+    75)
+      if ((restarts < max)); then
+        log "checkpointed; requeueing $(own_job_id) (restart $((restarts + 1)))"
+        scontrol requeue "$(own_job_id)"
+        return 0
+      fi
+      log "checkpointed, but the requeue limit ${max} is reached: not requeueing" ;;
+    79) log "stopped by the mode-collapse guard: not requeueing" ;;
+    *) log "job failed with exit code ${code}" ;;
+  esac
+  return "$code"
+}

@@ -1,0 +1,29 @@
+"""Shared test helpers: write specs to temp files and run the CLI as a user would."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+QUIET_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m jobs ARGS`` in a subprocess, the way a user (or sbatch) calls it."""
+    return subprocess.run([sys.executable, "-m", "jobs", *args], cwd=cwd, env=QUIET_ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path):
+    """write_spec(yaml_text, name='spec.yaml') -> path of a dedented spec file in tmp_path."""
+    def write(text: str, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+    return write

@@ -1,0 +1,109 @@
+"""``python -m jobs`` as a user runs it: exit codes, messages, plans."""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import yaml
+
+from jobs import exitcodes
+from jobs.loader import load_spec
+from jobs.schema_doc import render
+from jobs.submission import sbatch_argv, submitit_parameters
+from tests.conftest import ROOT, run_cli
+
+EXAMPLES = sorted(str(p) for p in (ROOT / "jobs" / "examples").glob("*.yaml"))
+
+
+def test_validate_examples_ok():
+    proc = run_cli("validate", *EXAMPLES)
+    assert proc.returncode == exitcodes.OK, proc.stderr
+    assert proc.stdout.count("ok: ") == len(EXAMPLES)
+
+
+def test_validate_typo_exits_2_and_names_file_key_and_suggestion(write_spec, tmp_path):
+    text = (ROOT / "jobs/examples/train_cgan_faces.yaml").read_text()
+    path = write_spec(text.replace("learning_rate:", "lerning_rate:"))
+    proc = run_cli("validate", str(path))
+    assert proc.returncode == exitcodes.INVALID_SPEC
+    assert str(path) in proc.stderr
+    assert "lerning_rate" in proc.stderr and "did you mean 'learning_rate'" in proc.stderr
+
+
+def test_validate_bad_type_names_field(write_spec):
+    text = (ROOT / "jobs/examples/train_cgan_faces.yaml").read_text()
+    path = write_spec(text.replace("epochs: 100", "epochs: many"))
+    proc = run_cli("validate", str(path))
+    assert proc.returncode == exitcodes.INVALID_SPEC
+    assert "train.epochs: expected an integer, got 'many'" in proc.stderr
+
+
+def test_plan_prints_resolved_spec_and_exact_submission(write_spec, tmp_path):
+    data = tmp_path / "faces.h5"
+    data.write_bytes(b"")
+    text = (ROOT / "jobs/examples/train_cgan_faces.yaml").read_text()
+    text = text.replace("runs/demo/faces/faces.h5", str(data)).replace("runs/demo/cgan",
+                                                                        str(tmp_path / "run"))
+    path = write_spec(text + "env:\n  HF_TOKEN: hunter2\n")
+    proc = run_cli("plan", str(path), "--set", "resources.partition=gpu", "--set",
+                   "train.epochs=3")
+    assert proc.returncode == exitcodes.OK, proc.stderr
+    assert "hunter2" not in proc.stdout + proc.stderr
+    resolved = yaml.safe_load(proc.stdout.split("\n# sbatch")[0])
+    assert resolved["train"]["epochs"] == 3 and resolved["env"]["HF_TOKEN"] == "***"
+    sbatch = proc.stdout.split("# sbatch (plain Slurm):\n")[1].split("\n\n")[0]
+    argv = shlex.split(sbatch.replace("\\\n", " "))
+    assert argv[0] == "sbatch" and "--partition=gpu" in argv and "--requeue" in argv
+    assert "--signal=B:USR1@120" in argv and "--ntasks-per-node=2" in argv
+    assert argv[-6:] == [str(ROOT / "slurm/train.sbatch"), str(path), "--set",
+                         "resources.partition=gpu", "--set", "train.epochs=3"]
+    assert "executor.update_parameters(" in proc.stdout and "slurm_partition='gpu'" in \
+        proc.stdout
+
+
+def test_plan_with_missing_input_exits_3():
+    proc = run_cli("plan", str(ROOT / "jobs/examples/generate_grid.yaml"), "--set",
+                   "generate.run_dir=/nonexistent/run")
+    assert proc.returncode == exitcodes.NOT_RUNNABLE
+    assert "generate.run_dir: '/nonexistent/run' does not exist" in proc.stderr
+
+
+def test_array_jobs_plan_one_array_with_throttle():
+    spec = load_spec(ROOT / "jobs/examples/preprocess_faces.yaml")
+    argv = sbatch_argv(spec)
+    assert "--array=0-2%3" in argv
+    assert any(a.startswith("--output=") and a.endswith("%x-%A_%a.out") for a in argv)
+    assert "--requeue" not in argv  # preprocessing shards are simply rerun, not requeued
+    sweep = load_spec(ROOT / "jobs/examples/sweep_cgan_lr.yaml")
+    assert "--array=0-3%2" in sbatch_argv(sweep)
+    assert submitit_parameters(sweep)["slurm_array_parallelism"] == 2
+
+
+def test_run_unimplemented_kind_is_honest(tmp_path):
+    out = tmp_path / "figs"
+    proc = run_cli("run", str(ROOT / "jobs/examples/generate_grid.yaml"), "--set",
+                   f"generate.run_dir={tmp_path}", "--set", f"generate.output_dir={out}")
+    assert proc.returncode == exitcodes.NOT_AVAILABLE
+    assert "not implemented in this version" in proc.stderr
+
+
+def test_help_lists_commands_and_exit_codes():
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for word in ("validate", "plan", "run", "submit", "status", "75", "requeue"):
+        assert word in proc.stdout
+
+
+def test_readme_field_reference_is_current():
+    readme = (ROOT / "README.md").read_text()
+    assert render(markdown=True) in readme, (
+        "README's field reference is stale: paste `python -m jobs schema --markdown`")
+
+
+def test_readme_starts_with_the_two_commands():
+    readme = (ROOT / "README.md").read_text()
+    first_block = readme.split("```")[1]
+    commands = [line for line in first_block.splitlines()[1:] if line.strip()]
+    assert commands == ["./run demo", "./run test"]
+    ci = (ROOT / ".ci/run").read_text()
+    assert "./run test" in ci and Path(ROOT / "run").stat().st_mode & 0o111

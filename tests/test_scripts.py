@@ -1,0 +1,23 @@
+"""Shell scripts: shellcheck-clean, and the sbatch scripts plan refers to all exist."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from jobs.schema import WORK_SECTIONS
+from tests.conftest import ROOT
+
+SCRIPTS = [ROOT / "run", ROOT / ".ci/run", ROOT / "slurm/common.sh",
+           *sorted((ROOT / "slurm").glob("*.sbatch"))]
+
+
+def test_every_kind_has_an_sbatch_script():
+    for kind in WORK_SECTIONS:
+        assert (ROOT / "slurm" / f"{kind}.sbatch").is_file(), kind
+
+
+def test_shellcheck_passes():
+    assert shutil.which("shellcheck"), "shellcheck missing: ./run setup installs it"
+    proc = subprocess.run(["shellcheck", "-x", *map(str, SCRIPTS)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout

@@ -1,0 +1,187 @@
+"""The job-spec schema: strict keys, types, ranges, overrides, secrets, sweeps."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobs.fields import parse_walltime, walltime_minutes
+from jobs.loader import SpecError, check_paths, load_spec, parse_set_args
+from jobs.schema import JobSpec
+from jobs.sweep import expand_points, point_name, point_spec, validate_points
+
+TRAIN = """\
+kind: train
+name: t1
+train:
+  data: {data}
+  run_dir: {run}
+  optimizer:
+    learning_rate: 1e-4
+"""
+
+
+@pytest.fixture
+def train_spec(write_spec, tmp_path):
+    data = tmp_path / "faces.h5"
+    data.write_bytes(b"")
+    return write_spec(TRAIN.format(data=data, run=tmp_path / "run"))
+
+
+def problems_of(path: Path, overrides=()) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        load_spec(path, overrides)
+    return info.value.problems
+
+
+def test_valid_spec_gets_defaults_and_yaml12_floats(train_spec):
+    spec = load_spec(train_spec)
+    assert isinstance(spec, JobSpec) and spec.kind == "train"
+    assert spec.work.optimizer.learning_rate == pytest.approx(1e-4)  # "1e-4" is a float
+    assert spec.work.optimizer.name == "adamax" and spec.work.epochs == 100
+    assert spec.resources.time == "01:00:00"
+
+
+def test_misspelt_key_names_file_key_and_nearest(write_spec, tmp_path):
+    path = write_spec(TRAIN.format(data=tmp_path, run=tmp_path).replace("learning_rate",
+                                                                         "lerning_rate"))
+    (problem,) = problems_of(path)
+    assert str(path) in problem
+    assert "train.optimizer.lerning_rate" in problem
+    assert "did you mean 'learning_rate'" in problem
+    assert "Allowed keys: name, learning_rate" in problem
+
+
+def test_all_problems_reported_at_once_with_field_names(write_spec, tmp_path):
+    path = write_spec(f"""\
+        kind: train
+        name: bad
+        resources: {{mem_gb: -2, time: "soon", nodes: 1.5}}
+        train:
+          data: {tmp_path}
+          run_dir: {tmp_path}
+          epochs: "ten"
+          deterministic: 1
+          optimizer: {{name: adamw}}
+        """)
+    text = "\n".join(problems_of(path))
+    assert "resources.mem_gb: -2.0 is out of range: must be > 0" in text
+    assert "resources.time: 'soon' is not a Slurm time" in text
+    assert "resources.nodes: expected an integer, got 1.5" in text
+    assert "train.epochs: expected an integer, got 'ten'" in text
+    assert "train.deterministic: expected true/false, got 1" in text
+    assert "train.optimizer.name: 'adamw' is not allowed (did you mean 'adam'?)" in text
+
+
+def test_missing_required_and_unknown_kind(write_spec):
+    assert "train.data: required key is missing" in "\n".join(
+        problems_of(write_spec("kind: train\nname: x\ntrain: {run_dir: /tmp}\n")))
+    (problem,) = problems_of(write_spec("kind: trian\nname: x\n"))
+    assert "did you mean 'train'" in problem
+
+
+def test_section_of_another_kind_is_rejected(write_spec, tmp_path):
+    text = TRAIN.format(data=tmp_path, run=tmp_path) + "preprocess: {num_shards: 2}\n"
+    (problem,) = problems_of(write_spec(text))
+    assert "'preprocess:' is the section of kind preprocess" in problem
+
+
+def test_duplicate_keys_and_unsafe_yaml_are_errors(write_spec, tmp_path):
+    dup = write_spec(TRAIN.format(data=tmp_path, run=tmp_path) + "  epochs: 3\n  epochs: 4\n")
+    assert "duplicate key 'epochs'" in problems_of(dup)[0]
+    unsafe = write_spec("kind: !!python/object/apply:os.system ['touch /tmp/pwned']\n")
+    assert "not valid YAML" in problems_of(unsafe)[0]
+
+
+def test_set_overrides_are_typed_and_validated(train_spec):
+    spec = load_spec(train_spec, parse_set_args(["train.epochs=7", "resources.time=90",
+                                                 "train.model.generator_filters=[64, 32]"]))
+    assert spec.work.epochs == 7 and spec.resources.time == "01:30:00"
+    assert spec.work.model.generator_filters == [64, 32]
+    (problem,) = problems_of(train_spec, parse_set_args(["train.epochz=7"]))
+    assert "train.epochz" in problem and "did you mean 'epochs'" in problem
+    with pytest.raises(SpecError, match="expected KEY=VALUE"):
+        parse_set_args(["train.epochs"])
+
+
+def test_cross_field_rules(train_spec):
+    (problem,) = problems_of(train_spec, parse_set_args(["train.model.image_size=60"]))
+    assert "train.model.image_size" in problem and "multiple of 2**3" in problem
+    (problem,) = problems_of(train_spec,
+                             parse_set_args(["train.latent.class_probabilities=[0.5, 0.4]"]))
+    assert "sum to 1" in problem
+
+
+def test_class_rules_check_attribute_names(write_spec, tmp_path):
+    path = write_spec(f"""\
+        kind: preprocess
+        name: p
+        preprocess:
+          input_dir: {tmp_path}
+          output_dir: {tmp_path}/out
+          classes:
+            - {{name: smile, all: [Smilng]}}
+        """)
+    (problem,) = problems_of(path)
+    assert "preprocess.classes[0].all" in problem and "did you mean 'Smiling'" in problem
+
+
+def test_paths_are_absolute_and_checked_at_plan_time(write_spec, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write_spec(TRAIN.format(data="missing.h5", run="runs/r"))
+    spec = load_spec(path)  # validation alone does not need the data
+    assert spec.work.data == str(tmp_path / "missing.h5")
+    assert spec.work.run_dir == str(tmp_path / "runs" / "r")
+    (problem,) = check_paths(spec)
+    assert "train.data" in problem and "does not exist" in problem
+
+
+def test_secrets_are_redacted(write_spec, tmp_path):
+    path = write_spec(TRAIN.format(data=tmp_path, run=tmp_path)
+                      + "env:\n  WANDB_API_KEY: s3cr3t\n  OMP_NUM_THREADS: '2'\n")
+    spec = load_spec(path)
+    shown = spec.to_dict(redact=True)
+    assert shown["env"] == {"WANDB_API_KEY": "***", "OMP_NUM_THREADS": "2"}
+    assert spec.env["WANDB_API_KEY"] == "s3cr3t"  # the job itself still gets it
+
+
+@pytest.mark.parametrize("text,minutes,normal", [
+    ("90", 90, "01:30:00"), ("30:00", 30, "00:30:00"), ("02:00:00", 120, "02:00:00"),
+    ("1-00:00:00", 1440, "1-00:00:00"), ("00:00:30", 1, "00:01:00"), (45, 45, "00:45:00")])
+def test_walltime_formats(text, minutes, normal):
+    assert walltime_minutes(text) == minutes
+    assert parse_walltime(text) == normal
+
+
+def test_sweep_points_named_validated_and_typo_reported(write_spec, train_spec, tmp_path):
+    sweep = write_spec(f"""\
+        kind: sweep
+        name: s
+        resources: {{array_throttle: 2}}
+        sweep:
+          base: {train_spec}
+          run_root: {tmp_path}/sweep
+          grid:
+            train.optimizer.learning_rate: [1.0e-4, 2.0e-4]
+            train.batch_size: [32, 64]
+          points:
+            - {{train.seed: 5}}
+        """, "sweep.yaml")
+    spec = load_spec(sweep)
+    points = expand_points(spec.work)
+    assert len(points) == 5 and points[4] == {"train.seed": 5}
+    third = point_spec(spec, 2)
+    assert third.work.optimizer.learning_rate == pytest.approx(2e-4)
+    assert third.work.batch_size == 32
+    assert third.work.run_dir == str(tmp_path / "sweep" / point_name(points[2]))
+    assert third.resources.array_throttle == 2
+    assert len({point_name(p) for p in points}) == 5
+    assert validate_points(spec) == []
+    bad = load_spec(sweep, parse_set_args(["sweep.points=[{train.sed: 5}]"]))
+    (problem,) = validate_points(bad)
+    assert "train.sed" in problem and "did you mean 'seed'" in problem and "point 4" in problem
+
+
+def test_example_specs_validate():
+    examples = sorted((Path(__file__).parent.parent / "jobs" / "examples").glob("*.yaml"))
+    assert {load_spec(p).kind for p in examples} == {"preprocess", "train", "sweep", "generate"}
