@@ -1,0 +1,66 @@
+"""``python -m preprocess``: the preprocessing steps on their own.
+
+  fixture DIR              build the bundled default face set (CelebA layout) in DIR
+  shard SPEC [--shard K]   write one shard (K defaults to $SLURM_ARRAY_TASK_ID)
+  merge SPEC               check all shards and write faces.h5 + manifest + report
+
+``python -m jobs run SPEC`` does all shards and the merge in one go.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jobs import exitcodes, runtime
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m preprocess", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("fixture", help="build the default face set")
+    p.add_argument("dir")
+    p.add_argument("--layout", choices=("kaggle", "original"), default="kaggle")
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("shard", help="write one shard")
+    p.add_argument("spec")
+    p.add_argument("--shard", type=int, default=None, help="default: $SLURM_ARRAY_TASK_ID")
+    p.add_argument("--num-shards", type=int, default=None, help="override the spec's")
+    p = sub.add_parser("merge", help="merge complete shards")
+    p.add_argument("spec")
+    args = parser.parse_args(argv)
+    runtime.configure(args.verbose)
+
+    if args.command == "fixture":
+        from preprocess.fixture import build
+
+        print(build(args.dir, layout=args.layout, seed=args.seed))
+        return exitcodes.OK
+
+    from jobs.loader import SpecError, load_spec
+
+    overrides = [("preprocess.num_shards", args.num_shards)] \
+        if getattr(args, "num_shards", None) else []
+    try:
+        spec = load_spec(args.spec, overrides)
+    except SpecError as exc:
+        print("\n".join(f"error: {p}" for p in exc.problems), file=sys.stderr)
+        return exitcodes.INVALID_SPEC
+    if spec.kind != "preprocess":
+        print(f"error: {args.spec} is a '{spec.kind}' spec, not 'preprocess'", file=sys.stderr)
+        return exitcodes.INVALID_SPEC
+    from jobs import runner
+    from preprocess import job
+
+    if args.command == "merge":
+        return job.run_merge(spec)
+    index = args.shard if args.shard is not None else runner.array_index_from_env()
+    if index is None:
+        print("error: give --shard K or run as a Slurm array task", file=sys.stderr)
+        return exitcodes.INVALID_SPEC
+    return runner.run(spec, index=index)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Array task k: photos of shard k → faces in ``shard-k-of-N.h5`` (+ its report).
+
+The photos stream through in a bounded buffer: decoded photos wait in per-size buckets until a
+bucket holds ``batch_size`` of them (one MTCNN call), or the buffer's byte budget forces the
+fullest bucket out. Memory is bounded by the batch, never by the shard.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import platform
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from jobs import runtime
+from jobs.files import atomic_write_json, remove_stale_temps
+from jobs.schema import PreprocessSpec, to_plain
+from preprocess.decode import Skip, load_rgb
+from preprocess.faces import make_extractor
+from preprocess.inputs import PhotoSet, open_photo_set
+from preprocess.labels import Labeler
+from preprocess.report import ShardReport
+from preprocess.shards import ShardWriter, report_path, shard_path
+
+log = logging.getLogger(__name__)
+
+MAX_BUFFER_BYTES = 256 * 2**20
+# Settings that do not change what ends up in a shard; they may differ between array tasks.
+NOT_CONTENT = {"batch_size", "sample_sheet", "seed", "output_dir"}
+PACKAGES = ("numpy", "h5py", "Pillow", "mtcnn", "tensorflow-cpu", "tensorflow")
+
+
+def spec_hash(spec: PreprocessSpec) -> str:
+    content = {k: v for k, v in to_plain(spec).items() if k not in NOT_CONTENT}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass
+class Photo:
+    name: str
+    image: np.ndarray
+    label: int
+    attributes: np.ndarray
+
+
+def iter_batches(photos: PhotoSet, names: list[str], labeler: Labeler, report: ShardReport,
+                 spec: PreprocessSpec) -> Iterator[list[Photo]]:
+    """Decoded, labelled photos in same-size batches; every skip is recorded in ``report``."""
+    buckets: OrderedDict[tuple, list[Photo]] = OrderedDict()
+    buffered = 0
+    min_side = spec.faces.min_face_size
+    empty = np.zeros(len(photos.attribute_names), dtype=np.uint8)
+    for name in names:
+        report.photos += 1
+        try:
+            attrs = None
+            if photos.layout != "plain":
+                attrs = photos.attributes.get(Path(name).name)
+                if attrs is None:
+                    raise Skip("missing_attributes", "not in the attribute file")
+            label = labeler.label(attrs)
+            image, note = load_rgb(photos.root / name, min_side)
+        except Skip as skip:
+            report.skip(name, skip.reason, skip.detail)
+            continue
+        if note:
+            report.convert(name, note)
+        bucket = buckets.setdefault(image.shape, [])
+        bucket.append(Photo(name, image, label, empty if attrs is None else attrs))
+        buffered += image.nbytes
+        if len(bucket) >= spec.batch_size or buffered > MAX_BUFFER_BYTES:
+            shape = image.shape if len(bucket) >= spec.batch_size \
+                else max(buckets, key=lambda s: len(buckets[s]))
+            batch = buckets.pop(shape)
+            buffered -= sum(p.image.nbytes for p in batch)
+            yield batch
+    yield from buckets.values()
+
+
+def process_shard(spec: PreprocessSpec, index: int) -> Path:
+    """Write shard ``index`` of ``spec.num_shards`` (replacing an older one atomically)."""
+    started = time.monotonic()
+    photos = open_photo_set(spec.input_dir, spec.layout)
+    names = photos.shard(index, spec.num_shards)
+    labeler = Labeler(spec, photos.attribute_names)
+    final = shard_path(spec.output_dir, index, spec.num_shards)
+    for stale in remove_stale_temps(final):
+        log.info("removed %s left by a killed task", stale.name)
+    log.info("shard %d/%d: %d of %d photos (%s layout) -> %s", index, spec.num_shards,
+             len(names), len(photos.names), photos.layout, final)
+    extractor = make_extractor(spec.faces)
+    report = ShardReport(index, spec.num_shards)
+    attrs = {"shard_index": index, "num_shards": spec.num_shards, "spec_hash": spec_hash(spec),
+             "spec": json.dumps(to_plain(spec)), "versions": json.dumps(package_versions()),
+             "class_names": labeler.class_names, "attribute_names": photos.attribute_names,
+             "image_size": spec.faces.image_size, "layout": photos.layout,
+             "input_dir": str(spec.input_dir), "host": platform.node(),
+             "created": dt.datetime.now().isoformat(timespec="seconds")}
+    writer = ShardWriter(final, spec.faces.image_size, len(photos.attribute_names),
+                         spec.chunk_images, spec.compression, attrs)
+    try:
+        progress = _Progress(len(names), f"shard {index}")
+        for batch in iter_batches(photos, names, labeler, report, spec):
+            rows = _rows(batch, extractor.extract([p.image for p in batch]), report)
+            writer.append(rows)
+            progress.advance(len(batch), report.faces)
+        progress.close()
+        atomic_write_json(report_path(spec.output_dir, index, spec.num_shards), report.to_dict())
+        writer.commit(report.counts())
+    except BaseException:
+        writer.abort()
+        raise
+    skipped = ", ".join(f"{r}={n}" for r, n in report.to_dict()["skipped_counts"].items())
+    log.info("shard %d/%d done: %d faces from %d photos in %.1f s (skipped: %s)", index,
+             spec.num_shards, report.faces, report.photos, time.monotonic() - started,
+             skipped or "none")
+    return final
+
+
+def _rows(batch: list[Photo], results: list, report: ShardReport) -> dict[str, np.ndarray]:
+    kept = []
+    for photo, result in zip(batch, results):
+        if isinstance(result, Skip):
+            report.skip(photo.name, result.reason, result.detail)
+        else:
+            kept.append((photo, *result))
+            report.keep(photo.label)
+    if not kept:
+        return {"images": np.zeros((0,))}
+    return {"images": np.stack([crop for _, crop, _ in kept]),
+            "labels": np.asarray([p.label for p, _, _ in kept], dtype=np.int16),
+            "attributes": np.stack([p.attributes for p, _, _ in kept]),
+            "source": np.asarray([p.name for p, _, _ in kept], dtype=object),
+            "box": np.stack([f.box for _, _, f in kept]),
+            "confidence": np.asarray([f.confidence for _, _, f in kept], dtype=np.float32),
+            "keypoints": np.stack([f.keypoints for _, _, f in kept])}
+
+
+class _Progress:
+    """tqdm on a terminal; a plain line every ~10% in batch logs."""
+
+    def __init__(self, total: int, label: str):
+        self.total, self.label, self.done, self.next_log = total, label, 0, total / 10
+        self.bar = None
+        if runtime.show_progress():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=label, unit="photo")
+
+    def advance(self, n: int, faces: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            self.bar.set_postfix(faces=faces)
+        elif self.next_log <= self.done < self.total:
+            log.info("%s: %d/%d photos, %d faces", self.label, self.done, self.total, faces)
+            while self.next_log <= self.done:
+                self.next_log += self.total / 10
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,133 @@
+"""One HDF5 shard per array task: written under a temporary name, renamed when complete.
+
+Layout of a shard (and of the merged file, whose datasets are virtual views over the shards):
+
+=============  ==================  ==================================================
+dataset        shape / dtype       meaning
+=============  ==================  ==================================================
+images         (N, S, S, 3) uint8  faces, chunked along N
+labels         (N,) int16          class index (``attrs['class_names']``)
+attributes     (N, A) uint8        CelebA attributes 0/1 (``attrs['attribute_names']``)
+source         (N,) str            photo path relative to the input folder
+box            (N, 4) float32      x, y, w, h of the face in the photo
+confidence     (N,) float32        MTCNN confidence (NaN for fixed crops)
+keypoints      (N, 5, 2) float32   eyes, nose, mouth corners (x, y) in the photo
+=============  ==================  ==================================================
+
+A shard is valid only if its name is final (``shard-KKKKK-of-NNNNN.h5``) *and*
+``attrs['complete']`` is true: a task killed at any instant leaves at most a hidden temporary.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from jobs.files import temp_name
+
+FORMAT_VERSION = 1
+STR = h5py.string_dtype("utf-8")
+
+
+def shard_path(output_dir: str | Path, index: int, count: int) -> Path:
+    return Path(output_dir) / f"shard-{index:05d}-of-{count:05d}.h5"
+
+
+def report_path(output_dir: str | Path, index: int, count: int) -> Path:
+    return shard_path(output_dir, index, count).with_suffix(".report.json")
+
+
+class ShardWriter:
+    """Append faces batch by batch; ``commit()`` makes the shard visible, atomically."""
+
+    def __init__(self, final: Path, image_size: int, num_attributes: int, chunk: int,
+                 compression: str, attrs: dict[str, Any]):
+        self.final = final
+        self.tmp = temp_name(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.file = h5py.File(self.tmp, "w")
+        self.count = 0
+        comp = None if compression == "none" else compression
+        s = image_size
+
+        def make(name, shape, dtype, compress=False):
+            self.file.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape),
+                                     dtype=dtype, chunks=(chunk, *shape),
+                                     compression=comp if compress else None)
+        make("images", (s, s, 3), np.uint8, compress=True)
+        make("labels", (), np.int16)
+        if num_attributes:  # a plain photo folder has none: no dataset rather than (N, 0)
+            make("attributes", (num_attributes,), np.uint8)
+        make("source", (), STR)
+        make("box", (4,), np.float32)
+        make("confidence", (), np.float32)
+        make("keypoints", (5, 2), np.float32)
+        for key, value in attrs.items():
+            self.file.attrs[key] = value
+        self.file.attrs["format_version"] = FORMAT_VERSION
+        self.file.attrs["complete"] = False
+
+    def append(self, rows: dict[str, np.ndarray]) -> None:
+        n = len(rows["images"])
+        if not n:
+            return
+        for name, values in rows.items():
+            if name not in self.file:
+                continue
+            dset = self.file[name]
+            dset.resize(self.count + n, axis=0)
+            dset[self.count:self.count + n] = values
+        self.count += n
+
+    def commit(self, counts: dict[str, int]) -> Path:
+        self.file.attrs["num_faces"] = self.count
+        self.file.attrs["counts"] = json.dumps(counts)
+        self.file.attrs["complete"] = True  # last write before close + rename
+        self.file.flush()
+        self.file.close()
+        with open(self.tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.final)
+        return self.final
+
+    def abort(self) -> None:
+        try:
+            self.file.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class ShardInfo:
+    path: Path
+    num_faces: int
+    spec_hash: str
+    attrs: dict[str, Any]
+
+
+def inspect_shard(path: Path, index: int, count: int, spec_hash: str) -> ShardInfo | str:
+    """The shard's facts, or a one-line reason why it is not a usable shard of this set."""
+    if not path.exists():
+        return "missing"
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = dict(f.attrs)
+            if not attrs.get("complete"):
+                return "incomplete (writer did not finish)"
+            if (attrs.get("shard_index"), attrs.get("num_shards")) != (index, count):
+                return (f"is shard {attrs.get('shard_index')} of {attrs.get('num_shards')}, "
+                        f"expected {index} of {count}")
+            if attrs.get("spec_hash") != spec_hash:
+                return "was made with different preprocessing settings"
+            n = int(attrs["num_faces"])
+            lengths = {name: len(f[name]) for name in f}
+            if set(lengths.values()) != {n}:
+                return f"dataset lengths {lengths} do not match num_faces={n}"
+    except (OSError, KeyError) as exc:
+        return f"unreadable ({exc})"
+    return ShardInfo(path=path, num_faces=n, spec_hash=spec_hash, attrs=attrs)
