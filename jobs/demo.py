@@ -1,29 +1,54 @@
-"""``./run demo``: the main job on the bundled default specs.
+"""``./run demo``: the main job on the bundled default data.
 
-Until the pipeline's stages land (preprocess: issue #3, train: #4, chained submission: #5),
-the demo validates every example spec and prints the submission each would make.
+1. builds the default face set (``data/default/celeba``, CelebA Kaggle layout, made from
+   photos that ship inside installed packages) if it is not there yet;
+2. preprocesses it with ``jobs/examples/preprocess_faces.yaml``: 3 shards, then the merge;
+3. validates every example spec and prints the submission each would make.
+
+Training joins the demo when it lands (issue #4); the chained Slurm/submitit pipeline with #5.
 """
 from __future__ import annotations
 
+import json
+import logging
 import sys
 from pathlib import Path
 
 from jobs import exitcodes, runtime
 from jobs.cli import main as jobs_main
 
-EXAMPLES = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "jobs" / "examples"
+DEFAULT_DATA = ROOT / "data" / "default" / "celeba"
+log = logging.getLogger("demo")
 
 
 def main() -> int:
     runtime.configure()
-    code = jobs_main(["validate", *EXAMPLES])
+    if not (DEFAULT_DATA / "fixture_truth.json").exists():
+        from preprocess.fixture import build
+
+        log.info("building the default face set in %s", DEFAULT_DATA)
+        build(DEFAULT_DATA)
+    code = jobs_main(["run", str(EXAMPLES / "preprocess_faces.yaml")])
     if code != exitcodes.OK:
         return code
-    for spec in EXAMPLES:
-        print(f"\n===== plan: {spec} =====", flush=True)
-        code = jobs_main(["plan", spec])
-        if code not in (exitcodes.OK, exitcodes.NOT_RUNNABLE):  # inputs come from earlier stages
-            return code
+    out = ROOT / "runs" / "demo" / "faces"
+    manifest = json.loads((out / "faces.manifest.json").read_text())
+    code = jobs_main(["validate", *map(str, sorted(EXAMPLES.glob("*.yaml")))])
+    if code != exitcodes.OK:
+        return code
+    print("\n===== plan: train_cgan_faces.yaml =====", flush=True)
+    jobs_main(["plan", str(EXAMPLES / "train_cgan_faces.yaml")])
+    print(f"""
+facegan-hpc demo: preprocessing done
+  faces:        {manifest['num_faces']} from {manifest['photos']} photos -> {out / 'faces.h5'}
+  classes:      {', '.join(f"{n}={manifest['label_counts'].get(str(i), 0)}"
+                           for i, n in enumerate(manifest['class_names']))}
+  skipped:      {', '.join(f'{k}={v}' for k, v in manifest['skipped_counts'].items())}
+  report:       {out / 'faces.report.json'}
+  sample sheet: {out / 'sample_sheet.png'}
+""")
     return exitcodes.OK
 
 

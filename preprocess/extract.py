@@ -1,8 +1,8 @@
 """Array task k: photos of shard k → faces in ``shard-k-of-N.h5`` (+ its report).
 
-The photos stream through in a bounded buffer: decoded photos wait in per-size buckets until a
-bucket holds ``batch_size`` of them (one MTCNN call), or the buffer's byte budget forces the
-fullest bucket out. Memory is bounded by the batch, never by the shard.
+Photos stream through in windows of ``batch_size`` (or fewer, under a byte budget): one MTCNN
+call per image size in the window, results written in input order. Memory is bounded by the
+batch, never by the shard, and the shard's content does not depend on the batch size.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import json
 import logging
 import platform
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -33,7 +32,8 @@ from preprocess.shards import ShardWriter, report_path, shard_path
 log = logging.getLogger(__name__)
 
 MAX_BUFFER_BYTES = 256 * 2**20
-# Settings that do not change what ends up in a shard; they may differ between array tasks.
+# Settings that do not change which faces end up in a shard, so array tasks may differ in them
+# (batch_size only moves MTCNN's boxes by float noise, at most a few pixels).
 NOT_CONTENT = {"batch_size", "sample_sheet", "seed", "output_dir"}
 PACKAGES = ("numpy", "h5py", "Pillow", "mtcnn", "tensorflow-cpu", "tensorflow")
 
@@ -61,10 +61,11 @@ class Photo:
     attributes: np.ndarray
 
 
-def iter_batches(photos: PhotoSet, names: list[str], labeler: Labeler, report: ShardReport,
+def iter_windows(photos: PhotoSet, names: list[str], labeler: Labeler, report: ShardReport,
                  spec: PreprocessSpec) -> Iterator[list[Photo]]:
-    """Decoded, labelled photos in same-size batches; every skip is recorded in ``report``."""
-    buckets: OrderedDict[tuple, list[Photo]] = OrderedDict()
+    """Decoded, labelled photos in input order, ``batch_size`` at a time (fewer if they would
+    exceed the byte budget); every skip is recorded in ``report``."""
+    window: list[Photo] = []
     buffered = 0
     min_side = spec.faces.min_face_size
     empty = np.zeros(len(photos.attribute_names), dtype=np.uint8)
@@ -83,16 +84,26 @@ def iter_batches(photos: PhotoSet, names: list[str], labeler: Labeler, report: S
             continue
         if note:
             report.convert(name, note)
-        bucket = buckets.setdefault(image.shape, [])
-        bucket.append(Photo(name, image, label, empty if attrs is None else attrs))
+        window.append(Photo(name, image, label, empty if attrs is None else attrs))
         buffered += image.nbytes
-        if len(bucket) >= spec.batch_size or buffered > MAX_BUFFER_BYTES:
-            shape = image.shape if len(bucket) >= spec.batch_size \
-                else max(buckets, key=lambda s: len(buckets[s]))
-            batch = buckets.pop(shape)
-            buffered -= sum(p.image.nbytes for p in batch)
-            yield batch
-    yield from buckets.values()
+        if len(window) >= spec.batch_size or buffered > MAX_BUFFER_BYTES:
+            yield window
+            window, buffered = [], 0
+    if window:
+        yield window
+
+
+def extract_in_order(extractor, window: list[Photo]) -> list:
+    """Run the extractor once per image size in the window (MTCNN must not mix sizes), and
+    return the results in the window's order, so a shard never depends on the batching."""
+    by_shape: dict[tuple, list[int]] = {}
+    for i, photo in enumerate(window):
+        by_shape.setdefault(photo.image.shape, []).append(i)
+    results: list = [None] * len(window)
+    for indices in by_shape.values():
+        for i, result in zip(indices, extractor.extract([window[i].image for i in indices])):
+            results[i] = result
+    return results
 
 
 def process_shard(spec: PreprocessSpec, index: int) -> Path:
@@ -118,8 +129,8 @@ def process_shard(spec: PreprocessSpec, index: int) -> Path:
                          spec.chunk_images, spec.compression, attrs)
     try:
         progress = _Progress(len(names), f"shard {index}")
-        for batch in iter_batches(photos, names, labeler, report, spec):
-            rows = _rows(batch, extractor.extract([p.image for p in batch]), report)
+        for batch in iter_windows(photos, names, labeler, report, spec):
+            rows = _rows(batch, extract_in_order(extractor, batch), report)
             writer.append(rows)
             progress.advance(len(batch), report.faces)
         progress.close()
