@@ -20,7 +20,7 @@ def configure(verbose: bool = False) -> None:
     if verbose:
         os.environ["FACEGAN_VERBOSE"] = "1"  # child processes (ranks, array tasks) inherit it
     else:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # also grappler's harmless errors
         for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         if "absl.logging" in sys.modules or _importable("absl"):

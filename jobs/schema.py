@@ -185,6 +185,8 @@ class GuardSpec:
     g_band: list[float] = opt([0.40, 1.50], "Healthy band of the G loss", parse=_band)
     d_bounds: list[float] = opt([0.001, 2.0], "Hard bounds of the D losses", parse=_band)
     g_bounds: list[float] = opt([0.01, 4.5], "Hard bounds of the G loss", parse=_band)
+    snapshot_every_steps: int = opt(50, "Take a 'last good' snapshot at most this often, "
+                                        "when all losses are in their bands", ge=1)
     max_failures: int = opt(3, "Stop when the same snapshot fails this many times", ge=1)
 
 

@@ -57,3 +57,17 @@ def validate_points(sweep_job: JobSpec) -> list[str]:
         except SpecError as exc:
             problems += [f"{p} [sweep point {index}]" for p in exc.problems]
     return problems
+
+
+def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
+    """Train point ``index`` (an array task), or every point in turn when run locally."""
+    from jobs import exitcodes, runner
+
+    indices = [index] if index is not None else range(len(expand_points(spec.work)))
+    worst = exitcodes.OK
+    for k in indices:
+        code = runner.run(point_spec(spec, k), fresh=fresh)
+        if code == exitcodes.REQUEUE:
+            return code  # stopped by a signal: the rest resumes after the requeue
+        worst = worst or code
+    return worst

@@ -1,0 +1,122 @@
+"""The mode-collapse guard: roll back the network whose loss left its bounds.
+
+GAN training sometimes falls off a cliff — D wins outright (its loss → 0, G's explodes) or
+G fools a broken D. The guard keeps *last good* weights, captured while every loss sits in its
+healthy band, and when a loss leaves its hard bounds it restores only the network that failed
+(D for the D losses, G for the G loss) and training carries on.
+
+It keeps two snapshots and rolls back to the *older* one: the newer was taken shortly before
+the collapse, when the run may already have been sliding towards it. Rollbacks to the same
+snapshot are counted; after ``max_failures`` the run stops with exit code 79 (which the Slurm
+layer never requeues): retrying forever would only burn the allocation.
+
+Snapshots and counters are ``tf.Variable``s inside a ``tf.Module``, so they are part of every
+checkpoint; all ranks take the same decisions because they see the same (allreduced) losses.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from jobs.schema import GuardSpec
+
+log = logging.getLogger(__name__)
+
+
+class GuardStop(Exception):
+    """The same snapshot failed ``max_failures`` times."""
+
+
+@dataclass
+class Decision:
+    action: str            # "ok", "snapshot" or "rollback"
+    models: tuple = ()     # rolled back: ("discriminator",), ("generator",) or both
+    snapshot_step: int = -1
+
+
+def _copies(model: tf.keras.Model, tag: str) -> list[tf.Variable]:
+    return [tf.Variable(v.value if hasattr(v, "value") and not isinstance(v, tf.Variable)
+                        else v, trainable=False, name=f"{tag}_{i}")
+            for i, v in enumerate(model.weights)]
+
+
+class Guard(tf.Module):
+    def __init__(self, spec: GuardSpec, generator, discriminator):
+        super().__init__(name="guard")
+        self.spec = spec
+        self.models = {"generator": generator, "discriminator": discriminator}
+        # slot 0 = newer, slot 1 = older snapshot of both networks
+        self.slots = [{name: _copies(m, f"{name}{k}") for name, m in self.models.items()}
+                      for k in range(2)]
+        self.slot_step = tf.Variable([-1, -1], dtype=tf.int64, trainable=False)
+        self.failures = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.rollbacks = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.last_rollback = tf.Variable(-1, dtype=tf.int64, trainable=False)
+
+    @staticmethod
+    def _inside(value: float, band) -> bool:
+        return band[0] < value < band[1]
+
+    def observe(self, step: int, d_real: float, d_fake: float, g: float) -> Decision:
+        """Look at this step's (rank-averaged) losses; snapshot, roll back or do nothing."""
+        if not self.spec.enabled:
+            return Decision("ok")
+        s = self.spec
+        failed = []
+        if not (self._inside(d_real, s.d_bounds) and self._inside(d_fake, s.d_bounds)):
+            failed.append("discriminator")
+        if not self._inside(g, s.g_bounds):
+            failed.append("generator")
+        if failed:
+            return self._rollback(step, tuple(failed), d_real, d_fake, g)
+        healthy = (self._inside(d_real, s.d_real_band) and self._inside(d_fake, s.d_fake_band)
+                   and self._inside(g, s.g_band))
+        newest = int(self.slot_step[0])
+        if healthy and (newest < 0 or step - newest >= s.snapshot_every_steps):
+            self._snapshot(step)
+            return Decision("snapshot", snapshot_step=step)
+        return Decision("ok")
+
+    def _snapshot(self, step: int) -> None:
+        for name in self.models:  # newer -> older, then current -> newer
+            for older, newer in zip(self.slots[1][name], self.slots[0][name]):
+                older.assign(newer)
+            for copy, var in zip(self.slots[0][name], self.models[name].weights):
+                copy.assign(var)
+        self.slot_step.assign([step, int(self.slot_step[0])])
+        last = int(self.last_rollback)
+        if last < 0 or step - last >= 2 * self.spec.snapshot_every_steps:
+            self.failures.assign(0)  # healthy for a while: a fresh start for the count
+
+    def _rollback(self, step: int, failed: tuple, d_real, d_fake, g) -> Decision:
+        newer, older = (int(v) for v in self.slot_step.numpy())
+        target = 1 if older >= 0 else 0
+        target_step = older if older >= 0 else newer
+        losses = f"d_real={d_real:.4f} d_fake={d_fake:.4f} g={g:.4f}"
+        if target_step < 0:
+            log.warning("guard: step %d %s out of bounds for %s, but no healthy snapshot "
+                        "exists yet; carrying on", step, losses, "+".join(failed))
+            return Decision("ok")
+        self.failures.assign_add(1)
+        if int(self.failures) >= self.spec.max_failures:
+            raise GuardStop(
+                f"mode-collapse guard: the snapshot from step {target_step} failed "
+                f"{int(self.failures)} times (last at step {step}: {losses}); stopping. Lower "
+                "the learning rate or widen train.guard bounds, then resume from the run dir")
+        for name in failed:
+            for var, copy in zip(self.models[name].weights, self.slots[target][name]):
+                var.assign(copy)
+        if target == 1:  # the newer snapshot is suspect: forget it
+            for name in self.models:
+                for newer_copy, older_copy in zip(self.slots[0][name], self.slots[1][name]):
+                    newer_copy.assign(older_copy)
+            self.slot_step.assign([older, older])
+        self.rollbacks.assign_add(1)
+        self.last_rollback.assign(step)
+        log.warning("guard: rollback %d at step %d: %s out of bounds, restored %s from the "
+                    "snapshot of step %d (failure %d/%d)", int(self.rollbacks), step, losses,
+                    " and ".join(failed), target_step, int(self.failures),
+                    self.spec.max_failures)
+        return Decision("rollback", models=failed, snapshot_step=target_step)

@@ -1,0 +1,378 @@
+"""The training loop: one ``tf.function`` step for both networks, Horovod data-parallel,
+checkpoints that resume exactly, the mode-collapse guard, and a clean stop on signals.
+
+Resuming is automatic: if ``run_dir/checkpoints`` holds a checkpoint, training continues
+from it — weights, both optimizers, the guard's snapshots, the epoch and the position inside
+the epoch (the data order and every random draw are functions of the seed and the step, so
+nothing else is needed). A checkpoint is written every epoch (and every
+``checkpoint.every_steps``); TensorFlow writes it under temporary names and only then points
+``checkpoints/checkpoint`` at it, so a kill at any instant leaves the previous one in force.
+
+On SIGUSR1 (Slurm's early walltime signal, see ``slurm/train.sbatch``), SIGTERM (preemption,
+``scancel``) or SIGINT, every rank finishes the current step, rank 0 writes a checkpoint, and
+all exit with code 75: "requeue me".
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import yaml
+
+from gan import distributed, models, sampling
+from gan.data import ImageSet, Split
+from gan.guard import Guard
+from gan.outputs import RunOutputs
+from jobs import exitcodes, runtime
+from jobs.schema import TrainSpec, to_plain
+
+log = logging.getLogger(__name__)
+GRID_PER_CLASS = 8
+
+
+class StopRequest:
+    """Turns SIGUSR1/SIGTERM/SIGINT into a flag the loop checks after every step."""
+
+    SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
+        self.signum = signum
+        log.warning("received %s: will checkpoint after this step and exit %d (requeue)",
+                    signal.Signals(signum).name, exitcodes.REQUEUE)
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+class SpecMismatch(Exception):
+    """The run directory was made by a spec with another model or data."""
+
+
+def _weights_digest(*model_list) -> int:
+    h = hashlib.blake2b(digest_size=8)
+    for model in model_list:
+        for v in model.weights:
+            h.update(np.ascontiguousarray(v.numpy()).tobytes())
+    return int.from_bytes(h.digest(), "little", signed=True)
+
+
+def _make_optimizer(spec: TrainSpec, world_size: int, model) -> tf.keras.optimizers.Optimizer:
+    o = spec.optimizer
+    lr = o.learning_rate * (world_size if o.scale_lr_by_ranks else 1)
+    cls = {"adam": tf.keras.optimizers.Adam, "adamax": tf.keras.optimizers.Adamax}[o.name]
+    opt = cls(learning_rate=lr, beta_1=o.beta_1, beta_2=o.beta_2)
+    if spec.mixed_precision:
+        opt = tf.keras.optimizers.LossScaleOptimizer(opt)
+    opt.build(model.trainable_variables)
+    return opt
+
+
+class Trainer:
+    def __init__(self, spec: TrainSpec, world: distributed.World, fresh: bool = False):
+        self.spec = spec
+        self.world = world
+        self.run_dir = Path(spec.run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        if fresh and tf.train.latest_checkpoint(str(self.ckpt_dir)):
+            raise SpecMismatch(f"--fresh: {self.run_dir} already holds checkpoints; remove "
+                               "it or drop --fresh to resume")
+        if spec.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        if spec.mixed_precision:
+            tf.keras.mixed_precision.set_global_policy("mixed_float16")
+        self.data = ImageSet(spec.data, spec.in_memory_max_gb)
+        self.split = Split(world.rank, world.size, spec.batch_size)
+        self.steps_per_epoch = self.data.steps_per_epoch(self.split)
+        self._check_data()
+        self.num_classes = spec.model.num_classes or self.data.num_classes
+        self.class_names = (self.data.class_names if self.num_classes == self.data.num_classes
+                            else [str(i) for i in range(self.num_classes)])
+        tf.keras.utils.set_random_seed(spec.seed)  # same initial weights on every start
+        self.G, self.D = models.build(spec.model, self.num_classes, self.data.shape[-1])
+        self.g_opt = _make_optimizer(spec, world.size, self.G)
+        self.d_opt = _make_optimizer(spec, world.size, self.D)
+        self.guard = Guard(spec.guard, self.G, self.D)
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.saves = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.ckpt = tf.train.Checkpoint(
+            generator=self.G, discriminator=self.D, g_optimizer=self.g_opt,
+            d_optimizer=self.d_opt, guard=self.guard, epoch=self.epoch,
+            step_in_epoch=self.step_in_epoch, global_step=self.global_step, saves=self.saves,
+            layer_rng=self._layer_rng_states())
+        self.manager = tf.train.CheckpointManager(self.ckpt, str(self.ckpt_dir),
+                                                  max_to_keep=spec.checkpoint.keep)
+        self.resumed_from = self._restore()
+        distributed.broadcast(world, self._all_variables())
+        probs = spec.latent.class_probabilities or self.data.class_frequencies()
+        if len(probs) != self.num_classes:
+            raise SpecMismatch(f"train.latent.class_probabilities has {len(probs)} entries "
+                               f"for {self.num_classes} classes")
+        self.class_probs = tf.constant(probs, tf.float32)
+        self.step_fn = self._make_step()
+
+    # ----------------------------------------------------------------------------- setup
+    def _check_data(self) -> None:
+        s, size = self.spec, self.data.shape
+        if size[0] != s.model.image_size or size[1] != s.model.image_size:
+            raise SpecMismatch(f"{self.data.path} holds {size[0]}x{size[1]} images but "
+                               f"train.model.image_size is {s.model.image_size}")
+        if self.steps_per_epoch == 0:
+            raise SpecMismatch(f"{self.data.num} images are fewer than one step needs "
+                               f"(batch_size {s.batch_size} x {self.world.size} ranks)")
+        if s.model.num_classes and self.data.labels.max() >= s.model.num_classes:
+            raise SpecMismatch(f"labels go up to {self.data.labels.max()} but "
+                               f"train.model.num_classes is {s.model.num_classes}")
+
+    def _layer_rng_states(self) -> list:
+        """Keras 3 keeps Dropout's RNG in seed-generator variables that are neither weights
+        nor saved by tf.train.Checkpoint through the model: save them explicitly, or a
+        resumed run would draw other dropout masks."""
+        return [distributed.tf_variables([v])[0] for m in (self.G, self.D)
+                for v in m.variables if not any(v is w for w in m.weights)]
+
+    def _all_variables(self) -> list:
+        return (list(self.G.variables) + list(self.D.variables) + list(self.g_opt.variables)
+                + list(self.d_opt.variables) + list(self.guard.variables)
+                + [self.epoch, self.step_in_epoch, self.global_step, self.saves])
+
+    def _restore(self) -> str | None:
+        """Newest checkpoint that restores cleanly; older ones if it does not."""
+        self._check_spec_file()
+        for path in reversed(self.manager.checkpoints):
+            try:
+                self.ckpt.restore(path).assert_existing_objects_matched()
+            except (tf.errors.OpError, AssertionError, ValueError) as exc:
+                log.warning("checkpoint %s does not restore (%s); trying an older one", path,
+                            str(exc).splitlines()[0])
+                continue
+            return path
+        return None
+
+    def _check_spec_file(self) -> None:
+        """Keep the spec with the run; refuse to resume a run made for another model."""
+        path = self.run_dir / "train_spec.yaml"
+        current = to_plain(self.spec)
+        if path.exists() and self.manager.checkpoints:
+            saved = yaml.safe_load(path.read_text())
+            if saved.get("model") != current["model"]:
+                raise SpecMismatch(f"{self.run_dir} was trained with another train.model "
+                                   f"({saved.get('model')}); use a new run_dir")
+        if self.world.is_chief:
+            from jobs.files import atomic_write_text
+
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))
+
+    # ------------------------------------------------------------------------------ step
+    def _make_step(self):
+        spec, world = self.spec, self.world
+        G, D, g_opt, d_opt = self.G, self.D, self.g_opt, self.d_opt
+        batch, dim, dist = spec.batch_size, spec.model.latent_dim, spec.latent.distribution
+        smooth, noise, seed, rank = spec.label_smoothing, spec.disc_input_noise, spec.seed, \
+            world.rank
+        probs = self.class_probs
+        hvd = world.hvd
+
+        def bce(target: float, logits):
+            logits = tf.cast(logits, tf.float32)
+            return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+                labels=tf.fill(tf.shape(logits), target), logits=logits))
+
+        def noisy(x, step, purpose):
+            if noise <= 0:
+                return x
+            return x + noise * tf.random.stateless_normal(
+                tf.shape(x), sampling.seed_for(seed, rank, step, purpose))
+
+        def update(opt, model, tape, loss):
+            scaled = opt.scale_loss(loss) if spec.mixed_precision else loss
+            grads = distributed.gradient_tape(world, tape).gradient(
+                scaled, distributed.tf_variables(model.trainable_variables))
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+
+        @tf.function
+        def train_step(images, labels, step, stop):
+            real = tf.cast(images, tf.float32) / 127.5 - 1.0
+            z = sampling.latent(dist, batch, dim, sampling.seed_for(seed, rank, step,
+                                                                     "d_latent"))
+            fake_labels = sampling.class_labels(probs, batch, sampling.seed_for(
+                seed, rank, step, "d_labels"))
+            fake = G([z, fake_labels], training=True)
+            with tf.GradientTape() as tape:
+                real_logits = D([noisy(real, step, "noise_real"), labels], training=True)
+                fake_logits = D([noisy(fake, step, "noise_fake"), fake_labels], training=True)
+                d_real, d_fake = bce(smooth, real_logits), bce(0.0, fake_logits)
+                d_loss = d_real + d_fake
+            update(d_opt, D, tape, d_loss)
+            z2 = sampling.latent(dist, batch, dim, sampling.seed_for(seed, rank, step,
+                                                                      "g_latent"))
+            g_labels = sampling.class_labels(probs, batch, sampling.seed_for(
+                seed, rank, step, "g_labels"))
+            with tf.GradientTape() as tape:
+                g_loss = bce(1.0, D([G([z2, g_labels], training=True), g_labels],
+                                    training=True))
+            update(g_opt, G, tape, g_loss)
+            acc_real = tf.reduce_mean(tf.cast(tf.cast(real_logits, tf.float32) > 0, tf.float32))
+            acc_fake = tf.reduce_mean(tf.cast(tf.cast(fake_logits, tf.float32) < 0, tf.float32))
+            metrics = tf.stack([d_real, d_fake, g_loss, acc_real, acc_fake])
+            if hvd is not None:  # every rank sees the same numbers: the guard agrees
+                metrics = hvd.allreduce(metrics, op=hvd.Average, name="metrics")
+                stop = hvd.allreduce(stop, op=hvd.Sum, name="stop")
+            return metrics, stop
+
+        return train_step
+
+    # ------------------------------------------------------------------------------ loop
+    def fixed_grid_inputs(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """The same latents for every class row: rows differ only by the label."""
+        n = GRID_PER_CLASS
+        z = sampling.latent("normal", n, self.spec.model.latent_dim,
+                            sampling.seed_for(self.spec.seed, 0, 0, "grid"))
+        z = tf.tile(z, [self.num_classes, 1])
+        labels = tf.repeat(tf.range(self.num_classes, dtype=tf.int32), n)
+        return z, labels
+
+    def sample_images(self) -> np.ndarray:
+        z, labels = self.fixed_grid_inputs()
+        images = self.G([z, labels], training=False)
+        images = tf.cast(tf.clip_by_value((tf.cast(images, tf.float32) + 1) * 127.5, 0, 255),
+                         tf.uint8).numpy()
+        return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
+
+    def _rank_check(self, seen: list[np.ndarray]) -> tuple[bool, list]:
+        """All ranks: same weights? Which images did each see? (rank 0 gets every rank's)"""
+        idx = np.concatenate(seen) if seen else np.zeros(0, np.int64)
+        mine = tf.constant([[_weights_digest(self.G, self.D), len(idx), int(idx.sum()),
+                             int((idx.astype(np.int64) ** 2).sum())]], tf.int64)
+        rows = mine if self.world.hvd is None else self.world.hvd.allgather(
+            mine, name="rank_check")
+        rows = rows.numpy().tolist()
+        return len({r[0] for r in rows}) == 1, rows
+
+    def save(self, reason: str) -> None:
+        self.saves.assign_add(1)
+        if self.world.is_chief:
+            t = time.perf_counter()
+            path = self.manager.save(checkpoint_number=int(self.global_step))
+            log.info("checkpoint %s (%s, %.2f s)", Path(path).name, reason,
+                     time.perf_counter() - t)
+
+    def barrier(self) -> None:
+        """Ranks wait here for rank 0 (e.g. to finish a checkpoint before anyone exits)."""
+        if self.world.hvd is not None:
+            self.world.hvd.allreduce(tf.constant(0.0), name="barrier")
+
+    def run(self) -> int:
+        spec, chief = self.spec, self.world.is_chief
+        start_epoch, start_step = int(self.epoch), int(self.step_in_epoch)
+        if self.resumed_from:
+            log.info("resumed from %s: epoch %d, step %d of %d in it (global step %d)",
+                     Path(self.resumed_from).name, start_epoch + 1, start_step,
+                     self.steps_per_epoch, int(self.global_step))
+        outputs = RunOutputs(self.run_dir, self.class_names, int(self.global_step)) \
+            if chief else None
+        if start_epoch >= spec.epochs:
+            log.info("all %d epochs already done in %s", spec.epochs, self.run_dir)
+            return exitcodes.OK
+        stop = StopRequest()
+        t0 = time.monotonic()
+        try:
+            for epoch in range(start_epoch, spec.epochs):
+                seen: list[np.ndarray] = []
+                bar = self._progress(epoch, start_step)
+                for s, (images, labels, idx) in enumerate(
+                        self.data.batches(spec.seed, epoch, self.split, start_step),
+                        start=start_step):
+                    metrics, stops = self.step_fn(images, labels, self.global_step,
+                                                  tf.constant(float(stop.requested)))
+                    values = dict(zip(("d_real", "d_fake", "g", "d_acc_real", "d_acc_fake"),
+                                      metrics.numpy().tolist()))
+                    self.global_step.assign_add(1)
+                    self.step_in_epoch.assign(s + 1)
+                    seen.append(idx)
+                    self.guard.observe(int(self.global_step), values["d_real"],
+                                       values["d_fake"], values["g"])
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix({k: f"{values[k]:.3f}" for k in ("d_real", "d_fake",
+                                                                         "g")})
+                    if outputs is not None:
+                        outputs.add_step(values)
+                        if (s + 1) % spec.log_every_steps == 0:
+                            self._log_interval(outputs, epoch, s + 1, t0)
+                    if float(stops) > 0:
+                        self.save("stop signal")
+                        self.barrier()
+                        log.warning("stopped at epoch %d step %d/%d: exit %d to be requeued",
+                                    epoch + 1, s + 1, self.steps_per_epoch, exitcodes.REQUEUE)
+                        return exitcodes.REQUEUE
+                    every = spec.checkpoint.every_steps
+                    if every and int(self.global_step) % every == 0 \
+                            and s + 1 < self.steps_per_epoch:
+                        self.save(f"every {every} steps")
+                if bar is not None:
+                    bar.close()
+                start_step = 0
+                self.epoch.assign(epoch + 1)
+                self.step_in_epoch.assign(0)
+                in_sync, ranks = self._rank_check(seen)
+                if not in_sync:
+                    raise RuntimeError(f"ranks diverged after epoch {epoch + 1}: {ranks}")
+                self.save(f"epoch {epoch + 1}")
+                if outputs is not None:
+                    self._epoch_outputs(outputs, epoch, ranks, t0)
+        finally:
+            stop.restore()
+        self.barrier()
+        log.info("training finished: %d epochs, %d steps, %d checkpoints, %d rollbacks -> %s",
+                 spec.epochs, int(self.global_step), int(self.saves),
+                 int(self.guard.rollbacks), self.run_dir)
+        return exitcodes.OK
+
+    def _progress(self, epoch: int, start_step: int):
+        if not (self.world.is_chief and runtime.show_progress()):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.steps_per_epoch, initial=start_step, unit="step",
+                    desc=f"epoch {epoch + 1}/{self.spec.epochs}")
+
+    def _extra(self, t0: float, in_sync: bool | str = "") -> dict:
+        return {"secs": f"{time.monotonic() - t0:.1f}", "rollbacks": int(self.guard.rollbacks),
+                "saves": int(self.saves), "ranks_in_sync": in_sync}
+
+    def _log_interval(self, outputs: RunOutputs, epoch: int, it: int, t0: float) -> None:
+        extra = self._extra(t0)
+        m = outputs.interval(epoch + 1, int(self.global_step), extra)
+        log.info("epoch %d/%d it %d/%d d_real=%.2f d_fake=%.2f g=%.2f secs=%s rollbacks=%d "
+                 "saves=%d", epoch + 1, self.spec.epochs, it, self.steps_per_epoch,
+                 m["d_real"], m["d_fake"], m["g"], extra["secs"], extra["rollbacks"],
+                 extra["saves"])
+
+    def _epoch_outputs(self, outputs: RunOutputs, epoch: int, ranks: list, t0: float) -> None:
+        extra = self._extra(t0, in_sync=True)
+        m = outputs.epoch_end(epoch + 1, int(self.global_step), extra, self.sample_images(),
+                              GRID_PER_CLASS)
+        outputs.write_ranks(epoch + 1, ranks)
+        log.info("epoch %d/%d done: d_real=%.3f d_fake=%.3f g=%.3f acc_real=%.2f "
+                 "acc_fake=%.2f secs=%s rollbacks=%d saves=%d", epoch + 1, self.spec.epochs,
+                 m["d_real"], m["d_fake"], m["g"], m["d_acc_real"], m["d_acc_fake"],
+                 extra["secs"], extra["rollbacks"], extra["saves"])
