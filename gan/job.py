@@ -15,6 +15,8 @@ def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
     from gan.train import SpecMismatch, Trainer
 
     world = distributed.init()
+    if not world.is_chief:  # only rank 0 logs progress; the others speak up on problems
+        logging.getLogger().setLevel(logging.WARNING)
     try:
         trainer = Trainer(spec.work, world, fresh=fresh)
     except (SpecMismatch, OSError, ValueError) as exc:

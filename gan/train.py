@@ -92,6 +92,9 @@ class Trainer:
         if fresh and tf.train.latest_checkpoint(str(self.ckpt_dir)):
             raise SpecMismatch(f"--fresh: {self.run_dir} already holds checkpoints; remove "
                                "it or drop --fresh to resume")
+        # Grappler's remapper fails on the GAN step's graph ("Mutation::Apply error") and
+        # logs a C++ error every run; it rewrites nothing here, so skip it.
+        tf.config.optimizer.set_experimental_options({"remapping": False})
         if spec.deterministic:
             tf.config.experimental.enable_op_determinism()
         if spec.mixed_precision:
