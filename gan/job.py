@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from jobs import exitcodes
 from jobs.schema import JobSpec
@@ -9,11 +10,23 @@ from jobs.schema import JobSpec
 log = logging.getLogger(__name__)
 
 
+def limit_threads_to_allocation() -> None:
+    """TensorFlow sizes its thread pools by the node's cores, not by the job's allocation:
+    on a shared node that oversubscribes the CPUs. Follow Slurm's --cpus-per-task."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if cpus.isdigit() and "TF_NUM_INTRAOP_THREADS" not in os.environ:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(int(cpus))
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, int(cpus)))
+
+
 def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
     from gan import distributed
     from gan.guard import GuardStop
     from gan.train import SpecMismatch, Trainer
 
+    limit_threads_to_allocation()
     world = distributed.init()
     if not world.is_chief:  # only rank 0 logs progress; the others speak up on problems
         logging.getLogger().setLevel(logging.WARNING)

@@ -3,9 +3,9 @@
 1. builds the default face set (``data/default/celeba``, CelebA Kaggle layout, made from
    photos that ship inside installed packages) if it is not there yet;
 2. preprocesses it with ``jobs/examples/preprocess_faces.yaml``: 3 shards, then the merge;
-3. validates every example spec and prints the submission each would make.
-
-Training joins the demo when it lands (issue #4); the chained Slurm/submitit pipeline with #5.
+3. trains the embedding cGAN on it briefly (``jobs/examples/train_cgan_faces.yaml``, shortened
+   for a laptop CPU: DEMO_TRAIN below) — rerunning resumes and finds the work done;
+4. validates every example spec and prints where the results are.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from jobs.cli import main as jobs_main
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "jobs" / "examples"
 DEFAULT_DATA = ROOT / "data" / "default" / "celeba"
+DEMO_TRAIN = ["train.epochs=20", "train.batch_size=16", "train.log_every_steps=7"]
 log = logging.getLogger("demo")
 
 
@@ -35,19 +36,27 @@ def main() -> int:
         return code
     out = ROOT / "runs" / "demo" / "faces"
     manifest = json.loads((out / "faces.manifest.json").read_text())
+    sets = [arg for item in DEMO_TRAIN for arg in ("--set", item)]
+    code = jobs_main(["run", str(EXAMPLES / "train_cgan_faces.yaml"), *sets])
+    if code != exitcodes.OK:
+        return code
     code = jobs_main(["validate", *map(str, sorted(EXAMPLES.glob("*.yaml")))])
     if code != exitcodes.OK:
         return code
-    print("\n===== plan: train_cgan_faces.yaml =====", flush=True)
-    jobs_main(["plan", str(EXAMPLES / "train_cgan_faces.yaml")])
+    run_dir = ROOT / "runs" / "demo" / "cgan"
+    grids = sorted((run_dir / "samples").glob("epoch_*.png"))
     print(f"""
-facegan-hpc demo: preprocessing done
+facegan-hpc demo: done
   faces:        {manifest['num_faces']} from {manifest['photos']} photos -> {out / 'faces.h5'}
   classes:      {', '.join(f"{n}={manifest['label_counts'].get(str(i), 0)}"
                            for i, n in enumerate(manifest['class_names']))}
   skipped:      {', '.join(f'{k}={v}' for k, v in manifest['skipped_counts'].items())}
   report:       {out / 'faces.report.json'}
   sample sheet: {out / 'sample_sheet.png'}
+  sample grid:  {grids[-1] if grids else '(none)'}
+  loss curve:   {run_dir / 'loss_curve.png'}
+  checkpoint:   {run_dir / 'checkpoints'}
+  metrics:      {run_dir / 'metrics.csv'}  (tensorboard --logdir {run_dir / 'tensorboard'})
 """)
     return exitcodes.OK
 
