@@ -272,8 +272,9 @@ class Trainer:
         rows = rows.numpy().tolist()
         return len({r[0] for r in rows}) == 1, rows
 
-    def save(self, reason: str) -> None:
-        self.saves.assign_add(1)
+    def save(self, reason: str, counted: bool = False) -> None:
+        if not counted:
+            self.saves.assign_add(1)
         if self.world.is_chief:
             t = time.perf_counter()
             path = self.manager.save(checkpoint_number=int(self.global_step))
@@ -341,9 +342,12 @@ class Trainer:
                 in_sync, ranks = self._rank_check(seen)
                 if not in_sync:
                     raise RuntimeError(f"ranks diverged after epoch {epoch + 1}: {ranks}")
-                self.save(f"epoch {epoch + 1}")
+                # outputs first: if a kill lands between the two, the epoch is redone and
+                # its outputs rewritten; the other way round they would be lost
+                self.saves.assign_add(1)
                 if outputs is not None:
                     self._epoch_outputs(outputs, epoch, ranks, t0)
+                self.save(f"epoch {epoch + 1}", counted=True)
         finally:
             stop.restore()
         self.barrier()

@@ -22,11 +22,13 @@ own_job_id() {
 
 # Start one process per Slurm task: plain for a single task, else srun with PMIx so an MPI
 # build of Horovod sees every rank (Horovod ignores SLURM_* and checks its size at start).
+# `exec`: run in the background (`launch_ranks ... &`), the function's subshell must become
+# the process itself, or a signal meant for the job would only kill the subshell.
 launch_ranks() {
   if [[ "${SLURM_NTASKS:-1}" -le 1 ]]; then
-    "$@"
+    exec "$@"
   else
-    srun --mpi="${FACEGAN_SRUN_MPI:-pmix}" --kill-on-bad-exit=1 "$@"
+    exec srun --mpi="${FACEGAN_SRUN_MPI:-pmix}" --kill-on-bad-exit=1 "$@"
   fi
 }
 

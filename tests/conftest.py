@@ -27,3 +27,20 @@ def write_spec(tmp_path: Path):
         path.write_text(textwrap.dedent(text))
         return path
     return write
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real single-node Slurm cluster (slurmctld, slurmd, munge, slurmdbd + MariaDB) started
+    by slurm/testcluster/start.sh for this test session and stopped by PID afterwards."""
+    folder = tmp_path_factory.mktemp("slurm")
+    start = subprocess.run([str(ROOT / "slurm/testcluster/start.sh"), str(folder)],
+                           capture_output=True, text=True, timeout=600)
+    assert start.returncode == 0, start.stderr[-3000:]
+    env = {**QUIET_ENV, "SLURM_CONF": str(folder / "etc/slurm.conf"),
+           "FACEGAN_PYTHON": sys.executable}
+    try:
+        yield {"dir": folder, "env": env}
+    finally:
+        subprocess.run([str(ROOT / "slurm/testcluster/stop.sh"), str(folder)],
+                       capture_output=True, timeout=120)
