@@ -35,10 +35,16 @@ log = logging.getLogger(__name__)
 GRID_PER_CLASS = 8
 
 
-class StopRequest:
-    """Turns SIGUSR1/SIGTERM/SIGINT into a flag the loop checks after every step."""
+last_stop_signal: int | None = None  # the signal that stopped the last run (for jobs.submit)
 
-    SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+
+class StopRequest:
+    """Turns SIGUSR1/SIGUSR2/SIGTERM/SIGINT into a flag the loop checks after every step.
+
+    USR1 is the sbatch scripts' walltime signal, USR2 submitit's; either way the trainer
+    checkpoints first, then the caller requeues (see ``jobs.submit.SpecTask``)."""
+
+    SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.signum: int | None = None
@@ -47,7 +53,8 @@ class StopRequest:
     def _handle(self, signum, frame):
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
-        self.signum = signum
+        global last_stop_signal
+        self.signum = last_stop_signal = signum
         log.warning("received %s: will checkpoint after this step and exit %d (requeue)",
                     signal.Signals(signum).name, exitcodes.REQUEUE)
 

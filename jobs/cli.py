@@ -27,6 +27,7 @@ examples:
   python -m jobs run jobs/examples/preprocess_faces.yaml
   python -m jobs submit jobs/examples/train_cgan_faces.yaml --executor slurm
   python -m jobs status /scratch/$USER/runs/cgan64
+  python -m jobs summary jobs/examples/sweep_cgan_lr.yaml
   python -m jobs schema            # every field, its default and meaning
 """
 
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait for the jobs and report results")
     p = sub.add_parser("status", help="state of the jobs submitted for a spec or run directory")
     p.add_argument("target", metavar="SPEC_OR_DIR")
+    p = sub.add_parser("summary", help="a sweep's last metrics per point (table + CSV)")
+    p.add_argument("spec", metavar="SWEEP_SPEC")
     p = sub.add_parser("schema", help="print every spec field with its default and meaning")
     p.add_argument("--markdown", action="store_true", help="as the README's markdown tables")
     p.add_argument("--update-readme", metavar="README", help="rewrite the field reference "
@@ -95,10 +98,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for path in args.spec:
         try:
             spec = _load(args, path)
-            if spec.kind == "sweep" and Path(spec.work.base).exists():
-                from jobs.sweep import validate_points
-
-                problems += validate_points(spec)
+            problems += _stage_problems(spec)
             if not problems:
                 print(f"ok: {path} ({spec.kind} '{spec.name}')")
         except SpecError as exc:
@@ -108,15 +108,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return exitcodes.INVALID_SPEC if problems else exitcodes.OK
 
 
+def _stage_problems(spec: JobSpec) -> list[str]:
+    """Sweeps and pipelines refer to other specs: validate those too (when they exist)."""
+    if spec.kind == "sweep" and Path(spec.work.base).exists():
+        from jobs.sweep import validate_points
+
+        return validate_points(spec)
+    if spec.kind == "pipeline" and all(Path(p).exists() for p in (spec.work.preprocess,
+                                                                   spec.work.train)):
+        from jobs.pipeline import validate
+
+        return validate(spec)
+    return []
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from jobs.submission import render_plan
 
     spec = _load(args, args.spec)
-    if spec.kind == "sweep":
-        from jobs.sweep import validate_points
-
-        if validate_points(spec):
-            raise SpecError(validate_points(spec))
+    if _stage_problems(spec):
+        raise SpecError(_stage_problems(spec))
     print(f"# resolved spec ({spec.source})")
     print(yaml.safe_dump(spec.to_dict(redact=True), sort_keys=False,
                          default_flow_style=None).rstrip())
@@ -162,6 +173,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    from jobs.sweep import SUMMARY_COLUMNS, format_table, summary
+
+    spec = load_spec(args.spec)
+    if spec.kind != "sweep":
+        print(f"error: {args.spec} is a '{spec.kind}' spec, not a sweep", file=sys.stderr)
+        return exitcodes.INVALID_SPEC
+    path, rows = summary(spec)
+    print(format_table(rows, [c for c in SUMMARY_COLUMNS if c != "run_dir"]))
+    print(f"\n{len(rows)} points -> {path}")
+    return exitcodes.OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from jobs.schema_doc import render, update_readme
 
@@ -173,4 +197,4 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "submit": cmd_submit,
-            "status": cmd_status, "schema": cmd_schema}
+            "status": cmd_status, "summary": cmd_summary, "schema": cmd_schema}

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 # kind -> module with ``run(spec, index, fresh) -> exit code``. A kind missing here is declared
 # in the schema (so specs validate and plan) but its implementation has not landed yet.
 ENTRY_POINTS: dict[str, str] = {"preprocess": "preprocess.job", "train": "gan.job",
-                                "sweep": "jobs.sweep"}
+                                "sweep": "jobs.sweep", "pipeline": "jobs.pipeline"}
 PLANNED = {"preprocess": "issue #3", "train": "issue #4", "sweep": "issue #5",
            "generate": "issue #7"}
 

@@ -244,11 +244,26 @@ class GenerateSpec:
     seed: int = opt(0, "Seed for the latents", ge=0)
 
 
+# ---------------------------------------------------------------------------------------------
+# pipeline: preprocess array -> merge -> train, chained by Slurm dependencies
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class PipelineSpec:
+    preprocess: str = opt(help="The preprocess spec (stage 1: the shard array, then the "
+                               "merge)", path="exists", example="jobs/examples/preprocess_faces.yaml")
+    train: str = opt(help="The train spec (stage 2); its train.data is set to stage 1's "
+                          "merged faces.h5", path="exists",
+                     example="jobs/examples/train_cgan_faces.yaml")
+    preprocess_set: list[str] = opt([], "KEY=VALUE overrides for the preprocess spec")
+    train_set: list[str] = opt([], "KEY=VALUE overrides for the train spec")
+
+
 WORK_SECTIONS: dict[str, type] = {
     "preprocess": PreprocessSpec,
     "train": TrainSpec,
     "sweep": SweepSpec,
     "generate": GenerateSpec,
+    "pipeline": PipelineSpec,
 }
 
 
@@ -265,7 +280,11 @@ class JobSpec:
     @property
     def work_dir(self) -> str:
         """The directory this job writes to (its first output path): logs and submission
-        records go under it."""
+        records go under it. A pipeline writes into its train stage's run directory."""
+        if self.kind == "pipeline":
+            from jobs.pipeline import stages
+
+            return stages(self)[1].work_dir
         return next(value for _, value, role in iter_path_fields(self.work, self.kind)
                     if role == "output")
 

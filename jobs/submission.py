@@ -33,6 +33,11 @@ def log_dir(spec: JobSpec) -> Path:
     return Path(spec.work_dir) / "logs"
 
 
+def dependency_options(after: str) -> dict[str, str]:
+    """Start only after job ``after`` succeeded; cancel (not pend forever) if it failed."""
+    return {"dependency": f"afterok:{after}", "kill-on-invalid-dep": "yes"}
+
+
 def requeues_itself(spec: JobSpec) -> bool:
     """Training (also as sweep points) checkpoints at the walltime signal and requeues."""
     return spec.kind in ("train", "sweep")
@@ -67,15 +72,23 @@ def slurm_options(spec: JobSpec) -> dict[str, str | None]:
     return opts
 
 
-def sbatch_argv(spec: JobSpec, overrides: list[str] = ()) -> list[str]:
-    """The exact sbatch command that submits this job with the scripts in ``slurm/``."""
+def sbatch_argv(spec: JobSpec, overrides: list[str] = (), *, script: str | None = None,
+                options: dict[str, str | None | bool] | None = None) -> list[str]:
+    """The exact sbatch command that submits this job with the scripts in ``slurm/``.
+    ``options`` adds or replaces sbatch options (``False`` removes one)."""
+    opts = slurm_options(spec)
+    for key, value in (options or {}).items():
+        if value is False:
+            opts.pop(key, None)
+        else:
+            opts[key] = value
     argv = ["sbatch"]
-    for key, value in slurm_options(spec).items():
+    for key, value in opts.items():
         argv.append(f"--{key}" if value is None else f"--{key}={value}")
     # sbatch runs a spool copy of the script: tell it where the project is.
     argv.append(f"--export=ALL,FACEGAN_ROOT={PROJECT_ROOT},"
                 f"FACEGAN_MAX_REQUEUES={spec.resources.max_requeues}")
-    argv.append(str(SLURM_DIR / f"{spec.kind}.sbatch"))
+    argv.append(str(SLURM_DIR / (script or f"{spec.kind}.sbatch")))
     argv.append(str(Path(spec.source).resolve()))
     for item in overrides:
         argv += ["--set", item]
@@ -110,9 +123,14 @@ def submitit_executor_args(spec: JobSpec) -> dict[str, Any]:
 
 
 def render_plan(spec: JobSpec, overrides: list[str] = ()) -> str:
-    """Human-readable plan: the sbatch command, then the submitit call."""
+    """Human-readable plan: the sbatch command(s), then the submitit calls."""
+    if spec.kind == "pipeline":
+        from jobs.pipeline import render_plan as pipeline_plan
+
+        return "# sbatch (plain Slurm), a chain of dependent jobs:\n" + pipeline_plan(spec)
     argv = sbatch_argv(spec, overrides)
-    lines = ["# sbatch (plain Slurm):", " \\\n    ".join(shlex.quote(a) for a in argv), "",
+    lines = ["# sbatch (plain Slurm):", f"mkdir -p {shlex.quote(str(log_dir(spec)))}",
+             " \\\n    ".join(shlex.quote(a) for a in argv), "",
              "# submitit (python -m jobs submit):",
              f"executor = submitit.AutoExecutor({_kwargs(submitit_executor_args(spec))})",
              f"executor.update_parameters({_kwargs(submitit_parameters(spec))})"]

@@ -9,8 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +22,8 @@ import submitit
 
 from jobs import exitcodes, runtime
 from jobs.schema import JobSpec
-from jobs.submission import (array_size, log_dir, submitit_executor_args,
-                             submitit_parameters)
+from jobs.submission import (array_size, dependency_options, log_dir,
+                             submitit_executor_args, submitit_parameters)
 
 log = logging.getLogger(__name__)
 RECORDS = "submissions.jsonl"
@@ -34,41 +38,105 @@ class JobFailed(RuntimeError):
 
 
 class SpecTask(submitit.helpers.Checkpointable):
-    """What submitit pickles and runs on the node: one spec, optionally one array index."""
+    """What submitit pickles and runs on the node: one spec, optionally one array index;
+    ``mode="merge"`` runs only the merge of a preprocess spec (a pipeline's second stage)."""
 
-    def __init__(self, spec: JobSpec):
+    def __init__(self, spec: JobSpec, mode: str = "run"):
         self.spec = spec
+        self.mode = mode
 
     def __call__(self, index: int | None = None) -> int:
         from jobs import runner
 
         runtime.configure()
-        code = runner.run(self.spec, index=index)
+        if self.mode == "merge":
+            from preprocess.job import run_merge
+
+            code = run_merge(self.spec)
+        else:
+            code = runner.run(self.spec, index=index)
+        if code == exitcodes.REQUEUE:
+            self._hand_over_stop()
         if code != exitcodes.OK:
             raise JobFailed(code)
         return code
 
+    @staticmethod
+    def _hand_over_stop() -> None:
+        """The trainer caught a stop signal and checkpointed. submitit's own signal is USR2:
+        raise it again now that submitit's handler is back, so submitit requeues the job (and
+        counts timeouts against slurm_max_num_timeout) and resubmits this same spec, which
+        resumes from the run directory. After TERM/USR1, Slurm or the batch script decides:
+        leave without a result so submitit does not record a failure."""
+        from gan import train
 
-def make_executor(spec: JobSpec, executor: str) -> submitit.AutoExecutor:
+        if train.last_stop_signal == signal.SIGUSR2:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            time.sleep(60)  # submitit's handler requeues and exits the process
+        sys.exit(exitcodes.REQUEUE)
+
+
+def make_executor(spec: JobSpec, executor: str, after: str | None = None,
+                  name: str | None = None) -> submitit.AutoExecutor:
     args = submitit_executor_args(spec)
     Path(args["folder"]).parent.mkdir(parents=True, exist_ok=True)
     ex = submitit.AutoExecutor(cluster=executor, **args)
-    ex.update_parameters(**submitit_parameters(spec))
+    params = submitit_parameters(spec)
+    if name:
+        params["name"] = name
+    if after and executor == "slurm":
+        params["slurm_additional_parameters"] = dependency_options(after)
+    ex.update_parameters(**params)
     return ex
 
 
 def submit(spec: JobSpec, executor: str = "slurm", wait: bool = False) -> int:
-    """Submit ``spec``; arrays (preprocess shards, sweep points) become one Slurm array."""
-    ex = make_executor(spec, executor)
-    task = SpecTask(spec)
-    size = array_size(spec)
-    jobs = ex.map_array(task, range(size)) if size is not None else [ex.submit(task)]
-    ids = [job.job_id for job in jobs]
-    _record(spec, executor, ids)
-    print(f"submitted {spec.kind} '{spec.name}' with the {executor} executor: {', '.join(ids)}")
-    print(f"logs: {Path(submitit_executor_args(spec)['folder']).parent}")
+    """Submit ``spec``; arrays (preprocess shards, sweep points) become one Slurm array, a
+    pipeline becomes three dependent jobs."""
+    if spec.kind == "pipeline":
+        return submit_pipeline(spec, executor, wait)
+    jobs = _submit_one(spec, executor, SpecTask(spec))
     if not (wait or executor == "local"):  # local jobs are children of this process: wait
         return exitcodes.OK
+    return wait_all(jobs)
+
+
+def _submit_one(spec: JobSpec, executor: str, task: SpecTask, after: str | None = None,
+                name: str | None = None) -> list:
+    ex = make_executor(spec, executor, after, name)
+    size = array_size(spec) if task.mode == "run" else None
+    jobs = ex.map_array(task, range(size)) if size is not None else [ex.submit(task)]
+    ids = [job.job_id for job in jobs]
+    _record(spec, executor, ids, name or spec.name)
+    print(f"submitted {spec.kind} '{name or spec.name}' ({executor}): {', '.join(ids)}"
+          + (f" after {after}" if after else ""), flush=True)
+    return jobs
+
+
+def submit_pipeline(job: JobSpec, executor: str, wait: bool) -> int:
+    """Preprocess array → merge (afterok:array) → train (afterok:merge). Locally, stage by
+    stage, stopping at the first failure."""
+    from jobs.pipeline import stages
+
+    pre, train = stages(job)
+    local = executor == "local"
+    array = _submit_one(pre, executor, SpecTask(pre))
+    if local and wait_all(array):
+        return exitcodes.FAILED
+    after = None if local else array[0].job_id.split("_")[0]
+    merge = _submit_one(pre, executor, SpecTask(pre, mode="merge"), after,
+                        name=f"{pre.name}-merge")
+    if local and wait_all(merge):
+        return exitcodes.FAILED
+    training = _submit_one(train, executor, SpecTask(train), None if local else
+                           merge[0].job_id, name=train.name)
+    if not (wait or local):
+        return exitcodes.OK
+    return wait_all(array + merge + training)
+
+
+def wait_all(jobs: list) -> int:
+    """Wait for every job; the first failure's exit code (0 if all succeeded)."""
     worst = exitcodes.OK
     for job in jobs:
         try:
@@ -89,39 +157,75 @@ def _exit_code(exc: BaseException) -> int:
     return exitcodes.FAILED
 
 
-def _record(spec: JobSpec, executor: str, ids: list[str]) -> None:
+def _record(spec: JobSpec, executor: str, ids: list[str], name: str) -> None:
     folder = log_dir(spec)
     folder.mkdir(parents=True, exist_ok=True)
     entry = {"time": dt.datetime.now().isoformat(timespec="seconds"), "executor": executor,
-             "kind": spec.kind, "name": spec.name, "spec": spec.source, "job_ids": ids}
+             "kind": spec.kind, "name": name, "spec": spec.source, "job_ids": ids}
     with open(folder / RECORDS, "a") as f:
         f.write(json.dumps(entry) + "\n")
 
 
 def status(work_dir: Path) -> str:
-    """A short report: every submission recorded under ``work_dir`` and what Slurm says."""
-    records_file = work_dir / "logs" / RECORDS
-    if not records_file.exists():
-        return f"{work_dir}: no submissions recorded"
+    """Submissions recorded under ``work_dir``, what Slurm says of them (state, restarts), and
+    the training progress on disk (last checkpoint, last epoch)."""
     lines = []
-    records = [json.loads(line) for line in records_file.read_text().splitlines() if line]
+    records_file = work_dir / "logs" / RECORDS
+    records = [json.loads(line) for line in records_file.read_text().splitlines() if line] \
+        if records_file.exists() else []
     for rec in records:
         lines.append(f"{rec['time']}  {rec['executor']:<5} {rec['kind']:<10} {rec['name']}  "
                      f"jobs {', '.join(rec['job_ids'])}")
+    if not records:
+        lines.append(f"{work_dir}: no submissions recorded")
     slurm_ids = [i for rec in records if rec["executor"] == "slurm" for i in rec["job_ids"]]
     if slurm_ids:
         lines += ["", _sacct(slurm_ids)]
+    lines += _progress(work_dir)
     return "\n".join(lines)
 
 
+def _progress(work_dir: Path) -> list[str]:
+    state = work_dir / "checkpoints" / "checkpoint"
+    if not state.exists():
+        return []
+    latest = state.read_text().splitlines()[0].split('"')[1]
+    out = ["", f"latest checkpoint: {work_dir / 'checkpoints' / latest} (global step "
+               f"{latest.rsplit('-', 1)[-1]})"]
+    metrics = work_dir / "metrics.csv"
+    if metrics.exists():
+        import csv
+
+        with open(metrics, newline="") as f:
+            epochs = [r for r in csv.DictReader(f) if r["kind"] == "epoch"]
+        if epochs:
+            e = epochs[-1]
+            out.append(f"last epoch done: {e['epoch']} (d_real={e['d_real']} "
+                       f"d_fake={e['d_fake']} g={e['g']}, rollbacks={e['rollbacks']})")
+    return out
+
+
 def _sacct(ids: list[str]) -> str:
+    """State per job, with the number of times Slurm requeued it (sacct --duplicates)."""
     if shutil.which("sacct") is None:
         return "(sacct not found: Slurm state unavailable on this machine)"
     base_ids = sorted({i.split("_")[0] for i in ids})
-    cmd = ["sacct", "-X", "-n", "-P", "-j", ",".join(base_ids),
+    cmd = ["sacct", "-X", "-n", "-P", "--duplicates", "-j", ",".join(base_ids),
            "-o", "JobID,JobName,State,Elapsed,ExitCode"]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode:
         return f"(sacct failed: {proc.stderr.strip()})"
-    rows: list[Any] = [line.split("|") for line in proc.stdout.splitlines() if line]
-    return "\n".join(f"{r[0]:<16} {r[1]:<20} {r[2]:<12} {r[3]:>10} {r[4]}" for r in rows)
+    latest: dict[str, list[str]] = {}
+    restarts: dict[str, int] = {}
+    for line in proc.stdout.splitlines():
+        row = line.split("|")
+        if len(row) < 5:
+            continue
+        if row[2] == "REQUEUED" or row[0] in latest:
+            restarts[row[0]] = restarts.get(row[0], 0) + (row[2] == "REQUEUED")
+        latest[row[0]] = row
+    out = [f"{'job':<16} {'name':<24} {'state':<12} {'elapsed':>10} {'exit':<6} restarts"]
+    for job_id, r in latest.items():
+        out.append(f"{r[0]:<16} {r[1]:<24} {r[2]:<12} {r[3]:>10} {r[4]:<6} "
+                   f"{restarts.get(job_id, 0)}")
+    return "\n".join(out)

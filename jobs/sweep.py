@@ -71,3 +71,41 @@ def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
             return code  # stopped by a signal: the rest resumes after the requeue
         worst = worst or code
     return worst
+
+
+SUMMARY_COLUMNS = ["point", "run_dir", "epoch", "step", "d_real", "d_fake", "g", "d_acc_real",
+                   "d_acc_fake"]
+
+
+def summary(sweep_job: JobSpec) -> tuple[Path, list[dict]]:
+    """The last epoch's metrics of every point, as rows and as run_root/summary.csv."""
+    import csv
+    import io
+
+    from jobs.files import atomic_write_text
+
+    rows = []
+    for index, overrides in enumerate(expand_points(sweep_job.work)):
+        run_dir = Path(sweep_job.work.run_root) / point_name(overrides)
+        row = {"point": point_name(overrides), "run_dir": str(run_dir)}
+        metrics = run_dir / "metrics.csv"
+        if metrics.exists():
+            with open(metrics, newline="") as f:
+                epochs = [r for r in csv.DictReader(f) if r["kind"] == "epoch"]
+            if epochs:
+                row.update({k: epochs[-1][k] for k in SUMMARY_COLUMNS[2:]})
+        rows.append(row)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    path = Path(sweep_job.work.run_root) / "summary.csv"
+    atomic_write_text(path, buf.getvalue())
+    return path, rows
+
+
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(lines)

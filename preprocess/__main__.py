@@ -27,8 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("spec")
     p.add_argument("--shard", type=int, default=None, help="default: $SLURM_ARRAY_TASK_ID")
     p.add_argument("--num-shards", type=int, default=None, help="override the spec's")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p = sub.add_parser("merge", help="merge complete shards")
     p.add_argument("spec")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     runtime.configure(args.verbose)
 
@@ -38,11 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         print(build(args.dir, layout=args.layout, seed=args.seed))
         return exitcodes.OK
 
-    from jobs.loader import SpecError, load_spec
+    from jobs.loader import SpecError, load_spec, parse_set_args
 
-    overrides = [("preprocess.num_shards", args.num_shards)] \
-        if getattr(args, "num_shards", None) else []
     try:
+        overrides = parse_set_args(args.set)
+        if getattr(args, "num_shards", None):
+            overrides.append(("preprocess.num_shards", args.num_shards))
         spec = load_spec(args.spec, overrides)
     except SpecError as exc:
         print("\n".join(f"error: {p}" for p in exc.problems), file=sys.stderr)

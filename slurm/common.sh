@@ -34,31 +34,38 @@ launch_ranks() {
 
 # Run CMD in the background so this batch shell can take Slurm's early walltime signal
 # (--signal=B:USR1@lead), pass it on to the training — which checkpoints and exits 75 — and
-# then requeue this job (only this array task) up to FACEGAN_MAX_REQUEUES restarts. A job that
-# finished, failed, or that the mode-collapse guard stopped (79) is never requeued.
+# then requeue this job (only this array task) up to FACEGAN_MAX_REQUEUES restarts. On SIGTERM
+# (scancel, preemption, `scontrol requeue`) the training also checkpoints, but Slurm decides
+# what happens next, so this script does not requeue. A job that finished, failed, or that
+# the mode-collapse guard stopped (exit 79) is never requeued.
 run_requeueable() {
   local restarts="${SLURM_RESTART_COUNT:-0}" max="${FACEGAN_MAX_REQUEUES:-10}" child code
+  stop_signal=""
   log "job $(own_job_id) start: restart ${restarts} (requeue limit ${max})"
   "$@" &
   child=$!
-  # shellcheck disable=SC2064  # expand $child now: the trap must signal this child
-  trap "log 'stop signal: asking the job to checkpoint'; kill -USR1 $child 2>/dev/null || true" \
-    USR1 TERM
+  # shellcheck disable=SC2064  # expand $child now: the traps must signal this child
+  trap "stop_signal=USR1; log 'walltime signal: asking the job to checkpoint'; kill -USR1 $child 2>/dev/null || true" USR1
+  # shellcheck disable=SC2064
+  trap "stop_signal=TERM; log 'SIGTERM: asking the job to checkpoint'; kill -TERM $child 2>/dev/null || true" TERM
   while true; do
     code=0
     wait "$child" || code=$?
-    kill -0 "$child" 2>/dev/null || break  # wait returned for the trap: the job still runs
+    kill -0 "$child" 2>/dev/null || break  # wait returned for a trap: the job still runs
   done
   trap - USR1 TERM
   case "$code" in
     0) log "job finished" ;;
     75)
-      if ((restarts < max)); then
+      if [[ "$stop_signal" == TERM ]]; then
+        log "checkpointed after SIGTERM; Slurm decides whether the job runs again"
+      elif ((restarts < max)); then
         log "checkpointed; requeueing $(own_job_id) (restart $((restarts + 1)))"
         scontrol requeue "$(own_job_id)"
         return 0
-      fi
-      log "checkpointed, but the requeue limit ${max} is reached: not requeueing" ;;
+      else
+        log "checkpointed, but the requeue limit ${max} is reached: not requeueing"
+      fi ;;
     79) log "stopped by the mode-collapse guard: not requeueing" ;;
     *) log "job failed with exit code ${code}" ;;
   esac
