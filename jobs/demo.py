@@ -2,10 +2,10 @@
 
 1. builds the default face set (``data/default/celeba``, CelebA Kaggle layout, made from
    photos that ship inside installed packages) if it is not there yet;
-2. preprocesses it with ``jobs/examples/preprocess_faces.yaml``: 3 shards, then the merge;
-3. trains the embedding cGAN on it briefly (``jobs/examples/train_cgan_faces.yaml``, shortened
-   for a laptop CPU: DEMO_TRAIN below) — rerunning resumes and finds the work done;
-4. validates every example spec and prints where the results are.
+2. submits ``jobs/examples/pipeline_faces.yaml`` with submitit's local executor — no Slurm
+   needed: the preprocess array (3 shards), the merge, then a short training of the
+   embedding cGAN — exactly what ``python -m jobs submit`` does on a cluster;
+3. validates every example spec and prints where the results are.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from jobs.cli import main as jobs_main
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "jobs" / "examples"
 DEFAULT_DATA = ROOT / "data" / "default" / "celeba"
-DEMO_TRAIN = ["train.epochs=20", "train.batch_size=16", "train.log_every_steps=7"]
 log = logging.getLogger("demo")
 
 
@@ -31,15 +30,11 @@ def main() -> int:
 
         log.info("building the default face set in %s", DEFAULT_DATA)
         build(DEFAULT_DATA)
-    code = jobs_main(["run", str(EXAMPLES / "preprocess_faces.yaml")])
+    code = jobs_main(["submit", str(EXAMPLES / "pipeline_faces.yaml"), "--executor", "local"])
     if code != exitcodes.OK:
         return code
     out = ROOT / "runs" / "demo" / "faces"
     manifest = json.loads((out / "faces.manifest.json").read_text())
-    sets = [arg for item in DEMO_TRAIN for arg in ("--set", item)]
-    code = jobs_main(["run", str(EXAMPLES / "train_cgan_faces.yaml"), *sets])
-    if code != exitcodes.OK:
-        return code
     code = jobs_main(["validate", *map(str, sorted(EXAMPLES.glob("*.yaml")))])
     if code != exitcodes.OK:
         return code
@@ -57,6 +52,7 @@ facegan-hpc demo: done
   loss curve:   {run_dir / 'loss_curve.png'}
   checkpoint:   {run_dir / 'checkpoints'}
   metrics:      {run_dir / 'metrics.csv'}  (tensorboard --logdir {run_dir / 'tensorboard'})
+  job logs:     {run_dir / 'logs'}, {out / 'logs'}
 """)
     return exitcodes.OK
 

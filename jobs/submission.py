@@ -113,6 +113,8 @@ def submitit_parameters(spec: JobSpec) -> dict[str, Any]:
             params[f"slurm_{key}"] = getattr(res, key)
     if res.array_throttle:
         params["slurm_array_parallelism"] = res.array_throttle
+    if res.nodes * res.tasks_per_node > 1:  # Horovod ranks: MPI must see every srun task
+        params["slurm_srun_args"] = ["--mpi=pmix"]
     return params
 
 

@@ -95,10 +95,23 @@ def submit(spec: JobSpec, executor: str = "slurm", wait: bool = False) -> int:
     pipeline becomes three dependent jobs."""
     if spec.kind == "pipeline":
         return submit_pipeline(spec, executor, wait)
+    _refuse_local_ranks(spec, executor)
     jobs = _submit_one(spec, executor, SpecTask(spec))
     if not (wait or executor == "local"):  # local jobs are children of this process: wait
         return exitcodes.OK
     return wait_all(jobs)
+
+
+def _refuse_local_ranks(spec: JobSpec, executor: str) -> None:
+    """submitit's local executor starts tasks without MPI: each would train alone."""
+    res = spec.resources
+    if executor == "local" and spec.kind in ("train", "sweep") \
+            and res.nodes * res.tasks_per_node > 1:
+        from jobs.loader import SpecError
+
+        raise SpecError([f"{spec.source}: resources.tasks_per_node={res.tasks_per_node}: the "
+                         "local executor cannot start Horovod ranks; use --set "
+                         "resources.tasks_per_node=1, or horovodrun -np N python -m jobs run"])
 
 
 def _submit_one(spec: JobSpec, executor: str, task: SpecTask, after: str | None = None,
@@ -128,6 +141,7 @@ def submit_pipeline(job: JobSpec, executor: str, wait: bool) -> int:
                         name=f"{pre.name}-merge")
     if local and wait_all(merge):
         return exitcodes.FAILED
+    _refuse_local_ranks(train, executor)
     training = _submit_one(train, executor, SpecTask(train), None if local else
                            merge[0].job_id, name=train.name)
     if not (wait or local):

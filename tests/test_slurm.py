@@ -1,0 +1,249 @@
+"""On a real Slurm cluster (started by the ``slurm_cluster`` fixture): self-requeueing training
+at the walltime through sbatch and through submitit, external preemption, the preprocess →
+merge → train chain, a failing chain that cancels itself, and a throttled sweep array."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs.loader import load_spec
+from jobs.submission import sbatch_argv
+from tests.conftest import QUIET_ENV, ROOT
+
+pytestmark = pytest.mark.slow
+EPOCHS = 40  # ≈ 60-90 s of training: three or more 1-minute jobs
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def train_spec(folder: Path, data: Path, run_dir: Path, epochs: int = EPOCHS) -> Path:
+    return write(folder / f"{run_dir.name}.yaml", f"""\
+kind: train
+name: {run_dir.name}
+resources: {{cpus_per_task: 2, mem_gb: 2, time: 1, signal_lead_s: 30, max_requeues: 8}}
+train:
+  data: {data}
+  run_dir: {run_dir}
+  epochs: {epochs}
+  batch_size: 64
+  deterministic: true
+  log_every_steps: 28
+  model: {{image_size: 16, latent_dim: 100, embedding_dim: 50,
+          generator_filters: [128, 128], discriminator_filters: [128, 128]}}
+  optimizer: {{name: adam, learning_rate: 2.0e-4, beta_1: 0.5}}
+""")
+
+
+def sacct(env: dict, job: str, *fields: str) -> list[list[str]]:
+    out = subprocess.run(["sacct", "-n", "-P", "-X", "--duplicates", "-j", job, "-o",
+                          ",".join(fields)], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    return [line.split("|") for line in out.splitlines() if line]
+
+
+def wait_state(env: dict, job: str, done: set[str], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = [r for r in sacct(env, job, "JobID", "State") if r[0] == job]
+        state = rows[-1][1].split()[0] if rows else ""  # the latest run of a requeued job
+        if state in done:
+            return state
+        time.sleep(2)
+    raise AssertionError(f"job {job} not done after {timeout} s: {sacct(env, job, 'State')}")
+
+
+def final_digest(run_dir: Path) -> str:
+    with open(run_dir / "ranks.csv", newline="") as f:
+        return [r for r in csv.DictReader(f)][-1]["weights_digest"]
+
+
+def epoch_rows(run_dir: Path) -> list[int]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f) if r["kind"] == "epoch"]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    from gan.digits import write_digits
+
+    return write_digits(tmp_path_factory.mktemp("sdigits") / "digits.h5")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(digits, tmp_path_factory) -> str:
+    """The reference: the same spec trained straight through, with the threads a 2-CPU Slurm
+    task gets (SLURM_CPUS_PER_TASK sets TensorFlow's pools)."""
+    folder = tmp_path_factory.mktemp("ref")
+    spec = train_spec(folder, digits, folder / "ref")
+    proc = subprocess.run([sys.executable, "-m", "jobs", "run", str(spec)],
+                          env={**QUIET_ENV, "SLURM_CPUS_PER_TASK": "2"}, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return final_digest(folder / "ref")
+
+
+def test_sbatch_training_requeues_itself_at_walltime(slurm_cluster, digits, uninterrupted,
+                                                     tmp_path):
+    env = slurm_cluster["env"]
+    run_dir = tmp_path / "sb"
+    spec = train_spec(tmp_path, digits, run_dir)
+    argv = sbatch_argv(load_spec(spec))
+    (run_dir / "logs").mkdir(parents=True)
+    out = subprocess.run(argv[:1] + ["--parsable"] + argv[1:], env=env, capture_output=True,
+                         text=True, check=True, cwd=tmp_path).stdout
+    job = out.strip().split(";")[0]
+    assert wait_state(env, job, {"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"},
+                      600) == "COMPLETED"
+    log = (run_dir / "logs" / f"sb-{job}.out").read_text()
+    restarts = [r for r in sacct(env, job, "JobID", "State") if r[1] == "REQUEUED"]
+    assert len(restarts) >= 2, log[-3000:]
+    assert f"job {job} start: restart 2" in log and "walltime signal" in log
+    assert "resumed from ckpt-" in log and "exit 75 to be requeued" in log
+    assert epoch_rows(run_dir) == list(range(1, EPOCHS + 1)), "an epoch was lost or repeated"
+    assert final_digest(run_dir) == uninterrupted
+
+
+def test_submitit_timeout_and_external_preemption(slurm_cluster, digits, uninterrupted,
+                                                  tmp_path):
+    env = slurm_cluster["env"]
+    run_dir = tmp_path / "sub"
+    spec = train_spec(tmp_path, digits, run_dir)
+    proc = subprocess.Popen([sys.executable, "-m", "jobs", "submit", str(spec), "--executor",
+                             "slurm", "--wait"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    records = run_dir / "logs" / "submissions.jsonl"
+    deadline = time.monotonic() + 60
+    while not records.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
+        time.sleep(0.5)
+    job = json.loads(records.read_text().splitlines()[-1])["job_ids"][0]
+    # preempt it from outside in the middle of its first epochs
+    while not list((run_dir / "checkpoints").glob("ckpt-*.index")):
+        assert proc.poll() is None
+        time.sleep(0.5)
+    time.sleep(3)
+    subprocess.run(["scontrol", "requeue", job], env=env, check=True)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out + err
+    states = [r[1] for r in sacct(env, job, "JobID", "State")]
+    assert states.count("REQUEUED") >= 2 and states[-1] == "COMPLETED", states
+    logs = "".join(p.read_text() for p in (run_dir / "logs" / "submitit").rglob("*.err"))
+    assert "received SIGTERM" in logs  # the preemption: checkpoint, then Slurm requeues
+    assert "received SIGUSR2" in logs  # submitit's timeout signal: checkpoint, requeue
+    assert epoch_rows(run_dir) == list(range(1, EPOCHS + 1)), "an epoch was lost or repeated"
+    assert final_digest(run_dir) == uninterrupted
+    status = subprocess.run([sys.executable, "-m", "jobs", "status", str(run_dir)], env=env,
+                            capture_output=True, text=True, cwd=ROOT).stdout
+    assert "COMPLETED" in status and f"last epoch done: {EPOCHS}" in status
+
+
+def pipeline_specs(folder: Path, celeba: Path, broken: bool = False) -> Path:
+    pre = write(folder / "pre.yaml", f"""\
+kind: preprocess
+name: pre
+resources: {{cpus_per_task: 1, mem_gb: 2, time: 10, array_throttle: 3}}
+preprocess:
+  input_dir: {celeba}
+  output_dir: {folder / 'faces'}
+  num_shards: 3
+  faces: {{detector: {'mtcnn' if not broken else 'fixed_crop'}}}
+""")
+    train = write(folder / "train.yaml", f"""\
+kind: train
+name: tr
+resources: {{cpus_per_task: 2, mem_gb: 2, time: 10}}
+train:
+  data: unused-the-pipeline-sets-it.h5
+  run_dir: {folder / 'cgan'}
+  epochs: 2
+  batch_size: 8
+""")
+    return write(folder / "pipeline.yaml", f"""\
+kind: pipeline
+name: chain
+pipeline:
+  preprocess: {pre}
+  train: {train}
+""")
+
+
+def test_pipeline_chain_completes_from_one_command(slurm_cluster, tmp_path):
+    from preprocess.fixture import build
+
+    env = slurm_cluster["env"]
+    celeba = build(tmp_path / "celeba", lfw_faces=30, lfw_negatives=2)
+    spec = pipeline_specs(tmp_path, celeba)
+    proc = subprocess.run([sys.executable, "-m", "jobs", "submit", str(spec), "--executor",
+                           "slurm", "--wait"], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("submitted")]
+    assert len(lines) == 3 and "after" in lines[1] and "after" in lines[2]
+    assert (tmp_path / "faces" / "faces.h5").exists()
+    assert (tmp_path / "cgan" / "samples" / "epoch_0002.png").exists()
+
+
+def test_failed_preprocess_cancels_the_rest_of_the_chain(slurm_cluster, tmp_path):
+    """Through the plain sbatch chain that `plan` prints: merge and train must end CANCELLED,
+    not stay PENDING forever."""
+    from preprocess.fixture import build
+
+    env = slurm_cluster["env"]
+    celeba = build(tmp_path / "celeba", lfw_faces=4, lfw_negatives=0)
+    (celeba / "list_attr_celeba.csv").write_text("image_id,Smiling\n000001.jpg\n")  # broken
+    spec = pipeline_specs(tmp_path, celeba, broken=True)
+    plan = subprocess.run([sys.executable, "-m", "jobs", "plan", str(spec)], env=env,
+                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    chain = plan.split("a chain of dependent jobs:\n")[1].strip()
+    script = write(tmp_path / "chain.sh", "set -e\n" + chain.replace(
+        "\nsbatch ", "\ntrain=$(sbatch --parsable ") + ")\necho $pre $merge $train\n")
+    pre, merge, train = subprocess.run(["bash", str(script)], env=env, cwd=tmp_path,
+                                       capture_output=True, text=True,
+                                       check=True).stdout.split()
+    assert wait_state(env, pre, {"FAILED"}, 300) == "FAILED"
+    assert wait_state(env, merge, {"CANCELLED"}, 120) == "CANCELLED"
+    assert wait_state(env, train, {"CANCELLED"}, 120) == "CANCELLED"
+
+
+def test_sweep_is_one_throttled_array_with_a_summary(slurm_cluster, digits, tmp_path):
+    env = slurm_cluster["env"]
+    base = train_spec(tmp_path, digits, tmp_path / "base", epochs=2)
+    sweep = write(tmp_path / "sweep.yaml", f"""\
+kind: sweep
+name: sw
+resources: {{cpus_per_task: 1, mem_gb: 1, time: 10, array_throttle: 2}}
+sweep:
+  base: {base}
+  run_root: {tmp_path / 'sweep'}
+  grid:
+    train.optimizer.learning_rate: [1.0e-4, 2.0e-4]
+    train.batch_size: [32, 64]
+""")
+    proc = subprocess.run([sys.executable, "-m", "jobs", "submit", str(sweep), "--executor",
+                           "slurm", "--wait"], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ids = json.loads((tmp_path / "sweep/logs/submissions.jsonl").read_text())["job_ids"]
+    assert len(ids) == 4 and len({i.split("_")[0] for i in ids}) == 1  # one array
+    rows = subprocess.run(["sacct", "-n", "-P", "-X", "-j", ids[0].split("_")[0], "-o",
+                           "JobID,State,Start,End"], env=env, capture_output=True, text=True,
+                          check=True).stdout.split()
+    spans = [tuple(r.split("|")[2:4]) for r in rows]
+    assert all(r.split("|")[1] == "COMPLETED" for r in rows) and len(rows) == 4
+    for start, _ in spans:  # at any start, at most 2 tasks were running
+        assert sum(s <= start < e for s, e in spans) <= 2
+    summary = subprocess.run([sys.executable, "-m", "jobs", "summary", str(sweep)], env=env,
+                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    with open(tmp_path / "sweep" / "summary.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 4 and all(r["epoch"] == "2" for r in table)
+    assert "learning_rate=0.0001,batch_size=32" in summary
