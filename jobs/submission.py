@@ -33,6 +33,37 @@ def log_dir(spec: JobSpec) -> Path:
     return Path(spec.work_dir) / "logs"
 
 
+def bind_dirs(spec: JobSpec) -> list[str]:
+    """Host directories a containerised job needs: the spec's, every path in it (inputs as
+    they are, outputs by their nearest existing parent) and ``container.binds``."""
+    from jobs.schema import iter_path_fields
+
+    dirs = {str(Path(spec.source).resolve().parent)}
+    for _, value, _ in iter_path_fields(spec.work, spec.kind):
+        path = Path(value)
+        existing = next((p for p in [path, *path.parents] if p.exists()), Path("/"))
+        dirs.add(str(existing if existing.is_dir() else existing.parent))
+    return sorted(dirs) + list(spec.resources.container.binds)
+
+
+def container_command(spec: JobSpec) -> list[str]:
+    """The prefix that runs a command inside the spec's container ([] for none). Only the
+    job's own command goes inside: sbatch/scontrol/srun stay on the host."""
+    c = spec.resources.container
+    if c.runtime == "none":
+        return []
+    binds = bind_dirs(spec)
+    if c.runtime == "apptainer":
+        gpu = ["--nv"] if spec.resources.gpus_per_node else []
+        return ["apptainer", "exec", *gpu, *[a for b in binds for a in ("-B", b)], c.image]
+    gpu = ["--gpus", "all"] if spec.resources.gpus_per_node else []
+    env = [a for v in ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_CPUS_PER_TASK",
+                       "SLURM_RESTART_COUNT") for a in ("-e", v)]
+    mounts = [a for b in binds for a in ("-v", f"{b}:{b}" if ":" not in b else b)]
+    return ["docker", "run", "--rm", "--init", "--network", "host", *gpu, *env, *mounts,
+            c.image]
+
+
 def dependency_options(after: str) -> dict[str, str]:
     """Start only after job ``after`` succeeded; cancel (not pend forever) if it failed."""
     return {"dependency": f"afterok:{after}", "kill-on-invalid-dep": "yes"}
@@ -86,8 +117,12 @@ def sbatch_argv(spec: JobSpec, overrides: list[str] = (), *, script: str | None 
     for key, value in opts.items():
         argv.append(f"--{key}" if value is None else f"--{key}={value}")
     # sbatch runs a spool copy of the script: tell it where the project is.
-    argv.append(f"--export=ALL,FACEGAN_ROOT={PROJECT_ROOT},"
-                f"FACEGAN_MAX_REQUEUES={spec.resources.max_requeues}")
+    export = (f"--export=ALL,FACEGAN_ROOT={PROJECT_ROOT},"
+              f"FACEGAN_MAX_REQUEUES={spec.resources.max_requeues}")
+    container = container_command(spec)
+    if container:  # the scripts put this before the job's python (no commas: --export splits)
+        export += f",FACEGAN_CONTAINER={' '.join(container)},FACEGAN_PYTHON=python"
+    argv.append(export)
     argv.append(str(SLURM_DIR / (script or f"{spec.kind}.sbatch")))
     argv.append(str(Path(spec.source).resolve()))
     for item in overrides:
@@ -118,10 +153,19 @@ def submitit_parameters(spec: JobSpec) -> dict[str, Any]:
     return params
 
 
+def submitit_python(spec: JobSpec) -> str | None:
+    """submitit's python command: inside the container if the spec asks for one."""
+    container = container_command(spec)
+    return shlex.join([*container, "python"]) if container else None
+
+
 def submitit_executor_args(spec: JobSpec) -> dict[str, Any]:
     """Arguments only the executor's constructor takes."""
-    return {"folder": str(log_dir(spec) / "submitit" / "%j"),
+    args = {"folder": str(log_dir(spec) / "submitit" / "%j"),
             "slurm_max_num_timeout": spec.resources.max_requeues}
+    if submitit_python(spec):
+        args["slurm_python"] = submitit_python(spec)
+    return args
 
 
 def render_plan(spec: JobSpec, overrides: list[str] = ()) -> str:

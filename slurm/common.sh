@@ -7,6 +7,11 @@
 FACEGAN_ROOT="${FACEGAN_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}"
 FACEGAN_PYTHON="${FACEGAN_PYTHON:-$FACEGAN_ROOT/.venv/bin/python}"
 export FACEGAN_ROOT PYTHONPATH="$FACEGAN_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# Optional container prefix from the spec's resources.container (set by `python -m jobs plan`),
+# e.g. "apptainer exec --nv -B /data /images/facegan.sif": only the job's own command runs
+# inside it; sbatch, scontrol and srun stay on the host.
+# shellcheck disable=SC2034  # used by the sbatch scripts that source this file
+read -r -a CONTAINER <<<"${FACEGAN_CONTAINER:-}"
 
 log() { printf '%s [%s] %s\n' "$(date '+%F %T')" "${SLURM_JOB_NAME:-facegan}" "$*"; }
 

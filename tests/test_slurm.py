@@ -126,12 +126,18 @@ def test_submitit_timeout_and_external_preemption(slurm_cluster, digits, uninter
         assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
         time.sleep(0.5)
     job = json.loads(records.read_text().splitlines()[-1])["job_ids"][0]
-    # preempt it from outside in the middle of its first epochs
-    while not list((run_dir / "checkpoints").glob("ckpt-*.index")):
-        assert proc.poll() is None
-        time.sleep(0.5)
-    time.sleep(3)
-    subprocess.run(["scontrol", "requeue", job], env=env, check=True)
+    # preempt it from outside while it runs, after its first checkpoint
+    for _ in range(300):
+        assert proc.poll() is None, proc.stderr
+        running = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], env=env,
+                                 capture_output=True, text=True).stdout.strip() == "RUNNING"
+        if running and list((run_dir / "checkpoints").glob("ckpt-*.index")):
+            time.sleep(2)
+            if subprocess.run(["scontrol", "requeue", job], env=env).returncode == 0:
+                break
+        time.sleep(1)
+    else:
+        raise AssertionError("could not preempt the job while it ran")
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, out + err
     states = [r[1] for r in sacct(env, job, "JobID", "State")]
