@@ -26,15 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench.table import Table  # noqa: E402
 from jobs import runtime  # noqa: E402
 
-ROWS: list[tuple[str, str, str, str]] = []
-
-
-def row(what: str, value: float, baseline: float, unit: str, higher_is_better=True) -> None:
-    ratio = value / baseline if baseline else float("nan")
-    ROWS.append((what, f"{value:,.1f} {unit}", f"{baseline:,.1f} {unit}",
-                 f"{ratio:.2f}x" + ("" if higher_is_better else " (lower is better)")))
+TABLE = Table()
 
 
 def celeba_size_faces(folder: Path, count: int) -> list[np.ndarray]:
@@ -70,7 +65,7 @@ def bench_detection(images: list[np.ndarray], batch: int) -> None:
     for i in range(0, len(images), batch):
         found_batched += sum(bool(r) for r in det.detect_faces(images[i:i + batch]))
     batched = len(images) / (time.perf_counter() - t)
-    row(f"MTCNN 178x218, batch {batch} vs single ({len(images)} photos, "
+    TABLE.add(f"MTCNN 178x218, batch {batch} vs single ({len(images)} photos, "
         f"faces {found_batched}/{found_single})", batched, single, "img/s")
 
 
@@ -98,9 +93,9 @@ def bench_hdf5(images: np.ndarray, folder: Path) -> None:
     base_w, base_r, base_size = results["none"]
     for comp in ("none", "lzf", "gzip"):
         w, r, size = results[comp]
-        row(f"HDF5 write {len(images)} faces 64x64, {comp} vs none", w, base_w, "img/s")
-        row(f"HDF5 sequential read, {comp} vs none", r, base_r, "img/s")
-        row(f"HDF5 file size, {comp} vs none", size / 2**20, base_size / 2**20, "MiB",
+        TABLE.add(f"HDF5 write {len(images)} faces 64x64, {comp} vs none", w, base_w, "img/s")
+        TABLE.add(f"HDF5 sequential read, {comp} vs none", r, base_r, "img/s")
+        TABLE.add(f"HDF5 file size, {comp} vs none", size / 2**20, base_size / 2**20, "MiB",
             higher_is_better=False)
 
 
@@ -151,12 +146,9 @@ def main() -> None:
         bench_hdf5(np.concatenate([faces] * (n_hdf5 // len(faces) + 1))[:n_hdf5], folder)
         base = peak_rss_of_shard(folder, folder / "celeba", n_mem, "base")
         big = peak_rss_of_shard(folder, folder / "celeba", 4 * n_mem, "big")
-        row(f"peak RSS of a shard task, {4 * n_mem} vs {n_mem} photos", big, base, "MiB",
+        TABLE.add(f"peak RSS of a shard task, {4 * n_mem} vs {n_mem} photos", big, base, "MiB",
             higher_is_better=False)
-    width = max(len(r[0]) for r in ROWS)
-    print(f"\n{'benchmark':<{width}}  {'figure':>16}  {'baseline':>16}  ratio")
-    for what, value, baseline, ratio in ROWS:
-        print(f"{what:<{width}}  {value:>16}  {baseline:>16}  {ratio}")
+    TABLE.print()
 
 
 if __name__ == "__main__":

@@ -27,15 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from bench.table import Table  # noqa: E402
 from jobs import runtime  # noqa: E402
 
-ROWS: list[tuple[str, str, str, str]] = []
+TABLE = Table()
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-
-
-def row(what: str, value: float, baseline: float, unit: str, fmt: str = ",.1f") -> None:
-    ratio = value / baseline if baseline else float("nan")
-    ROWS.append((what, f"{value:{fmt}} {unit}", f"{baseline:{fmt}} {unit}", f"{ratio:.2f}x"))
 
 
 def spec(data: Path, run_dir: Path, *sets: str):
@@ -115,7 +111,7 @@ def bench_step_vs_train_on_batch(folder: Path, steps: int, model: str) -> None:
     for _ in range(steps):
         seed_step()
     slow = steps / (time.perf_counter() - t)
-    row(f"GAN step {model}, tf.function vs train_on_batch loop (batch 32)", fast, slow,
+    TABLE.add(f"GAN step {model}, tf.function vs train_on_batch loop (batch 32)", fast, slow,
         "steps/s")
 
 
@@ -147,7 +143,7 @@ def bench_horovod(folder: Path, data: Path, batch: int) -> None:
         n = len(f["labels"])
     one_rate = (n // batch) * batch / _train_secs(one)
     two_rate = (n // (2 * batch)) * 2 * batch / _train_secs(two)
-    row(f"16x16 cGAN, 2 Horovod ranks vs 1 process ({n} images, batch {batch}/rank, 1 "
+    TABLE.add(f"16x16 cGAN, 2 Horovod ranks vs 1 process ({n} images, batch {batch}/rank, 1 "
         "thread each)", two_rate, one_rate, "img/s")
 
 
@@ -164,7 +160,7 @@ def bench_digits(folder: Path, data: Path, epochs: int) -> None:
     secs = time.perf_counter() - t
     judge = DigitJudge()
     acc = conditional_accuracy(trainer.G, judge, 10, 100, s.work.model.latent_dim)
-    row(f"digits cGAN, {epochs} epochs ({secs:.0f} s): conditional accuracy vs the judge's "
+    TABLE.add(f"digits cGAN, {epochs} epochs ({secs:.0f} s): conditional accuracy vs the judge's "
         "accuracy on real digits", 100 * acc, 100 * judge.real_accuracy, "%")
     with open(folder / "digits" / "metrics.csv") as f:
         last = [line for line in f if line.startswith("epoch,")][-1].split(",")
@@ -172,7 +168,7 @@ def bench_digits(folder: Path, data: Path, epochs: int) -> None:
     t = time.perf_counter()
     trainer.manager.save(checkpoint_number=10**6)
     save = time.perf_counter() - t
-    row("checkpoint save time vs one epoch (digits)", save, epoch_secs, "s", ".3f")
+    TABLE.add("checkpoint save time vs one epoch (digits)", save, epoch_secs, "s", ".3f")
 
 
 def main() -> None:
@@ -190,10 +186,7 @@ def main() -> None:
         big = random_images(folder / "big16.h5", 4096 if args.quick else 16384, 16, 1)
         bench_horovod(folder, big, batch=512)
         bench_digits(folder, data, epochs=3 if args.quick else 40)
-    width = max(len(r[0]) for r in ROWS)
-    print(f"\n{'benchmark':<{width}}  {'figure':>14}  {'baseline':>14}  ratio")
-    for what, value, baseline, ratio in ROWS:
-        print(f"{what:<{width}}  {value:>14}  {baseline:>14}  {ratio}")
+    TABLE.print()
 
 
 if __name__ == "__main__":

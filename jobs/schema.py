@@ -203,7 +203,8 @@ class TrainSpec:
     disc_input_noise: float = opt(0.0, "Std of Gaussian noise added to D's inputs", ge=0)
     in_memory_max_gb: float = opt(4.0, "Load the data into memory if it is smaller than this, "
                                        "else stream contiguous blocks", ge=0)
-    mixed_precision: bool = opt(False, "float16 compute on GPUs")
+    mixed_precision: bool = opt(False, "bfloat16 compute, float32 weights (GPUs with bf16, "
+                                       "recent CPUs)")
     deterministic: bool = opt(False, "TensorFlow op determinism (bitwise-reproducible on CPU)")
     log_every_steps: int = opt(50, "One log line every N steps", ge=1)
     model: ModelSpec = section(ModelSpec, "Network architecture")

@@ -286,3 +286,10 @@ def test_face_path_end_to_end(tmp_path):
     tile = 128 + 14  # 64 px faces shown at 2x, plus the caption strip
     assert grid.size == (8 * 128, 4 * tile)  # 8 samples x 4 classes
     assert "epoch 2/2 it 2/" in proc.stderr
+
+
+def test_mixed_precision_trains(digits, tmp_path):
+    proc = run_train(*spec_for(tmp_path, digits, tmp_path / "mp", "train.epochs=1",
+                               "train.mixed_precision=true"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "mp" / "checkpoints" / f"ckpt-{STEPS}.index").exists()
