@@ -24,7 +24,9 @@ def limit_threads_to_allocation() -> None:
 def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
     from gan import distributed
     from gan.guard import GuardStop
-    from gan.train import SpecMismatch, Trainer
+    from gan.train import SpecMismatch, StopRequest, Trainer
+
+    stop = StopRequest()  # from here on a stop signal means "checkpoint as soon as you can"
 
     limit_threads_to_allocation()
     world = distributed.init()
@@ -33,10 +35,13 @@ def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
     try:
         trainer = Trainer(spec.work, world, fresh=fresh)
     except (SpecMismatch, OSError, ValueError) as exc:
+        stop.restore()
         log.error("%s", exc)
         return exitcodes.NOT_RUNNABLE
     try:
-        return trainer.run()
+        return trainer.run(stop)
     except GuardStop as exc:
         log.error("%s", exc)
         return exitcodes.GUARD_STOPPED
+    finally:
+        stop.restore()

@@ -47,6 +47,8 @@ class StopRequest:
     SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
+        global last_stop_signal
+        last_stop_signal = None
         self.signum: int | None = None
         self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 
@@ -292,7 +294,9 @@ class Trainer:
         if self.world.hvd is not None:
             self.world.hvd.allreduce(tf.constant(0.0), name="barrier")
 
-    def run(self) -> int:
+    def run(self, stop: StopRequest | None = None) -> int:
+        """Train to ``spec.epochs``. ``stop`` lets the caller catch signals from before the
+        trainer was built (startup takes seconds; a preemption may land in them)."""
         spec, chief = self.spec, self.world.is_chief
         start_epoch, start_step = int(self.epoch), int(self.step_in_epoch)
         if self.resumed_from:
@@ -304,7 +308,7 @@ class Trainer:
         if start_epoch >= spec.epochs:
             log.info("all %d epochs already done in %s", spec.epochs, self.run_dir)
             return exitcodes.OK
-        stop = StopRequest()
+        stop = stop or StopRequest()
         t0 = time.monotonic()
         try:
             for epoch in range(start_epoch, spec.epochs):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.loader import load_spec
+from jobs.loader import load_spec, parse_set_args
 from jobs.submission import sbatch_argv
 from tests.conftest import QUIET_ENV, ROOT
 
@@ -126,18 +127,18 @@ def test_submitit_timeout_and_external_preemption(slurm_cluster, digits, uninter
         assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
         time.sleep(0.5)
     job = json.loads(records.read_text().splitlines()[-1])["job_ids"][0]
-    # preempt it from outside while it runs, after its first checkpoint
-    for _ in range(300):
+    # preempt it from outside while it trains (not while a restarted job is starting up)
+    log = run_dir / "logs" / "submitit" / job / f"{job}_0_log.err"
+    for _ in range(600):
         assert proc.poll() is None, proc.stderr
-        running = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], env=env,
-                                 capture_output=True, text=True).stdout.strip() == "RUNNING"
-        if running and list((run_dir / "checkpoints").glob("ckpt-*.index")):
-            time.sleep(2)
+        text = log.read_text() if log.exists() else ""
+        events = re.findall(r"(resumed from|received SIG|it \d+/28|done:)", text)
+        if events and (events[-1] == "done:" or events[-1].startswith("it ")):
             if subprocess.run(["scontrol", "requeue", job], env=env).returncode == 0:
                 break
-        time.sleep(1)
+        time.sleep(0.5)
     else:
-        raise AssertionError("could not preempt the job while it ran")
+        raise AssertionError("could not preempt the job while it trained")
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, out + err
     assert wait_state(env, job, {"COMPLETED", "FAILED", "CANCELLED"}, 120) == "COMPLETED"
@@ -254,3 +255,23 @@ sweep:
         table = list(csv.DictReader(f))
     assert len(table) == 4 and all(r["epoch"] == "2" for r in table)
     assert "learning_rate=0.0001,batch_size=32" in summary
+
+
+def test_sbatch_two_ranks_with_srun_pmix(slurm_cluster, digits, tmp_path):
+    """train.sbatch with 2 tasks: srun --mpi=pmix starts 2 Horovod ranks (Open MPI build)."""
+    env = slurm_cluster["env"]
+    run_dir = tmp_path / "two"
+    spec = train_spec(tmp_path, digits, run_dir, epochs=2)
+    sets = ["resources.tasks_per_node=2", "resources.cpus_per_task=1", "train.batch_size=32"]
+    argv = sbatch_argv(load_spec(spec, parse_set_args(sets)), sets)
+    (run_dir / "logs").mkdir(parents=True)
+    job = subprocess.run(argv[:1] + ["--parsable"] + argv[1:], env=env, capture_output=True,
+                         text=True, check=True, cwd=tmp_path).stdout.strip()
+    assert wait_state(env, job, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"},
+                      300) == "COMPLETED", (run_dir / "logs" / f"two-{job}.out").read_text()
+    with open(run_dir / "ranks.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["rank"] for r in rows} == {"0", "1"}
+    for epoch in ("1", "2"):
+        digests = {r["weights_digest"] for r in rows if r["epoch"] == epoch}
+        assert len(digests) == 1, rows
