@@ -19,9 +19,9 @@ log = logging.getLogger(__name__)
 # kind -> module with ``run(spec, index, fresh) -> exit code``. A kind missing here is declared
 # in the schema (so specs validate and plan) but its implementation has not landed yet.
 ENTRY_POINTS: dict[str, str] = {"preprocess": "preprocess.job", "train": "gan.job",
-                                "sweep": "jobs.sweep", "pipeline": "jobs.pipeline"}
-PLANNED = {"preprocess": "issue #3", "train": "issue #4", "sweep": "issue #5",
-           "generate": "issue #7"}
+                                "sweep": "jobs.sweep", "pipeline": "jobs.pipeline",
+                                "generate": "gan.generate"}
+PLANNED: dict[str, str] = {}  # kind -> where its implementation is tracked
 
 
 def array_index_from_env() -> int | None:

@@ -238,7 +238,8 @@ class GenerateSpec:
     output_dir: str = opt(help="Where PNGs and the figures' JSON go", path="output",
                           example="/scratch/$USER/runs/cgan64/figures")
     task: Literal["grid", "interpolate"] = opt("grid", "grid: samples per class; interpolate: "
-                                                       "face-to-face rows per class")
+                                                       "face-to-face rows per class, linear "
+                                                       "and spherical")
     checkpoint: int | None = opt(None, "Checkpoint number; none = the latest", ge=0)
     per_class: int = opt(8, "Samples per class (grid)", ge=1)
     steps: int = opt(10, "Interpolation steps", ge=2)

@@ -1,0 +1,96 @@
+"""The ``generate`` job kind: figures from a trained run's checkpoint.
+
+* ``grid``: ``per_class`` samples of every class (the same latents in every row, so rows differ
+  only by the label), the class name stamped on each image.
+* ``interpolate``: "vectorizing face to face" — ``steps`` points between two latents, linear
+  and spherical, one row per class with the same latents.
+
+The run directory's ``train_spec.yaml`` rebuilds the model; the data file named there gives the
+class names and image shape. Writes PNGs and ``figures.json`` (what was drawn from what).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import yaml
+
+from gan import distributed, sampling
+from gan.grids import save_grid
+from jobs import exitcodes
+from jobs.files import atomic_write_json
+from jobs.loader import SpecError, parse_spec
+from jobs.schema import JobSpec
+
+log = logging.getLogger(__name__)
+
+
+def load_generator(run_dir: Path, checkpoint: int | None):
+    """(trainer with restored weights, checkpoint path) for a training run directory."""
+    from gan.train import Trainer
+
+    saved = yaml.safe_load((run_dir / "train_spec.yaml").read_text())
+    spec = parse_spec({"kind": "train", "name": "generate", "train": saved},
+                      str(run_dir / "train_spec.yaml"))
+    trainer = Trainer(spec.work, distributed.World(0, 1, 0))
+    if checkpoint is not None:
+        path = str(run_dir / "checkpoints" / f"ckpt-{checkpoint}")
+        trainer.ckpt.restore(path).assert_existing_objects_matched()
+        return trainer, path
+    if trainer.resumed_from is None:
+        raise SpecError([f"{run_dir}: no checkpoint to generate from"])
+    return trainer, trainer.resumed_from
+
+
+def to_uint8(images: tf.Tensor) -> np.ndarray:
+    out = tf.cast(tf.clip_by_value((tf.cast(images, tf.float32) + 1) * 127.5, 0, 255),
+                  tf.uint8).numpy()
+    return np.repeat(out, 3, axis=-1) if out.shape[-1] == 1 else out
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """Spherical interpolation: stays on the shell where normal latents live."""
+    omega = np.arccos(np.clip(np.dot(a / np.linalg.norm(a), b / np.linalg.norm(b)), -1, 1))
+    if omega < 1e-6:
+        return (1 - t) * a + t * b
+    return (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
+
+
+def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
+    work = spec.work
+    out = Path(work.output_dir)
+    try:
+        trainer, ckpt = load_generator(Path(work.run_dir), work.checkpoint)
+    except (SpecError, OSError, ValueError) as exc:
+        log.error("%s", exc)
+        return exitcodes.NOT_RUNNABLE
+    names, dim = trainer.class_names, trainer.spec.model.latent_dim
+    n_cls = trainer.num_classes
+    seed = sampling.seed_for(work.seed, 0, 0, "grid")
+    figures = {"checkpoint": ckpt, "classes": names, "task": work.task}
+    if work.task == "grid":
+        z = sampling.latent("normal", work.per_class, dim, seed)
+        z = tf.tile(z, [n_cls, 1])
+        labels = tf.repeat(tf.range(n_cls, dtype=tf.int32), work.per_class)
+        images = to_uint8(trainer.G([z, labels], training=False))
+        captions = [names[i // work.per_class] for i in range(len(images))]
+        figures["grid"] = str(save_grid(out / "grid.png", images, captions,
+                                        columns=work.per_class))
+    else:
+        ends = sampling.latent("normal", 2, dim, seed).numpy()
+        ts = np.linspace(0, 1, work.steps)
+        for name, fn in (("linear", lambda t: (1 - t) * ends[0] + t * ends[1]),
+                         ("spherical", lambda t: slerp(ends[0], ends[1], t))):
+            z = np.tile(np.stack([fn(t) for t in ts]), (n_cls, 1)).astype(np.float32)
+            labels = np.repeat(np.arange(n_cls, dtype=np.int32), work.steps)
+            images = to_uint8(trainer.G([tf.constant(z), tf.constant(labels)],
+                                        training=False))
+            captions = [f"{names[i // work.steps]} {ts[i % work.steps]:.2f}"
+                        for i in range(len(images))]
+            figures[name] = str(save_grid(out / f"interpolate_{name}.png", images, captions,
+                                          columns=work.steps))
+    atomic_write_json(out / "figures.json", figures)
+    log.info("figures from %s -> %s", Path(ckpt).name, out)
+    return exitcodes.OK
