@@ -51,6 +51,9 @@ class StopRequest:
         last_stop_signal = None
         self.signum: int | None = None
         self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        if runtime.pending_stop is not None:  # it came while we were starting up
+            self._handle(runtime.pending_stop, None)
+            runtime.pending_stop = None
 
     def _handle(self, signum, frame):
         if self.signum is not None and signum == signal.SIGINT:

@@ -59,6 +59,10 @@ run_requeueable() {
     kill -0 "$child" 2>/dev/null || break  # wait returned for a trap: the job still runs
   done
   trap - USR1 TERM
+  if [[ "$stop_signal" == USR1 && "$code" -gt 128 ]]; then
+    log "the job died of the walltime signal before it could checkpoint (exit $code)"
+    code=75  # it resumes from its last checkpoint: requeue as usual
+  fi
   case "$code" in
     0) log "job finished" ;;
     75)

@@ -52,12 +52,16 @@ def sacct(env: dict, job: str, *fields: str) -> list[list[str]]:
 
 
 def wait_state(env: dict, job: str, done: set[str], timeout: float) -> str:
+    """Wait until the job (every task, for an array) is in one of ``done``; the state."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = [r for r in sacct(env, job, "JobID", "State") if r[0] == job]
-        state = rows[-1][1].split()[0] if rows else ""  # the latest run of a requeued job
-        if state in done:
-            return state
+        latest = {}  # task id -> state of its latest run (a requeued job has several)
+        for row in sacct(env, job, "JobID", "State"):
+            if row[0] == job or row[0].startswith(f"{job}_"):
+                latest[row[0]] = row[1].split()[0]
+        states = set(latest.values())
+        if states and states <= done:
+            return "FAILED" if "FAILED" in states else states.pop()
         time.sleep(2)
     raise AssertionError(f"job {job} not done after {timeout} s: {sacct(env, job, 'State')}")
 
@@ -242,6 +246,8 @@ sweep:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ids = json.loads((tmp_path / "sweep/logs/submissions.jsonl").read_text())["job_ids"]
     assert len(ids) == 4 and len({i.split("_")[0] for i in ids}) == 1  # one array
+    assert wait_state(env, ids[0].split("_")[0], {"COMPLETED", "FAILED", "CANCELLED"},
+                      120) == "COMPLETED"
     rows = subprocess.run(["sacct", "-n", "-P", "-X", "-j", ids[0].split("_")[0], "-o",
                            "JobID,State,Start,End"], env=env, capture_output=True, text=True,
                           check=True).stdout.split()
@@ -262,7 +268,8 @@ def test_sbatch_two_ranks_with_srun_pmix(slurm_cluster, digits, tmp_path):
     env = slurm_cluster["env"]
     run_dir = tmp_path / "two"
     spec = train_spec(tmp_path, digits, run_dir, epochs=2)
-    sets = ["resources.tasks_per_node=2", "resources.cpus_per_task=1", "train.batch_size=32"]
+    sets = ["resources.tasks_per_node=2", "resources.cpus_per_task=1", "train.batch_size=32",
+            "resources.time=10"]
     argv = sbatch_argv(load_spec(spec, parse_set_args(sets)), sets)
     (run_dir / "logs").mkdir(parents=True)
     job = subprocess.run(argv[:1] + ["--parsable"] + argv[1:], env=env, capture_output=True,

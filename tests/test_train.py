@@ -293,3 +293,17 @@ def test_mixed_precision_trains(digits, tmp_path):
                                "train.mixed_precision=true"))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "mp" / "checkpoints" / f"ckpt-{STEPS}.index").exists()
+
+
+def test_stop_signal_during_startup_is_not_lost(digits, tmp_path):
+    """Slurm's early signal can come while TensorFlow still imports: it must not kill the
+    job; the trainer checkpoints after its first step and asks to be requeued."""
+    args = spec_for(tmp_path, digits, tmp_path / "early")
+    proc = subprocess.Popen(train_cmd(*args), env=QUIET_ENV, cwd=ROOT, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGUSR1)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == exitcodes.REQUEUE, err
+    assert "stopped at epoch 1 step 1/" in err
+    assert run_train(*args).returncode == 0

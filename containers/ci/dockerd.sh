@@ -30,10 +30,15 @@ case "$cmd" in
     echo "[dockerd] did not start: see $DIR/dockerd.log" >&2
     exit 1 ;;
   stop)
-    [[ -s "$DIR/docker.pid" ]] || exit 0
-    pid="$(cat "$DIR/docker.pid")"
-    kill -TERM "$pid" 2>/dev/null || exit 0
-    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || exit 0; sleep 0.2; done
-    kill -KILL "$pid" 2>/dev/null || true ;;
+    if [[ -s "$DIR/docker.pid" ]]; then
+      pid="$(cat "$DIR/docker.pid")"
+      if kill -TERM "$pid" 2>/dev/null; then
+        for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$pid" 2>/dev/null || true
+      fi
+    fi
+    # mounts the daemon left under DIR (network namespaces, overlays), deepest first
+    awk -v dir="$DIR/" 'index($2, dir) == 1 {print $2}' /proc/mounts | sort -r |
+      xargs -r -n1 umount -l 2>/dev/null || true ;;
   *) echo "usage: dockerd.sh start|stop DIR" >&2; exit 2 ;;
 esac
