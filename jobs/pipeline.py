@@ -16,7 +16,6 @@ from jobs.loader import SpecError, load_spec, parse_set_args
 from jobs.schema import JobSpec
 
 log = logging.getLogger(__name__)
-MERGED = "faces.h5"
 
 
 def stages(job: JobSpec) -> tuple[JobSpec, JobSpec]:
@@ -25,7 +24,9 @@ def stages(job: JobSpec) -> tuple[JobSpec, JobSpec]:
     if pre.kind != "preprocess":
         raise SpecError([f"{job.source}: pipeline.preprocess: {job.work.preprocess} is a "
                          f"'{pre.kind}' spec"])
-    merged = str(Path(pre.work.output_dir) / MERGED)
+    from preprocess.merge import MERGED_NAME
+
+    merged = str(Path(pre.work.output_dir) / MERGED_NAME)
     train = load_spec(job.work.train, parse_set_args(job.work.train_set)
                       + [("train.data", merged)])
     if train.kind != "train":

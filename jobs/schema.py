@@ -252,7 +252,8 @@ class GenerateSpec:
 @dataclass
 class PipelineSpec:
     preprocess: str = opt(help="The preprocess spec (stage 1: the shard array, then the "
-                               "merge)", path="exists", example="jobs/examples/preprocess_faces.yaml")
+                               "merge)", path="exists",
+                          example="jobs/examples/preprocess_faces.yaml")
     train: str = opt(help="The train spec (stage 2); its train.data is set to stage 1's "
                           "merged faces.h5", path="exists",
                      example="jobs/examples/train_cgan_faces.yaml")

@@ -51,7 +51,9 @@ def test_plan_prints_resolved_spec_and_exact_submission(write_spec, tmp_path):
     assert "hunter2" not in proc.stdout + proc.stderr
     resolved = yaml.safe_load(proc.stdout.split("\n# sbatch")[0])
     assert resolved["train"]["epochs"] == 3 and resolved["env"]["HF_TOKEN"] == "***"
-    sbatch = proc.stdout.split("# sbatch (plain Slurm):\n")[1].split("\n\n")[0]
+    block = proc.stdout.split("# sbatch (plain Slurm):\n")[1].split("\n\n")[0]
+    mkdir, sbatch = block.split("\n", 1)
+    assert mkdir == f"mkdir -p {tmp_path / 'run' / 'logs'}"  # sbatch needs the log folder
     argv = shlex.split(sbatch.replace("\\\n", " "))
     assert argv[0] == "sbatch" and "--partition=gpu" in argv and "--requeue" in argv
     assert "--signal=B:USR1@120" in argv and "--ntasks-per-node=2" in argv

@@ -23,3 +23,14 @@ def test_shellcheck_passes():
     proc = subprocess.run(["shellcheck", "-x", *map(str, SCRIPTS)], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_python_code_passes_ruff():
+    import sys
+    from pathlib import Path
+
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
+    assert ruff, "ruff is in requirements.txt"
+    proc = subprocess.run([ruff, "check", "jobs", "gan", "preprocess", "bench", "tests"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout

@@ -184,4 +184,5 @@ def test_sweep_points_named_validated_and_typo_reported(write_spec, train_spec, 
 
 def test_example_specs_validate():
     examples = sorted((Path(__file__).parent.parent / "jobs" / "examples").glob("*.yaml"))
-    assert {load_spec(p).kind for p in examples} == {"preprocess", "train", "sweep", "generate"}
+    assert {load_spec(p).kind for p in examples} == {"preprocess", "train", "sweep", "generate",
+                                                     "pipeline"}

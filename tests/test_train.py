@@ -3,7 +3,6 @@ the mode-collapse guard, outputs, and that the cGAN really learns its conditioni
 from __future__ import annotations
 
 import csv
-import os
 import random
 import shutil
 import signal
