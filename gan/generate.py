@@ -66,14 +66,17 @@ def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
     except (SpecError, OSError, ValueError) as exc:
         log.error("%s", exc)
         return exitcodes.NOT_RUNNABLE
-    names, dim = trainer.class_names, trainer.spec.model.latent_dim
-    n_cls = trainer.num_classes
+    dim, cond = trainer.spec.model.latent_dim, trainer.conditional
+    # rows: one per class; an unconditional model gets unlabelled rows (1 for interpolation)
+    names = trainer.grid_names if cond or work.task == "grid" else ["sample"]
+    n_cls = len(names)
     seed = sampling.seed_for(work.seed, 0, 0, "grid")
     figures = {"checkpoint": ckpt, "classes": names, "task": work.task}
     if work.task == "grid":
-        z = sampling.latent("normal", work.per_class, dim, seed)
-        z = tf.tile(z, [n_cls, 1])
-        labels = tf.repeat(tf.range(n_cls, dtype=tf.int32), work.per_class)
+        z = sampling.latent("normal", work.per_class * (1 if cond else n_cls), dim, seed)
+        z = tf.tile(z, [n_cls, 1]) if cond else z
+        labels = tf.repeat(tf.range(n_cls, dtype=tf.int32) % trainer.num_classes,
+                           work.per_class)
         images = to_uint8(trainer.G([z, labels], training=False))
         captions = [names[i // work.per_class] for i in range(len(images))]
         figures["grid"] = str(save_grid(out / "grid.png", images, captions,
@@ -84,7 +87,8 @@ def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
         for name, fn in (("linear", lambda t: (1 - t) * ends[0] + t * ends[1]),
                          ("spherical", lambda t: slerp(ends[0], ends[1], t))):
             z = np.tile(np.stack([fn(t) for t in ts]), (n_cls, 1)).astype(np.float32)
-            labels = np.repeat(np.arange(n_cls, dtype=np.int32), work.steps)
+            labels = np.repeat(np.arange(n_cls, dtype=np.int32) % trainer.num_classes,
+                               work.steps)
             images = to_uint8(trainer.G([tf.constant(z), tf.constant(labels)],
                                         training=False))
             captions = [f"{names[i // work.steps]} {ts[i % work.steps]:.2f}"

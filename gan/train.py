@@ -119,6 +119,9 @@ class Trainer:
                             else [str(i) for i in range(self.num_classes)])
         tf.keras.utils.set_random_seed(spec.seed)  # same initial weights on every start
         self.G, self.D = models.build(spec.model, self.num_classes, self.data.shape[-1])
+        self.conditional = models.CONDITIONAL[spec.model.name]
+        # sample grid rows: one per class, or unlabelled rows for an unconditional model
+        self.grid_names = self.class_names if self.conditional else ["sample"] * 4
         self.g_opt = _make_optimizer(spec, world.size, self.G)
         self.d_opt = _make_optimizer(spec, world.size, self.D)
         self.guard = Guard(spec.guard, self.G, self.D)
@@ -230,11 +233,9 @@ class Trainer:
             fake_labels = sampling.class_labels(probs, batch, sampling.seed_for(
                 seed, rank, step, "d_labels"))
             fake = G([z, fake_labels], training=True)
-            with tf.GradientTape() as tape:  # one D call on real+fake: fewer, bigger ops
-                logits = D([tf.concat([noisy(real, step, "noise_real"),
-                                       noisy(fake, step, "noise_fake")], axis=0),
-                            tf.concat([labels, fake_labels], axis=0)], training=True)
-                real_logits, fake_logits = logits[:batch], logits[batch:]
+            with tf.GradientTape() as tape:  # separate calls: BatchNorm must not mix them
+                real_logits = D([noisy(real, step, "noise_real"), labels], training=True)
+                fake_logits = D([noisy(fake, step, "noise_fake"), fake_labels], training=True)
                 d_real, d_fake = bce(smooth, real_logits), bce(0.0, fake_logits)
                 d_loss = d_real + d_fake
             update(d_opt, D, tape, d_loss)
@@ -259,11 +260,13 @@ class Trainer:
     # ------------------------------------------------------------------------------ loop
     def fixed_grid_inputs(self) -> tuple[tf.Tensor, tf.Tensor]:
         """The same latents for every class row: rows differ only by the label."""
-        n = GRID_PER_CLASS
-        z = sampling.latent("normal", n, self.spec.model.latent_dim,
+        n, rows = GRID_PER_CLASS, len(self.grid_names)
+        z = sampling.latent("normal", n * (1 if self.conditional else rows),
+                            self.spec.model.latent_dim,
                             sampling.seed_for(self.spec.seed, 0, 0, "grid"))
-        z = tf.tile(z, [self.num_classes, 1])
-        labels = tf.repeat(tf.range(self.num_classes, dtype=tf.int32), n)
+        if self.conditional:
+            z = tf.tile(z, [rows, 1])
+        labels = tf.repeat(tf.range(rows, dtype=tf.int32) % self.num_classes, n)
         return z, labels
 
     def sample_images(self) -> np.ndarray:
@@ -272,6 +275,16 @@ class Trainer:
         images = tf.cast(tf.clip_by_value((tf.cast(images, tf.float32) + 1) * 127.5, 0, 255),
                          tf.uint8).numpy()
         return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
+
+    def _average_statistics(self) -> None:
+        """BatchNorm's moving statistics are updated per rank from its own data: average them
+        at every epoch end so every rank (and the checkpoint) holds the same model."""
+        if self.world.hvd is None:
+            return
+        for model in (self.G, self.D):
+            for i, v in enumerate(model.non_trainable_weights):
+                v.assign(self.world.hvd.allreduce(v.value, op=self.world.hvd.Average,
+                                                  name=f"{model.name}_stat_{i}"))
 
     def _rank_check(self, seen: list[np.ndarray]) -> tuple[bool, list]:
         """All ranks: same weights? Which images did each see? (rank 0 gets every rank's)"""
@@ -306,7 +319,7 @@ class Trainer:
             log.info("resumed from %s: epoch %d, step %d of %d in it (global step %d)",
                      Path(self.resumed_from).name, start_epoch + 1, start_step,
                      self.steps_per_epoch, int(self.global_step))
-        outputs = RunOutputs(self.run_dir, self.class_names, int(self.global_step)) \
+        outputs = RunOutputs(self.run_dir, self.grid_names, int(self.global_step)) \
             if chief else None
         if start_epoch >= spec.epochs:
             log.info("all %d epochs already done in %s", spec.epochs, self.run_dir)
@@ -352,6 +365,7 @@ class Trainer:
                 start_step = 0
                 self.epoch.assign(epoch + 1)
                 self.step_in_epoch.assign(0)
+                self._average_statistics()
                 in_sync, ranks = self._rank_check(seen)
                 if not in_sync:
                     raise RuntimeError(f"ranks diverged after epoch {epoch + 1}: {ranks}")

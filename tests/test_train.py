@@ -306,3 +306,22 @@ def test_stop_signal_during_startup_is_not_lost(digits, tmp_path):
     assert proc.returncode == exitcodes.REQUEUE, err
     assert "stopped at epoch 1 step 1/" in err
     assert run_train(*args).returncode == 0
+
+
+def test_dcgan_trains_resumes_exactly_and_syncs_batchnorm_across_ranks(digits, tmp_path):
+    """The same loop serves the registry's unconditional DCGAN (BatchNorm inside)."""
+    dcgan = ["train.model.name=dcgan", "train.epochs=2"]
+    straight = run_train(*spec_for(tmp_path, digits, tmp_path / "a", *dcgan))
+    assert straight.returncode == 0, straight.stderr
+    first = run_train(*spec_for(tmp_path, digits, tmp_path / "b", *dcgan, "train.epochs=1"))
+    resumed = run_train(*spec_for(tmp_path, digits, tmp_path / "b", *dcgan))
+    assert first.returncode == 0 and resumed.returncode == 0, resumed.stderr
+    assert digests(tmp_path / "b") == digests(tmp_path / "a")
+    horovodrun = shutil.which("horovodrun", path=str(Path(sys.executable).parent))
+    two = subprocess.run([horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", *train_cmd(
+        *spec_for(tmp_path, digits, tmp_path / "c", *dcgan, "train.batch_size=32"))],
+        env=QUIET_ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stdout[-3000:]
+    rows = rank_rows(tmp_path / "c")
+    for epoch in ("1", "2"):  # BatchNorm statistics averaged: identical models every epoch
+        assert len({r["weights_digest"] for r in rows if r["epoch"] == epoch}) == 1
