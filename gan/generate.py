@@ -4,6 +4,8 @@
   only by the label), the class name stamped on each image.
 * ``interpolate``: "vectorizing face to face" — ``steps`` points between two latents, linear
   and spherical, one row per class with the same latents.
+* ``classifier_score``: a classifier trained on generated images only, tested on held-out real
+  images, beside the same classifier trained on real images (``gan.evaluate``).
 
 The run directory's ``train_spec.yaml`` rebuilds the model; the data file named there gives the
 class names and image shape. Writes PNGs and ``figures.json`` (what was drawn from what).
@@ -72,7 +74,20 @@ def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
     n_cls = len(names)
     seed = sampling.seed_for(work.seed, 0, 0, "grid")
     figures = {"checkpoint": ckpt, "classes": names, "task": work.task}
-    if work.task == "grid":
+    if work.task == "classifier_score":
+        if not cond:
+            log.error("classifier_score needs a conditional model (%s is not)",
+                      trainer.spec.model.name)
+            return exitcodes.NOT_RUNNABLE
+        from gan.evaluate import classifier_score
+
+        data = trainer.data  # every real image is read: for sets that fit in memory
+        figures.update(classifier_score(trainer.G, np.asarray(data.images[:]), data.labels, dim,
+                                        100 * work.per_class, work.seed))
+        log.info("classifier score: trained on generated %.3f, on real %.3f (ratio %.2f)",
+                 figures["synthetic_trained_accuracy"], figures["real_trained_accuracy"],
+                 figures["ratio"])
+    elif work.task == "grid":
         z = sampling.latent("normal", work.per_class * (1 if cond else n_cls), dim, seed)
         z = tf.tile(z, [n_cls, 1]) if cond else z
         labels = tf.repeat(tf.range(n_cls, dtype=tf.int32) % trainer.num_classes,

@@ -238,11 +238,12 @@ class GenerateSpec:
                        example="/scratch/$USER/runs/cgan64")
     output_dir: str = opt(help="Where PNGs and the figures' JSON go", path="output",
                           example="/scratch/$USER/runs/cgan64/figures")
-    task: Literal["grid", "interpolate"] = opt("grid", "grid: samples per class; interpolate: "
-                                                       "face-to-face rows per class, linear "
-                                                       "and spherical")
+    task: Literal["grid", "interpolate", "classifier_score"] = opt(
+        "grid", "grid: samples per class; interpolate: face-to-face rows per class, linear "
+                "and spherical; classifier_score: train a classifier on generated images only, "
+                "test it on held-out real ones, beside one trained on real images")
     checkpoint: int | None = opt(None, "Checkpoint number; none = the latest", ge=0)
-    per_class: int = opt(8, "Samples per class (grid)", ge=1)
+    per_class: int = opt(8, "Samples per class (grid; classifier_score uses 100x this)", ge=1)
     steps: int = opt(10, "Interpolation steps", ge=2)
     seed: int = opt(0, "Seed for the latents", ge=0)
 

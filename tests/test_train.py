@@ -3,6 +3,7 @@ the mode-collapse guard, outputs, and that the cGAN really learns its conditioni
 from __future__ import annotations
 
 import csv
+import json
 import random
 import shutil
 import signal
@@ -259,6 +260,16 @@ def test_cgan_learns_digit_classes(digits, tmp_path):
     assert judge.real_accuracy > 0.95
     accuracy = conditional_accuracy(generator, judge, 10, 100, spec.work.model.latent_dim)
     assert accuracy >= 0.90, f"conditional accuracy {accuracy:.3f}"
+    # the second, independent check: a classifier trained only on generated digits
+    out = tmp_path / "cas"
+    proc = run_train(str(ROOT / "jobs/examples/generate_grid.yaml"),
+                     "--set", f"generate.run_dir={tmp_path / 'run'}",
+                     "--set", f"generate.output_dir={out}",
+                     "--set", "generate.task=classifier_score")
+    assert proc.returncode == 0, proc.stderr
+    score = json.loads((out / "figures.json").read_text())
+    assert score["real_trained_accuracy"] > 0.9
+    assert score["ratio"] >= 0.8, score
 
 
 def test_face_path_end_to_end(tmp_path):
