@@ -21,6 +21,7 @@ import yaml
 
 from gan import distributed, sampling
 from gan.grids import save_grid
+from gan.train import to_uint8
 from jobs import exitcodes
 from jobs.files import atomic_write_json
 from jobs.loader import SpecError, parse_spec
@@ -46,12 +47,6 @@ def load_generator(run_dir: Path, checkpoint: int | None):
     return trainer, trainer.resumed_from
 
 
-def to_uint8(images: tf.Tensor) -> np.ndarray:
-    out = tf.cast(tf.clip_by_value((tf.cast(images, tf.float32) + 1) * 127.5, 0, 255),
-                  tf.uint8).numpy()
-    return np.repeat(out, 3, axis=-1) if out.shape[-1] == 1 else out
-
-
 def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     """Spherical interpolation: stays on the shell where normal latents live."""
     omega = np.arccos(np.clip(np.dot(a / np.linalg.norm(a), b / np.linalg.norm(b)), -1, 1))
@@ -69,8 +64,8 @@ def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
         log.error("%s", exc)
         return exitcodes.NOT_RUNNABLE
     dim, cond = trainer.spec.model.latent_dim, trainer.conditional
-    # rows: one per class; an unconditional model gets unlabelled rows (1 for interpolation)
-    names = trainer.grid_names if cond or work.task == "grid" else ["sample"]
+    # interpolation rows: one per class; an unconditional model gets one unlabelled row
+    names = trainer.grid_names if cond else ["sample"]
     n_cls = len(names)
     seed = sampling.seed_for(work.seed, 0, 0, "grid")
     figures = {"checkpoint": ckpt, "classes": names, "task": work.task}
@@ -88,12 +83,8 @@ def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
                  figures["synthetic_trained_accuracy"], figures["real_trained_accuracy"],
                  figures["ratio"])
     elif work.task == "grid":
-        z = sampling.latent("normal", work.per_class * (1 if cond else n_cls), dim, seed)
-        z = tf.tile(z, [n_cls, 1]) if cond else z
-        labels = tf.repeat(tf.range(n_cls, dtype=tf.int32) % trainer.num_classes,
-                           work.per_class)
-        images = to_uint8(trainer.G([z, labels], training=False))
-        captions = [names[i // work.per_class] for i in range(len(images))]
+        images = trainer.sample_images(work.per_class, work.seed)
+        captions = [trainer.grid_names[i // work.per_class] for i in range(len(images))]
         figures["grid"] = str(save_grid(out / "grid.png", images, captions,
                                         columns=work.per_class))
     else:

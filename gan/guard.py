@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from gan.distributed import tf_variables
 from jobs.schema import GuardSpec
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,8 @@ class Decision:
 
 
 def _copies(model: tf.keras.Model, tag: str) -> list[tf.Variable]:
-    return [tf.Variable(v.value if hasattr(v, "value") and not isinstance(v, tf.Variable)
-                        else v, trainable=False, name=f"{tag}_{i}")
-            for i, v in enumerate(model.weights)]
+    return [tf.Variable(v, trainable=False, name=f"{tag}_{i}")
+            for i, v in enumerate(tf_variables(model.weights))]
 
 
 class Guard(tf.Module):

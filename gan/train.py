@@ -76,6 +76,13 @@ class SpecMismatch(Exception):
     """The run directory was made by a spec with another model or data."""
 
 
+def to_uint8(images: tf.Tensor) -> np.ndarray:
+    """Generator output in [-1, 1] to uint8 RGB (grey images get three equal channels)."""
+    out = tf.cast(tf.clip_by_value((tf.cast(images, tf.float32) + 1) * 127.5, 0, 255),
+                  tf.uint8).numpy()
+    return np.repeat(out, 3, axis=-1) if out.shape[-1] == 1 else out
+
+
 def _weights_digest(*model_list) -> int:
     h = hashlib.blake2b(digest_size=8)
     for model in model_list:
@@ -258,23 +265,22 @@ class Trainer:
         return train_step
 
     # ------------------------------------------------------------------------------ loop
-    def fixed_grid_inputs(self) -> tuple[tf.Tensor, tf.Tensor]:
-        """The same latents for every class row: rows differ only by the label."""
-        n, rows = GRID_PER_CLASS, len(self.grid_names)
-        z = sampling.latent("normal", n * (1 if self.conditional else rows),
-                            self.spec.model.latent_dim,
-                            sampling.seed_for(self.spec.seed, 0, 0, "grid"))
+    def grid_inputs(self, per_class: int, seed: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """One row per grid name. A conditional model gets the same latents in every row, so
+        rows differ only by the label; an unconditional one gets fresh latents per row."""
+        rows = len(self.grid_names)
+        z = sampling.latent("normal", per_class * (1 if self.conditional else rows),
+                            self.spec.model.latent_dim, sampling.seed_for(seed, 0, 0, "grid"))
         if self.conditional:
             z = tf.tile(z, [rows, 1])
-        labels = tf.repeat(tf.range(rows, dtype=tf.int32) % self.num_classes, n)
+        labels = tf.repeat(tf.range(rows, dtype=tf.int32) % self.num_classes, per_class)
         return z, labels
 
-    def sample_images(self) -> np.ndarray:
-        z, labels = self.fixed_grid_inputs()
-        images = self.G([z, labels], training=False)
-        images = tf.cast(tf.clip_by_value((tf.cast(images, tf.float32) + 1) * 127.5, 0, 255),
-                         tf.uint8).numpy()
-        return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
+    def sample_images(self, per_class: int = GRID_PER_CLASS, seed: int | None = None
+                      ) -> np.ndarray:
+        """The sample grid's images (uint8, RGB), row by row."""
+        z, labels = self.grid_inputs(per_class, self.spec.seed if seed is None else seed)
+        return to_uint8(self.G([z, labels], training=False))
 
     def _average_statistics(self) -> None:
         """BatchNorm's moving statistics are updated per rank from its own data: average them

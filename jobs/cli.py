@@ -126,8 +126,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from jobs.submission import render_plan
 
     spec = _load(args, args.spec)
-    if _stage_problems(spec):
-        raise SpecError(_stage_problems(spec))
+    problems = _stage_problems(spec)
+    if problems:
+        raise SpecError(problems)
     print(f"# resolved spec ({spec.source})")
     print(yaml.safe_dump(spec.to_dict(redact=True), sort_keys=False,
                          default_flow_style=None).rstrip())

@@ -234,8 +234,7 @@ def _sacct(ids: list[str]) -> str:
         row = line.split("|")
         if len(row) < 5:
             continue
-        if row[2] == "REQUEUED" or row[0] in latest:
-            restarts[row[0]] = restarts.get(row[0], 0) + (row[2] == "REQUEUED")
+        restarts[row[0]] = restarts.get(row[0], 0) + (row[2] == "REQUEUED")
         latest[row[0]] = row
     out = [f"{'job':<16} {'name':<24} {'state':<12} {'elapsed':>10} {'exit':<6} restarts"]
     for job_id, r in latest.items():
