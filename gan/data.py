@@ -41,6 +41,9 @@ class ImageSet:
         self.shape = tuple(images.shape[1:])
         self.labels = self.file["labels"][:].astype(np.int32)
         self.class_names = [str(c) for c in self.file.attrs.get("class_names", ["all"])]
+        # CelebA's 0/1 attributes (kept in memory: 40 bytes an image), if the file has them
+        self.attributes = self.file["attributes"][:] if "attributes" in self.file else None
+        self.attribute_names = [str(a) for a in self.file.attrs.get("attribute_names", [])]
         self.in_memory = images.size <= in_memory_max_gb * 2**30
         self.images = images[:] if self.in_memory else images
         log.info("data %s: %d images %s, %d classes, %s", self.path.name, self.num, self.shape,
@@ -55,6 +58,16 @@ class ImageSet:
     def class_frequencies(self) -> np.ndarray:
         counts = np.bincount(self.labels, minlength=self.num_classes).astype(np.float64)
         return counts / counts.sum()
+
+    def class_prototypes(self, num_classes: int) -> np.ndarray:
+        """Each class's typical attribute row (attributes held by most of its images): what an
+        attribute-conditioned generator is given to draw "a face of class c"."""
+        out = np.zeros((num_classes, self.attributes.shape[1]), np.float32)
+        for c in range(num_classes):
+            rows = self.attributes[self.labels == c]
+            if len(rows):
+                out[c] = rows.mean(axis=0) > 0.5
+        return out
 
     def steps_per_epoch(self, split: Split) -> int:
         return self.num // (split.batch * split.size)

@@ -34,6 +34,9 @@ def write_digits(path: str | Path, size: int = 16) -> Path:
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("images", data=images[..., None], chunks=(256, size, size, 1))
         f.create_dataset("labels", data=labels)
+        # one-hot "attributes" let the attribute-conditioned aeacgan train on digits too
+        f.create_dataset("attributes", data=np.eye(10, dtype=np.uint8)[labels])
+        f.attrs["attribute_names"] = [f"digit_{i}" for i in range(10)]
         f.attrs["class_names"] = [str(i) for i in range(10)]
         f.attrs["num_faces"] = len(labels)
         f.attrs["complete"] = True

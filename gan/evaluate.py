@@ -6,30 +6,26 @@ the class they were generated for (10% is chance for 10 classes).
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
 from gan import sampling
 
 
-def generate(generator, num_classes: int, per_class: int, latent_dim: int, seed: int = 123,
-             distribution: str = "normal") -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 N×S×S×C, labels) with ``per_class`` images of every class."""
-    labels = np.repeat(np.arange(num_classes, dtype=np.int32), per_class)
-    z = sampling.latent(distribution, len(labels), latent_dim,
-                        sampling.seed_for(seed, 0, 0, "grid"))
-    images = generator([z, tf.constant(labels)], training=False)
-    images = tf.clip_by_value((tf.cast(images, tf.float32) + 1) * 127.5, 0, 255)
-    return tf.cast(tf.round(images), tf.uint8).numpy(), labels
+def generate(trainer, per_class: int, seed: int = 123) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 N×S×S×C, labels) with ``per_class`` images of every class, from a
+    trainer's generator (its latent distribution, its way of conditioning)."""
+    labels = np.repeat(np.arange(trainer.num_classes, dtype=np.int32), per_class)
+    z = trainer.latent(len(labels), sampling.seed_for(seed, 0, 0, "grid"))
+    images = trainer.generate(z, labels)
+    return images[..., :trainer.data.shape[-1]], labels  # grey data: one channel back
 
 
-def conditional_accuracy(generator, judge, num_classes: int, per_class: int,
-                         latent_dim: int) -> float:
-    images, labels = generate(generator, num_classes, per_class, latent_dim)
+def conditional_accuracy(trainer, judge, per_class: int) -> float:
+    images, labels = generate(trainer, per_class)
     return judge.accuracy(images, labels)
 
 
-def classifier_score(generator, images: np.ndarray, labels: np.ndarray, latent_dim: int,
-                     per_class: int, seed: int = 0) -> dict:
+def classifier_score(trainer, images: np.ndarray, labels: np.ndarray, per_class: int,
+                     seed: int = 0) -> dict:
     """The classification accuracy score: a classifier trained only on generated images,
     tested on held-out *real* images, beside the same classifier trained on real images.
     Near 1.0 as a ratio means the generator's classes look like the real classes."""
@@ -39,8 +35,7 @@ def classifier_score(generator, images: np.ndarray, labels: np.ndarray, latent_d
     x = images.reshape(len(images), -1) / 255.0
     x_train, x_test, y_train, y_test = train_test_split(
         x, labels, test_size=0.25, random_state=seed, stratify=labels)
-    classes = int(labels.max()) + 1
-    fake, fake_labels = generate(generator, classes, per_class, latent_dim, seed=seed + 1)
+    fake, fake_labels = generate(trainer, per_class, seed=seed + 1)
 
     def fit(features, targets) -> float:
         model = MLPClassifier(hidden_layer_sizes=(128,), max_iter=300, random_state=seed)
@@ -52,3 +47,44 @@ def classifier_score(generator, images: np.ndarray, labels: np.ndarray, latent_d
     return {"real_trained_accuracy": real_acc, "synthetic_trained_accuracy": synthetic_acc,
             "ratio": synthetic_acc / real_acc if real_acc else float("nan"),
             "synthetic_images": int(len(fake)), "real_test_images": int(len(y_test))}
+
+
+def _f1_per_column(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    from sklearn.metrics import f1_score
+
+    return np.array([f1_score(truth[:, j], predicted[:, j], zero_division=0)
+                     for j in range(truth.shape[1])])
+
+
+def _batched(model, images: np.ndarray, batch: int = 256) -> list[np.ndarray]:
+    """A multi-output model over uint8 images in batches; outputs concatenated."""
+    outs = [model(images[i:i + batch].astype(np.float32) / 127.5 - 1.0, training=False)
+            for i in range(0, len(images), batch)]
+    return [np.concatenate([np.asarray(o[k]) for o in outs]) for k in range(len(outs[0]))]
+
+
+def attribute_f1(trainer, samples: int, seed: int = 0) -> dict:
+    """Per-attribute F1 of an attribute model's heads: D's and the encoder's attribute
+    predictions on real photos (up to ``samples`` of them) against the data's attributes, and
+    D's predictions on generated images against the attributes they were conditioned on."""
+    data = trainer.data
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(data.num, min(samples, data.num), replace=False))
+    real, truth = np.asarray(data.images[idx]), data.attributes[idx]
+    d_real = _batched(trainer.D, real)[1] > 0
+    e_real = _batched(trainer.E, real)[0] > 0
+    z = trainer.latent(samples, sampling.seed_for(seed, 0, 0, "grid"))
+    conditions = trainer.sample_conditions(samples, sampling.seed_for(seed, 0, 1, "grid"))
+    fake = np.concatenate([trainer.G([z[i:i + 256], conditions[i:i + 256]], training=False)
+                           for i in range(0, samples, 256)])
+    d_fake = _batched(trainer.D, ((fake + 1) * 127.5).clip(0, 255).astype(np.uint8))[1] > 0
+    asked = conditions.numpy().astype(np.uint8)
+    per = {"d_real": _f1_per_column(truth, d_real), "e_real": _f1_per_column(truth, e_real),
+           "d_generated": _f1_per_column(asked, d_fake)}
+    names = data.attribute_names or [str(j) for j in range(truth.shape[1])]
+    return {"attributes": {name: {k: round(float(v[j]), 4) for k, v in per.items()}
+                           for j, name in enumerate(names)},
+            # attributes no image has (or was asked for) have no F1 to speak of
+            "mean_f1": {k: float(v[(asked if k == "d_generated" else truth).any(axis=0)].mean())
+                        for k, v in per.items()},
+            "real_images": int(len(idx)), "generated_images": int(samples)}

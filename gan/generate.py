@@ -1,14 +1,17 @@
-"""The ``generate`` job kind: figures from a trained run's checkpoint.
+"""The ``generate`` job kind: figures and scores from a trained run's checkpoint.
 
 * ``grid``: ``per_class`` samples of every class (the same latents in every row, so rows differ
   only by the label), the class name stamped on each image.
 * ``interpolate``: "vectorizing face to face" — ``steps`` points between two latents, linear
   and spherical, one row per class with the same latents.
+* ``arithmetic``: ``z + α·v`` rows along an attribute's latent direction (``gan.arithmetic``).
 * ``classifier_score``: a classifier trained on generated images only, tested on held-out real
   images, beside the same classifier trained on real images (``gan.evaluate``).
+* ``attribute_f1``: per-attribute F1 of an aeacgan's attribute heads (``gan.evaluate``).
 
 The run directory's ``train_spec.yaml`` rebuilds the model; the data file named there gives the
-class names and image shape. Writes PNGs and ``figures.json`` (what was drawn from what).
+class names and image shape. Writes PNGs and ``figures.json`` (what was drawn from what, and
+every number).
 """
 from __future__ import annotations
 
@@ -16,16 +19,14 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 import yaml
 
 from gan import distributed, sampling
 from gan.grids import save_grid
-from gan.train import to_uint8
 from jobs import exitcodes
 from jobs.files import atomic_write_json
 from jobs.loader import SpecError, parse_spec
-from jobs.schema import JobSpec
+from jobs.schema import GenerateSpec, JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -55,52 +56,82 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     return (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
 
 
+def grid(trainer, work: GenerateSpec, out: Path) -> dict:
+    images = trainer.sample_images(work.per_class, work.seed)
+    captions = [trainer.grid_names[i // work.per_class] for i in range(len(images))]
+    return {"grid": str(save_grid(out / "grid.png", images, captions, columns=work.per_class))}
+
+
+def interpolate(trainer, work: GenerateSpec, out: Path) -> dict:
+    # one row per class; an unconditional model gets one unlabelled row
+    names = trainer.grid_names if trainer.conditional else ["sample"]
+    ends = trainer.latent(2, sampling.seed_for(work.seed, 0, 0, "grid")).numpy()
+    ts = np.linspace(0, 1, work.steps)
+    figures = {}
+    for name, fn in (("linear", lambda t: (1 - t) * ends[0] + t * ends[1]),
+                     ("spherical", lambda t: slerp(ends[0], ends[1], t))):
+        z = np.tile(np.stack([fn(t) for t in ts]), (len(names), 1)).astype(np.float32)
+        labels = np.repeat(np.arange(len(names), dtype=np.int32) % trainer.num_classes,
+                           work.steps)
+        images = trainer.generate(z, labels)
+        captions = [f"{names[i // work.steps]} {ts[i % work.steps]:.2f}"
+                    for i in range(len(images))]
+        figures[name] = str(save_grid(out / f"interpolate_{name}.png", images, captions,
+                                      columns=work.steps))
+    return figures
+
+
+def arithmetic(trainer, work: GenerateSpec, out: Path) -> dict:
+    from gan.arithmetic import arithmetic as draw
+
+    images, captions, figures = draw(trainer, work.attribute, work.samples, work.rows,
+                                     work.steps, work.strength, work.seed)
+    figures["arithmetic"] = str(save_grid(out / f"arithmetic_{work.attribute}.png", images,
+                                          captions, columns=work.steps))
+    return figures
+
+
+def classifier_score(trainer, work: GenerateSpec, out: Path) -> dict:
+    from gan.evaluate import classifier_score as score
+
+    if not trainer.conditional:
+        raise ValueError(f"classifier_score needs a conditional model "
+                         f"({trainer.spec.model.name} is not)")
+    data = trainer.data  # every real image is read: for sets that fit in memory
+    figures = score(trainer, np.asarray(data.images[:]), data.labels, 100 * work.per_class,
+                    work.seed)
+    log.info("classifier score: trained on generated %.3f, on real %.3f (ratio %.2f)",
+             figures["synthetic_trained_accuracy"], figures["real_trained_accuracy"],
+             figures["ratio"])
+    return figures
+
+
+def attribute_f1(trainer, work: GenerateSpec, out: Path) -> dict:
+    from gan.evaluate import attribute_f1 as f1
+
+    if trainer.E is None:
+        raise ValueError(f"attribute_f1 needs a model with attribute heads (aeacgan), not "
+                         f"{trainer.spec.model.name}")
+    figures = f1(trainer, work.samples, work.seed)
+    log.info("mean per-attribute F1: %s", ", ".join(
+        f"{k} {v:.3f}" for k, v in figures["mean_f1"].items()))
+    return figures
+
+
+TASKS = {"grid": grid, "interpolate": interpolate, "arithmetic": arithmetic,
+         "classifier_score": classifier_score, "attribute_f1": attribute_f1}
+
+
 def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
     work = spec.work
     out = Path(work.output_dir)
     try:
         trainer, ckpt = load_generator(Path(work.run_dir), work.checkpoint)
+        figures = {"checkpoint": ckpt, "task": work.task, "classes": trainer.grid_names,
+                   **TASKS[work.task](trainer, work, out)}
     except (SpecError, OSError, ValueError) as exc:
         log.error("%s", exc)
         return exitcodes.NOT_RUNNABLE
-    dim, cond = trainer.spec.model.latent_dim, trainer.conditional
-    # interpolation rows: one per class; an unconditional model gets one unlabelled row
-    names = trainer.grid_names if cond else ["sample"]
-    n_cls = len(names)
-    seed = sampling.seed_for(work.seed, 0, 0, "grid")
-    figures = {"checkpoint": ckpt, "classes": names, "task": work.task}
-    if work.task == "classifier_score":
-        if not cond:
-            log.error("classifier_score needs a conditional model (%s is not)",
-                      trainer.spec.model.name)
-            return exitcodes.NOT_RUNNABLE
-        from gan.evaluate import classifier_score
-
-        data = trainer.data  # every real image is read: for sets that fit in memory
-        figures.update(classifier_score(trainer.G, np.asarray(data.images[:]), data.labels, dim,
-                                        100 * work.per_class, work.seed))
-        log.info("classifier score: trained on generated %.3f, on real %.3f (ratio %.2f)",
-                 figures["synthetic_trained_accuracy"], figures["real_trained_accuracy"],
-                 figures["ratio"])
-    elif work.task == "grid":
-        images = trainer.sample_images(work.per_class, work.seed)
-        captions = [trainer.grid_names[i // work.per_class] for i in range(len(images))]
-        figures["grid"] = str(save_grid(out / "grid.png", images, captions,
-                                        columns=work.per_class))
-    else:
-        ends = sampling.latent("normal", 2, dim, seed).numpy()
-        ts = np.linspace(0, 1, work.steps)
-        for name, fn in (("linear", lambda t: (1 - t) * ends[0] + t * ends[1]),
-                         ("spherical", lambda t: slerp(ends[0], ends[1], t))):
-            z = np.tile(np.stack([fn(t) for t in ts]), (n_cls, 1)).astype(np.float32)
-            labels = np.repeat(np.arange(n_cls, dtype=np.int32) % trainer.num_classes,
-                               work.steps)
-            images = to_uint8(trainer.G([tf.constant(z), tf.constant(labels)],
-                                        training=False))
-            captions = [f"{names[i // work.steps]} {ts[i % work.steps]:.2f}"
-                        for i in range(len(images))]
-            figures[name] = str(save_grid(out / f"interpolate_{name}.png", images, captions,
-                                          columns=work.steps))
     atomic_write_json(out / "figures.json", figures)
-    log.info("figures from %s -> %s", Path(ckpt).name, out)
+    log.info("%s figures from %s -> %s", work.task, Path(ckpt).name, out)
     return exitcodes.OK

@@ -1,10 +1,15 @@
 """The model registry: ``model.name`` in a train spec picks a builder here.
 
-A builder returns (generator, discriminator) Keras models with a fixed calling convention, so
-one training loop serves every model: ``generator([z, labels])`` → images in [-1, 1];
-``discriminator([images, labels])`` → one logit per image.
+A builder returns ``Networks`` with a fixed calling convention, so one training loop (and one
+step per family, ``gan/steps.py``) serves every model: ``generator([z, condition])`` → images
+in [-1, 1], where the condition is what ``CONDITION[name]`` says:
 
-``dcgan`` is the classic unconditional DCGAN (it ignores the labels).
+* ``label``: an int class label (the embedding cGAN); ``discriminator([images, labels])`` →
+  one logit per image.
+* ``none``: the label input is taken and ignored (``dcgan``, the classic unconditional DCGAN).
+* ``attributes``: a float 0/1 vector, one entry per data attribute (``aeacgan``); its
+  discriminator has two heads, ``discriminator(images)`` → [real/fake logit, attribute
+  logits], and an encoder maps ``images`` → [attribute logits, latent in [0, 1]].
 
 The embedding cGAN (``cgan``): the label goes through an Embedding (a learned vector per
 class); in the generator it is projected to one extra feature map beside the latent's, in the
@@ -13,12 +18,20 @@ image size and the number of upsampling blocks, so G and D always agree on shape
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import keras
 from keras import layers
 
 from jobs.schema import ModelSpec
+
+
+@dataclass
+class Networks:
+    generator: keras.Model
+    discriminator: keras.Model
+    encoder: keras.Model | None = None
 
 
 def _label_map(labels, num_classes: int, dim: int, side: int, name: str):
@@ -28,8 +41,8 @@ def _label_map(labels, num_classes: int, dim: int, side: int, name: str):
     return layers.Reshape((side, side, 1), name=f"{name}_map")(x)
 
 
-def build_cgan(spec: ModelSpec, num_classes: int, channels: int
-               ) -> tuple[keras.Model, keras.Model]:
+def build_cgan(spec: ModelSpec, num_classes: int, channels: int, num_attributes: int
+               ) -> Networks:
     blocks = len(spec.generator_filters)
     base = spec.image_size // 2 ** blocks
     alpha = spec.leaky_relu
@@ -58,11 +71,11 @@ def build_cgan(spec: ModelSpec, num_classes: int, channels: int
     y = layers.Dropout(spec.dropout)(y)
     logit = layers.Dense(1, dtype="float32", name="d_logit")(y)
     discriminator = keras.Model([img, dlabel], logit, name="discriminator")
-    return generator, discriminator
+    return Networks(generator, discriminator)
 
 
-def build_dcgan(spec: ModelSpec, num_classes: int, channels: int
-                ) -> tuple[keras.Model, keras.Model]:
+def build_dcgan(spec: ModelSpec, num_classes: int, channels: int, num_attributes: int
+                ) -> Networks:
     """The classic unconditional DCGAN (it takes the label input and ignores it): transposed
     convolutions with kernel 5 and BatchNorm (momentum 0.9), LeakyReLU, weights N(0, 0.02)."""
     blocks = len(spec.generator_filters)
@@ -96,15 +109,64 @@ def build_dcgan(spec: ModelSpec, num_classes: int, channels: int
     logit = layers.Dense(1, kernel_initializer=init, dtype="float32",
                          name="d_logit")(layers.Flatten()(y))
     discriminator = keras.Model([img, dlabel], logit, name="discriminator")
-    return generator, discriminator
+    return Networks(generator, discriminator)
 
 
-REGISTRY: dict[str, Callable[[ModelSpec, int, int], tuple[keras.Model, keras.Model]]] = {
+def _down_blocks(x, spec: ModelSpec, prefix: str):
+    """Stride-2 convolutions with LeakyReLU and Dropout (no BatchNorm): D and the encoder."""
+    for i, filters in enumerate(spec.discriminator_filters):
+        x = layers.Conv2D(filters, 4, strides=2, padding="same", name=f"{prefix}_down{i}")(x)
+        x = layers.LeakyReLU(spec.leaky_relu)(x)
+        x = layers.Dropout(spec.dropout)(x)
+    return layers.Flatten()(x)
+
+
+def build_aeacgan(spec: ModelSpec, num_classes: int, channels: int, num_attributes: int
+                  ) -> Networks:
+    """The autoencoding auxiliary-classifier GAN: the condition is a multi-label attribute
+    vector (CelebA's 40); an encoder maps a photo to (attribute logits, latent in [0, 1]) so
+    G(E(x)) reconstructs it; D judges real/fake and predicts the attributes."""
+    blocks = len(spec.generator_filters)
+    base = spec.image_size // 2 ** blocks
+    shape = (spec.image_size, spec.image_size, channels)
+
+    z = keras.Input((spec.latent_dim,), name="z")
+    attrs = keras.Input((num_attributes,), name="attributes")
+    x = layers.Concatenate()([z, attrs])
+    x = layers.Dense(base * base * spec.generator_filters[0], name="g_project")(x)
+    x = layers.LeakyReLU(spec.leaky_relu)(x)
+    x = layers.Reshape((base, base, spec.generator_filters[0]))(x)
+    for i, filters in enumerate(spec.generator_filters):
+        x = layers.Conv2DTranspose(filters, 4, strides=2, padding="same", name=f"g_up{i}")(x)
+        x = layers.LeakyReLU(spec.leaky_relu)(x)
+    image = layers.Conv2D(channels, 3, padding="same", activation="tanh", dtype="float32",
+                          name="g_image")(x)
+    generator = keras.Model([z, attrs], image, name="generator")
+
+    img = keras.Input(shape, name="image")
+    y = _down_blocks(img, spec, "d")
+    logit = layers.Dense(1, dtype="float32", name="d_logit")(y)
+    d_attrs = layers.Dense(num_attributes, dtype="float32", name="d_attributes")(y)
+    discriminator = keras.Model(img, [logit, d_attrs], name="discriminator")
+
+    eimg = keras.Input(shape, name="image")
+    e = _down_blocks(eimg, spec, "e")
+    e_attrs = layers.Dense(num_attributes, dtype="float32", name="e_attributes")(e)
+    e_latent = layers.Dense(spec.latent_dim, activation="sigmoid", dtype="float32",
+                            name="e_latent")(e)
+    encoder = keras.Model(eimg, [e_attrs, e_latent], name="encoder")
+    return Networks(generator, discriminator, encoder)
+
+
+REGISTRY: dict[str, Callable[[ModelSpec, int, int, int], Networks]] = {
     "cgan": build_cgan,
     "dcgan": build_dcgan,
+    "aeacgan": build_aeacgan,
 }
-CONDITIONAL = {"cgan": True, "dcgan": False}  # does the generator use its label input?
+# what the generator's second input is (see the module docstring)
+CONDITION = {"cgan": "label", "dcgan": "none", "aeacgan": "attributes"}
 
 
-def build(spec: ModelSpec, num_classes: int, channels: int) -> tuple[keras.Model, keras.Model]:
-    return REGISTRY[spec.name](spec, num_classes, channels)
+def build(spec: ModelSpec, num_classes: int, channels: int, num_attributes: int = 0
+          ) -> Networks:
+    return REGISTRY[spec.name](spec, num_classes, channels, num_attributes)

@@ -20,20 +20,20 @@ import numpy as np
 from jobs.files import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
-COLUMNS = ["kind", "epoch", "step", "d_real", "d_fake", "g", "d_acc_real", "d_acc_fake",
-           "secs", "rollbacks", "saves", "ranks_in_sync"]
-LOSSES = ("d_real", "d_fake", "g", "d_acc_real", "d_acc_fake")
+EXTRA = ["secs", "rollbacks", "saves", "ranks_in_sync"]
 
 
 class RunOutputs:
     def __init__(self, run_dir: Path, class_names: list[str], resume_step: int,
-                 tensorboard: bool = True):
+                 metrics: tuple[str, ...], tensorboard: bool = True):
         self.dir = run_dir
         self.class_names = class_names
+        self.metrics = metrics  # the model's step metrics (gan/steps.py)
+        self.columns = ["kind", "epoch", "step", *metrics, *EXTRA]
         self.csv_path = run_dir / "metrics.csv"
         self.rows = self._load_rows(resume_step)
-        self._interval: dict[str, list[float]] = {k: [] for k in LOSSES}
-        self._epoch: dict[str, list[float]] = {k: [] for k in LOSSES}
+        self._interval: dict[str, list[float]] = {k: [] for k in metrics}
+        self._epoch: dict[str, list[float]] = {k: [] for k in metrics}
         self.writer = None
         if tensorboard:
             import tensorflow as tf
@@ -48,7 +48,7 @@ class RunOutputs:
         return rows
 
     def add_step(self, values: dict[str, float]) -> None:
-        for key in LOSSES:
+        for key in self.metrics:
             self._interval[key].append(values[key])
             self._epoch[key].append(values[key])
 
@@ -99,7 +99,7 @@ class RunOutputs:
 
     def _write_csv(self) -> None:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+        writer = csv.DictWriter(buf, fieldnames=self.columns)
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write_text(self.csv_path, buf.getvalue())

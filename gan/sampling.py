@@ -20,13 +20,15 @@ def seed_for(seed: int, rank: int, step, purpose: str) -> tf.Tensor:
 
 
 def latent(distribution: str, batch: int, dim: int, seed: tf.Tensor) -> tf.Tensor:
-    """z of shape (batch, dim): normal, uniform in [-1, 1], or stratified — every dimension
-    takes ``batch`` evenly spaced values over [-3, 3], in its own shuffled order, so a batch
-    covers the latent range evenly instead of clustering near 0."""
+    """z of shape (batch, dim): normal, uniform in [-1, 1] or [0, 1], or stratified — every
+    dimension takes ``batch`` evenly spaced values over [-3, 3], in its own shuffled order, so a
+    batch covers the latent range evenly instead of clustering near 0."""
     if distribution == "normal":
         return tf.random.stateless_normal((batch, dim), seed)
     if distribution == "uniform":
         return tf.random.stateless_uniform((batch, dim), seed, minval=-1.0, maxval=1.0)
+    if distribution == "unit_uniform":  # the AE-AC-GAN's: its encoder's latent is a sigmoid
+        return tf.random.stateless_uniform((batch, dim), seed)
     if distribution == "stratified":
         grid = tf.linspace(-3.0, 3.0, batch)
         keys = tf.random.stateless_uniform((batch, dim), seed)

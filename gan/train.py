@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from gan import distributed, models, sampling
+from gan import distributed, models, sampling, steps
 from gan.data import ImageSet, Split
 from gan.guard import Guard
 from gan.outputs import RunOutputs
@@ -91,12 +91,13 @@ def _weights_digest(*model_list) -> int:
     return int.from_bytes(h.digest(), "little", signed=True)
 
 
-def _make_optimizer(spec: TrainSpec, world_size: int, model) -> tf.keras.optimizers.Optimizer:
+def _make_optimizer(spec: TrainSpec, world_size: int, variables: list, lr_ratio: float = 1.0
+                    ) -> tf.keras.optimizers.Optimizer:
     o = spec.optimizer
-    lr = o.learning_rate * (world_size if o.scale_lr_by_ranks else 1)
+    lr = o.learning_rate * lr_ratio * (world_size if o.scale_lr_by_ranks else 1)
     cls = {"adam": tf.keras.optimizers.Adam, "adamax": tf.keras.optimizers.Adamax}[o.name]
     opt = cls(learning_rate=lr, beta_1=o.beta_1, beta_2=o.beta_2)
-    opt.build(model.trainable_variables)
+    opt.build(variables)
     return opt
 
 
@@ -124,13 +125,26 @@ class Trainer:
         self.num_classes = spec.model.num_classes or self.data.num_classes
         self.class_names = (self.data.class_names if self.num_classes == self.data.num_classes
                             else [str(i) for i in range(self.num_classes)])
+        self.condition = models.CONDITION[spec.model.name]
+        self.conditional = self.condition != "none"
+        self._check_attributes()
         tf.keras.utils.set_random_seed(spec.seed)  # same initial weights on every start
-        self.G, self.D = models.build(spec.model, self.num_classes, self.data.shape[-1])
-        self.conditional = models.CONDITIONAL[spec.model.name]
+        nets = models.build(spec.model, self.num_classes, self.data.shape[-1],
+                            self.num_attributes)
+        self.G, self.D, self.E = nets.generator, nets.discriminator, nets.encoder
+        self.networks = [m for m in (self.G, self.D, self.E) if m is not None]
         # sample grid rows: one per class, or unlabelled rows for an unconditional model
         self.grid_names = self.class_names if self.conditional else ["sample"] * 4
-        self.g_opt = _make_optimizer(spec, world.size, self.G)
-        self.d_opt = _make_optimizer(spec, world.size, self.D)
+        self.g_opt = _make_optimizer(spec, world.size, self.G.trainable_variables)
+        self.d_opt = _make_optimizer(spec, world.size, self.D.trainable_variables)
+        self.optimizers = [self.g_opt, self.d_opt]
+        objects = {}
+        if self.E is not None:  # the autoencoder update trains E and G together
+            self.ae_opt = _make_optimizer(
+                spec, world.size, self.E.trainable_variables + self.G.trainable_variables,
+                spec.optimizer.autoencoder_lr_ratio)
+            self.optimizers.append(self.ae_opt)
+            objects = {"encoder": self.E, "ae_optimizer": self.ae_opt}
         self.guard = Guard(spec.guard, self.G, self.D)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -140,7 +154,7 @@ class Trainer:
             generator=self.G, discriminator=self.D, g_optimizer=self.g_opt,
             d_optimizer=self.d_opt, guard=self.guard, epoch=self.epoch,
             step_in_epoch=self.step_in_epoch, global_step=self.global_step, saves=self.saves,
-            layer_rng=self._layer_rng_states())
+            layer_rng=self._layer_rng_states(), **objects)
         self.manager = tf.train.CheckpointManager(self.ckpt, str(self.ckpt_dir),
                                                   max_to_keep=spec.checkpoint.keep)
         self.resumed_from = self._restore()
@@ -150,7 +164,8 @@ class Trainer:
             raise SpecMismatch(f"train.latent.class_probabilities has {len(probs)} entries "
                                f"for {self.num_classes} classes")
         self.class_probs = tf.constant(probs, tf.float32)
-        self.step_fn = self._make_step()
+        self.metric_names = steps.metric_names(spec.model.name)
+        self.step_fn = steps.make_step(self)
 
     # ----------------------------------------------------------------------------- setup
     def _check_data(self) -> None:
@@ -165,16 +180,29 @@ class Trainer:
             raise SpecMismatch(f"labels go up to {self.data.labels.max()} but "
                                f"train.model.num_classes is {s.model.num_classes}")
 
+    def _check_attributes(self) -> None:
+        """An attribute-conditioned model needs the data's attribute table: its rows are the
+        conditions sampled in training, and each class's typical row labels the grids."""
+        attrs = self.data.attributes
+        self.num_attributes = 0 if attrs is None else attrs.shape[1]
+        if self.condition != "attributes":
+            return
+        if attrs is None:
+            raise SpecMismatch(f"train.model.name {self.spec.model.name} is conditioned on "
+                               f"attributes, but {self.data.path} has no 'attributes' dataset")
+        self.attribute_table = tf.constant(attrs, tf.float32)
+        self.prototypes = tf.constant(self.data.class_prototypes(self.num_classes), tf.float32)
+
     def _layer_rng_states(self) -> list:
         """Keras 3 keeps Dropout's RNG in seed-generator variables that are neither weights
         nor saved by tf.train.Checkpoint through the model: save them explicitly, or a
         resumed run would draw other dropout masks."""
-        return [distributed.tf_variables([v])[0] for m in (self.G, self.D)
+        return [distributed.tf_variables([v])[0] for m in self.networks
                 for v in m.variables if not any(v is w for w in m.weights)]
 
     def _all_variables(self) -> list:
-        return (list(self.G.variables) + list(self.D.variables) + list(self.g_opt.variables)
-                + list(self.d_opt.variables) + list(self.guard.variables)
+        return ([v for m in self.networks + self.optimizers for v in m.variables]
+                + list(self.guard.variables)
                 + [self.epoch, self.step_in_epoch, self.global_step, self.saves])
 
     def _restore(self) -> str | None:
@@ -205,72 +233,41 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))
 
-    # ------------------------------------------------------------------------------ step
-    def _make_step(self):
-        spec, world = self.spec, self.world
-        G, D, g_opt, d_opt = self.G, self.D, self.g_opt, self.d_opt
-        batch, dim, dist = spec.batch_size, spec.model.latent_dim, spec.latent.distribution
-        smooth, noise, seed, rank = spec.label_smoothing, spec.disc_input_noise, spec.seed, \
-            world.rank
-        probs = self.class_probs
-        hvd = world.hvd
+    # ------------------------------------------------------------------- what G is fed
+    def latent(self, n: int, seed: tf.Tensor) -> tf.Tensor:
+        return sampling.latent(self.spec.latent.distribution, n, self.spec.model.latent_dim,
+                               seed)
 
-        def bce(target: float, logits):
-            logits = tf.cast(logits, tf.float32)
-            return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
-                labels=tf.fill(tf.shape(logits), target), logits=logits))
+    def sample_conditions(self, n: int, seed: tf.Tensor) -> tf.Tensor:
+        """Conditions for fakes: class labels by ``latent.class_probabilities`` (ignored by an
+        unconditional model), or attribute rows of random real images."""
+        if self.condition == "attributes":
+            rows = tf.random.stateless_uniform((n,), seed, 0, self.data.num, dtype=tf.int32)
+            return tf.gather(self.attribute_table, rows)
+        return sampling.class_labels(self.class_probs, n, seed)
 
-        def noisy(x, step, purpose):
-            if noise <= 0:
-                return x
-            return x + noise * tf.random.stateless_normal(
-                tf.shape(x), sampling.seed_for(seed, rank, step, purpose))
+    def conditions_for(self, labels) -> tf.Tensor:
+        """What G takes for these class labels (an attribute model: each class's typical
+        attribute row)."""
+        labels = tf.convert_to_tensor(labels, tf.int32)
+        return tf.gather(self.prototypes, labels) if self.condition == "attributes" else labels
 
-        def update(opt, model, tape, loss):
-            grads = distributed.gradient_tape(world, tape).gradient(
-                loss, distributed.tf_variables(model.trainable_variables))
-            # a list, not a zip: LossScaleOptimizer reads the pairs twice
-            opt.apply_gradients(list(zip(grads, model.trainable_variables)))
+    def generate(self, z, labels) -> np.ndarray:
+        """uint8 RGB images for latents and class labels."""
+        return self.draw(z, self.conditions_for(labels))
 
-        @tf.function
-        def train_step(images, labels, step, stop):
-            real = tf.cast(images, tf.float32) / 127.5 - 1.0
-            z = sampling.latent(dist, batch, dim, sampling.seed_for(seed, rank, step,
-                                                                     "d_latent"))
-            fake_labels = sampling.class_labels(probs, batch, sampling.seed_for(
-                seed, rank, step, "d_labels"))
-            fake = G([z, fake_labels], training=True)
-            with tf.GradientTape() as tape:  # separate calls: BatchNorm must not mix them
-                real_logits = D([noisy(real, step, "noise_real"), labels], training=True)
-                fake_logits = D([noisy(fake, step, "noise_fake"), fake_labels], training=True)
-                d_real, d_fake = bce(smooth, real_logits), bce(0.0, fake_logits)
-                d_loss = d_real + d_fake
-            update(d_opt, D, tape, d_loss)
-            z2 = sampling.latent(dist, batch, dim, sampling.seed_for(seed, rank, step,
-                                                                      "g_latent"))
-            g_labels = sampling.class_labels(probs, batch, sampling.seed_for(
-                seed, rank, step, "g_labels"))
-            with tf.GradientTape() as tape:
-                g_loss = bce(1.0, D([G([z2, g_labels], training=True), g_labels],
-                                    training=True))
-            update(g_opt, G, tape, g_loss)
-            acc_real = tf.reduce_mean(tf.cast(tf.cast(real_logits, tf.float32) > 0, tf.float32))
-            acc_fake = tf.reduce_mean(tf.cast(tf.cast(fake_logits, tf.float32) < 0, tf.float32))
-            metrics = tf.stack([d_real, d_fake, g_loss, acc_real, acc_fake])
-            if hvd is not None:  # every rank sees the same numbers: the guard agrees
-                metrics = hvd.allreduce(metrics, op=hvd.Average, name="metrics")
-                stop = hvd.allreduce(stop, op=hvd.Sum, name="stop")
-            return metrics, stop
-
-        return train_step
+    def draw(self, z, conditions) -> np.ndarray:
+        """uint8 RGB images for latents and what G takes (labels or attribute rows)."""
+        return to_uint8(self.G([tf.convert_to_tensor(z, tf.float32),
+                                tf.convert_to_tensor(conditions)], training=False))
 
     # ------------------------------------------------------------------------------ loop
     def grid_inputs(self, per_class: int, seed: int) -> tuple[tf.Tensor, tf.Tensor]:
         """One row per grid name. A conditional model gets the same latents in every row, so
         rows differ only by the label; an unconditional one gets fresh latents per row."""
         rows = len(self.grid_names)
-        z = sampling.latent("normal", per_class * (1 if self.conditional else rows),
-                            self.spec.model.latent_dim, sampling.seed_for(seed, 0, 0, "grid"))
+        z = self.latent(per_class * (1 if self.conditional else rows),
+                        sampling.seed_for(seed, 0, 0, "grid"))
         if self.conditional:
             z = tf.tile(z, [rows, 1])
         labels = tf.repeat(tf.range(rows, dtype=tf.int32) % self.num_classes, per_class)
@@ -279,15 +276,15 @@ class Trainer:
     def sample_images(self, per_class: int = GRID_PER_CLASS, seed: int | None = None
                       ) -> np.ndarray:
         """The sample grid's images (uint8, RGB), row by row."""
-        z, labels = self.grid_inputs(per_class, self.spec.seed if seed is None else seed)
-        return to_uint8(self.G([z, labels], training=False))
+        return self.generate(*self.grid_inputs(per_class,
+                                               self.spec.seed if seed is None else seed))
 
     def _average_statistics(self) -> None:
         """BatchNorm's moving statistics are updated per rank from its own data: average them
         at every epoch end so every rank (and the checkpoint) holds the same model."""
         if self.world.hvd is None:
             return
-        for model in (self.G, self.D):
+        for model in self.networks:
             for i, v in enumerate(model.non_trainable_weights):
                 v.assign(self.world.hvd.allreduce(v.value, op=self.world.hvd.Average,
                                                   name=f"{model.name}_stat_{i}"))
@@ -295,7 +292,7 @@ class Trainer:
     def _rank_check(self, seen: list[np.ndarray]) -> tuple[bool, list]:
         """All ranks: same weights? Which images did each see? (rank 0 gets every rank's)"""
         idx = np.concatenate(seen) if seen else np.zeros(0, np.int64)
-        mine = tf.constant([[_weights_digest(self.G, self.D), len(idx), int(idx.sum()),
+        mine = tf.constant([[_weights_digest(*self.networks), len(idx), int(idx.sum()),
                              int((idx.astype(np.int64) ** 2).sum())]], tf.int64)
         rows = mine if self.world.hvd is None else self.world.hvd.allgather(
             mine, name="rank_check")
@@ -325,8 +322,8 @@ class Trainer:
             log.info("resumed from %s: epoch %d, step %d of %d in it (global step %d)",
                      Path(self.resumed_from).name, start_epoch + 1, start_step,
                      self.steps_per_epoch, int(self.global_step))
-        outputs = RunOutputs(self.run_dir, self.grid_names, int(self.global_step)) \
-            if chief else None
+        outputs = RunOutputs(self.run_dir, self.grid_names, int(self.global_step),
+                             self.metric_names) if chief else None
         if start_epoch >= spec.epochs:
             log.info("all %d epochs already done in %s", spec.epochs, self.run_dir)
             return exitcodes.OK
@@ -339,10 +336,11 @@ class Trainer:
                 for s, (images, labels, idx) in enumerate(
                         self.data.batches(spec.seed, epoch, self.split, start_step),
                         start=start_step):
-                    metrics, stops = self.step_fn(images, labels, self.global_step,
+                    condition = (self.data.attributes[idx] if self.condition == "attributes"
+                                 else labels)
+                    metrics, stops = self.step_fn(images, condition, self.global_step,
                                                   tf.constant(float(stop.requested)))
-                    values = dict(zip(("d_real", "d_fake", "g", "d_acc_real", "d_acc_fake"),
-                                      metrics.numpy().tolist()))
+                    values = dict(zip(self.metric_names, metrics.numpy().tolist()))
                     self.global_step.assign_add(1)
                     self.step_in_epoch.assign(s + 1)
                     seen.append(idx)

@@ -138,8 +138,9 @@ class PreprocessSpec:
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class ModelSpec:
-    name: Literal["cgan", "dcgan"] = opt("cgan", "Model from the registry (cgan: the embedding "
-                                                 "cGAN; dcgan: unconditional DCGAN)")
+    name: Literal["cgan", "dcgan", "aeacgan"] = opt(
+        "cgan", "Model from the registry (cgan: the embedding cGAN; dcgan: unconditional "
+                "DCGAN; aeacgan: autoencoding AC-GAN conditioned on the data's attributes)")
     image_size: int = opt(64, "Generated image side; must equal the data's", ge=8, le=1024)
     latent_dim: int = opt(100, "Size of the latent vector z", ge=1)
     num_classes: int | None = opt(None, "Number of classes; none = read from the data", ge=1)
@@ -160,12 +161,15 @@ class OptimizerSpec:
     beta_1: float = opt(0.08, "First-moment decay", ge=0, lt=1)
     beta_2: float = opt(0.999, "Second-moment decay", ge=0, lt=1)
     scale_lr_by_ranks: bool = opt(False, "Multiply the learning rate by the number of ranks")
+    autoencoder_lr_ratio: float = opt(0.25, "aeacgan: the autoencoder update's learning rate "
+                                            "as a share of learning_rate", gt=0, le=10)
 
 
 @dataclass
 class LatentSpec:
-    distribution: Literal["normal", "uniform", "stratified"] = opt(
-        "normal", "How z is drawn; stratified: evenly spaced over [-3, 3], shuffled")
+    distribution: Literal["normal", "uniform", "unit_uniform", "stratified"] = opt(
+        "normal", "How z is drawn; uniform: in [-1, 1]; unit_uniform: in [0, 1] (aeacgan "
+                  "needs it); stratified: evenly spaced over [-3, 3], shuffled")
     class_probabilities: list[float] | None = opt(
         None, "Probabilities of the sampled class labels; none = the data's frequencies")
 
@@ -238,13 +242,20 @@ class GenerateSpec:
                        example="/scratch/$USER/runs/cgan64")
     output_dir: str = opt(help="Where PNGs and the figures' JSON go", path="output",
                           example="/scratch/$USER/runs/cgan64/figures")
-    task: Literal["grid", "interpolate", "classifier_score"] = opt(
-        "grid", "grid: samples per class; interpolate: face-to-face rows per class, linear "
-                "and spherical; classifier_score: train a classifier on generated images only, "
-                "test it on held-out real ones, beside one trained on real images")
+    task: Literal["grid", "interpolate", "arithmetic", "classifier_score", "attribute_f1"] = \
+        opt("grid", "grid: samples per class; interpolate: face-to-face rows per class, linear "
+                    "and spherical; arithmetic: z + alpha*v rows along an attribute's "
+                    "direction; classifier_score: train a classifier on generated images "
+                    "only, test it on held-out real ones, beside one trained on real images; "
+                    "attribute_f1: per-attribute F1 of an aeacgan's attribute heads")
     checkpoint: int | None = opt(None, "Checkpoint number; none = the latest", ge=0)
     per_class: int = opt(8, "Samples per class (grid; classifier_score uses 100x this)", ge=1)
-    steps: int = opt(10, "Interpolation steps", ge=2)
+    steps: int = opt(10, "Interpolation steps; arithmetic: alpha values", ge=2)
+    attribute: str | None = opt(None, "arithmetic: a data attribute (Smiling, Male, ...) or a "
+                                      "class name")
+    strength: float = opt(2.0, "arithmetic: alpha runs from -strength to +strength", gt=0)
+    rows: int = opt(4, "arithmetic: rows (base latents) in the figure", ge=1)
+    samples: int = opt(2000, "arithmetic, attribute_f1: generated images judged", ge=10)
     seed: int = opt(0, "Seed for the latents", ge=0)
 
 

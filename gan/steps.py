@@ -1,0 +1,145 @@
+"""One training step per model family, each a single ``tf.function`` (see ``gan/models.py``).
+
+``adversarial``  (cgan, dcgan): D on real and fake, then G through D.
+``autoencoding`` (aeacgan): D on real and fake (real/fake head + attribute head), G through D
+with sampled attributes, then the autoencoder (encoder → generator) on the real images with
+MAE at ``optimizer.autoencoder_lr_ratio`` of the learning rate.
+
+Every step takes ``(images uint8, condition, step, stop)`` — the condition being the batch's
+labels or attribute rows — and returns the metrics (averaged over ranks, so every rank's guard
+takes the same decision) and the summed stop flag. All random numbers are stateless, seeded by
+(seed, rank, step, purpose): a resumed run draws exactly what it would have drawn.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import tensorflow as tf
+
+from gan import distributed, sampling
+
+ADVERSARIAL = ("d_real", "d_fake", "g", "d_acc_real", "d_acc_fake")
+AUTOENCODING = ADVERSARIAL + ("d_attr", "g_attr", "ae_mae")
+
+
+def metric_names(model_name: str) -> tuple[str, ...]:
+    return AUTOENCODING if model_name == "aeacgan" else ADVERSARIAL
+
+
+def bce(target: float, logits) -> tf.Tensor:
+    """Mean binary cross-entropy of logits against one constant target."""
+    logits = tf.cast(logits, tf.float32)
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=tf.fill(tf.shape(logits), target), logits=logits))
+
+
+def attribute_bce(attributes, logits) -> tf.Tensor:
+    """Multi-label binary cross-entropy, averaged over attributes and images."""
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=tf.cast(attributes, tf.float32), logits=tf.cast(logits, tf.float32)))
+
+
+class _Parts:
+    """What both step families share: seeds, latents, D-input noise, updates, reductions."""
+
+    def __init__(self, trainer):
+        spec, world = trainer.spec, trainer.world
+        self.world, self.hvd = world, world.hvd
+        self.batch, self.seed, self.rank = spec.batch_size, spec.seed, world.rank
+        self.noise, self.smooth = spec.disc_input_noise, spec.label_smoothing
+        self.trainer = trainer
+
+    def seed_for(self, step, purpose: str):
+        return sampling.seed_for(self.seed, self.rank, step, purpose)
+
+    def latent(self, step, purpose: str):
+        return self.trainer.latent(self.batch, self.seed_for(step, purpose))
+
+    def noisy(self, x, step, purpose: str):
+        if self.noise <= 0:
+            return x
+        return x + self.noise * tf.random.stateless_normal(tf.shape(x),
+                                                           self.seed_for(step, purpose))
+
+    def update(self, opt, variables: list, tape, loss) -> None:
+        grads = distributed.gradient_tape(self.world, tape).gradient(
+            loss, distributed.tf_variables(variables))
+        opt.apply_gradients(list(zip(grads, variables)))  # a list: some optimizers read twice
+
+    def finish(self, values: list, stop):
+        metrics = tf.stack(values)
+        if self.hvd is not None:
+            metrics = self.hvd.allreduce(metrics, op=self.hvd.Average, name="metrics")
+            stop = self.hvd.allreduce(stop, op=self.hvd.Sum, name="stop")
+        return metrics, stop
+
+
+def _accuracies(real_logits, fake_logits) -> list:
+    return [tf.reduce_mean(tf.cast(tf.cast(real_logits, tf.float32) > 0, tf.float32)),
+            tf.reduce_mean(tf.cast(tf.cast(fake_logits, tf.float32) < 0, tf.float32))]
+
+
+def adversarial(trainer) -> Callable:
+    p = _Parts(trainer)
+    G, D = trainer.G, trainer.D
+
+    @tf.function
+    def train_step(images, labels, step, stop):
+        real = tf.cast(images, tf.float32) / 127.5 - 1.0
+        fake_labels = trainer.sample_conditions(p.batch, p.seed_for(step, "d_labels"))
+        fake = G([p.latent(step, "d_latent"), fake_labels], training=True)
+        with tf.GradientTape() as tape:  # separate calls: BatchNorm must not mix them
+            real_logits = D([p.noisy(real, step, "noise_real"), labels], training=True)
+            fake_logits = D([p.noisy(fake, step, "noise_fake"), fake_labels], training=True)
+            d_real, d_fake = bce(p.smooth, real_logits), bce(0.0, fake_logits)
+            d_loss = d_real + d_fake
+        p.update(trainer.d_opt, D.trainable_variables, tape, d_loss)
+        g_labels = trainer.sample_conditions(p.batch, p.seed_for(step, "g_labels"))
+        with tf.GradientTape() as tape:
+            g_loss = bce(1.0, D([G([p.latent(step, "g_latent"), g_labels], training=True),
+                                 g_labels], training=True))
+        p.update(trainer.g_opt, G.trainable_variables, tape, g_loss)
+        return p.finish([d_real, d_fake, g_loss, *_accuracies(real_logits, fake_logits)], stop)
+
+    return train_step
+
+
+def autoencoding(trainer) -> Callable:
+    p = _Parts(trainer)
+    G, D, E = trainer.G, trainer.D, trainer.E
+    ae_variables = E.trainable_variables + G.trainable_variables
+
+    @tf.function
+    def train_step(images, attributes, step, stop):
+        real = tf.cast(images, tf.float32) / 127.5 - 1.0
+        attributes = tf.cast(attributes, tf.float32)
+        fake_attrs = trainer.sample_conditions(p.batch, p.seed_for(step, "d_labels"))
+        fake = G([p.latent(step, "d_latent"), fake_attrs], training=True)
+        with tf.GradientTape() as tape:  # D: real/fake on both, attributes on real photos
+            real_logits, real_attr_logits = D(p.noisy(real, step, "noise_real"), training=True)
+            fake_logits, _ = D(p.noisy(fake, step, "noise_fake"), training=True)
+            d_real, d_fake = bce(p.smooth, real_logits), bce(0.0, fake_logits)
+            d_attr = attribute_bce(attributes, real_attr_logits)
+            d_loss = d_real + d_fake + d_attr
+        p.update(trainer.d_opt, D.trainable_variables, tape, d_loss)
+        g_attrs = trainer.sample_conditions(p.batch, p.seed_for(step, "g_labels"))
+        with tf.GradientTape() as tape:  # G through the (not updated) D
+            logits, attr_logits = D(G([p.latent(step, "g_latent"), g_attrs], training=True),
+                                    training=True)
+            g_loss, g_attr = bce(1.0, logits), attribute_bce(g_attrs, attr_logits)
+            g_total = g_loss + g_attr
+        p.update(trainer.g_opt, G.trainable_variables, tape, g_total)
+        with tf.GradientTape() as tape:  # the autoencoder: photo -> (attributes, z) -> photo
+            e_attr_logits, z = E(real, training=True)
+            recon = G([z, tf.sigmoid(e_attr_logits)], training=True)
+            ae_mae = tf.reduce_mean(tf.abs(tf.cast(recon, tf.float32) - real))
+            ae_loss = ae_mae + attribute_bce(attributes, e_attr_logits)
+        p.update(trainer.ae_opt, ae_variables, tape, ae_loss)
+        return p.finish([d_real, d_fake, g_loss, *_accuracies(real_logits, fake_logits),
+                         d_attr, g_attr, ae_mae], stop)
+
+    return train_step
+
+
+def make_step(trainer) -> Callable:
+    return autoencoding(trainer) if trainer.E is not None else adversarial(trainer)
