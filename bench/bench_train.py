@@ -3,9 +3,7 @@
 1. steps/s of the suite's ``tf.function`` GAN step vs the seed code's ``train_on_batch`` loop
    (D on real, D on fake, G through a frozen D) on the same embedding cGAN, 64×64 faces.
 2. images/s with 2 Horovod ranks (Gloo, one core each) vs 1 process, same per-rank batch.
-3. the digits benchmark: conditional accuracy of generated digits, judged by a classifier
-   trained on real digits, beside that classifier's accuracy on held-out real digits.
-4. checkpoint save time as a share of an epoch.
+(What the models learn is bench/bench_models.py.)
 
     ./run python bench/bench_train.py [--quick]
 """
@@ -147,45 +145,17 @@ def bench_horovod(folder: Path, data: Path, batch: int) -> None:
         "thread each)", two_rate, one_rate, "img/s")
 
 
-def bench_digits(folder: Path, data: Path, epochs: int) -> None:
-    from gan import distributed
-    from gan.digits import DigitJudge
-    from gan.evaluate import conditional_accuracy
-    from gan.train import Trainer
-
-    s = spec(data, folder / "digits", f"train.epochs={epochs}")
-    t = time.perf_counter()
-    trainer = Trainer(s.work, distributed.World(0, 1, 0))
-    trainer.run()
-    secs = time.perf_counter() - t
-    judge = DigitJudge()
-    acc = conditional_accuracy(trainer.G, judge, 10, 100, s.work.model.latent_dim)
-    TABLE.add(f"digits cGAN, {epochs} epochs ({secs:.0f} s): conditional accuracy vs the judge's "
-        "accuracy on real digits", 100 * acc, 100 * judge.real_accuracy, "%")
-    with open(folder / "digits" / "metrics.csv") as f:
-        last = [line for line in f if line.startswith("epoch,")][-1].split(",")
-    epoch_secs = float(last[8]) / epochs
-    t = time.perf_counter()
-    trainer.manager.save(checkpoint_number=10**6)
-    save = time.perf_counter() - t
-    TABLE.add("checkpoint save time vs one epoch (digits)", save, epoch_secs, "s", ".3f")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     args = parser.parse_args()
     runtime.configure()
-    from gan.digits import write_digits
-
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        data = write_digits(folder / "digits.h5")
         for model in MODELS:
             bench_step_vs_train_on_batch(folder, steps=10 if args.quick else 40, model=model)
         big = random_images(folder / "big16.h5", 4096 if args.quick else 16384, 16, 1)
         bench_horovod(folder, big, batch=512)
-        bench_digits(folder, data, epochs=3 if args.quick else 40)
     TABLE.print()
 
 

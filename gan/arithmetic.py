@@ -112,7 +112,7 @@ def arithmetic(trainer, attribute: str, samples: int, rows: int, steps: int, str
     pts = np.concatenate([base[r] + alphas[:, None] * v for r in range(rows)])
     images = _draw(trainer, pts.astype(np.float32),
                    None if base_cond is None else np.repeat(base_cond[:rows], steps, axis=0))
-    captions = [f"{attribute} {a:+.1f}" for _ in range(rows) for a in alphas]
+    captions = [f"{attribute}: {a:+.1f}" for _ in range(rows) for a in alphas]
     log.info("%s: direction from %d/%d generated images with it (judge: %s); share with "
              "it at alpha %+.1f .. %+.1f: %.2f .. %.2f", attribute, int(has.sum()), samples,
              judge.kind, alphas[0], alphas[-1], shares[0], shares[-1])

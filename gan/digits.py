@@ -57,8 +57,25 @@ class DigitJudge:
         self.model = MLPClassifier(hidden_layer_sizes=(128,), max_iter=400, random_state=seed)
         self.model.fit(x_train, y_train)
         self.real_accuracy = float(self.model.score(x_test, y_test))
+        self.real_confidence = float(self.model.predict_proba(x_test).max(axis=1).mean())
+
+    @staticmethod
+    def _features(images: np.ndarray) -> np.ndarray:
+        return images.reshape(len(images), -1) / 255.0
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """The digit the judge sees in each image (uint8, N×S×S[×1])."""
+        return self.model.predict(self._features(images))
+
+    def confidence(self, images: np.ndarray) -> float:
+        """Mean probability of the judge's top class: near its value on real digits means
+        the samples look like digits, not like noise between classes."""
+        return float(self.model.predict_proba(self._features(images)).max(axis=1).mean())
 
     def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:
-        """Share of generated images (uint8, N×S×S[×1]) classified as their conditioning."""
-        x = images.reshape(len(images), -1) / 255.0
-        return float((self.model.predict(x) == labels).mean())
+        """Share of generated images classified as their conditioning."""
+        return float((self.predict(images) == labels).mean())
+
+    def class_shares(self, images: np.ndarray) -> np.ndarray:
+        """Share of images the judge puts in each class (mode collapse: a few classes)."""
+        return np.bincount(self.predict(images), minlength=10) / len(images)

@@ -11,7 +11,7 @@ from tests.conftest import QUIET_ENV, ROOT
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bench", ["bench_preprocess.py", "bench_train.py"])
+@pytest.mark.parametrize("bench", ["bench_preprocess.py", "bench_train.py", "bench_models.py"])
 def test_benchmark_runs_and_prints_its_table(bench):
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / bench), "--quick"],
                           env=QUIET_ENV, cwd=ROOT, capture_output=True, text=True, timeout=900)

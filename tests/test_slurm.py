@@ -202,6 +202,25 @@ def test_pipeline_chain_completes_from_one_command(slurm_cluster, tmp_path):
     assert len(lines) == 3 and "after" in lines[1] and "after" in lines[2]
     assert (tmp_path / "faces" / "faces.h5").exists()
     assert (tmp_path / "cgan" / "samples" / "epoch_0002.png").exists()
+    # figures from the trained run, as a plain sbatch job and through submitit
+    sets = [f"generate.run_dir={tmp_path / 'cgan'}"]
+    argv = sbatch_argv(load_spec(ROOT / "jobs/examples/generate_interpolate.yaml",
+                                 parse_set_args(sets)),
+                       [*sets, f"generate.output_dir={tmp_path / 'sb_figures'}"],
+                       options={"output": str(tmp_path / "generate-%j.out")})
+    job = subprocess.run(argv[:1] + ["--parsable"] + argv[1:], env=env, capture_output=True,
+                         text=True, check=True, cwd=tmp_path).stdout.strip().split(";")[0]
+    assert wait_state(env, job, {"COMPLETED", "FAILED", "CANCELLED"}, 300) == "COMPLETED", \
+        (tmp_path / f"generate-{job}.out").read_text()[-3000:]
+    assert (tmp_path / "sb_figures" / "interpolate_spherical.png").exists()
+    proc = subprocess.run([sys.executable, "-m", "jobs", "submit",
+                           str(ROOT / "jobs/examples/generate_grid.yaml"), "--executor", "slurm",
+                           "--wait", "--set", sets[0], "--set",
+                           f"generate.output_dir={tmp_path / 'submitit_figures'}"], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    figures = json.loads((tmp_path / "submitit_figures" / "figures.json").read_text())
+    assert Path(figures["grid"]).exists() and len(figures["classes"]) == 4
 
 
 def test_failed_preprocess_cancels_the_rest_of_the_chain(slurm_cluster, tmp_path):

@@ -272,23 +272,30 @@ def test_cgan_learns_digit_classes(digits, tmp_path):
     assert score["ratio"] >= 0.8, score
 
 
-def test_face_path_end_to_end(tmp_path):
-    """Photos -> preprocess shards -> merged faces.h5 -> a few epochs -> labelled grid."""
-    from PIL import Image
-
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> Path:
+    """The bundled photo set through the preprocess job: a merged faces.h5 (64x64, with the
+    40 attributes and the example's four classes)."""
     from preprocess.fixture import build
 
-    celeba = build(tmp_path / "celeba", lfw_faces=40, lfw_negatives=2)
-    faces = tmp_path / "faces"
+    tmp = tmp_path_factory.mktemp("faces")
+    celeba = build(tmp / "celeba", lfw_faces=40, lfw_negatives=2)
     pre = subprocess.run([sys.executable, "-m", "jobs", "run",
                           str(ROOT / "jobs/examples/preprocess_faces.yaml"), "--set",
                           f"preprocess.input_dir={celeba}", "--set",
-                          f"preprocess.output_dir={faces}"], env=QUIET_ENV, cwd=ROOT,
+                          f"preprocess.output_dir={tmp / 'faces'}"], env=QUIET_ENV, cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert pre.returncode == 0, pre.stderr
+    return tmp / "faces" / "faces.h5"
+
+
+def test_face_path_end_to_end(faces, tmp_path):
+    """Photos -> preprocess shards -> merged faces.h5 -> a few epochs -> labelled grid."""
+    from PIL import Image
+
     run_dir = tmp_path / "cgan"
     proc = run_train(str(ROOT / "jobs/examples/train_cgan_faces.yaml"),
-                     "--set", f"train.data={faces / 'faces.h5'}",
+                     "--set", f"train.data={faces}",
                      "--set", f"train.run_dir={run_dir}", "--set", "train.epochs=2",
                      "--set", "train.batch_size=8", "--set", "train.log_every_steps=2")
     assert proc.returncode == 0, proc.stderr
@@ -296,6 +303,28 @@ def test_face_path_end_to_end(tmp_path):
     tile = 128 + 14  # 64 px faces shown at 2x, plus the caption strip
     assert grid.size == (8 * 128, 4 * tile)  # 8 samples x 4 classes
     assert "epoch 2/2 it 2/" in proc.stderr
+
+
+@pytest.mark.parametrize("example", ["train_dcgan_faces", "train_aeacgan_faces"])
+def test_face_examples_train_an_epoch_and_draw_figures(example, faces, tmp_path):
+    """Each example model at its real size (64x64) on the face fixture, then its figures."""
+    run_dir = tmp_path / "run"
+    proc = run_train(str(ROOT / f"jobs/examples/{example}.yaml"), "--set", f"train.data={faces}",
+                     "--set", f"train.run_dir={run_dir}", "--set", "train.epochs=1",
+                     "--set", "train.batch_size=8")
+    assert proc.returncode == 0, proc.stderr
+    assert (run_dir / "samples" / "epoch_0001.png").exists()
+    out = tmp_path / "figures"
+    task = "attribute_f1" if "aeacgan" in example else "interpolate"
+    proc = run_train(str(ROOT / "jobs/examples/generate_grid.yaml"),
+                     "--set", f"generate.run_dir={run_dir}", "--set", f"generate.output_dir={out}",
+                     "--set", f"generate.task={task}", "--set", "generate.samples=64")
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads((out / "figures.json").read_text())
+    if task == "attribute_f1":
+        assert len(figures["attributes"]) == 40 and "Smiling" in figures["attributes"]
+    else:
+        assert Path(figures["spherical"]).exists()
 
 
 def test_mixed_precision_trains(digits, tmp_path):
@@ -319,20 +348,95 @@ def test_stop_signal_during_startup_is_not_lost(digits, tmp_path):
     assert run_train(*args).returncode == 0
 
 
-def test_dcgan_trains_resumes_exactly_and_syncs_batchnorm_across_ranks(digits, tmp_path):
-    """The same loop serves the registry's unconditional DCGAN (BatchNorm inside)."""
-    dcgan = ["train.model.name=dcgan", "train.epochs=2"]
-    straight = run_train(*spec_for(tmp_path, digits, tmp_path / "a", *dcgan))
+MODEL_SETS = {  # the registry's other models, on the small test settings of spec_for
+    "dcgan": ["train.model.name=dcgan"],
+    "aeacgan": ["train.model.name=aeacgan", "train.latent.distribution=unit_uniform"],
+}
+
+
+@pytest.mark.parametrize("model", sorted(MODEL_SETS))
+def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, digits, tmp_path):
+    """The same loop serves every model of the registry: the DCGAN (BatchNorm inside) and the
+    AE-AC-GAN (encoder, three updates per batch, its own optimizer in the checkpoint)."""
+    sets = [*MODEL_SETS[model], "train.epochs=2"]
+    straight = run_train(*spec_for(tmp_path, digits, tmp_path / "a", *sets))
     assert straight.returncode == 0, straight.stderr
-    first = run_train(*spec_for(tmp_path, digits, tmp_path / "b", *dcgan, "train.epochs=1"))
-    resumed = run_train(*spec_for(tmp_path, digits, tmp_path / "b", *dcgan))
+    first = run_train(*spec_for(tmp_path, digits, tmp_path / "b", *sets, "train.epochs=1"))
+    resumed = run_train(*spec_for(tmp_path, digits, tmp_path / "b", *sets))
     assert first.returncode == 0 and resumed.returncode == 0, resumed.stderr
     assert digests(tmp_path / "b") == digests(tmp_path / "a")
+    with open(tmp_path / "a" / "metrics.csv") as f:
+        header = f.readline().strip().split(",")
+    if model == "aeacgan":  # its extra losses are logged too
+        assert {"d_attr", "g_attr", "ae_mae"} <= set(header)
     horovodrun = shutil.which("horovodrun", path=str(Path(sys.executable).parent))
     two = subprocess.run([horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", *train_cmd(
-        *spec_for(tmp_path, digits, tmp_path / "c", *dcgan, "train.batch_size=32"))],
+        *spec_for(tmp_path, digits, tmp_path / "c", *sets, "train.batch_size=32"))],
         env=QUIET_ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stdout[-3000:]
     rows = rank_rows(tmp_path / "c")
     for epoch in ("1", "2"):  # BatchNorm statistics averaged: identical models every epoch
         assert len({r["weights_digest"] for r in rows if r["epoch"] == epoch}) == 1
+
+
+def train_example(example: str, data: Path, run_dir: Path) -> None:
+    proc = run_train(str(ROOT / f"jobs/examples/{example}.yaml"), "--set", f"train.data={data}",
+                     "--set", f"train.run_dir={run_dir}", "--set", "train.log_every_steps=1000",
+                     timeout=900)
+    assert proc.returncode == 0, proc.stderr
+
+
+def figures(run_dir: Path, out: Path, example: str, *sets: str) -> dict:
+    """Run a generate example against a trained run; its figures.json."""
+    proc = run_train(str(ROOT / f"jobs/examples/{example}.yaml"),
+                     "--set", f"generate.run_dir={run_dir}", "--set", f"generate.output_dir={out}",
+                     *sum((["--set", s] for s in sets), []))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((out / "figures.json").read_text())
+
+
+@pytest.mark.slow
+def test_aeacgan_learns_its_attributes(digits, tmp_path):
+    """The AE-AC-GAN on digits (one-hot digit = its attribute vector): ≥ 90% conditional
+    accuracy by the real-data judge, the attribute heads' F1, and the arithmetic figure's
+    direction really adds the attribute."""
+    from gan.digits import DigitJudge
+    from gan.evaluate import conditional_accuracy
+    from gan.generate import load_generator
+
+    run_dir = tmp_path / "run"
+    train_example("train_aeacgan_digits", digits, run_dir)
+    trainer, _ = load_generator(run_dir, None)
+    accuracy = conditional_accuracy(trainer, DigitJudge(), 100)
+    assert accuracy >= 0.90, f"conditional accuracy {accuracy:.3f}"
+    f1 = figures(run_dir, tmp_path / "f1", "generate_grid", "generate.task=attribute_f1",
+                 "generate.samples=1000")["mean_f1"]
+    assert f1["d_real"] > 0.8 and f1["e_real"] > 0.8 and f1["d_generated"] > 0.8, f1
+    arith = figures(run_dir, tmp_path / "arith", "generate_arithmetic",
+                    "generate.attribute=digit_1", "generate.samples=1000", "generate.steps=5")
+    shares = arith["share_with_attribute"]  # alpha -2, -1, 0, 1, 2
+    assert arith["judge"] == "encoder" and shares[-1] > shares[2] + 0.3, arith
+    assert shares[0] <= shares[2], arith
+    assert Path(arith["arithmetic"]).exists()
+
+
+@pytest.mark.slow
+def test_dcgan_covers_every_digit_and_its_arithmetic_moves_towards_one(tmp_path):
+    """The unconditional DCGAN at 32x32: no mode collapse (every digit among its samples,
+    none above 25%), and z + alpha*v along the "1" direction makes more ones."""
+    from gan.digits import DigitJudge, write_digits
+    from gan.evaluate import generate
+    from gan.generate import load_generator
+
+    run_dir = tmp_path / "run"
+    train_example("train_dcgan_digits", write_digits(tmp_path / "digits32.h5", 32), run_dir)
+    trainer, _ = load_generator(run_dir, None)
+    judge = DigitJudge(size=32)
+    images, _ = generate(trainer, 100)
+    shares = judge.class_shares(images)
+    assert (shares > 0).all() and shares.max() <= 0.25, shares
+    assert judge.confidence(images) > 0.7
+    arith = figures(run_dir, tmp_path / "arith", "generate_arithmetic", "generate.attribute='1'",
+                    "generate.samples=1000", "generate.steps=5")
+    shares = arith["share_with_attribute"]  # alpha -2, -1, 0, 1, 2
+    assert arith["judge"].startswith("logistic") and shares[-1] > shares[2] + 0.3, arith
