@@ -73,7 +73,11 @@ def conditional_rows(model: str, trainer, judge, label: str) -> None:
 def arithmetic_row(model: str, trainer, attribute: str) -> None:
     from gan.arithmetic import arithmetic
 
-    _, _, fig = arithmetic(trainer, attribute, 1000, 1, 5, 2.0)  # alphas -2, -1, 0, 1, 2
+    try:
+        _, _, fig = arithmetic(trainer, attribute, 1000, 1, 5, 2.0)  # alphas -2, -1, 0, 1, 2
+    except ValueError as exc:  # an undertrained generator (--quick) may draw no "1" at all
+        print(f"{model} arithmetic: {exc}")
+        return
     TABLE.add(f"{model}: share judged '{attribute}' at z + 2v vs at z ({fig['judge']})",
               100 * fig["share_with_attribute"][-1], 100 * fig["share_with_attribute"][2], "%")
 

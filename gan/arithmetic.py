@@ -13,16 +13,10 @@ import logging
 import numpy as np
 
 from gan import sampling
+from gan.evaluate import pixel_features as _features
 
 log = logging.getLogger(__name__)
 JUDGE_TRAIN_MAX = 20_000  # real images the fallback judge is fitted on
-JUDGE_SIDE = 32           # ... after downsampling to at most this side
-
-
-def _features(images: np.ndarray) -> np.ndarray:
-    step = max(1, images.shape[1] // JUDGE_SIDE)
-    small = images[:, ::step, ::step].astype(np.float32) / 255.0
-    return small.reshape(len(small), -1)
 
 
 def attribute_targets(data, attribute: str) -> np.ndarray:

@@ -128,23 +128,9 @@ class Trainer:
         self.condition = models.CONDITION[spec.model.name]
         self.conditional = self.condition != "none"
         self._check_attributes()
-        tf.keras.utils.set_random_seed(spec.seed)  # same initial weights on every start
-        nets = models.build(spec.model, self.num_classes, self.data.shape[-1],
-                            self.num_attributes)
-        self.G, self.D, self.E = nets.generator, nets.discriminator, nets.encoder
-        self.networks = [m for m in (self.G, self.D, self.E) if m is not None]
         # sample grid rows: one per class, or unlabelled rows for an unconditional model
         self.grid_names = self.class_names if self.conditional else ["sample"] * 4
-        self.g_opt = _make_optimizer(spec, world.size, self.G.trainable_variables)
-        self.d_opt = _make_optimizer(spec, world.size, self.D.trainable_variables)
-        self.optimizers = [self.g_opt, self.d_opt]
-        objects = {}
-        if self.E is not None:  # the autoencoder update trains E and G together
-            self.ae_opt = _make_optimizer(
-                spec, world.size, self.E.trainable_variables + self.G.trainable_variables,
-                spec.optimizer.autoencoder_lr_ratio)
-            self.optimizers.append(self.ae_opt)
-            objects = {"encoder": self.E, "ae_optimizer": self.ae_opt}
+        extra = self._build_networks()
         self.guard = Guard(spec.guard, self.G, self.D)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -154,7 +140,7 @@ class Trainer:
             generator=self.G, discriminator=self.D, g_optimizer=self.g_opt,
             d_optimizer=self.d_opt, guard=self.guard, epoch=self.epoch,
             step_in_epoch=self.step_in_epoch, global_step=self.global_step, saves=self.saves,
-            layer_rng=self._layer_rng_states(), **objects)
+            layer_rng=self._layer_rng_states(), **extra)
         self.manager = tf.train.CheckpointManager(self.ckpt, str(self.ckpt_dir),
                                                   max_to_keep=spec.checkpoint.keep)
         self.resumed_from = self._restore()
@@ -179,6 +165,27 @@ class Trainer:
         if s.model.num_classes and self.data.labels.max() >= s.model.num_classes:
             raise SpecMismatch(f"labels go up to {self.data.labels.max()} but "
                                f"train.model.num_classes is {s.model.num_classes}")
+
+    def _build_networks(self) -> dict:
+        """The registry's networks and one optimizer per update; returns what a checkpoint
+        holds beyond G, D and their optimizers (the AE-AC-GAN's encoder and third one)."""
+        spec, size = self.spec, self.world.size
+        tf.keras.utils.set_random_seed(spec.seed)  # same initial weights on every start
+        nets = models.build(spec.model, self.num_classes, self.data.shape[-1],
+                            self.num_attributes)
+        self.G, self.D, self.E = nets.generator, nets.discriminator, nets.encoder
+        self.networks = [m for m in (self.G, self.D, self.E) if m is not None]
+        self.g_opt = _make_optimizer(spec, size, self.G.trainable_variables)
+        self.d_opt = _make_optimizer(spec, size, self.D.trainable_variables)
+        self.optimizers = [self.g_opt, self.d_opt]
+        if self.E is None:
+            return {}
+        # the autoencoder update trains E and G together, at its own learning rate
+        self.ae_opt = _make_optimizer(spec, size, self.E.trainable_variables
+                                      + self.G.trainable_variables,
+                                      spec.optimizer.autoencoder_lr_ratio)
+        self.optimizers.append(self.ae_opt)
+        return {"encoder": self.E, "ae_optimizer": self.ae_opt}
 
     def _check_attributes(self) -> None:
         """An attribute-conditioned model needs the data's attribute table: its rows are the
@@ -412,7 +419,8 @@ class Trainer:
         m = outputs.epoch_end(epoch + 1, int(self.global_step), extra, self.sample_images(),
                               GRID_PER_CLASS)
         outputs.write_ranks(epoch + 1, ranks)
+        more = "".join(f" {k}={m[k]:.3f}" for k in self.metric_names[5:])  # model-specific
         log.info("epoch %d/%d done: d_real=%.3f d_fake=%.3f g=%.3f acc_real=%.2f "
-                 "acc_fake=%.2f secs=%s rollbacks=%d saves=%d", epoch + 1, self.spec.epochs,
-                 m["d_real"], m["d_fake"], m["g"], m["d_acc_real"], m["d_acc_fake"],
+                 "acc_fake=%.2f%s secs=%s rollbacks=%d saves=%d", epoch + 1, self.spec.epochs,
+                 m["d_real"], m["d_fake"], m["g"], m["d_acc_real"], m["d_acc_fake"], more,
                  extra["secs"], extra["rollbacks"], extra["saves"])

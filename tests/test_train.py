@@ -303,6 +303,10 @@ def test_face_path_end_to_end(faces, tmp_path):
     tile = 128 + 14  # 64 px faces shown at 2x, plus the caption strip
     assert grid.size == (8 * 128, 4 * tile)  # 8 samples x 4 classes
     assert "epoch 2/2 it 2/" in proc.stderr
+    # the synthetic-data classifier with the fixture's labels (runs; 2 epochs learn nothing)
+    score = figures(run_dir, tmp_path / "cas", "generate_grid", "generate.task=classifier_score",
+                    "generate.per_class=1")
+    assert score["synthetic_images"] == 400 and score["real_test_images"] > 10
 
 
 @pytest.mark.parametrize("example", ["train_dcgan_faces", "train_aeacgan_faces"])
