@@ -6,9 +6,11 @@ healthy band, and when a loss leaves its hard bounds it restores only the networ
 (D for the D losses, G for the G loss) and training carries on.
 
 It keeps two snapshots and rolls back to the *older* one: the newer was taken shortly before
-the collapse, when the run may already have been sliding towards it. Rollbacks to the same
-snapshot are counted; after ``max_failures`` the run stops with exit code 79 (which the Slurm
-layer never requeues): retrying forever would only burn the allocation.
+the collapse, when the run may already have been sliding towards it. Rollbacks are counted
+until the run has stayed healthy for ``2 × snapshot_every_steps`` steps (a snapshot taken that
+long after the last rollback starts the count afresh); after ``max_failures`` rollbacks with
+no such healthy stretch between them, the run stops with exit code 79 (which the Slurm layer
+never requeues): retrying forever would only burn the allocation.
 
 Snapshots and counters are ``tf.Variable``s inside a ``tf.Module``, so they are part of every
 checkpoint; all ranks take the same decisions because they see the same (allreduced) losses.
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 class GuardStop(Exception):
-    """The same snapshot failed ``max_failures`` times."""
+    """``max_failures`` rollbacks without a healthy stretch between them."""
 
 
 @dataclass
@@ -102,9 +104,11 @@ class Guard(tf.Module):
         self.failures.assign_add(1)
         if int(self.failures) >= self.spec.max_failures:
             raise GuardStop(
-                f"mode-collapse guard: the snapshot from step {target_step} failed "
-                f"{int(self.failures)} times (last at step {step}: {losses}); stopping. Lower "
-                "the learning rate or widen train.guard bounds, then resume from the run dir")
+                f"mode-collapse guard: {int(self.failures)} rollbacks without "
+                f"{2 * self.spec.snapshot_every_steps} healthy steps between them (last at "
+                f"step {step}: {losses}; the snapshot to restore was from step {target_step}); "
+                "stopping. Lower the learning rate or widen train.guard bands and bounds, then "
+                "resume from the run dir")
         for name in failed:
             for var, copy in zip(self.models[name].weights, self.slots[target][name]):
                 var.assign(copy)

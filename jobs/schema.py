@@ -192,7 +192,8 @@ class GuardSpec:
     g_bounds: list[float] = opt([0.01, 4.5], "Hard bounds of the G loss", parse=_band)
     snapshot_every_steps: int = opt(50, "Take a 'last good' snapshot at most this often, "
                                         "when all losses are in their bands", ge=1)
-    max_failures: int = opt(3, "Stop when the same snapshot fails this many times", ge=1)
+    max_failures: int = opt(3, "Stop after this many rollbacks without 2 x "
+                               "snapshot_every_steps healthy steps between them", ge=1)
 
 
 @dataclass
