@@ -66,7 +66,7 @@ def _inputs(trainer, n: int, seed: int, first: int) -> tuple[np.ndarray, np.ndar
     """(points w, separate conditions): the space the direction lives in. For an attribute
     model the attributes are part of it (they are where "smiling" is); for a class model the
     class stays fixed per image and w is the latent alone."""
-    z = trainer.latent(n, sampling.seed_for(seed, 0, first, "grid")).numpy()
+    z = trainer.figure_latent(n, sampling.seed_for(seed, 0, first, "grid")).numpy()
     cond = np.asarray(trainer.sample_conditions(n, sampling.seed_for(seed, 0, first + 1,
                                                                      "grid")))
     if trainer.condition == "attributes":
@@ -77,7 +77,9 @@ def _inputs(trainer, n: int, seed: int, first: int) -> tuple[np.ndarray, np.ndar
 def _draw(trainer, w: np.ndarray, cond: np.ndarray | None) -> np.ndarray:
     if cond is not None:
         return trainer.draw(w, cond)
-    dim = trainer.spec.model.latent_dim  # attributes stay in the range G was trained on
+    # the attributes were 0/1 labels in training: beyond [0, 1] they mean nothing to G (the
+    # latent is not clipped, as for every model)
+    dim = trainer.spec.model.latent_dim
     return trainer.draw(w[:, :dim], np.clip(w[:, dim:], 0.0, 1.0))
 
 
@@ -91,7 +93,9 @@ def arithmetic(trainer, attribute: str, samples: int, rows: int, steps: int, str
                seed: int = 0) -> tuple[np.ndarray, list[str], dict]:
     """The figure's images (``rows`` × ``steps``, α from −strength to +strength) and
     captions, and the numbers: how often the judge sees the attribute at each α (over a
-    larger set of base points), which must rise with α if ``v`` means anything."""
+    larger set of base points), which must rise with α if ``v`` means anything. For an
+    attribute model ``v`` spans latent and attributes; the share along its latent part alone
+    is reported too."""
     judge = Judge(trainer, attribute, seed)
     w, cond = _inputs(trainer, samples, seed, 2)
     has = _judge_all(trainer, judge, w, cond)
@@ -101,8 +105,17 @@ def arithmetic(trainer, attribute: str, samples: int, rows: int, steps: int, str
     v = w[has].mean(axis=0) - w[~has].mean(axis=0)
     alphas = np.linspace(-strength, strength, steps)
     base, base_cond = _inputs(trainer, max(rows, 256), seed, 4)
-    shares = [float(_judge_all(trainer, judge, base + a * v, base_cond).mean())
-              for a in alphas]
+    def shares_along(direction: np.ndarray) -> list[float]:
+        return [float(_judge_all(trainer, judge, base + a * direction, base_cond).mean())
+                for a in alphas]
+
+    shares = shares_along(v)
+    dim = trainer.spec.model.latent_dim
+    parts = {"direction_norm_latent": float(np.linalg.norm(v[:dim]))}
+    if base_cond is None:  # an attribute model: what is the latent part of v worth alone?
+        parts["direction_norm_attributes"] = float(np.linalg.norm(v[dim:]))
+        parts["share_with_attribute_latent_only"] = shares_along(
+            np.concatenate([v[:dim], np.zeros_like(v[dim:])]))
     pts = np.concatenate([base[r] + alphas[:, None] * v for r in range(rows)])
     images = _draw(trainer, pts.astype(np.float32),
                    None if base_cond is None else np.repeat(base_cond[:rows], steps, axis=0))
@@ -113,4 +126,4 @@ def arithmetic(trainer, attribute: str, samples: int, rows: int, steps: int, str
     return images, captions, {
         "attribute": attribute, "judge": judge.kind, "generated": samples,
         "judged_with": int(has.sum()), "direction_norm": float(np.linalg.norm(v)),
-        "alphas": [float(a) for a in alphas], "share_with_attribute": shares}
+        "alphas": [float(a) for a in alphas], "share_with_attribute": shares, **parts}

@@ -14,7 +14,7 @@ def generate(trainer, per_class: int, seed: int = 123) -> tuple[np.ndarray, np.n
     """(images uint8 N×S×S×C, labels) with ``per_class`` images of every class, from a
     trainer's generator (its latent distribution, its way of conditioning)."""
     labels = np.repeat(np.arange(trainer.num_classes, dtype=np.int32), per_class)
-    z = trainer.latent(len(labels), sampling.seed_for(seed, 0, 0, "grid"))
+    z = trainer.figure_latent(len(labels), sampling.seed_for(seed, 0, 0, "grid"))
     images = trainer.generate(z, labels)
     return images[..., :trainer.data.shape[-1]], labels  # grey data: one channel back
 
@@ -81,7 +81,7 @@ def attribute_f1(trainer, samples: int, seed: int = 0) -> dict:
     real, truth = np.asarray(data.images[idx]), data.attributes[idx]
     d_real = _batched(trainer.D, real)[1] > 0
     e_real = _batched(trainer.E, real)[0] > 0
-    z = trainer.latent(samples, sampling.seed_for(seed, 0, 0, "grid"))
+    z = trainer.figure_latent(samples, sampling.seed_for(seed, 0, 0, "grid"))
     conditions = trainer.sample_conditions(samples, sampling.seed_for(seed, 0, 1, "grid"))
     fake = np.concatenate([trainer.G([z[i:i + 256], conditions[i:i + 256]], training=False)
                            for i in range(0, samples, 256)])

@@ -65,7 +65,7 @@ def grid(trainer, work: GenerateSpec, out: Path) -> dict:
 def interpolate(trainer, work: GenerateSpec, out: Path) -> dict:
     # one row per class; an unconditional model gets one unlabelled row
     names = trainer.grid_names if trainer.conditional else ["sample"]
-    ends = trainer.latent(2, sampling.seed_for(work.seed, 0, 0, "grid")).numpy()
+    ends = trainer.figure_latent(2, sampling.seed_for(work.seed, 0, 0, "grid")).numpy()
     ts = np.linspace(0, 1, work.steps)
     figures = {}
     for name, fn in (("linear", lambda t: (1 - t) * ends[0] + t * ends[1]),

@@ -39,18 +39,22 @@ class Decision:
     snapshot_step: int = -1
 
 
-def _copies(model: tf.keras.Model, tag: str) -> list[tf.Variable]:
+def _copies(weights: list, tag: str) -> list[tf.Variable]:
     return [tf.Variable(v, trainable=False, name=f"{tag}_{i}")
-            for i, v in enumerate(tf_variables(model.weights))]
+            for i, v in enumerate(tf_variables(weights))]
 
 
 class Guard(tf.Module):
-    def __init__(self, spec: GuardSpec, generator, discriminator):
+    def __init__(self, spec: GuardSpec, generator, discriminator, *with_generator):
+        """``with_generator``: networks trained together with G (the AE-AC-GAN's encoder),
+        snapshotted and rolled back with it so the pair stays matched."""
         super().__init__(name="guard")
         self.spec = spec
-        self.models = {"generator": generator, "discriminator": discriminator}
-        # slot 0 = newer, slot 1 = older snapshot of both networks
-        self.slots = [{name: _copies(m, f"{name}{k}") for name, m in self.models.items()}
+        self.weights = {"generator": [w for m in (generator, *with_generator)
+                                      for w in m.weights],
+                        "discriminator": list(discriminator.weights)}
+        # slot 0 = newer, slot 1 = older snapshot of both sides
+        self.slots = [{name: _copies(w, f"{name}{k}") for name, w in self.weights.items()}
                       for k in range(2)]
         self.slot_step = tf.Variable([-1, -1], dtype=tf.int64, trainable=False)
         self.failures = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -82,10 +86,10 @@ class Guard(tf.Module):
         return Decision("ok")
 
     def _snapshot(self, step: int) -> None:
-        for name in self.models:  # newer -> older, then current -> newer
+        for name in self.weights:  # newer -> older, then current -> newer
             for older, newer in zip(self.slots[1][name], self.slots[0][name]):
                 older.assign(newer)
-            for copy, var in zip(self.slots[0][name], self.models[name].weights):
+            for copy, var in zip(self.slots[0][name], self.weights[name]):
                 copy.assign(var)
         self.slot_step.assign([step, int(self.slot_step[0])])
         last = int(self.last_rollback)
@@ -110,10 +114,10 @@ class Guard(tf.Module):
                 "stopping. Lower the learning rate or widen train.guard bands and bounds, then "
                 "resume from the run dir")
         for name in failed:
-            for var, copy in zip(self.models[name].weights, self.slots[target][name]):
+            for var, copy in zip(self.weights[name], self.slots[target][name]):
                 var.assign(copy)
         if target == 1:  # the newer snapshot is suspect: forget it
-            for name in self.models:
+            for name in self.weights:
                 for newer_copy, older_copy in zip(self.slots[0][name], self.slots[1][name]):
                     newer_copy.assign(older_copy)
             self.slot_step.assign([older, older])

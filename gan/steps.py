@@ -123,7 +123,7 @@ def autoencoding(trainer) -> Callable:
             d_loss = d_real + d_fake + d_attr
         p.update(trainer.d_opt, D.trainable_variables, tape, d_loss)
         g_attrs = trainer.sample_conditions(p.batch, p.seed_for(step, "g_labels"))
-        with tf.GradientTape() as tape:  # G through the (not updated) D
+        with tf.GradientTape() as tape:  # G through D (this tape trains only G)
             logits, attr_logits = D(G([p.latent(step, "g_latent"), g_attrs], training=True),
                                     training=True)
             g_loss, g_attr = bce(1.0, logits), attribute_bce(g_attrs, attr_logits)

@@ -1,10 +1,11 @@
-"""The training loop: one ``tf.function`` step for both networks, Horovod data-parallel,
-checkpoints that resume exactly, the mode-collapse guard, and a clean stop on signals.
+"""The training loop: one ``tf.function`` step per batch (``gan/steps.py``), Horovod
+data-parallel, checkpoints that resume exactly, the mode-collapse guard, and a clean stop on
+signals.
 
 Resuming is automatic: if ``run_dir/checkpoints`` holds a checkpoint, training continues
-from it — weights, both optimizers, the guard's snapshots, the epoch and the position inside
-the epoch (the data order and every random draw are functions of the seed and the step, so
-nothing else is needed). A checkpoint is written every epoch (and every
+from it — every network's weights and optimizer, the guard's snapshots, the epoch and the
+position inside the epoch (the data order and every random draw are functions of the seed and
+the step, so nothing else is needed). A checkpoint is written every epoch (and every
 ``checkpoint.every_steps``); TensorFlow writes it under temporary names and only then points
 ``checkpoints/checkpoint`` at it, so a kill at any instant leaves the previous one in force.
 
@@ -131,7 +132,8 @@ class Trainer:
         # sample grid rows: one per class, or unlabelled rows for an unconditional model
         self.grid_names = self.class_names if self.conditional else ["sample"] * 4
         extra = self._build_networks()
-        self.guard = Guard(spec.guard, self.G, self.D)
+        self.guard = Guard(spec.guard, self.G, self.D,
+                           *[m for m in [self.E] if m is not None])
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -245,6 +247,14 @@ class Trainer:
         return sampling.latent(self.spec.latent.distribution, n, self.spec.model.latent_dim,
                                seed)
 
+    def figure_latent(self, n: int, seed: tf.Tensor) -> tf.Tensor:
+        """Latents for figures and scores: the training distribution, except ``stratified``
+        (a batch-coverage device that puts n points on a fixed grid — two points would be
+        exact opposites at ±3) is drawn from its marginal, uniform over [-3, 3]."""
+        if self.spec.latent.distribution == "stratified":
+            return 3.0 * sampling.latent("uniform", n, self.spec.model.latent_dim, seed)
+        return self.latent(n, seed)
+
     def sample_conditions(self, n: int, seed: tf.Tensor) -> tf.Tensor:
         """Conditions for fakes: class labels by ``latent.class_probabilities`` (ignored by an
         unconditional model), or attribute rows of random real images."""
@@ -273,7 +283,7 @@ class Trainer:
         """One row per grid name. A conditional model gets the same latents in every row, so
         rows differ only by the label; an unconditional one gets fresh latents per row."""
         rows = len(self.grid_names)
-        z = self.latent(per_class * (1 if self.conditional else rows),
+        z = self.figure_latent(per_class * (1 if self.conditional else rows),
                         sampling.seed_for(seed, 0, 0, "grid"))
         if self.conditional:
             z = tf.tile(z, [rows, 1])
