@@ -128,10 +128,14 @@ def test_stop_signal_checkpoints_mid_epoch_exits_75_and_resumes(digits, straight
     args = spec_for(tmp_path, digits, run_dir)
     proc = subprocess.Popen(train_cmd(*args), env=QUIET_ENV, cwd=ROOT,
                             stderr=subprocess.PIPE, text=True)
-    wait_for(run_dir / "checkpoints" / f"ckpt-{STEPS}.index", proc)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGUSR1)
-    _, err = proc.communicate(timeout=120)
+    seen = []
+    for line in proc.stderr:  # signal at step 7 of epoch 2: 20 steps before its end
+        seen.append(line)
+        if f"epoch 2/{EPOCHS} it 7/{STEPS}" in line:
+            proc.send_signal(signal.SIGUSR1)
+            break
+    _, rest = proc.communicate(timeout=120)
+    err = "".join(seen) + rest
     assert proc.returncode == exitcodes.REQUEUE, err
     assert "received SIGUSR1" in err
     step = max(int(p.name[5:-6]) for p in (run_dir / "checkpoints").glob("ckpt-*.index"))
