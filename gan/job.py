@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 from jobs import exitcodes
 from jobs.schema import JobSpec
@@ -30,6 +31,9 @@ def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
 
     limit_threads_to_allocation()
     world = distributed.init()
+    # every rank says where it runs: the first thing to read when a multi-node job misbehaves
+    log.info("rank %d/%d on %s, pid %d, restart %s", world.rank, world.size,
+             socket.gethostname(), os.getpid(), os.environ.get("SLURM_RESTART_COUNT", "0"))
     if not world.is_chief:  # only rank 0 logs progress; the others speak up on problems
         logging.getLogger().setLevel(logging.WARNING)
     try:

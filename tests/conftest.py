@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+SYSTEM_TESTS = ROOT / "tests" / "system"
 QUIET_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
 
 
@@ -17,6 +18,14 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.Co
     """``python -m jobs ARGS`` in a subprocess, the way a user (or sbatch) calls it."""
     return subprocess.run([sys.executable, "-m", "jobs", *args], cwd=cwd, env=QUIET_ENV,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Everything under tests/system trains in subprocesses or starts Slurm or Docker: it is
+    ``slow``, and ``-m "not slow"`` (the fast lane) leaves it out."""
+    for item in items:
+        if SYSTEM_TESTS in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

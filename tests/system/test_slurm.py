@@ -3,9 +3,12 @@ at the walltime through sbatch and through submitit, external preemption, the pr
 merge → train chain, a failing chain that cancels itself, and a throttled sweep array."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +21,8 @@ from jobs.submission import sbatch_argv
 from tests.conftest import QUIET_ENV, ROOT
 
 pytestmark = pytest.mark.slow
-EPOCHS = 40  # ≈ 60-90 s of training: three or more 1-minute jobs
+EPOCHS, STEPS = 6, 28  # digits: 1797 // 64 = 28 steps an epoch
+HOLD_BUDGET_S = 300  # Slurm sends the walltime signal within ~30 s; generous for slow machines
 
 
 def write(path: Path, text: str) -> Path:
@@ -27,19 +31,22 @@ def write(path: Path, text: str) -> Path:
 
 
 def train_spec(folder: Path, data: Path, run_dir: Path, epochs: int = EPOCHS) -> Path:
+    """A 1-minute job (Slurm's walltime signal comes 0-30 s after the start with a 30 s lead,
+    since the controller checks every 30 s) with a generous requeue budget: how many restarts
+    a run needs depends on the machine's speed, so the test never counts on a small one."""
     return write(folder / f"{run_dir.name}.yaml", f"""\
 kind: train
 name: {run_dir.name}
-resources: {{cpus_per_task: 2, mem_gb: 2, time: 1, signal_lead_s: 30, max_requeues: 8}}
+resources: {{cpus_per_task: 2, mem_gb: 2, time: 1, signal_lead_s: 30, max_requeues: 30}}
 train:
   data: {data}
   run_dir: {run_dir}
   epochs: {epochs}
   batch_size: 64
   deterministic: true
-  log_every_steps: 28
-  model: {{image_size: 16, latent_dim: 100, embedding_dim: 50,
-          generator_filters: [128, 128], discriminator_filters: [128, 128]}}
+  log_every_steps: 7
+  model: {{image_size: 16, latent_dim: 64, embedding_dim: 16,
+          generator_filters: [64, 32], discriminator_filters: [32, 64]}}
   optimizer: {{name: adam, learning_rate: 2.0e-4, beta_1: 0.5}}
 """)
 
@@ -76,6 +83,73 @@ def epoch_rows(run_dir: Path) -> list[int]:
         return [int(r["epoch"]) for r in csv.DictReader(f) if r["kind"] == "epoch"]
 
 
+# --------------------------------------------------------------- driving a job by its steps
+START = re.compile(r"rank 0/1 on \S+, pid (\d+), restart (\d+)")
+STEP = re.compile(r"epoch \d+/\d+ it \d+/\d+")
+
+
+def run_at_step(log: Path, proc_alive, start_index: int, timeout: float = 600
+                ) -> tuple[int | None, int]:
+    """Wait until the job's ``start_index``-th start (0 = first) has logged a training step:
+    (that run's pid, its index). If that run ended before logging a step (its walltime signal
+    came during startup), move on to the next start: (None, next index) when the job ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc_alive(), "the job ended before the test could drive it"
+        text = log.read_text() if log.exists() else ""
+        starts = list(START.finditer(text))
+        if len(starts) > start_index:
+            here = starts[start_index]
+            later = text[here.end():starts[start_index + 1].start()] \
+                if len(starts) > start_index + 1 else text[here.end():]
+            if STEP.search(later):
+                return int(here.group(1)), start_index
+            if len(starts) > start_index + 1:
+                start_index += 1
+                continue
+        time.sleep(0.1)
+    raise AssertionError(f"no training step logged in start {start_index}:\n"
+                         f"{log.read_text()[-3000:] if log.exists() else '(no log)'}")
+
+
+def pending(pid: int) -> int:
+    """The signals pending for a (stopped) process, as a bit mask (bit n-1 = signal n)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"ShdPnd:\s*([0-9a-f]+)", status).group(1), 16) | \
+        int(re.search(r"SigPnd:\s*([0-9a-f]+)", status).group(1), 16)
+
+
+def hold_until_signalled(pid: int, signum: int) -> bool:
+    """Pause the training (SIGSTOP) until Slurm's walltime signal is pending for it, then let
+    it go: the signal lands mid-training however fast or slow this machine is, so the number
+    of walltime requeues is the test's choice, not the machine's. False if the process was
+    already gone (it took an earlier walltime signal on its own)."""
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        return False
+    try:
+        deadline = time.monotonic() + HOLD_BUDGET_S
+        while True:
+            try:
+                if pending(pid) & (1 << (signum - 1)):
+                    return True
+            except (FileNotFoundError, ProcessLookupError):
+                return False
+            assert time.monotonic() < deadline, "Slurm never sent the walltime signal"
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def give_time(env: dict, job: str, minutes: int = 20) -> None:
+    """Raise the job's time limit so the rest of the work fits in its next run whatever the
+    machine's speed (the test's budget; the job's own limit was the short one)."""
+    subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={minutes}"], env=env,
+                   check=True, capture_output=True)
+
+
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory) -> Path:
     from gan.digits import write_digits
@@ -91,34 +165,55 @@ def uninterrupted(digits, tmp_path_factory) -> str:
     spec = train_spec(folder, digits, folder / "ref")
     proc = subprocess.run([sys.executable, "-m", "jobs", "run", str(spec)],
                           env={**QUIET_ENV, "SLURM_CPUS_PER_TASK": "2"}, cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     return final_digest(folder / "ref")
 
 
+def submit_sbatch(env: dict, spec: Path, cwd: Path, sets: list[str] = ()) -> str:
+    argv = sbatch_argv(load_spec(spec, parse_set_args(list(sets))), list(sets))
+    return subprocess.run(argv[:1] + ["--parsable"] + argv[1:], env=env, capture_output=True,
+                          text=True, check=True, cwd=cwd).stdout.strip().split(";")[0]
+
+
 def test_sbatch_training_requeues_itself_at_walltime(slurm_cluster, digits, uninterrupted,
                                                      tmp_path):
+    """Two real walltime signals (Slurm's --signal=B:USR1 to the batch shell), each landing
+    mid-training, each answered by a checkpoint and a self-requeue; then the run finishes."""
     env = slurm_cluster["env"]
     run_dir = tmp_path / "sb"
     spec = train_spec(tmp_path, digits, run_dir)
-    argv = sbatch_argv(load_spec(spec))
     (run_dir / "logs").mkdir(parents=True)
-    out = subprocess.run(argv[:1] + ["--parsable"] + argv[1:], env=env, capture_output=True,
-                         text=True, check=True, cwd=tmp_path).stdout
-    job = out.strip().split(";")[0]
+    job = submit_sbatch(env, spec, tmp_path)
+    log_path = run_dir / "logs" / f"sb-{job}.out"
+
+    def alive() -> bool:
+        rows = sacct(env, job, "State")  # empty until the accounting has the job
+        return not rows or rows[-1][0].split()[0] in ("PENDING", "RUNNING", "REQUEUED")
+
+    start = 0
+    for held in range(2):
+        pid, start = run_at_step(log_path, alive, start)
+        hold_until_signalled(pid, signal.SIGUSR1)
+        if held == 1:
+            give_time(env, job)
+        start += 1
     assert wait_state(env, job, {"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"},
-                      600) == "COMPLETED"
-    log = (run_dir / "logs" / f"sb-{job}.out").read_text()
+                      900) == "COMPLETED", log_path.read_text()[-3000:]
+    log = log_path.read_text()
     restarts = [r for r in sacct(env, job, "JobID", "State") if r[1] == "REQUEUED"]
     assert len(restarts) >= 2, log[-3000:]
-    assert f"job {job} start: restart 2" in log and "walltime signal" in log
-    assert "resumed from ckpt-" in log and "exit 75 to be requeued" in log
+    assert log.count("walltime signal: asking the job to checkpoint") >= 2, log[-3000:]
+    assert f"job {job} start: restart 2" in log and "resumed from ckpt-" in log
+    assert log.count("exit 75 to be requeued") >= 2
     assert epoch_rows(run_dir) == list(range(1, EPOCHS + 1)), "an epoch was lost or repeated"
     assert final_digest(run_dir) == uninterrupted
 
 
 def test_submitit_timeout_and_external_preemption(slurm_cluster, digits, uninterrupted,
                                                   tmp_path):
+    """submitit's timeout signal (USR2 to the step, at the real walltime) and then an external
+    preemption (`scontrol requeue`: SIGTERM), each mid-training; the run ends exactly."""
     env = slurm_cluster["env"]
     run_dir = tmp_path / "sub"
     spec = train_spec(tmp_path, digits, run_dir)
@@ -126,31 +221,29 @@ def test_submitit_timeout_and_external_preemption(slurm_cluster, digits, uninter
                              "slurm", "--wait"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     records = run_dir / "logs" / "submissions.jsonl"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while not records.exists():
         assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
         time.sleep(0.5)
     job = json.loads(records.read_text().splitlines()[-1])["job_ids"][0]
-    # preempt it from outside while it trains (not while a restarted job is starting up)
     log = run_dir / "logs" / "submitit" / job / f"{job}_0_log.err"
-    for _ in range(600):
-        assert proc.poll() is None, proc.stderr
-        text = log.read_text() if log.exists() else ""
-        events = re.findall(r"(resumed from|received SIG|it \d+/28|done:)", text)
-        if events and (events[-1] == "done:" or events[-1].startswith("it ")):
-            if subprocess.run(["scontrol", "requeue", job], env=env).returncode == 0:
-                break
-        time.sleep(0.5)
-    else:
-        raise AssertionError("could not preempt the job while it trained")
+
+    def alive() -> bool:
+        return proc.poll() is None
+
+    pid, start = run_at_step(log, alive, 0)
+    hold_until_signalled(pid, signal.SIGUSR2)  # submitit's timeout signal, from Slurm
+    give_time(env, job)
+    pid, start = run_at_step(log, alive, start + 1)
+    assert subprocess.run(["scontrol", "requeue", job], env=env).returncode == 0
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, out + err
     assert wait_state(env, job, {"COMPLETED", "FAILED", "CANCELLED"}, 120) == "COMPLETED"
     states = [r[1] for r in sacct(env, job, "JobID", "State")]
     assert states.count("REQUEUED") >= 2, states
     logs = "".join(p.read_text() for p in (run_dir / "logs" / "submitit").rglob("*.err"))
-    assert "received SIGTERM" in logs  # the preemption: checkpoint, then Slurm requeues
     assert "received SIGUSR2" in logs  # submitit's timeout signal: checkpoint, requeue
+    assert "received SIGTERM" in logs  # the preemption: checkpoint, then Slurm requeues
     assert epoch_rows(run_dir) == list(range(1, EPOCHS + 1)), "an epoch was lost or repeated"
     assert final_digest(run_dir) == uninterrupted
     status = subprocess.run([sys.executable, "-m", "jobs", "status", str(run_dir)], env=env,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -58,6 +59,12 @@ def digests(run_dir: Path) -> dict[int, str]:
             if r["rank"] == "0"}
 
 
+def latest_checkpoint_step(run_dir: Path) -> int:
+    """The step of the checkpoint TensorFlow's index file names as the latest."""
+    state = (run_dir / "checkpoints" / "checkpoint").read_text()
+    return int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state).group(1))
+
+
 def wait_for(path_glob: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not list(path_glob.parent.glob(path_glob.name)):
@@ -105,22 +112,40 @@ def test_resume_after_sigkill_is_bitwise_exact(digits, straight, tmp_path):
 
 
 def test_random_sigkills_always_resume_and_finish(digits, straight, tmp_path):
+    """Three SIGKILLs, each at a random logged step past the last one's checkpoint: every
+    restart must resume from a newer checkpoint than the one before (progress is kept), and
+    the run must end bitwise equal to the uninterrupted one."""
     run_dir = tmp_path / "run"
-    args = spec_for(tmp_path, digits, run_dir, "train.checkpoint.every_steps=5")
+    args = spec_for(tmp_path, digits, run_dir, "train.checkpoint.every_steps=5",
+                    "train.log_every_steps=1")
     rng = random.Random(7)
+    resumed_from = [0]  # the global step each run started from
     for _ in range(3):
         proc = subprocess.Popen(train_cmd(*args), env=QUIET_ENV, cwd=ROOT,
-                                stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(4.0, 9.0))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait()
+                                stderr=subprocess.PIPE, text=True)
+        target = resumed_from[-1] + rng.randint(6, 30)  # at least one checkpoint past the start
+        start = None
+        for line in proc.stderr:
+            found = re.search(r"resumed from ckpt-(\d+)", line)
+            if found:
+                start = int(found.group(1))
+            step = re.search(r"epoch (\d+)/\d+ it (\d+)/", line)
+            if step and (int(step.group(1)) - 1) * STEPS + int(step.group(2)) >= target:
+                proc.send_signal(signal.SIGKILL)
+                break
+        assert proc.wait() == -signal.SIGKILL, "the run ended before its kill"
+        proc.stderr.close()
+        assert (start or 0) == resumed_from[-1], "did not resume from the last checkpoint"
+        newest = latest_checkpoint_step(run_dir)  # what the next run will restore
+        assert newest > resumed_from[-1], "the kill landed before any new checkpoint"
+        resumed_from.append(newest)
     final = run_train(*args)
     assert final.returncode == 0, final.stderr
+    assert f"resumed from ckpt-{resumed_from[-1]}" in final.stderr
     assert digests(run_dir)[EPOCHS] == digests(straight)[EPOCHS]
     with open(run_dir / "metrics.csv", newline="") as f:
         steps = [int(r["step"]) for r in csv.DictReader(f) if r["kind"] == "interval"]
-    assert steps == sorted(set(steps)), "a step was logged twice after a restart"
+    assert steps == list(range(1, EPOCHS * STEPS + 1)), "a step was lost or logged twice"
 
 
 def test_stop_signal_checkpoints_mid_epoch_exits_75_and_resumes(digits, straight, tmp_path):
@@ -234,14 +259,20 @@ def test_guard_rolls_back_only_the_failing_model_then_stops(digits, tmp_path, mo
 
 
 def test_guard_stop_exits_79_through_the_cli(digits, tmp_path):
-    args = spec_for(tmp_path, digits, tmp_path / "run", "train.guard.g_bounds=[0.01, 0.05]",
-                    "train.guard.d_bounds=[0.0, 10.0]", "train.guard.g_band=[0.0, 10.0]",
+    """A real stop, decided by steps: D's loss on real digits falls steadily from 0.70 (step 1)
+    to 0.41 (step 112) on these settings, so a lower bound of 0.55 is healthy at step 1 (the
+    one snapshot) and broken near step 30; the rollback restores D, D learns again, breaks the
+    bound again: 2 rollbacks with no snapshot between them -> exit 79, never requeued."""
+    args = spec_for(tmp_path, digits, tmp_path / "run", "train.guard.d_bounds=[0.55, 10.0]",
+                    "train.guard.g_bounds=[0.0, 10.0]", "train.guard.g_band=[0.0, 10.0]",
                     "train.guard.d_real_band=[0.0, 10.0]",
-                    "train.guard.d_fake_band=[0.0, 10.0]")
+                    "train.guard.d_fake_band=[0.0, 10.0]",
+                    "train.guard.snapshot_every_steps=1000", "train.guard.max_failures=2")
     proc = run_train(*args)
-    # g's loss (~0.7) is outside the absurd bound from the start: no healthy snapshot ever
-    # exists, so the guard warns and carries on — it never rolls back onto nothing
-    assert proc.returncode == 0 and "no healthy snapshot exists yet" in proc.stderr
+    assert proc.returncode == exitcodes.GUARD_STOPPED, proc.stderr[-3000:]
+    assert "guard: rollback 1 at step" in proc.stderr and "restored discriminator" in proc.stderr
+    assert "mode-collapse guard: 2 rollbacks without" in proc.stderr
+    assert "snapshot to restore was from step 1)" in proc.stderr
 
 
 @pytest.mark.slow

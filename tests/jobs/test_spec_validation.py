@@ -9,6 +9,7 @@ from jobs.fields import parse_walltime, walltime_minutes
 from jobs.loader import SpecError, check_paths, load_spec, parse_set_args
 from jobs.schema import JobSpec
 from jobs.sweep import expand_points, point_name, point_spec, validate_points
+from tests.conftest import ROOT
 
 TRAIN = """\
 kind: train
@@ -183,6 +184,6 @@ def test_sweep_points_named_validated_and_typo_reported(write_spec, train_spec, 
 
 
 def test_example_specs_validate():
-    examples = sorted((Path(__file__).parent.parent / "jobs" / "examples").glob("*.yaml"))
+    examples = sorted((ROOT / "jobs" / "examples").glob("*.yaml"))
     assert {load_spec(p).kind for p in examples} == {"preprocess", "train", "sweep", "generate",
                                                      "pipeline"}
