@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from bench.table import Table  # noqa: E402
-from jobs import runtime  # noqa: E402
+from jobs.core import runtime  # noqa: E402
 
 TABLE = Table()
 EXAMPLES = {"cgan": "train_cgan_digits", "aeacgan": "train_aeacgan_digits",
@@ -41,7 +41,7 @@ def train(model: str, folder: Path, epochs: int | None):
     from gan import distributed
     from gan.digits import write_digits
     from gan.train import Trainer
-    from jobs.loader import load_spec
+    from jobs.core.loader import load_spec
 
     example = ROOT / "jobs/examples" / f"{EXAMPLES[model]}.yaml"
     spec = load_spec(example)

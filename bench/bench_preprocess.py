@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.table import Table  # noqa: E402
-from jobs import runtime  # noqa: E402
+from jobs.core import runtime  # noqa: E402
 
 TABLE = Table()
 

@@ -33,7 +33,7 @@ def when(line: str) -> dt.datetime:
 
 def main() -> None:
     from gan.digits import write_digits
-    from jobs.loader import load_spec
+    from jobs.core.loader import load_spec
     from jobs.submission import sbatch_argv
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,14 +26,15 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from bench.table import Table  # noqa: E402
-from jobs import runtime  # noqa: E402
+from jobs.core import runtime  # noqa: E402
+from jobs.core.images import to_signed_unit  # noqa: E402
 
 TABLE = Table()
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def spec(data: Path, run_dir: Path, *sets: str):
-    from jobs.loader import load_spec, parse_set_args
+    from jobs.core.loader import load_spec, parse_set_args
 
     return load_spec(ROOT / "jobs/examples/train_cgan_digits.yaml", parse_set_args(
         [f"train.data={data}", f"train.run_dir={run_dir}", "train.log_every_steps=100000",
@@ -93,7 +94,7 @@ def bench_step_vs_train_on_batch(folder: Path, steps: int, model: str) -> None:
     gan.compile(optimizer=keras.optimizers.Adam(2e-4, 0.5),
                 loss=keras.losses.BinaryCrossentropy(from_logits=True))
     D.trainable = True
-    real = images.astype(np.float32) / 127.5 - 1
+    real = to_signed_unit(images.astype(np.float32))
 
     def seed_step():
         z = np.random.normal(size=(32, s.work.model.latent_dim)).astype(np.float32)

@@ -13,6 +13,7 @@ import logging
 import numpy as np
 
 from gan import sampling
+from jobs.core.images import to_signed_unit
 from gan.evaluate import pixel_features as _features
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class Judge:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         images = images[..., :self.channels]
         if self.kind == "encoder":
-            logits = self.encoder(images.astype(np.float32) / 127.5 - 1.0, training=False)[0]
+            logits = self.encoder(to_signed_unit(images.astype(np.float32)), training=False)[0]
             return np.asarray(logits)[:, self.column] > 0
         return self.model.predict(_features(images)).astype(bool)
 

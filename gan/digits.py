@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from jobs.files import atomic_path
+from jobs.core.files import atomic_path
 
 
 def digit_images(size: int = 16) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from gan import sampling
+from jobs.core.images import to_signed_unit, to_uint8_keep_channels
 
 
 def generate(trainer, per_class: int, seed: int = 123) -> tuple[np.ndarray, np.ndarray]:
@@ -66,7 +67,7 @@ def _f1_per_column(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
 
 def _batched(model, images: np.ndarray, batch: int = 256) -> list[np.ndarray]:
     """A multi-output model over uint8 images in batches; outputs concatenated."""
-    outs = [model(images[i:i + batch].astype(np.float32) / 127.5 - 1.0, training=False)
+    outs = [model(to_signed_unit(images[i:i + batch].astype(np.float32)), training=False)
             for i in range(0, len(images), batch)]
     return [np.concatenate([np.asarray(o[k]) for o in outs]) for k in range(len(outs[0]))]
 
@@ -85,7 +86,7 @@ def attribute_f1(trainer, samples: int, seed: int = 0) -> dict:
     conditions = trainer.sample_conditions(samples, sampling.seed_for(seed, 0, 1, "grid"))
     fake = np.concatenate([trainer.G([z[i:i + 256], conditions[i:i + 256]], training=False)
                            for i in range(0, samples, 256)])
-    d_fake = _batched(trainer.D, ((fake + 1) * 127.5).clip(0, 255).astype(np.uint8))[1] > 0
+    d_fake = _batched(trainer.D, to_uint8_keep_channels(fake))[1] > 0
     asked = conditions.numpy().astype(np.uint8)
     per = {"d_real": _f1_per_column(truth, d_real), "e_real": _f1_per_column(truth, e_real),
            "d_generated": _f1_per_column(asked, d_fake)}

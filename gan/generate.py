@@ -22,11 +22,11 @@ import numpy as np
 import yaml
 
 from gan import distributed, sampling
-from gan.grids import save_grid
-from jobs import exitcodes
-from jobs.files import atomic_write_json
-from jobs.loader import SpecError, parse_spec
-from jobs.schema import GenerateSpec, JobSpec
+from jobs.core.grids import save_grid
+from jobs.core import exitcodes
+from jobs.core.files import atomic_write_json
+from jobs.core.loader import SpecError, parse_spec
+from jobs.core.schema import GenerateSpec, JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ TASKS = {"grid": grid, "interpolate": interpolate, "arithmetic": arithmetic,
          "classifier_score": classifier_score, "attribute_f1": attribute_f1}
 
 
-def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
+def run(spec: JobSpec) -> int:
     work = spec.work
     out = Path(work.output_dir)
     try:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from gan.distributed import tf_variables
-from jobs.schema import GuardSpec
+from jobs.core.schema import GuardSpec
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,9 @@ import logging
 import os
 import socket
 
-from jobs import exitcodes
-from jobs.schema import JobSpec
+from jobs.core import exitcodes
+from jobs.core.schema import JobSpec
+from jobs.core.signals import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +23,13 @@ def limit_threads_to_allocation() -> None:
         tf.config.threading.set_inter_op_parallelism_threads(min(2, int(cpus)))
 
 
-def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
+def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None) -> int:
     from gan import distributed
     from gan.guard import GuardStop
-    from gan.train import SpecMismatch, StopRequest, Trainer
+    from gan.train import SpecMismatch, Trainer
 
-    stop = StopRequest()  # from here on a stop signal means "checkpoint as soon as you can"
+    # from here on a stop signal means "checkpoint as soon as you can"
+    stop = (stop or StopSignals()).arm()
 
     limit_threads_to_allocation()
     world = distributed.init()

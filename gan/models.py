@@ -24,7 +24,7 @@ from typing import Callable
 import keras
 from keras import layers
 
-from jobs.schema import ModelSpec
+from jobs.core.schema import ModelSpec
 
 
 @dataclass

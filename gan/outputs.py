@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.files import atomic_path, atomic_write_text
+from jobs.core.files import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 EXTRA = ["secs", "rollbacks", "saves", "ranks_in_sync"]
@@ -127,7 +127,7 @@ class RunOutputs:
         plt.close(fig)
 
     def _samples(self, epoch: int, images: np.ndarray, per_class: int) -> None:
-        from gan.grids import save_grid
+        from jobs.core.grids import save_grid
 
         captions = [self.class_names[i // per_class] for i in range(len(images))]
         save_grid(self.dir / "samples" / f"epoch_{epoch:04d}.png", images, captions,

@@ -17,6 +17,7 @@ from typing import Callable
 import tensorflow as tf
 
 from gan import distributed, sampling
+from jobs.core.images import to_signed_unit
 
 ADVERSARIAL = ("d_real", "d_fake", "g", "d_acc_real", "d_acc_fake")
 AUTOENCODING = ADVERSARIAL + ("d_attr", "g_attr", "ae_mae")
@@ -85,7 +86,7 @@ def adversarial(trainer) -> Callable:
 
     @tf.function
     def train_step(images, labels, step, stop):
-        real = tf.cast(images, tf.float32) / 127.5 - 1.0
+        real = to_signed_unit(tf.cast(images, tf.float32))
         fake_labels = trainer.sample_conditions(p.batch, p.seed_for(step, "d_labels"))
         fake = G([p.latent(step, "d_latent"), fake_labels], training=True)
         with tf.GradientTape() as tape:  # separate calls: BatchNorm must not mix them
@@ -111,7 +112,7 @@ def autoencoding(trainer) -> Callable:
 
     @tf.function
     def train_step(images, attributes, step, stop):
-        real = tf.cast(images, tf.float32) / 127.5 - 1.0
+        real = to_signed_unit(tf.cast(images, tf.float32))
         attributes = tf.cast(attributes, tf.float32)
         fake_attrs = trainer.sample_conditions(p.batch, p.seed_for(step, "d_labels"))
         fake = G([p.latent(step, "d_latent"), fake_attrs], training=True)

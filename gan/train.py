@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import signal
 import time
 from pathlib import Path
 
@@ -29,48 +28,12 @@ from gan import distributed, models, sampling, steps
 from gan.data import ImageSet, Split
 from gan.guard import Guard
 from gan.outputs import RunOutputs
-from jobs import exitcodes, runtime
-from jobs.schema import TrainSpec, to_plain
+from jobs.core import exitcodes, runtime
+from jobs.core.signals import StopSignals
+from jobs.core.schema import TrainSpec, to_plain
 
 log = logging.getLogger(__name__)
 GRID_PER_CLASS = 8
-
-
-last_stop_signal: int | None = None  # the signal that stopped the last run (for jobs.submit)
-
-
-class StopRequest:
-    """Turns SIGUSR1/SIGUSR2/SIGTERM/SIGINT into a flag the loop checks after every step.
-
-    USR1 is the sbatch scripts' walltime signal, USR2 submitit's; either way the trainer
-    checkpoints first, then the caller requeues (see ``jobs.submit.SpecTask``)."""
-
-    SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self):
-        global last_stop_signal
-        last_stop_signal = None
-        self.signum: int | None = None
-        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        if runtime.pending_stop is not None:  # it came while we were starting up
-            self._handle(runtime.pending_stop, None)
-            runtime.pending_stop = None
-
-    def _handle(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
-        global last_stop_signal
-        self.signum = last_stop_signal = signum
-        log.warning("received %s: will checkpoint after this step and exit %d (requeue)",
-                    signal.Signals(signum).name, exitcodes.REQUEUE)
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def restore(self) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
 
 
 class SpecMismatch(Exception):
@@ -237,7 +200,7 @@ class Trainer:
                 raise SpecMismatch(f"{self.run_dir} was trained with another train.model "
                                    f"({saved.get('model')}); use a new run_dir")
         if self.world.is_chief:
-            from jobs.files import atomic_write_text
+            from jobs.core.files import atomic_write_text
 
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))
@@ -330,7 +293,7 @@ class Trainer:
         if self.world.hvd is not None:
             self.world.hvd.allreduce(tf.constant(0.0), name="barrier")
 
-    def run(self, stop: StopRequest | None = None) -> int:
+    def run(self, stop: StopSignals | None = None) -> int:
         """Train to ``spec.epochs``. ``stop`` lets the caller catch signals from before the
         trainer was built (startup takes seconds; a preemption may land in them)."""
         spec, chief = self.spec, self.world.is_chief
@@ -344,7 +307,7 @@ class Trainer:
         if start_epoch >= spec.epochs:
             log.info("all %d epochs already done in %s", spec.epochs, self.run_dir)
             return exitcodes.OK
-        stop = stop or StopRequest()
+        stop = stop or StopSignals().arm()
         t0 = time.monotonic()
         try:
             for epoch in range(start_epoch, spec.epochs):

@@ -1,9 +1,9 @@
 import sys
 
-from jobs import runtime
+from jobs.core.signals import StopSignals
 
-runtime.catch_early_stop_signals()  # first, before the slow imports
+stop = StopSignals().catch_early()  # first, before the slow imports
 
 from jobs.cli import main  # noqa: E402
 
-sys.exit(main())
+sys.exit(main(stop=stop))

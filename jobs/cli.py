@@ -1,7 +1,7 @@
 """``python -m jobs``: validate, plan, run, submit and follow facegan-hpc jobs.
 
 Each job is one YAML spec (see ``jobs/examples/`` and ``python -m jobs schema``). Exit codes are
-listed in :mod:`jobs.exitcodes` and in ``--help``.
+listed in :mod:`jobs.core.exitcodes` and in ``--help``.
 """
 from __future__ import annotations
 
@@ -12,9 +12,14 @@ from pathlib import Path
 
 import yaml
 
-from jobs import exitcodes, runtime
-from jobs.loader import SpecError, check_paths, load_spec, parse_set_args
-from jobs.schema import JobSpec
+from jobs.core import exitcodes, runtime
+from jobs import pipeline, runner, schema_doc, submission
+from jobs.core.loader import (SpecError, check_paths, load_spec, parse_set_args,
+                              pipeline_problems)
+from jobs.core.schema import JobSpec
+from jobs.core.signals import StopSignals
+from jobs.submit import status, submit
+from jobs.sweep import SUMMARY_COLUMNS, format_table, summary, validate_points
 
 log = logging.getLogger("jobs")
 
@@ -76,8 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, stop: StopSignals | None = None) -> int:
+    """``stop``: the stop signals ``python -m jobs`` caught before its slow imports."""
     args = build_parser().parse_args(argv)
+    args.stop = stop
     runtime.configure(args.verbose)
     try:
         return COMMANDS[args.command](args)
@@ -111,20 +118,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _stage_problems(spec: JobSpec) -> list[str]:
     """Sweeps and pipelines refer to other specs: validate those too (when they exist)."""
     if spec.kind == "sweep" and Path(spec.work.base).exists():
-        from jobs.sweep import validate_points
-
         return validate_points(spec)
     if spec.kind == "pipeline" and all(Path(p).exists() for p in (spec.work.preprocess,
                                                                    spec.work.train)):
-        from jobs.pipeline import validate
-
-        return validate(spec)
+        return pipeline_problems(spec)
     return []
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from jobs.submission import render_plan
-
     spec = _load(args, args.spec)
     problems = _stage_problems(spec)
     if problems:
@@ -133,7 +134,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(yaml.safe_dump(spec.to_dict(redact=True), sort_keys=False,
                          default_flow_style=None).rstrip())
     print()
-    print(render_plan(spec, args.set))
+    print(pipeline.render_plan(spec) if spec.kind == "pipeline" else
+          submission.render_plan(spec, args.set))
     problems = check_paths(spec)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
@@ -141,18 +143,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from jobs import runner
-
     spec = _load(args, args.spec)
     index = args.index if args.index is not None else runner.array_index_from_env()
     log.info("running %s '%s' from %s%s", spec.kind, spec.name, spec.source,
              f" (array task {index})" if index is not None else "")
-    return runner.run(spec, index=index, fresh=args.fresh)
+    return runner.run(spec, index=index, fresh=args.fresh, stop=args.stop)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from jobs.submit import submit
-
     spec = _load(args, args.spec)
     problems = check_paths(spec)
     if problems:
@@ -163,8 +161,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from jobs.submit import status
-
     target = Path(args.target)
     work_dir = Path(load_spec(target).work_dir) if target.is_file() else target
     if not work_dir.is_dir():
@@ -175,8 +171,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from jobs.sweep import SUMMARY_COLUMNS, format_table, summary
-
     spec = load_spec(args.spec)
     if spec.kind != "sweep":
         print(f"error: {args.spec} is a '{spec.kind}' spec, not a sweep", file=sys.stderr)
@@ -188,12 +182,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from jobs.schema_doc import render, update_readme
-
     if args.update_readme:
-        update_readme(args.update_readme)
+        schema_doc.update_readme(args.update_readme)
         return exitcodes.OK
-    print(render(markdown=args.markdown))
+    print(schema_doc.render(markdown=args.markdown))
     return exitcodes.OK
 
 

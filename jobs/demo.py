@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from jobs import exitcodes, runtime
+from jobs.core import exitcodes, runtime
 from jobs.cli import main as jobs_main
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,47 +1,70 @@
 """Run a validated job in this process: the one place that maps a job kind to its code.
 
 Every route ends here — ``python -m jobs run``, the ``slurm/*.sbatch`` scripts and the submitit
-task — so a job behaves the same however it was launched.
+task — so a job behaves the same however it was launched. A sweep runs its points' train
+specs, a pipeline its stages, one after the other.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 
-from jobs import exitcodes
-from jobs.loader import check_paths
-from jobs.schema import JobSpec
-from jobs.submission import apply_env
+from jobs.core import exitcodes
+from jobs.core.loader import check_paths, pipeline_stages
+from jobs.core.runtime import array_index_from_env
+from jobs.core.schema import JobSpec
+from jobs.core.signals import StopSignals
+from jobs.sweep import expand_points, point_spec
 
 log = logging.getLogger(__name__)
-
-# kind -> module with ``run(spec, index, fresh) -> exit code``. A kind missing here is declared
-# in the schema (so specs validate and plan) but its implementation has not landed yet.
-ENTRY_POINTS: dict[str, str] = {"preprocess": "preprocess.job", "train": "gan.job",
-                                "sweep": "jobs.sweep", "pipeline": "jobs.pipeline",
-                                "generate": "gan.generate"}
-PLANNED: dict[str, str] = {}  # kind -> where its implementation is tracked
+__all__ = ["array_index_from_env", "run"]
 
 
-def array_index_from_env() -> int | None:
-    value = os.environ.get("SLURM_ARRAY_TASK_ID")
-    return int(value) if value and value.isdigit() else None
-
-
-def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
+def run(spec: JobSpec, index: int | None = None, fresh: bool = False,
+        stop: StopSignals | None = None) -> int:
     """Run ``spec`` (array task ``index`` if given) and return an exit code from
-    :mod:`jobs.exitcodes`."""
+    :mod:`jobs.core.exitcodes`. ``stop`` holds stop signals caught before the job started."""
     problems = check_paths(spec)
     if problems:
         for problem in problems:
             log.error(problem)
         return exitcodes.NOT_RUNNABLE
-    module_name = ENTRY_POINTS.get(spec.kind)
-    if module_name is None:
-        log.error("job kind '%s' validates and plans, but running it is not implemented in "
-                  "this version (planned: %s)", spec.kind, PLANNED.get(spec.kind, "later"))
-        return exitcodes.NOT_AVAILABLE
-    apply_env(spec)
-    module = importlib.import_module(module_name)
-    return int(module.run(spec, index=index, fresh=fresh))
+    os.environ.update(spec.env)  # inside the job, never on a command line (secrets)
+    stop = stop or StopSignals()
+    if spec.kind == "sweep":
+        return _run_sweep(spec, index, fresh, stop)
+    if spec.kind == "pipeline":
+        return _run_pipeline(spec, fresh, stop)
+    if spec.kind == "train":
+        from gan import job
+
+        return int(job.run(spec, fresh=fresh, stop=stop))
+    if spec.kind == "generate":
+        from gan import generate
+
+        return int(generate.run(spec))
+    from preprocess import job as preprocess_job
+
+    return int(preprocess_job.run(spec, index=index, fresh=fresh))
+
+
+def _run_sweep(spec: JobSpec, index: int | None, fresh: bool, stop: StopSignals) -> int:
+    """Train point ``index`` (an array task), or every point in turn when run locally."""
+    indices = [index] if index is not None else range(len(expand_points(spec.work)))
+    worst = exitcodes.OK
+    for k in indices:
+        code = run(point_spec(spec, k), fresh=fresh, stop=stop)
+        if code == exitcodes.REQUEUE:
+            return code  # stopped by a signal: the rest resumes after the requeue
+        worst = worst or code
+    return worst
+
+
+def _run_pipeline(spec: JobSpec, fresh: bool, stop: StopSignals) -> int:
+    """Both stages here, one after the other (what the local executor does too)."""
+    pre, train = pipeline_stages(spec)
+    code = run(pre)
+    if code != exitcodes.OK:
+        log.error("preprocess stage failed (exit %d): not training", code)
+        return code
+    return run(train, fresh=fresh, stop=stop)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import typing
 from dataclasses import MISSING, fields, is_dataclass
 
-from jobs.loader import _type_name
-from jobs.schema import TOP_LEVEL_HELP, WORK_SECTIONS, Resources
+from jobs.core.loader import _type_name
+from jobs.core.schema import TOP_LEVEL_HELP, WORK_SECTIONS, Resources
 
 
 def _rows(cls: type, prefix: str):

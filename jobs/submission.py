@@ -6,13 +6,13 @@ and the sbatch and submitit routes ask Slurm for the same allocation.
 """
 from __future__ import annotations
 
-import os
 import shlex
 from pathlib import Path
 from typing import Any
 
-from jobs.fields import walltime_minutes
-from jobs.schema import JobSpec
+from jobs.core.fields import walltime_minutes
+from jobs.core.schema import JobSpec, iter_path_fields
+from jobs.sweep import expand_points
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SLURM_DIR = PROJECT_ROOT / "slurm"
@@ -23,8 +23,6 @@ def array_size(spec: JobSpec) -> int | None:
     if spec.kind == "preprocess":
         return spec.work.num_shards
     if spec.kind == "sweep":
-        from jobs.sweep import expand_points
-
         return len(expand_points(spec.work))
     return None
 
@@ -36,8 +34,6 @@ def log_dir(spec: JobSpec) -> Path:
 def bind_dirs(spec: JobSpec) -> list[str]:
     """Host directories a containerised job needs: the spec's, every path in it (inputs as
     they are, outputs by their nearest existing parent) and ``container.binds``."""
-    from jobs.schema import iter_path_fields
-
     dirs = {str(Path(spec.source).resolve().parent)}
     for _, value, _ in iter_path_fields(spec.work, spec.kind):
         path = Path(value)
@@ -170,10 +166,6 @@ def submitit_executor_args(spec: JobSpec) -> dict[str, Any]:
 
 def render_plan(spec: JobSpec, overrides: list[str] = ()) -> str:
     """Human-readable plan: the sbatch command(s), then the submitit calls."""
-    if spec.kind == "pipeline":
-        from jobs.pipeline import render_plan as pipeline_plan
-
-        return "# sbatch (plain Slurm), a chain of dependent jobs:\n" + pipeline_plan(spec)
     argv = sbatch_argv(spec, overrides)
     lines = ["# sbatch (plain Slurm):", f"mkdir -p {shlex.quote(str(log_dir(spec)))}",
              " \\\n    ".join(shlex.quote(a) for a in argv), "",
@@ -188,9 +180,3 @@ def render_plan(spec: JobSpec, overrides: list[str] = ()) -> str:
 
 def _kwargs(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in params.items())
-
-
-def apply_env(spec: JobSpec) -> None:
-    """Export the spec's ``env:`` inside the job (never on a command line, where secrets
-    would show in ``ps`` and ``scontrol show job``)."""
-    os.environ.update(spec.env)

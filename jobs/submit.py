@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,10 +18,14 @@ from pathlib import Path
 
 import submitit
 
-from jobs import exitcodes, runtime
-from jobs.schema import JobSpec
+from jobs import runner
+from jobs.core import exitcodes, runtime, signals
+from jobs.core.loader import SpecError, pipeline_stages
+from jobs.core.schema import JobSpec
+from jobs.core.signals import StopSignals
 from jobs.submission import (array_size, dependency_options, log_dir,
                              submitit_executor_args, submitit_parameters)
+from preprocess.job import run_merge
 
 log = logging.getLogger(__name__)
 RECORDS = "submissions.jsonl"
@@ -45,32 +48,27 @@ class SpecTask(submitit.helpers.Checkpointable):
         self.mode = mode
 
     def __call__(self, index: int | None = None) -> int:
-        from jobs import runner
-
         runtime.configure()
+        stop = StopSignals()
         if self.mode == "merge":
-            from preprocess.job import run_merge
-
             code = run_merge(self.spec)
         else:
-            code = runner.run(self.spec, index=index)
+            code = runner.run(self.spec, index=index, stop=stop)
         if code == exitcodes.REQUEUE:
-            self._hand_over_stop()
+            self._hand_over_stop(stop.signum)
         if code != exitcodes.OK:
             raise JobFailed(code)
         return code
 
     @staticmethod
-    def _hand_over_stop() -> None:
+    def _hand_over_stop(signum: int | None) -> None:
         """The trainer caught a stop signal and checkpointed. submitit's own signal is USR2:
         raise it again now that submitit's handler is back, so submitit requeues the job (and
         counts timeouts against slurm_max_num_timeout) and resubmits this same spec, which
         resumes from the run directory. After TERM/USR1, Slurm or the batch script decides:
         leave without a result so submitit does not record a failure."""
-        from gan import train
-
-        if train.last_stop_signal == signal.SIGUSR2:
-            os.kill(os.getpid(), signal.SIGUSR2)
+        if signum == signals.SUBMITIT_TIMEOUT:
+            os.kill(os.getpid(), signals.SUBMITIT_TIMEOUT)
             time.sleep(60)  # submitit's handler requeues and exits the process
         sys.exit(exitcodes.REQUEUE)
 
@@ -106,8 +104,6 @@ def _refuse_local_ranks(spec: JobSpec, executor: str) -> None:
     res = spec.resources
     if executor == "local" and spec.kind in ("train", "sweep") \
             and res.nodes * res.tasks_per_node > 1:
-        from jobs.loader import SpecError
-
         raise SpecError([f"{spec.source}: resources.tasks_per_node={res.tasks_per_node}: the "
                          "local executor cannot start Horovod ranks; use --set "
                          "resources.tasks_per_node=1, or horovodrun -np N python -m jobs run"])
@@ -128,9 +124,7 @@ def _submit_one(spec: JobSpec, executor: str, task: SpecTask, after: str | None 
 def submit_pipeline(job: JobSpec, executor: str, wait: bool) -> int:
     """Preprocess array → merge (afterok:array) → train (afterok:merge). Locally, stage by
     stage, stopping at the first failure."""
-    from jobs.pipeline import stages
-
-    pre, train = stages(job)
+    pre, train = pipeline_stages(job)
     local = executor == "local"
     array = _submit_one(pre, executor, SpecTask(pre))
     if local and wait_all(array):

@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from jobs.loader import SpecError, load_spec
-from jobs.schema import JobSpec, SweepSpec
+from jobs.core.loader import SpecError, load_spec
+from jobs.core.schema import JobSpec, SweepSpec
 
 
 def expand_points(sweep: SweepSpec) -> list[dict[str, Any]]:
@@ -59,20 +59,6 @@ def validate_points(sweep_job: JobSpec) -> list[str]:
     return problems
 
 
-def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
-    """Train point ``index`` (an array task), or every point in turn when run locally."""
-    from jobs import exitcodes, runner
-
-    indices = [index] if index is not None else range(len(expand_points(spec.work)))
-    worst = exitcodes.OK
-    for k in indices:
-        code = runner.run(point_spec(spec, k), fresh=fresh)
-        if code == exitcodes.REQUEUE:
-            return code  # stopped by a signal: the rest resumes after the requeue
-        worst = worst or code
-    return worst
-
-
 SUMMARY_COLUMNS = ["point", "run_dir", "epoch", "step", "d_real", "d_fake", "g", "d_acc_real",
                    "d_acc_fake"]
 
@@ -82,7 +68,7 @@ def summary(sweep_job: JobSpec) -> tuple[Path, list[dict]]:
     import csv
     import io
 
-    from jobs.files import atomic_write_text
+    from jobs.core.files import atomic_write_text
 
     rows = []
     for index, overrides in enumerate(expand_points(sweep_job.work)):

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs import exitcodes, runtime
+from jobs.core import exitcodes, runtime
+from jobs.core.loader import SpecError, check_paths, load_spec, parse_set_args
+from preprocess import fixture, job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,12 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     runtime.configure(args.verbose)
 
     if args.command == "fixture":
-        from preprocess.fixture import build
-
-        print(build(args.dir, layout=args.layout, seed=args.seed))
+        print(fixture.build(args.dir, layout=args.layout, seed=args.seed))
         return exitcodes.OK
-
-    from jobs.loader import SpecError, load_spec, parse_set_args
 
     try:
         overrides = parse_set_args(args.set)
@@ -53,16 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     if spec.kind != "preprocess":
         print(f"error: {args.spec} is a '{spec.kind}' spec, not 'preprocess'", file=sys.stderr)
         return exitcodes.INVALID_SPEC
-    from jobs import runner
-    from preprocess import job
-
     if args.command == "merge":
         return job.run_merge(spec)
-    index = args.shard if args.shard is not None else runner.array_index_from_env()
+    index = args.shard if args.shard is not None else runtime.array_index_from_env()
     if index is None:
         print("error: give --shard K or run as a Slurm array task", file=sys.stderr)
         return exitcodes.INVALID_SPEC
-    return runner.run(spec, index=index)
+    problems = check_paths(spec)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return exitcodes.NOT_RUNNABLE if problems else job.run(spec, index=index)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ from typing import Iterator
 
 import numpy as np
 
-from jobs import runtime
-from jobs.files import atomic_write_json, remove_stale_temps
-from jobs.schema import PreprocessSpec, to_plain
+from jobs.core import runtime
+from jobs.core.files import atomic_write_json, remove_stale_temps
+from jobs.core.schema import PreprocessSpec, to_plain
 from preprocess.decode import Skip, load_rgb
 from preprocess.faces import make_extractor
 from preprocess.inputs import PhotoSet, open_photo_set

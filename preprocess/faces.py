@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from jobs.schema import FaceSpec
+from jobs.core.schema import FaceSpec
 from preprocess.decode import Skip
 
 KEYPOINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")

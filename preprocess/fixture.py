@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jobs.files import atomic_write_json
-from jobs.schema import CELEBA_ATTRIBUTES
+from jobs.core.files import atomic_write_json
+from jobs.core.schema import CELEBA_ATTRIBUTES
 
 W, H = 178, 218                      # CelebA's aligned photo size
 FACE_CENTER = (W / 2, 0.55 * H)      # where CelebA puts the face centre

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from jobs import exitcodes
-from jobs.schema import JobSpec
+from jobs.core import exitcodes
+from jobs.core.schema import JobSpec
 from preprocess.extract import process_shard, spec_hash
 from preprocess.inputs import InputError
 from preprocess.merge import MissingShards, merge

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobs.schema import ClassRule, PreprocessSpec
+from jobs.core.schema import ClassRule, PreprocessSpec
 from preprocess.decode import Skip
 from preprocess.inputs import InputError
 

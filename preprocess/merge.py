@@ -15,14 +15,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from jobs.files import atomic_path, atomic_write_json
-from jobs.schema import PreprocessSpec
+from jobs.core import facefile
+from jobs.core.files import atomic_path, atomic_write_json
+from jobs.core.schema import PreprocessSpec
 from preprocess.extract import package_versions, spec_hash
 from preprocess.report import sum_reports
 from preprocess.shards import ShardInfo, inspect_shard, report_path, shard_path
 
 log = logging.getLogger(__name__)
-MERGED_NAME = "faces.h5"
+MERGED_NAME = facefile.MERGED_NAME
 
 
 class MissingShards(Exception):
@@ -109,7 +110,7 @@ def merge(spec: PreprocessSpec, spec_source: str = "SPEC") -> Path:
 
 def write_sample_sheet(merged: Path, out: Path, count: int, seed: int) -> Path:
     """N random faces with their class names: look at the data before spending GPU hours."""
-    from gan.grids import save_grid
+    from jobs.core.grids import save_grid
 
     with h5py.File(merged, "r") as f:
         n = len(f["labels"])

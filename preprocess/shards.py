@@ -28,7 +28,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from jobs.files import temp_name
+from jobs.core.files import temp_name
 
 FORMAT_VERSION = 1
 STR = h5py.string_dtype("utf-8")

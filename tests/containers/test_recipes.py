@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 
-from jobs.loader import load_spec, parse_set_args
+from jobs.core.loader import load_spec, parse_set_args
 from jobs.submission import container_command, sbatch_argv, submitit_executor_args
 from tests.conftest import ROOT
 

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from jobs import runtime
+from jobs.core import runtime
 
 runtime.configure()
 

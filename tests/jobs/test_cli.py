@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from jobs import exitcodes
-from jobs.loader import load_spec
+from jobs.core import exitcodes
+from jobs.core.loader import load_spec
 from jobs.schema_doc import render
 from jobs.submission import sbatch_argv, submitit_parameters
 from tests.conftest import ROOT, run_cli

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.fields import parse_walltime, walltime_minutes
-from jobs.loader import SpecError, check_paths, load_spec, parse_set_args
-from jobs.schema import JobSpec
+from jobs.core.fields import parse_walltime, walltime_minutes
+from jobs.core.loader import SpecError, check_paths, load_spec, parse_set_args
+from jobs.core.schema import JobSpec
 from jobs.sweep import expand_points, point_name, point_spec, validate_points
 from tests.conftest import ROOT
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs.schema import ClassRule, FaceSpec, PreprocessSpec
+from jobs.core.schema import ClassRule, FaceSpec, PreprocessSpec
 from preprocess.decode import Skip, load_rgb
 from preprocess.faces import Face, crop_face
 from preprocess.inputs import shard_slice

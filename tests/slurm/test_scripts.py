@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from jobs.schema import WORK_SECTIONS
+from jobs.core.schema import WORK_SECTIONS
 from tests.conftest import ROOT
 
 SCRIPTS = [ROOT / "run", ROOT / ".ci/run", ROOT / "slurm/common.sh",
@@ -34,3 +34,28 @@ def test_python_code_passes_ruff():
     proc = subprocess.run([ruff, "check", "jobs", "gan", "preprocess", "bench", "tests"],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_shell_scripts_agree_with_the_python_exit_codes_signals_and_defaults():
+    """The batch shell acts on the Python job's exit codes and signals: the numbers and names
+    written in slurm/common.sh and the sbatch headers are the ones jobs.core declares."""
+    import re
+    import signal
+
+    from jobs.core import exitcodes, signals
+    from jobs.core.schema import Resources
+
+    common = (ROOT / "slurm/common.sh").read_text()
+    arms = {int(n) for n in re.findall(r"^\s+(\d+)\)", common, flags=re.M)}
+    assert arms == {exitcodes.OK, exitcodes.REQUEUE, exitcodes.GUARD_STOPPED}
+    assert f"code={exitcodes.REQUEUE}  #" in common
+    assert f'max="${{FACEGAN_MAX_REQUEUES:-{Resources().max_requeues}}}"' in common
+    walltime = signal.Signals(signals.WALLTIME).name[3:]
+    preemption = signal.Signals(signals.PREEMPTION).name[3:]
+    assert re.search(rf"kill -{walltime} \$child.*\" {walltime}$", common, flags=re.M)
+    assert re.search(rf"kill -{preemption} \$child.*\" {preemption}$", common, flags=re.M)
+    for script in ("train.sbatch", "sweep.sbatch"):
+        text = (ROOT / "slurm" / script).read_text()
+        assert f"#SBATCH --signal=B:{walltime}@{Resources().signal_lead_s}\n" in text, script
+    entry = (ROOT / "containers/entrypoint.sh").read_text()
+    assert "exec" in entry  # the job is PID 1's child through tini: signals reach it

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import exitcodes
+from jobs.core import exitcodes
 from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import exitcodes
+from jobs.core import exitcodes
 from tests.conftest import QUIET_ENV, ROOT
 
 pytestmark = pytest.mark.slow

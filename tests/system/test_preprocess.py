@@ -14,8 +14,8 @@ import h5py
 import numpy as np
 import pytest
 
-from jobs import exitcodes
-from jobs.loader import load_spec
+from jobs.core import exitcodes
+from jobs.core.loader import load_spec
 from preprocess.fixture import build, load_truth
 from preprocess.shards import shard_path
 from tests.conftest import QUIET_ENV, ROOT
@@ -247,7 +247,7 @@ def test_local_run_does_all_shards_then_merges_and_resumes(faces, tmp_path):
 
 
 def test_plain_folder_needs_no_attributes(tmp_path):
-    from jobs.loader import parse_set_args
+    from jobs.core.loader import parse_set_args
     from preprocess.extract import process_shard
 
     photos = tmp_path / "plain" / "nested"

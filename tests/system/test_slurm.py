@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.loader import load_spec, parse_set_args
+from jobs.core.loader import load_spec, parse_set_args
 from jobs.submission import sbatch_argv
 from tests.conftest import QUIET_ENV, ROOT
 

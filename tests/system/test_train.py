@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jobs import exitcodes
+from jobs.core import exitcodes
 from tests.conftest import QUIET_ENV, ROOT
 
 EPOCHS, STEPS = 4, 28  # digits: 1797 images // batch 64 = 28 steps per epoch
@@ -217,7 +217,7 @@ def test_guard_rolls_back_only_the_failing_model_then_stops(digits, tmp_path, mo
 
     from gan import distributed, train
     from gan.guard import GuardStop
-    from jobs.loader import load_spec, parse_set_args
+    from jobs.core.loader import load_spec, parse_set_args
 
     spec = load_spec(ROOT / "jobs/examples/train_cgan_digits.yaml", parse_set_args(spec_for(
         tmp_path, digits, tmp_path / "run")[2::2] + [
@@ -282,7 +282,7 @@ def test_cgan_learns_digit_classes(digits, tmp_path):
     from gan.digits import DigitJudge
     from gan.evaluate import conditional_accuracy
     from gan.train import Trainer
-    from jobs.loader import load_spec, parse_set_args
+    from jobs.core.loader import load_spec, parse_set_args
 
     args = [f"train.data={digits}", f"train.run_dir={tmp_path / 'run'}", "train.epochs=40",
             "train.log_every_steps=1000"]

@@ -6,7 +6,6 @@ OK = 0
 FAILED = 1            # an unexpected error; the traceback is in the log
 INVALID_SPEC = 2      # the spec (or the command line) is wrong: nothing ran
 NOT_RUNNABLE = 3      # the spec is valid but its inputs are missing or outputs not writable
-NOT_AVAILABLE = 4     # this job kind is not implemented in this version
 REQUEUE = 75          # checkpointed after a stop signal: run me again (EX_TEMPFAIL)
 GUARD_STOPPED = 79    # the mode-collapse guard gave up: do not requeue
 
@@ -15,7 +14,6 @@ DESCRIPTIONS = {
     FAILED: "failed with an error (see the log)",
     INVALID_SPEC: "invalid spec or command line; nothing ran",
     NOT_RUNNABLE: "spec is valid but its paths are not usable here",
-    NOT_AVAILABLE: "job kind not implemented in this version",
     REQUEUE: "checkpointed after a stop signal; requeue to continue",
     GUARD_STOPPED: "stopped by the mode-collapse guard; do not requeue",
 }

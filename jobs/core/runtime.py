@@ -11,24 +11,6 @@ import os
 import sys
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-EARLY_STOP_SIGNALS = ("SIGUSR1", "SIGUSR2")
-pending_stop: int | None = None  # a stop signal that arrived before the trainer was ready
-
-
-def catch_early_stop_signals() -> None:
-    """Slurm may send the walltime signal seconds after a (re)start, while TensorFlow is
-    still importing; by default USR1/USR2 would kill the process before it can checkpoint.
-    Remember the signal instead: the trainer acts on it as soon as it runs."""
-    import signal
-
-    def remember(signum, frame):
-        global pending_stop
-        pending_stop = signum
-
-    for name in EARLY_STOP_SIGNALS:
-        signal.signal(getattr(signal, name), remember)
-
-
 def configure(verbose: bool = False) -> None:
     verbose = verbose or os.environ.get("FACEGAN_VERBOSE") == "1"
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT,
@@ -54,3 +36,9 @@ def _importable(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+def array_index_from_env() -> int | None:
+    """This Slurm array task's index, if the process is one."""
+    value = os.environ.get("SLURM_ARRAY_TASK_ID")
+    return int(value) if value and value.isdigit() else None

@@ -1,13 +1,13 @@
-"""Read a YAML job spec strictly and turn it into a validated :class:`jobs.schema.JobSpec`.
+"""Read a YAML job spec strictly and turn it into a validated :class:`jobs.core.schema.JobSpec`.
 
 Strict means: YAML is parsed with a safe loader (no Python objects, no code), duplicate keys are
-errors, every key must be declared in ``jobs.schema`` (a typo names the nearest allowed key),
+errors, every key must be declared in ``jobs.core.schema`` (a typo names the nearest allowed key),
 values are type- and range-checked, and all problems in a file are reported at once, each
 prefixed with ``file: dotted.key:`` so the user can jump straight to it.
 """
 from __future__ import annotations
 
-import difflib
+import contextlib
 import os
 import re
 import types
@@ -18,7 +18,9 @@ from typing import Any, Iterable, Literal
 
 import yaml
 
-from jobs.schema import TOP_LEVEL_HELP, WORK_SECTIONS, JobSpec, Resources, iter_path_fields
+from jobs.core import facefile
+from jobs.core.fields import nearest
+from jobs.core.schema import TOP_LEVEL_HELP, WORK_SECTIONS, JobSpec, Resources, iter_path_fields
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -98,11 +100,6 @@ def parse_set_args(items: Iterable[str]) -> list[tuple[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 # Validation
 # ---------------------------------------------------------------------------------------------
-def nearest(key: str, allowed: Iterable[str]) -> str:
-    match = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else ""
-
-
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -291,7 +288,36 @@ def load_spec(path: str | os.PathLike, overrides: Iterable[tuple[str, Any]] = ()
     for dotted, value in overrides:
         if isinstance(data, dict):
             apply_override(data, dotted, value)
-    return parse_spec(data, source)
+    spec = parse_spec(data, source)
+    if spec.kind == "pipeline":
+        with contextlib.suppress(SpecError):  # `validate` reports the stages' problems
+            spec.stage_work_dir = pipeline_stages(spec)[1].work_dir
+    return spec
+
+
+def pipeline_stages(job: JobSpec) -> tuple[JobSpec, JobSpec]:
+    """A pipeline's (preprocess spec, train spec), overrides applied, ``train.data`` wired to
+    the preprocess stage's merged file."""
+    pre = load_spec(job.work.preprocess, parse_set_args(job.work.preprocess_set))
+    if pre.kind != "preprocess":
+        raise SpecError([f"{job.source}: pipeline.preprocess: {job.work.preprocess} is a "
+                         f"'{pre.kind}' spec"])
+    merged = str(Path(pre.work.output_dir) / facefile.MERGED_NAME)
+    train = load_spec(job.work.train, parse_set_args(job.work.train_set)
+                      + [("train.data", merged)])
+    if train.kind != "train":
+        raise SpecError([f"{job.source}: pipeline.train: {job.work.train} is a "
+                         f"'{train.kind}' spec"])
+    return pre, train
+
+
+def pipeline_problems(job: JobSpec) -> list[str]:
+    """Problems in a pipeline's stage specs, each marked as such."""
+    try:
+        pipeline_stages(job)
+    except SpecError as exc:
+        return [f"{p} [pipeline stage]" for p in exc.problems]
+    return []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,14 +1,15 @@
 """Field declarations for the job schema.
 
 Every spec field is declared once with :func:`opt`: its default, a one-line help text and its
-constraints. The validator (``jobs.loader``), ``python -m jobs schema`` and the README field
+constraints. The validator (``jobs.core.loader``), ``python -m jobs schema`` and the README field
 table all read these declarations, so a default or a range lives in exactly one place.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 _MISSING = dataclasses.MISSING
 
@@ -79,3 +80,8 @@ def walltime_minutes(value: Any) -> int:
         parts["m"], parts["s"], parts["h"] = parts["h"], parts["m"], 0
     seconds = ((parts["d"] * 24 + parts["h"]) * 60 + parts["m"]) * 60 + parts["s"]
     return -(-seconds // 60)
+
+
+def nearest(key: str, allowed: Iterable[str]) -> str:
+    match = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""

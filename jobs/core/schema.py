@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Literal
 
-from jobs.fields import opt, parse_walltime, section
+from jobs.core.fields import nearest, opt, parse_walltime, section
 
 CELEBA_ATTRIBUTES = (
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
@@ -25,7 +25,6 @@ CELEBA_ATTRIBUTES = (
 def _attribute_list(value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("expected a list of CelebA attribute names")
-    from jobs.loader import nearest  # local: loader imports this module
 
     for name in value:
         if name not in CELEBA_ATTRIBUTES:
@@ -286,22 +285,23 @@ WORK_SECTIONS: dict[str, type] = {
 
 @dataclass
 class JobSpec:
-    """A validated job: use ``jobs.loader.load_spec`` to make one."""
+    """A validated job: use ``jobs.core.loader.load_spec`` to make one."""
     kind: str
     name: str
     resources: Resources
     env: dict[str, str]
     work: Any
     source: str = "<memory>"
+    stage_work_dir: str | None = None  # a pipeline's: its train stage's (set by the loader)
 
     @property
     def work_dir(self) -> str:
         """The directory this job writes to (its first output path): logs and submission
         records go under it. A pipeline writes into its train stage's run directory."""
         if self.kind == "pipeline":
-            from jobs.pipeline import stages
-
-            return stages(self)[1].work_dir
+            if self.stage_work_dir is None:
+                raise ValueError(f"{self.source}: the pipeline's stage specs do not load")
+            return self.stage_work_dir
         return next(value for _, value, role in iter_path_fields(self.work, self.kind)
                     if role == "output")
 

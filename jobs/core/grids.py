@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from jobs.files import atomic_path
+from jobs.core.files import atomic_path
 
 MIN_TILE = 96      # small faces are enlarged (nearest neighbour) so captions stay readable
 CAPTION_PX = 14

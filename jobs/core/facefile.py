@@ -1,0 +1,60 @@
+"""The HDF5 face file: the one place that knows its layout.
+
+Preprocessing writes it (one shard per array task, merged into a virtual view), training reads
+it, ``generate.task: samples`` writes generated images in it, and scikit-learn's digits are
+written in it for the benchmarks. Every writer stamps ``FORMAT_VERSION``; every reader calls
+:func:`check_readable`, so a file from an incompatible version is refused with its name.
+
+=============  ==================  ==================================================
+dataset        shape / dtype       meaning
+=============  ==================  ==================================================
+images         (N, S, S, C) uint8  faces (C = 3; 1 for the grey digits), chunked along N
+labels         (N,) int16          class index (``attrs['class_names']``)
+attributes     (N, A) uint8        CelebA attributes 0/1 (``attrs['attribute_names']``)
+source         (N,) str            photo path relative to the input folder (preprocessing)
+box            (N, 4) float32      x, y, w, h of the face in the photo (preprocessing)
+confidence     (N,) float32        MTCNN confidence (NaN for fixed crops; preprocessing)
+keypoints      (N, 5, 2) float32   eyes, nose, mouth corners (x, y) in the photo
+=============  ==================  ==================================================
+
+A file is valid only when ``attrs['complete']`` is true (written last, before the rename).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+FORMAT_VERSION = 1
+MERGED_NAME = "faces.h5"  # the merged view in a preprocess output_dir
+
+IMAGES, LABELS, ATTRIBUTES = "images", "labels", "attributes"
+SOURCE, BOX, CONFIDENCE, KEYPOINTS = "source", "box", "confidence", "keypoints"
+CLASS_NAMES, ATTRIBUTE_NAMES = "class_names", "attribute_names"
+VERSION_KEY, COMPLETE_KEY, NUM_FACES_KEY = "format_version", "complete", "num_faces"
+
+
+class FaceFileError(ValueError):
+    """The file is not a usable face file (named in the message)."""
+
+
+def stamp(attrs: Any, complete: bool = True) -> None:
+    """Mark a file being written with this layout's version (and completeness)."""
+    attrs[VERSION_KEY] = FORMAT_VERSION
+    attrs[COMPLETE_KEY] = complete
+
+
+def check_readable(f: Any, path: Any) -> None:
+    """Refuse an incomplete file, one of another layout version, or one without images."""
+    version = f.attrs.get(VERSION_KEY)
+    if version is not None and int(version) != FORMAT_VERSION:
+        raise FaceFileError(f"{path}: face-file format version {int(version)}, this version "
+                            f"of facegan-hpc reads version {FORMAT_VERSION}: re-run its "
+                            "preprocessing")
+    if not f.attrs.get(COMPLETE_KEY, False):
+        raise FaceFileError(f"{path}: incomplete (its writer did not finish)")
+    if IMAGES not in f or LABELS not in f:
+        raise FaceFileError(f"{path}: no '{IMAGES}'/'{LABELS}' datasets: not a face file")
+
+
+def names(f: Any, key: str, default: list[str] | None = None) -> list[str]:
+    """A list-of-strings attribute (class or attribute names) as Python strings."""
+    return [str(v) for v in f.attrs.get(key, default if default is not None else [])]

@@ -1,0 +1,84 @@
+"""One-way layers: the base (``jobs.core``) imports nothing of the project above it; ``gan`` and
+``preprocess`` are peers that import only the base; the orchestration (the rest of ``jobs``)
+sits on top. Every import counts, including those inside functions, and no two modules may
+import each other, directly or round a longer cycle."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+PACKAGES = ("jobs", "gan", "preprocess")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+
+
+def imports_of(path: Path, known: dict[str, Path]) -> set[str]:
+    """Project modules that ``path`` imports anywhere in its body (``from a import b`` counts
+    as ``a.b`` when that is a module, else as ``a``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                found.add(full if full in known else node.module)
+    return {m for m in found if m in known}
+
+
+def layer(module: str) -> str:
+    if module == "jobs" or module.startswith("jobs.core"):
+        return "base"
+    if module.split(".")[0] in ("gan", "preprocess"):
+        return module.split(".")[0]
+    return "orchestration"
+
+
+ALLOWED = {"base": {"base"}, "gan": {"base", "gan"}, "preprocess": {"base", "preprocess"},
+           "orchestration": {"base", "gan", "preprocess", "orchestration"}}
+
+
+def graph() -> dict[str, set[str]]:
+    known = project_modules()
+    return {m: imports_of(p, known) - {m} for m, p in known.items()}
+
+
+def test_no_import_goes_down_to_up_or_sideways():
+    wrong = [f"{m} ({layer(m)}) imports {d} ({layer(d)})"
+             for m, deps in graph().items() for d in sorted(deps)
+             if layer(d) not in ALLOWED[layer(m)]]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_import_cycles():
+    edges = graph()
+    cycles, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        for dep in sorted(edges[node]):
+            if state.get(dep) == "open":
+                cycles.append(" -> ".join(stack[stack.index(dep):] + [dep]))
+            elif dep not in state:
+                visit(dep, stack + [dep])
+        state[node] = "done"
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "\n".join(cycles)
+
+
+def test_package_inits_import_nothing_of_the_project():
+    known = project_modules()
+    for pkg in PACKAGES:
+        assert not imports_of(ROOT / pkg / "__init__.py", known), pkg
