@@ -70,11 +70,11 @@ def last_epoch_secs(run_dir: Path) -> float:
 def conditional_rows(model: str, trainer, judge, label: str) -> None:
     from gan.evaluate import classifier_score, conditional_accuracy
 
-    acc = conditional_accuracy(trainer, judge, 100)
+    acc = conditional_accuracy(trainer.sampler, judge, 100)
     TABLE.add(f"{label}: conditional accuracy vs the judge's on real digits", 100 * acc,
               100 * judge.real_accuracy, "%")
     data = trainer.data
-    cas = classifier_score(trainer, np.asarray(data.images[:]), data.labels, 1000)
+    cas = classifier_score(trainer.sampler, np.asarray(data.images[:]), data.labels, 1000)
     TABLE.add(f"{model}: classifier trained on generated vs on real digits (real test set)",
               100 * cas["synthetic_trained_accuracy"], 100 * cas["real_trained_accuracy"], "%")
 
@@ -83,7 +83,8 @@ def arithmetic_row(model: str, trainer, attribute: str) -> None:
     from gan.arithmetic import arithmetic
 
     try:
-        _, _, fig = arithmetic(trainer, attribute, 1000, 1, 5, 2.0)  # alphas -2, -1, 0, 1, 2
+        # alphas -2, -1, 0, 1, 2
+        _, _, fig = arithmetic(trainer.sampler, trainer.data, attribute, 1000, 1, 5, 2.0)
     except ValueError as exc:  # an undertrained generator (--quick) may draw no "1" at all
         print(f"{model} arithmetic: {exc}")
         return
@@ -116,18 +117,18 @@ def main() -> None:
             trained[model] = trainer
         cgan = trained["cgan"]
         t = time.perf_counter()
-        cgan.manager.save(checkpoint_number=10**6)
+        cgan.checkpoints.manager.save(checkpoint_number=10**6)
         TABLE.add("checkpoint save time vs one epoch (cgan digits)", time.perf_counter() - t,
                   last_epoch_secs(cgan.run_dir), "s", ".3f", higher_is_better=False)
         aeacgan = trained["aeacgan"]
-        f1 = attribute_f1(aeacgan, 1000)["mean_f1"]
+        f1 = attribute_f1(aeacgan.sampler, aeacgan.data, 1000)["mean_f1"]
         TABLE.add("aeacgan: D's attribute head, mean F1 on generated vs on its training digits",
                   f1["d_generated"], f1["d_real"], "", ".3f")
         arithmetic_row("aeacgan", aeacgan, "digit_1")
 
         trainer, secs, n = train("dcgan", folder, epochs)
         judge = DigitJudge(size=trainer.spec.model.image_size)
-        images, _ = generate(trainer, 100)  # 1,000 samples (the labels are ignored)
+        images, _ = generate(trainer.sampler, 100)  # 1,000 samples (the labels are ignored)
         shares = judge.class_shares(images)
         TABLE.add(f"dcgan 32x32 digits ({n} epochs, {secs:.0f} s): largest class share of "
                   "1,000 samples vs uniform", 100 * shares.max(), 10.0, "%",

@@ -34,14 +34,17 @@ def attribute_targets(data, attribute: str) -> np.ndarray:
 class Judge:
     """Says whether images (uint8, N×S×S×C) show the attribute."""
 
-    def __init__(self, trainer, attribute: str, seed: int = 0):
-        data = trainer.data
-        targets = attribute_targets(data, attribute)
-        self.channels = data.shape[-1]
-        if trainer.E is not None and attribute in data.attribute_names:
-            self.kind, self.column, self.encoder = "encoder", \
-                data.attribute_names.index(attribute), trainer.E
+    def __init__(self, trainer, data, attribute: str, seed: int = 0):
+        """``trainer``: a sampler; ``data``: real images (an ImageSet), needed unless the
+        model's own encoder judges the attribute."""
+        self.channels = trainer.channels
+        names = trainer.conditioning.attribute_names
+        if trainer.E is not None and attribute in names:
+            self.kind, self.column, self.encoder = "encoder", names.index(attribute), trainer.E
             return
+        if data is None:
+            raise ValueError(f"judging {attribute!r} needs real images: set generate.data")
+        targets = attribute_targets(data, attribute)
         from sklearn.linear_model import LogisticRegression
 
         rng = np.random.default_rng(seed)
@@ -90,14 +93,14 @@ def _judge_all(trainer, judge: Judge, w: np.ndarray, cond: np.ndarray | None) ->
                            for i in range(0, len(w), 256)])
 
 
-def arithmetic(trainer, attribute: str, samples: int, rows: int, steps: int, strength: float,
+def arithmetic(trainer, data, attribute: str, samples: int, rows: int, steps: int, strength: float,
                seed: int = 0) -> tuple[np.ndarray, list[str], dict]:
     """The figure's images (``rows`` × ``steps``, α from −strength to +strength) and
     captions, and the numbers: how often the judge sees the attribute at each α (over a
     larger set of base points), which must rise with α if ``v`` means anything. For an
     attribute model ``v`` spans latent and attributes; the share along its latent part alone
     is reported too."""
-    judge = Judge(trainer, attribute, seed)
+    judge = Judge(trainer, data, attribute, seed)
     w, cond = _inputs(trainer, samples, seed, 2)
     has = _judge_all(trainer, judge, w, cond)
     if has.all() or not has.any():

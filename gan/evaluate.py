@@ -17,7 +17,7 @@ def generate(trainer, per_class: int, seed: int = 123) -> tuple[np.ndarray, np.n
     labels = np.repeat(np.arange(trainer.num_classes, dtype=np.int32), per_class)
     z = trainer.figure_latent(len(labels), sampling.seed_for(seed, 0, 0, "grid"))
     images = trainer.generate(z, labels)
-    return images[..., :trainer.data.shape[-1]], labels  # grey data: one channel back
+    return images[..., :trainer.channels], labels  # grey data: one channel back
 
 
 def pixel_features(images: np.ndarray, max_side: int = 32) -> np.ndarray:
@@ -72,11 +72,11 @@ def _batched(model, images: np.ndarray, batch: int = 256) -> list[np.ndarray]:
     return [np.concatenate([np.asarray(o[k]) for o in outs]) for k in range(len(outs[0]))]
 
 
-def attribute_f1(trainer, samples: int, seed: int = 0) -> dict:
+def attribute_f1(trainer, data, samples: int, seed: int = 0) -> dict:
     """Per-attribute F1 of an attribute model's heads: D's and the encoder's attribute
     predictions on real photos (up to ``samples`` of them) against the data's attributes, and
-    D's predictions on generated images against the attributes they were conditioned on."""
-    data = trainer.data
+    D's predictions on generated images against the attributes they were conditioned on.
+    ``trainer``: a sampler with D and E loaded; ``data``: the real images (an ImageSet)."""
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(data.num, min(samples, data.num), replace=False))
     real, truth = np.asarray(data.images[idx]), data.attributes[idx]

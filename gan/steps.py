@@ -48,13 +48,13 @@ class _Parts:
         self.world, self.hvd = world, world.hvd
         self.batch, self.seed, self.rank = spec.batch_size, spec.seed, world.rank
         self.noise, self.smooth = spec.disc_input_noise, spec.label_smoothing
-        self.trainer = trainer
+        self.sampler = trainer.sampler
 
     def seed_for(self, step, purpose: str):
         return sampling.seed_for(self.seed, self.rank, step, purpose)
 
     def latent(self, step, purpose: str):
-        return self.trainer.latent(self.batch, self.seed_for(step, purpose))
+        return self.sampler.latent(self.batch, self.seed_for(step, purpose))
 
     def noisy(self, x, step, purpose: str):
         if self.noise <= 0:
@@ -82,24 +82,25 @@ def _accuracies(real_logits, fake_logits) -> list:
 
 def adversarial(trainer) -> Callable:
     p = _Parts(trainer)
-    G, D = trainer.G, trainer.D
+    G, D, state = trainer.state.G, trainer.state.D, trainer.state
+    sample_conditions = trainer.sampler.sample_conditions
 
     @tf.function
     def train_step(images, labels, step, stop):
         real = to_signed_unit(tf.cast(images, tf.float32))
-        fake_labels = trainer.sample_conditions(p.batch, p.seed_for(step, "d_labels"))
+        fake_labels = sample_conditions(p.batch, p.seed_for(step, "d_labels"))
         fake = G([p.latent(step, "d_latent"), fake_labels], training=True)
         with tf.GradientTape() as tape:  # separate calls: BatchNorm must not mix them
             real_logits = D([p.noisy(real, step, "noise_real"), labels], training=True)
             fake_logits = D([p.noisy(fake, step, "noise_fake"), fake_labels], training=True)
             d_real, d_fake = bce(p.smooth, real_logits), bce(0.0, fake_logits)
             d_loss = d_real + d_fake
-        p.update(trainer.d_opt, D.trainable_variables, tape, d_loss)
-        g_labels = trainer.sample_conditions(p.batch, p.seed_for(step, "g_labels"))
+        p.update(state.d_opt, D.trainable_variables, tape, d_loss)
+        g_labels = sample_conditions(p.batch, p.seed_for(step, "g_labels"))
         with tf.GradientTape() as tape:
             g_loss = bce(1.0, D([G([p.latent(step, "g_latent"), g_labels], training=True),
                                  g_labels], training=True))
-        p.update(trainer.g_opt, G.trainable_variables, tape, g_loss)
+        p.update(state.g_opt, G.trainable_variables, tape, g_loss)
         return p.finish([d_real, d_fake, g_loss, *_accuracies(real_logits, fake_logits)], stop)
 
     return train_step
@@ -107,14 +108,15 @@ def adversarial(trainer) -> Callable:
 
 def autoencoding(trainer) -> Callable:
     p = _Parts(trainer)
-    G, D, E = trainer.G, trainer.D, trainer.E
+    G, D, E, state = trainer.state.G, trainer.state.D, trainer.state.E, trainer.state
+    sample_conditions = trainer.sampler.sample_conditions
     ae_variables = E.trainable_variables + G.trainable_variables
 
     @tf.function
     def train_step(images, attributes, step, stop):
         real = to_signed_unit(tf.cast(images, tf.float32))
         attributes = tf.cast(attributes, tf.float32)
-        fake_attrs = trainer.sample_conditions(p.batch, p.seed_for(step, "d_labels"))
+        fake_attrs = sample_conditions(p.batch, p.seed_for(step, "d_labels"))
         fake = G([p.latent(step, "d_latent"), fake_attrs], training=True)
         with tf.GradientTape() as tape:  # D: real/fake on both, attributes on real photos
             real_logits, real_attr_logits = D(p.noisy(real, step, "noise_real"), training=True)
@@ -122,20 +124,20 @@ def autoencoding(trainer) -> Callable:
             d_real, d_fake = bce(p.smooth, real_logits), bce(0.0, fake_logits)
             d_attr = attribute_bce(attributes, real_attr_logits)
             d_loss = d_real + d_fake + d_attr
-        p.update(trainer.d_opt, D.trainable_variables, tape, d_loss)
-        g_attrs = trainer.sample_conditions(p.batch, p.seed_for(step, "g_labels"))
+        p.update(state.d_opt, D.trainable_variables, tape, d_loss)
+        g_attrs = sample_conditions(p.batch, p.seed_for(step, "g_labels"))
         with tf.GradientTape() as tape:  # G through D (this tape trains only G)
             logits, attr_logits = D(G([p.latent(step, "g_latent"), g_attrs], training=True),
                                     training=True)
             g_loss, g_attr = bce(1.0, logits), attribute_bce(g_attrs, attr_logits)
             g_total = g_loss + g_attr
-        p.update(trainer.g_opt, G.trainable_variables, tape, g_total)
+        p.update(state.g_opt, G.trainable_variables, tape, g_total)
         with tf.GradientTape() as tape:  # the autoencoder: photo -> (attributes, z) -> photo
             e_attr_logits, z = E(real, training=True)
             recon = G([z, tf.sigmoid(e_attr_logits)], training=True)
             ae_mae = tf.reduce_mean(tf.abs(tf.cast(recon, tf.float32) - real))
             ae_loss = ae_mae + attribute_bce(attributes, e_attr_logits)
-        p.update(trainer.ae_opt, ae_variables, tape, ae_loss)
+        p.update(state.ae_opt, ae_variables, tape, ae_loss)
         return p.finish([d_real, d_fake, g_loss, *_accuracies(real_logits, fake_logits),
                          d_attr, g_attr, ae_mae], stop)
 
@@ -143,4 +145,4 @@ def autoencoding(trainer) -> Callable:
 
 
 def make_step(trainer) -> Callable:
-    return autoencoding(trainer) if trainer.E is not None else adversarial(trainer)
+    return autoencoding(trainer) if trainer.state.E is not None else adversarial(trainer)

@@ -242,12 +242,17 @@ class GenerateSpec:
                        example="/scratch/$USER/runs/cgan64")
     output_dir: str = opt(help="Where PNGs and the figures' JSON go", path="output",
                           example="/scratch/$USER/runs/cgan64/figures")
-    task: Literal["grid", "interpolate", "arithmetic", "classifier_score", "attribute_f1"] = \
+    task: Literal["grid", "interpolate", "arithmetic", "classifier_score", "attribute_f1",
+                  "export"] = \
         opt("grid", "grid: samples per class; interpolate: face-to-face rows per class, linear "
                     "and spherical; arithmetic: z + alpha*v rows along an attribute's "
                     "direction; classifier_score: train a classifier on generated images "
                     "only, test it on held-out real ones, beside one trained on real images; "
-                    "attribute_f1: per-attribute F1 of an aeacgan's attribute heads")
+                    "attribute_f1: per-attribute F1 of an aeacgan's attribute heads; export: "
+                    "generator.keras + generator.json, loadable with plain Keras")
+    data: str | None = opt(None, "Real images for the tasks that compare with them "
+                                 "(classifier_score, attribute_f1, arithmetic's fitted judge); "
+                                 "none = the run's training data", path="exists")
     checkpoint: int | None = opt(None, "Checkpoint number; none = the latest", ge=0)
     per_class: int = opt(8, "Samples per class (grid; classifier_score uses 100x this)", ge=1)
     steps: int = opt(10, "Interpolation steps; arithmetic: alpha values", ge=2)

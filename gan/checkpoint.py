@@ -1,0 +1,80 @@
+"""The run directory's checkpoints: save, restore with fallback, and the compatibility check.
+
+``tf.train.CheckpointManager`` writes each checkpoint under temporary names and only then points
+``checkpoints/checkpoint`` (the index file) at it, so a kill at any instant leaves the previous
+one in force. On restore the newest one that reads back cleanly wins; an older one is used, with
+a warning naming the skipped file and why, if the newest is damaged. ``train_spec.yaml`` is kept
+with the run: a run made for another model is refused instead of resumed into nonsense.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import tensorflow as tf
+import yaml
+
+from gan.sampler import SPEC_FILE
+from jobs.core.files import atomic_write_text
+from jobs.core.schema import TrainSpec, to_plain
+
+log = logging.getLogger(__name__)
+
+
+class SpecMismatch(Exception):
+    """The run directory was made by a spec with another model or data."""
+
+
+class RunCheckpoints:
+    def __init__(self, spec: TrainSpec, objects: dict, is_chief: bool, fresh: bool = False):
+        self.spec = spec
+        self.run_dir = Path(spec.run_dir)
+        self.dir = self.run_dir / "checkpoints"
+        self.is_chief = is_chief
+        if fresh and tf.train.latest_checkpoint(str(self.dir)):
+            raise SpecMismatch(f"--fresh: {self.run_dir} already holds checkpoints; remove "
+                               "it or drop --fresh to resume")
+        self.ckpt = tf.train.Checkpoint(**objects)
+        self.manager = tf.train.CheckpointManager(self.ckpt, str(self.dir),
+                                                  max_to_keep=spec.checkpoint.keep)
+
+    def restore(self) -> str | None:
+        """Newest checkpoint that restores cleanly; older ones if it does not. None: a new run.
+        Call on every rank: each reads the same index file (rank 0 then broadcasts anyway)."""
+        self._check_spec_file()
+        for path in reversed(self.manager.checkpoints):
+            try:
+                self.ckpt.restore(path).assert_existing_objects_matched()
+            except (tf.errors.OpError, AssertionError, ValueError) as exc:
+                log.warning("checkpoint %s does not restore (%s); trying an older one", path,
+                            str(exc).splitlines()[0])
+                continue
+            return path
+        return None
+
+    def restore_number(self, number: int) -> str:
+        path = str(self.dir / f"ckpt-{number}")
+        self.ckpt.restore(path).assert_existing_objects_matched()
+        return path
+
+    def save(self, step: int, reason: str) -> None:
+        """Rank 0 writes; the others only count."""
+        if self.is_chief:
+            t = time.perf_counter()
+            path = self.manager.save(checkpoint_number=step)
+            log.info("checkpoint %s (%s, %.2f s)", Path(path).name, reason,
+                     time.perf_counter() - t)
+
+    def _check_spec_file(self) -> None:
+        """Keep the spec with the run; refuse to resume a run made for another model."""
+        path = self.run_dir / SPEC_FILE
+        current = to_plain(self.spec)
+        if path.exists() and self.manager.checkpoints:
+            saved = yaml.safe_load(path.read_text())
+            if saved.get("model") != current["model"]:
+                raise SpecMismatch(f"{self.run_dir} was trained with another train.model "
+                                   f"({saved.get('model')}); use a new run_dir")
+        if self.is_chief:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))

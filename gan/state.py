@@ -1,0 +1,64 @@
+"""Everything a training run is, as TensorFlow variables: the networks, one optimizer per
+update, the counters (epoch, step in it, global step, checkpoints saved) and Keras' layer RNG
+states. All of it goes into every checkpoint, so a resumed run is the run it was."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from gan import distributed, models
+from gan.conditioning import Conditioning
+from jobs.core.schema import TrainSpec
+
+
+def make_optimizer(spec: TrainSpec, world_size: int, variables: list, lr_ratio: float = 1.0
+                   ) -> tf.keras.optimizers.Optimizer:
+    o = spec.optimizer
+    lr = o.learning_rate * lr_ratio * (world_size if o.scale_lr_by_ranks else 1)
+    cls = {"adam": tf.keras.optimizers.Adam, "adamax": tf.keras.optimizers.Adamax}[o.name]
+    opt = cls(learning_rate=lr, beta_1=o.beta_1, beta_2=o.beta_2)
+    opt.build(variables)
+    return opt
+
+
+class TrainState:
+    def __init__(self, spec: TrainSpec, world_size: int, conditioning: Conditioning):
+        tf.keras.utils.set_random_seed(spec.seed)  # same initial weights on every start
+        nets = models.build(spec.model, conditioning.num_classes,
+                            conditioning.image_shape[-1], conditioning.num_attributes)
+        self.G, self.D, self.E = nets.generator, nets.discriminator, nets.encoder
+        self.networks = [m for m in (self.G, self.D, self.E) if m is not None]
+        self.g_opt = make_optimizer(spec, world_size, self.G.trainable_variables)
+        self.d_opt = make_optimizer(spec, world_size, self.D.trainable_variables)
+        self.optimizers = [self.g_opt, self.d_opt]
+        self.ae_opt = None
+        if self.E is not None:  # the autoencoder update trains E and G together
+            self.ae_opt = make_optimizer(spec, world_size, self.E.trainable_variables
+                                         + self.G.trainable_variables,
+                                         spec.optimizer.autoencoder_lr_ratio)
+            self.optimizers.append(self.ae_opt)
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.saves = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def checkpoint_objects(self) -> dict:
+        """What a checkpoint holds of the state (the guard adds its snapshots)."""
+        objects = dict(generator=self.G, discriminator=self.D, g_optimizer=self.g_opt,
+                       d_optimizer=self.d_opt, epoch=self.epoch,
+                       step_in_epoch=self.step_in_epoch, global_step=self.global_step,
+                       saves=self.saves, layer_rng=self._layer_rng_states())
+        if self.E is not None:
+            objects.update(encoder=self.E, ae_optimizer=self.ae_opt)
+        return objects
+
+    def _layer_rng_states(self) -> list:
+        """Keras 3 keeps Dropout's RNG in seed-generator variables that are neither weights
+        nor saved by tf.train.Checkpoint through the model: save them explicitly, or a
+        resumed run would draw other dropout masks."""
+        return [distributed.tf_variables([v])[0] for m in self.networks
+                for v in m.variables if not any(v is w for w in m.weights)]
+
+    def variables(self) -> list:
+        """Every variable rank 0 broadcasts at the start."""
+        return ([v for m in self.networks + self.optimizers for v in m.variables]
+                + [self.epoch, self.step_in_epoch, self.global_step, self.saves])
