@@ -2,7 +2,7 @@
 
 A builder returns ``Networks`` with a fixed calling convention, so one training loop (and one
 step per family, ``gan/steps.py``) serves every model: ``generator([z, condition])`` → images
-in [-1, 1], where the condition is what ``CONDITION[name]`` says:
+in [-1, 1], where the condition is what the family's ``condition`` says (``gan.families``):
 
 * ``label``: an int class label (the embedding cGAN); ``discriminator([images, labels])`` →
   one logit per image.
@@ -24,6 +24,7 @@ from typing import Callable
 import keras
 from keras import layers
 
+from gan.families import family
 from jobs.core.schema import ModelSpec
 
 
@@ -158,15 +159,9 @@ def build_aeacgan(spec: ModelSpec, num_classes: int, channels: int, num_attribut
     return Networks(generator, discriminator, encoder)
 
 
-REGISTRY: dict[str, Callable[[ModelSpec, int, int, int], Networks]] = {
-    "cgan": build_cgan,
-    "dcgan": build_dcgan,
-    "aeacgan": build_aeacgan,
-}
-# what the generator's second input is (see the module docstring)
-CONDITION = {"cgan": "label", "dcgan": "none", "aeacgan": "attributes"}
-
-
 def build(spec: ModelSpec, num_classes: int, channels: int, num_attributes: int = 0
           ) -> Networks:
-    return REGISTRY[spec.name](spec, num_classes, channels, num_attributes)
+    """The networks of ``spec.name``'s family (its builder, named in ``gan.families``)."""
+    builder: Callable[[ModelSpec, int, int, int], Networks] = globals()[
+        family(spec.name).builder]
+    return builder(spec, num_classes, channels, num_attributes)

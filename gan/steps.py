@@ -17,14 +17,9 @@ from typing import Callable
 import tensorflow as tf
 
 from gan import distributed, sampling
+from gan.families import family
 from jobs.core.images import to_signed_unit
 
-ADVERSARIAL = ("d_real", "d_fake", "g", "d_acc_real", "d_acc_fake")
-AUTOENCODING = ADVERSARIAL + ("d_attr", "g_attr", "ae_mae")
-
-
-def metric_names(model_name: str) -> tuple[str, ...]:
-    return AUTOENCODING if model_name == "aeacgan" else ADVERSARIAL
 
 
 def bce(target: float, logits) -> tf.Tensor:
@@ -145,4 +140,5 @@ def autoencoding(trainer) -> Callable:
 
 
 def make_step(trainer) -> Callable:
-    return autoencoding(trainer) if trainer.state.E is not None else adversarial(trainer)
+    """The family's step (``gan.families``: its ``step`` names one of the functions above)."""
+    return globals()[family(trainer.spec.model.name).step](trainer)

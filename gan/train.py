@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from gan import distributed, models, steps
+from gan import distributed, steps
 from gan.checkpoint import RunCheckpoints, SpecMismatch
 from gan.conditioning import Conditioning
 from gan.data import ImageSet, Split
+from gan.families import family
 from gan.guard import Guard
 from gan.outputs import RunOutputs
 from gan.sampler import GRID_PER_CLASS, Sampler
@@ -74,7 +75,7 @@ class Trainer:
         self.steps_per_epoch = self.data.steps_per_epoch(self.split)
         self._check_data()
         self.conditioning = Conditioning.from_data(
-            self.data, models.CONDITION[spec.model.name], spec.model.num_classes,
+            self.data, family(spec.model.name).condition, spec.model.num_classes,
             spec.latent.class_probabilities)
         self.state = TrainState(spec, world.size, self.conditioning)
         st = self.state
@@ -87,7 +88,7 @@ class Trainer:
         if world.is_chief:
             self.conditioning.save(self.run_dir)
         distributed.broadcast(world, st.variables() + list(self.guard.variables))
-        self.metric_names = steps.metric_names(spec.model.name)
+        self.metric_names = family(spec.model.name).metrics
         self.step_fn = steps.make_step(self)
 
     def _check_data(self) -> None:
@@ -135,14 +136,14 @@ class Trainer:
     def run(self, stop: StopSignals | None = None) -> int:
         """Train to ``spec.epochs``. ``stop`` lets the caller catch signals from before the
         trainer was built (startup takes seconds; a preemption may land in them)."""
-        spec, chief = self.spec, self.world.is_chief
+        spec = self.spec
         start_epoch, start_step = int(self.state.epoch), int(self.state.step_in_epoch)
         if self.resumed_from:
             log.info("resumed from %s: epoch %d, step %d of %d in it (global step %d)",
                      Path(self.resumed_from).name, start_epoch + 1, start_step,
                      self.steps_per_epoch, int(self.state.global_step))
         outputs = RunOutputs(self.run_dir, self.sampler.grid_names, int(self.state.global_step),
-                             self.metric_names) if chief else None
+                             self.metric_names) if self.world.is_chief else None
         if start_epoch >= spec.epochs:
             log.info("all %d epochs already done in %s", spec.epochs, self.run_dir)
             return exitcodes.OK
@@ -150,54 +151,11 @@ class Trainer:
         t0 = time.monotonic()
         try:
             for epoch in range(start_epoch, spec.epochs):
-                seen: list[np.ndarray] = []
-                bar = self._progress(epoch, start_step)
-                for s, (images, labels, idx) in enumerate(
-                        self.data.batches(spec.seed, epoch, self.split, start_step),
-                        start=start_step):
-                    condition = (self.data.attributes[idx] if self.conditioning.kind == "attributes"
-                                 else labels)
-                    metrics, stops = self.step_fn(images, condition, self.state.global_step,
-                                                  tf.constant(float(stop.requested)))
-                    values = dict(zip(self.metric_names, metrics.numpy().tolist()))
-                    self.state.global_step.assign_add(1)
-                    self.state.step_in_epoch.assign(s + 1)
-                    seen.append(idx)
-                    self.guard.observe(int(self.state.global_step), values["d_real"],
-                                       values["d_fake"], values["g"])
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix({k: f"{values[k]:.3f}" for k in ("d_real", "d_fake",
-                                                                         "g")})
-                    if outputs is not None:
-                        outputs.add_step(values)
-                        if (s + 1) % spec.log_every_steps == 0:
-                            self._log_interval(outputs, epoch, s + 1, t0)
-                    if float(stops) > 0:
-                        self.save("stop signal")
-                        self.barrier()
-                        log.warning("stopped at epoch %d step %d/%d: exit %d to be requeued",
-                                    epoch + 1, s + 1, self.steps_per_epoch, exitcodes.REQUEUE)
-                        return exitcodes.REQUEUE
-                    every = spec.checkpoint.every_steps
-                    if every and int(self.state.global_step) % every == 0 \
-                            and s + 1 < self.steps_per_epoch:
-                        self.save(f"every {every} steps")
-                if bar is not None:
-                    bar.close()
+                seen = self._train_epoch(epoch, start_step, stop, outputs, t0)
+                if seen is None:
+                    return exitcodes.REQUEUE
                 start_step = 0
-                self.state.epoch.assign(epoch + 1)
-                self.state.step_in_epoch.assign(0)
-                self._average_statistics()
-                in_sync, ranks = self._rank_check(seen)
-                if not in_sync:
-                    raise RuntimeError(f"ranks diverged after epoch {epoch + 1}: {ranks}")
-                # outputs first: if a kill lands between the two, the epoch is redone and
-                # its outputs rewritten; the other way round they would be lost
-                self.state.saves.assign_add(1)
-                if outputs is not None:
-                    self._epoch_outputs(outputs, epoch, ranks, t0)
-                self.save(f"epoch {epoch + 1}", counted=True)
+                self._end_epoch(epoch, seen, outputs, t0)
         finally:
             stop.restore()
         self.barrier()
@@ -205,6 +163,59 @@ class Trainer:
                  spec.epochs, int(self.state.global_step), int(self.state.saves),
                  int(self.guard.rollbacks), self.run_dir)
         return exitcodes.OK
+
+    def _train_epoch(self, epoch: int, start_step: int, stop: StopSignals,
+                     outputs: RunOutputs | None, t0: float) -> list[np.ndarray] | None:
+        """One epoch from ``start_step``: the indices each step read, or None when a stop
+        signal ended it (after a checkpoint every rank waited for)."""
+        spec, st, seen = self.spec, self.state, []
+        bar = self._progress(epoch, start_step)
+        attributes = self.conditioning.kind == "attributes"
+        for s, (images, labels, idx) in enumerate(
+                self.data.batches(spec.seed, epoch, self.split, start_step), start=start_step):
+            condition = self.data.attributes[idx] if attributes else labels
+            metrics, stops = self.step_fn(images, condition, st.global_step,
+                                          tf.constant(float(stop.requested)))
+            values = dict(zip(self.metric_names, metrics.numpy().tolist()))
+            st.global_step.assign_add(1)
+            st.step_in_epoch.assign(s + 1)
+            seen.append(idx)
+            self.guard.observe(int(st.global_step), values["d_real"], values["d_fake"],
+                               values["g"])
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{values[k]:.3f}" for k in ("d_real", "d_fake", "g")})
+            if outputs is not None:
+                outputs.add_step(values)
+                if (s + 1) % spec.log_every_steps == 0:
+                    self._log_interval(outputs, epoch, s + 1, t0)
+            if float(stops) > 0:
+                self.save("stop signal")
+                self.barrier()
+                log.warning("stopped at epoch %d step %d/%d: exit %d to be requeued",
+                            epoch + 1, s + 1, self.steps_per_epoch, exitcodes.REQUEUE)
+                return None
+            every = spec.checkpoint.every_steps
+            if every and int(st.global_step) % every == 0 and s + 1 < self.steps_per_epoch:
+                self.save(f"every {every} steps")
+        if bar is not None:
+            bar.close()
+        return seen
+
+    def _end_epoch(self, epoch: int, seen: list[np.ndarray], outputs: RunOutputs | None,
+                   t0: float) -> None:
+        self.state.epoch.assign(epoch + 1)
+        self.state.step_in_epoch.assign(0)
+        self._average_statistics()
+        in_sync, ranks = self._rank_check(seen)
+        if not in_sync:
+            raise RuntimeError(f"ranks diverged after epoch {epoch + 1}: {ranks}")
+        # outputs first: if a kill lands between the two, the epoch is redone and its
+        # outputs rewritten; the other way round they would be lost
+        self.state.saves.assign_add(1)
+        if outputs is not None:
+            self._epoch_outputs(outputs, epoch, ranks, t0)
+        self.save(f"epoch {epoch + 1}", counted=True)
 
     def _progress(self, epoch: int, start_step: int):
         if not (self.world.is_chief and runtime.show_progress()):

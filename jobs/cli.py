@@ -14,12 +14,14 @@ import yaml
 
 from jobs.core import exitcodes, runtime
 from jobs import pipeline, runner, schema_doc, submission
+from gan import families
 from jobs.core.loader import (SpecError, check_paths, load_spec, parse_set_args,
-                              pipeline_problems)
+                              pipeline_problems, pipeline_stages)
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
 from jobs.submit import status, submit
-from jobs.sweep import SUMMARY_COLUMNS, format_table, summary, validate_points
+from jobs.sweep import (SUMMARY_COLUMNS, expand_points, format_table, point_spec, summary,
+                        validate_points)
 
 log = logging.getLogger("jobs")
 
@@ -97,7 +99,29 @@ def main(argv: list[str] | None = None, stop: StopSignals | None = None) -> int:
 
 
 def _load(args: argparse.Namespace, path: str) -> JobSpec:
-    return load_spec(path, parse_set_args(args.set))
+    """Load and check a spec, including the rules of the specs it refers to."""
+    spec = load_spec(path, parse_set_args(args.set))
+    problems = deep_problems(spec)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def deep_problems(spec: JobSpec) -> list[str]:
+    """Beyond the schema: the model family's rules (``gan.families``) for a train spec, and
+    for the specs a sweep or pipeline refers to (when those files exist)."""
+    if spec.kind == "train":
+        return [f"{spec.source}: {p}" for p in
+                families.problems(spec.work.model.name, spec.work.latent.distribution)]
+    if spec.kind == "sweep" and Path(spec.work.base).exists():
+        points = range(len(expand_points(spec.work)))
+        return validate_points(spec) or [f"{p} [sweep point {i}]" for i in points
+                                         for p in deep_problems(point_spec(spec, i))]
+    if spec.kind == "pipeline" and all(Path(p).exists() for p in (spec.work.preprocess,
+                                                                   spec.work.train)):
+        return pipeline_problems(spec) or [f"{p} [pipeline stage]" for p in
+                                           deep_problems(pipeline_stages(spec)[1])]
+    return []
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -105,9 +129,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for path in args.spec:
         try:
             spec = _load(args, path)
-            problems += _stage_problems(spec)
-            if not problems:
-                print(f"ok: {path} ({spec.kind} '{spec.name}')")
+            print(f"ok: {path} ({spec.kind} '{spec.name}')")
         except SpecError as exc:
             problems += exc.problems
     for problem in problems:
@@ -115,21 +137,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return exitcodes.INVALID_SPEC if problems else exitcodes.OK
 
 
-def _stage_problems(spec: JobSpec) -> list[str]:
-    """Sweeps and pipelines refer to other specs: validate those too (when they exist)."""
-    if spec.kind == "sweep" and Path(spec.work.base).exists():
-        return validate_points(spec)
-    if spec.kind == "pipeline" and all(Path(p).exists() for p in (spec.work.preprocess,
-                                                                   spec.work.train)):
-        return pipeline_problems(spec)
-    return []
-
-
 def cmd_plan(args: argparse.Namespace) -> int:
     spec = _load(args, args.spec)
-    problems = _stage_problems(spec)
-    if problems:
-        raise SpecError(problems)
     print(f"# resolved spec ({spec.source})")
     print(yaml.safe_dump(spec.to_dict(redact=True), sort_keys=False,
                          default_flow_style=None).rstrip())

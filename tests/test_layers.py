@@ -82,3 +82,20 @@ def test_package_inits_import_nothing_of_the_project():
     known = project_modules()
     for pkg in PACKAGES:
         assert not imports_of(ROOT / pkg / "__init__.py", known), pkg
+
+
+def test_modules_and_functions_stay_small():
+    """Small modules with one job each (< 400 lines), functions < 60 lines."""
+    too_big = []
+    for pkg in (*PACKAGES, "bench"):
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            text = path.read_text()
+            if len(text.splitlines()) >= 400:
+                too_big.append(f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines")
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    length = node.end_lineno - node.lineno + 1
+                    if length >= 60:
+                        too_big.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: "
+                                       f"{length} lines")
+    assert not too_big, "\n".join(too_big)

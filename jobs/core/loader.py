@@ -258,9 +258,6 @@ def _check_cross_fields(v: _Validator, kind: str, work: Any) -> None:
         if size % (2 ** n_up) or size // (2 ** n_up) < 2:
             v.fail("train.model.image_size", f"{size} must be a multiple of 2**{n_up} (one "
                    f"doubling per generator block) and at least {2 ** (n_up + 1)}")
-        if work.model.name == "aeacgan" and work.latent.distribution != "unit_uniform":
-            v.fail("train.latent.distribution", "train.model.name aeacgan needs unit_uniform "
-                   f"(its encoder's latent lies in [0, 1]), got {work.latent.distribution!r}")
         probs = work.latent.class_probabilities
         if probs is not None and (any(p < 0 for p in probs) or abs(sum(probs) - 1) > 1e-6):
             v.fail("train.latent.class_probabilities", "must be non-negative and sum to 1")

@@ -137,9 +137,8 @@ class PreprocessSpec:
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class ModelSpec:
-    name: Literal["cgan", "dcgan", "aeacgan"] = opt(
-        "cgan", "Model from the registry (cgan: the embedding cGAN; dcgan: unconditional "
-                "DCGAN; aeacgan: autoencoding AC-GAN conditioned on the data's attributes)")
+    name: str = opt("cgan", "Model family, an entry of gan/families.py (README: 'Model "
+                            "families'); checked by validate, plan, run and submit")
     image_size: int = opt(64, "Generated image side; must equal the data's", ge=8, le=1024)
     latent_dim: int = opt(100, "Size of the latent vector z", ge=1)
     num_classes: int | None = opt(None, "Number of classes; none = read from the data", ge=1)

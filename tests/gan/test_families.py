@@ -1,0 +1,38 @@
+"""The model-family table is the one home of a family's facts: every entry's builder and step
+exist, its metrics head its step's output, and its spec rules reach the user as exit 2."""
+from __future__ import annotations
+
+import inspect
+
+from gan import families, models, steps
+from jobs.core import exitcodes
+from tests.conftest import ROOT, run_cli
+
+
+def test_every_family_names_a_builder_and_a_step_that_exist():
+    for name, fam in families.FAMILIES.items():
+        assert inspect.isfunction(getattr(models, fam.builder, None)), name
+        assert inspect.isfunction(getattr(steps, fam.step, None)), name
+        assert fam.condition in ("label", "none", "attributes"), name
+        assert fam.metrics[:3] == ("d_real", "d_fake", "g"), name  # what the guard reads
+
+
+def test_family_rules_are_reported_with_file_field_and_choices(write_spec, tmp_path):
+    assert families.problems("cgan", "normal") == []
+    assert "needs unit_uniform" in families.problems("aeacgan", "normal")[0]
+    assert "did you mean 'dcgan'" in families.problems("dcgna", "normal")[0]
+    spec = write_spec(f"""\
+        kind: train
+        name: t
+        train:
+          data: {tmp_path / 'x.h5'}
+          run_dir: {tmp_path / 'run'}
+          model: {{name: aeacgan}}
+    """)
+    proc = run_cli("validate", str(spec))
+    assert proc.returncode == exitcodes.INVALID_SPEC
+    assert f"{spec}: train.latent.distribution: train.model.name aeacgan needs unit_uniform" \
+        in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("plan", str(ROOT / "jobs/examples/train_cgan_digits.yaml"),
+                   "--set", "train.model.name=stylegan9")
+    assert proc.returncode == exitcodes.INVALID_SPEC and "unknown model 'stylegan9'" in proc.stderr
