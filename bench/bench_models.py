@@ -60,10 +60,9 @@ def train(model: str, folder: Path, epochs: int | None):
 
 def last_epoch_secs(run_dir: Path) -> float:
     """The last epoch's training time, from metrics.csv (no startup, tracing or figures)."""
-    import csv
+    from gan.outputs import read_metrics
 
-    with open(run_dir / "metrics.csv", newline="") as f:
-        secs = [float(r["secs"]) for r in csv.DictReader(f) if r["kind"] == "epoch"]
+    secs = [float(r["secs"]) for r in read_metrics(run_dir, "epoch")]
     return secs[-1] - secs[-2]
 
 

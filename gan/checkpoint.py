@@ -15,7 +15,7 @@ from pathlib import Path
 import tensorflow as tf
 import yaml
 
-from gan.sampler import SPEC_FILE
+from gan.sampler import SPEC_FILE, why
 from jobs.core.files import atomic_write_text
 from jobs.core.schema import TrainSpec, to_plain
 
@@ -46,9 +46,9 @@ class RunCheckpoints:
         for path in reversed(self.manager.checkpoints):
             try:
                 self.ckpt.restore(path).assert_existing_objects_matched()
-            except (tf.errors.OpError, AssertionError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a damaged file fails in many ways
                 log.warning("checkpoint %s does not restore (%s); trying an older one", path,
-                            str(exc).splitlines()[0])
+                            why(exc))
                 continue
             return path
         return None

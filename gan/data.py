@@ -19,6 +19,8 @@ from typing import Iterator
 import h5py
 import numpy as np
 
+from jobs.core import facefile
+
 log = logging.getLogger(__name__)
 BLOCK = 1024  # images per contiguous read when streaming
 
@@ -36,14 +38,20 @@ class ImageSet:
     def __init__(self, path: str | Path, in_memory_max_gb: float = 4.0):
         self.path = Path(path)
         self.file = h5py.File(self.path, "r")
-        images = self.file["images"]
+        try:
+            facefile.check_readable(self.file, self.path)
+        except facefile.FaceFileError:
+            self.file.close()
+            raise
+        images = self.file[facefile.IMAGES]
         self.num = len(images)
         self.shape = tuple(images.shape[1:])
-        self.labels = self.file["labels"][:].astype(np.int32)
-        self.class_names = [str(c) for c in self.file.attrs.get("class_names", ["all"])]
+        self.labels = self.file[facefile.LABELS][:].astype(np.int32)
+        self.class_names = facefile.names(self.file, facefile.CLASS_NAMES, ["all"])
         # CelebA's 0/1 attributes (kept in memory: 40 bytes an image), if the file has them
-        self.attributes = self.file["attributes"][:] if "attributes" in self.file else None
-        self.attribute_names = [str(a) for a in self.file.attrs.get("attribute_names", [])]
+        self.attributes = self.file[facefile.ATTRIBUTES][:] \
+            if facefile.ATTRIBUTES in self.file else None
+        self.attribute_names = facefile.names(self.file, facefile.ATTRIBUTE_NAMES)
         self.in_memory = images.size <= in_memory_max_gb * 2**30
         self.images = images[:] if self.in_memory else images
         log.info("data %s: %d images %s, %d classes, %s", self.path.name, self.num, self.shape,

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 from PIL import Image
 
-from jobs.core.files import atomic_path
+from jobs.core import facefile
 
 
 def digit_images(size: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -31,16 +30,11 @@ def digit_images(size: int = 16) -> tuple[np.ndarray, np.ndarray]:
 def write_digits(path: str | Path, size: int = 16) -> Path:
     """An HDF5 file in the layout training reads (one grey channel)."""
     images, labels = digit_images(size)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("images", data=images[..., None], chunks=(256, size, size, 1))
-        f.create_dataset("labels", data=labels)
-        # one-hot "attributes" let the attribute-conditioned aeacgan train on digits too
-        f.create_dataset("attributes", data=np.eye(10, dtype=np.uint8)[labels])
-        f.attrs["attribute_names"] = [f"digit_{i}" for i in range(10)]
-        f.attrs["class_names"] = [str(i) for i in range(10)]
-        f.attrs["num_faces"] = len(labels)
-        f.attrs["complete"] = True
-    return Path(path)
+    # one-hot "attributes" let the attribute-conditioned aeacgan train on digits too
+    return facefile.write_arrays(path, images[..., None], labels,
+                                 class_names=[str(i) for i in range(10)],
+                                 attributes=np.eye(10, dtype=np.uint8)[labels],
+                                 attribute_names=[f"digit_{i}" for i in range(10)])
 
 
 class DigitJudge:

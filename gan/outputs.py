@@ -21,6 +21,17 @@ from jobs.core.files import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 EXTRA = ["secs", "rollbacks", "saves", "ranks_in_sync"]
+METRICS_FILE = "metrics.csv"
+
+
+def read_metrics(run_dir: str | Path, kind: str | None = None) -> list[dict]:
+    """The rows of a run's ``metrics.csv`` (all, or one ``kind``: interval or epoch), as
+    dicts of strings; [] before the first row is written. The one reader of the file."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if kind is None or r["kind"] == kind]
 
 
 class RunOutputs:
@@ -30,7 +41,7 @@ class RunOutputs:
         self.class_names = class_names
         self.metrics = metrics  # the model's step metrics (gan/steps.py)
         self.columns = ["kind", "epoch", "step", *metrics, *EXTRA]
-        self.csv_path = run_dir / "metrics.csv"
+        self.csv_path = run_dir / METRICS_FILE
         self.rows = self._load_rows(resume_step)
         self._interval: dict[str, list[float]] = {k: [] for k in metrics}
         self._epoch: dict[str, list[float]] = {k: [] for k in metrics}
@@ -41,11 +52,7 @@ class RunOutputs:
             self.writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
 
     def _load_rows(self, resume_step: int) -> list[dict]:
-        if not self.csv_path.exists():
-            return []
-        with open(self.csv_path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        return rows
+        return [r for r in read_metrics(self.dir) if int(r["step"]) <= resume_step]
 
     def add_step(self, values: dict[str, float]) -> None:
         for key in self.metrics:

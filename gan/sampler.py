@@ -111,6 +111,12 @@ class Sampler:
                                                self.spec.seed if seed is None else seed))
 
 
+def why(exc: BaseException) -> str:
+    """One line on why a checkpoint did not restore."""
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
 def load_train_spec(run_dir: Path) -> TrainSpec:
     path = run_dir / SPEC_FILE
     if not path.exists():
@@ -131,8 +137,8 @@ def restore_partial(ckpt_dir: Path, objects: dict, number: int | None) -> str:
             tf.train.Checkpoint(**objects).restore(path).expect_partial() \
                 .assert_existing_objects_matched()
             return path
-        except (tf.errors.OpError, AssertionError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a damaged file fails in many ways
             log.warning("checkpoint %s does not restore (%s)%s", path,
-                        str(exc).splitlines()[0], "; trying an older one" if number is None
+                        why(exc), "; trying an older one" if number is None
                         else "")
     raise NoCheckpoint(f"{ckpt_dir}: no checkpoint to generate from")

@@ -19,7 +19,8 @@ from jobs.core.loader import (SpecError, check_paths, load_spec, parse_set_args,
                               pipeline_problems, pipeline_stages)
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
-from jobs.submit import status, submit
+from jobs.status import status
+from jobs.submit import submit
 from jobs.sweep import (SUMMARY_COLUMNS, expand_points, format_table, point_spec, summary,
                         validate_points)
 

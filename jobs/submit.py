@@ -10,8 +10,6 @@ import datetime as dt
 import json
 import logging
 import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -171,67 +169,3 @@ def _record(spec: JobSpec, executor: str, ids: list[str], name: str) -> None:
              "kind": spec.kind, "name": name, "spec": spec.source, "job_ids": ids}
     with open(folder / RECORDS, "a") as f:
         f.write(json.dumps(entry) + "\n")
-
-
-def status(work_dir: Path) -> str:
-    """Submissions recorded under ``work_dir``, what Slurm says of them (state, restarts), and
-    the training progress on disk (last checkpoint, last epoch)."""
-    lines = []
-    records_file = work_dir / "logs" / RECORDS
-    records = [json.loads(line) for line in records_file.read_text().splitlines() if line] \
-        if records_file.exists() else []
-    for rec in records:
-        lines.append(f"{rec['time']}  {rec['executor']:<5} {rec['kind']:<10} {rec['name']}  "
-                     f"jobs {', '.join(rec['job_ids'])}")
-    if not records:
-        lines.append(f"{work_dir}: no submissions recorded")
-    slurm_ids = [i for rec in records if rec["executor"] == "slurm" for i in rec["job_ids"]]
-    if slurm_ids:
-        lines += ["", _sacct(slurm_ids)]
-    lines += _progress(work_dir)
-    return "\n".join(lines)
-
-
-def _progress(work_dir: Path) -> list[str]:
-    state = work_dir / "checkpoints" / "checkpoint"
-    if not state.exists():
-        return []
-    latest = state.read_text().splitlines()[0].split('"')[1]
-    out = ["", f"latest checkpoint: {work_dir / 'checkpoints' / latest} (global step "
-               f"{latest.rsplit('-', 1)[-1]})"]
-    metrics = work_dir / "metrics.csv"
-    if metrics.exists():
-        import csv
-
-        with open(metrics, newline="") as f:
-            epochs = [r for r in csv.DictReader(f) if r["kind"] == "epoch"]
-        if epochs:
-            e = epochs[-1]
-            out.append(f"last epoch done: {e['epoch']} (d_real={e['d_real']} "
-                       f"d_fake={e['d_fake']} g={e['g']}, rollbacks={e['rollbacks']})")
-    return out
-
-
-def _sacct(ids: list[str]) -> str:
-    """State per job, with the number of times Slurm requeued it (sacct --duplicates)."""
-    if shutil.which("sacct") is None:
-        return "(sacct not found: Slurm state unavailable on this machine)"
-    base_ids = sorted({i.split("_")[0] for i in ids})
-    cmd = ["sacct", "-X", "-n", "-P", "--duplicates", "-j", ",".join(base_ids),
-           "-o", "JobID,JobName,State,Elapsed,ExitCode"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode:
-        return f"(sacct failed: {proc.stderr.strip()})"
-    latest: dict[str, list[str]] = {}
-    restarts: dict[str, int] = {}
-    for line in proc.stdout.splitlines():
-        row = line.split("|")
-        if len(row) < 5:
-            continue
-        restarts[row[0]] = restarts.get(row[0], 0) + (row[2] == "REQUEUED")
-        latest[row[0]] = row
-    out = [f"{'job':<16} {'name':<24} {'state':<12} {'elapsed':>10} {'exit':<6} restarts"]
-    for job_id, r in latest.items():
-        out.append(f"{r[0]:<16} {r[1]:<24} {r[2]:<12} {r[3]:>10} {r[4]:<6} "
-                   f"{restarts.get(job_id, 0)}")
-    return "\n".join(out)

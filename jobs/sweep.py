@@ -5,11 +5,15 @@ its run directory is ``run_root/<overrides>`` so every task resumes independentl
 """
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import re
 from pathlib import Path
 from typing import Any
 
+from gan.outputs import read_metrics
+from jobs.core.files import atomic_write_text
 from jobs.core.loader import SpecError, load_spec
 from jobs.core.schema import JobSpec, SweepSpec
 
@@ -65,21 +69,13 @@ SUMMARY_COLUMNS = ["point", "run_dir", "epoch", "step", "d_real", "d_fake", "g",
 
 def summary(sweep_job: JobSpec) -> tuple[Path, list[dict]]:
     """The last epoch's metrics of every point, as rows and as run_root/summary.csv."""
-    import csv
-    import io
-
-    from jobs.core.files import atomic_write_text
-
     rows = []
     for index, overrides in enumerate(expand_points(sweep_job.work)):
         run_dir = Path(sweep_job.work.run_root) / point_name(overrides)
         row = {"point": point_name(overrides), "run_dir": str(run_dir)}
-        metrics = run_dir / "metrics.csv"
-        if metrics.exists():
-            with open(metrics, newline="") as f:
-                epochs = [r for r in csv.DictReader(f) if r["kind"] == "epoch"]
-            if epochs:
-                row.update({k: epochs[-1][k] for k in SUMMARY_COLUMNS[2:]})
+        epochs = read_metrics(run_dir, "epoch")
+        if epochs:
+            row.update({k: epochs[-1][k] for k in SUMMARY_COLUMNS[2:]})
         rows.append(row)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, restval="")

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from jobs.core import runtime
+from jobs.core import facefile, runtime
 from jobs.core.files import atomic_write_json, remove_stale_temps
 from jobs.core.schema import PreprocessSpec, to_plain
 from preprocess.decode import Skip, load_rgb
@@ -155,10 +155,10 @@ def _rows(batch: list[Photo], results: list, report: ShardReport) -> dict[str, n
             kept.append((photo, *result))
             report.keep(photo.label)
     if not kept:
-        return {"images": np.zeros((0,))}
-    return {"images": np.stack([crop for _, crop, _ in kept]),
-            "labels": np.asarray([p.label for p, _, _ in kept], dtype=np.int16),
-            "attributes": np.stack([p.attributes for p, _, _ in kept]),
+        return {facefile.IMAGES: np.zeros((0,))}
+    return {facefile.IMAGES: np.stack([crop for _, crop, _ in kept]),
+            facefile.LABELS: np.asarray([p.label for p, _, _ in kept], dtype=np.int16),
+            facefile.ATTRIBUTES: np.stack([p.attributes for p, _, _ in kept]),
             "source": np.asarray([p.name for p, _, _ in kept], dtype=object),
             "box": np.stack([f.box for _, _, f in kept]),
             "confidence": np.asarray([f.confidence for _, _, f in kept], dtype=np.float32),

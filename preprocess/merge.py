@@ -86,7 +86,7 @@ def merge(spec: PreprocessSpec, spec_source: str = "SPEC") -> Path:
             out.attrs["num_faces"] = total
             out.attrs["num_shards"] = len(infos)
             out.attrs["shards"] = [i.path.name for i in infos]
-            out.attrs["complete"] = True
+            facefile.stamp(out.attrs)
     reports = [json.loads(report_path(out_dir, k, spec.num_shards).read_text())
                for k in range(spec.num_shards)]
     summary = sum_reports(reports)
@@ -113,9 +113,10 @@ def write_sample_sheet(merged: Path, out: Path, count: int, seed: int) -> Path:
     from jobs.core.grids import save_grid
 
     with h5py.File(merged, "r") as f:
-        n = len(f["labels"])
+        facefile.check_readable(f, merged)
+        n = len(f[facefile.LABELS])
         pick = np.sort(np.random.default_rng(seed).choice(n, size=min(count, n), replace=False))
-        images = f["images"][pick]
-        names = [str(c) for c in f.attrs["class_names"]]
-        captions = [names[int(label)] for label in f["labels"][pick]]
+        images = f[facefile.IMAGES][pick]
+        names = facefile.names(f, facefile.CLASS_NAMES)
+        captions = [names[int(label)] for label in f[facefile.LABELS][pick]]
     return save_grid(out, images, captions)

@@ -1,21 +1,9 @@
 """One HDF5 shard per array task: written under a temporary name, renamed when complete.
 
-Layout of a shard (and of the merged file, whose datasets are virtual views over the shards):
-
-=============  ==================  ==================================================
-dataset        shape / dtype       meaning
-=============  ==================  ==================================================
-images         (N, S, S, 3) uint8  faces, chunked along N
-labels         (N,) int16          class index (``attrs['class_names']``)
-attributes     (N, A) uint8        CelebA attributes 0/1 (``attrs['attribute_names']``)
-source         (N,) str            photo path relative to the input folder
-box            (N, 4) float32      x, y, w, h of the face in the photo
-confidence     (N,) float32        MTCNN confidence (NaN for fixed crops)
-keypoints      (N, 5, 2) float32   eyes, nose, mouth corners (x, y) in the photo
-=============  ==================  ==================================================
-
-A shard is valid only if its name is final (``shard-KKKKK-of-NNNNN.h5``) *and*
-``attrs['complete']`` is true: a task killed at any instant leaves at most a hidden temporary.
+The layout (datasets, attributes, version) is ``jobs.core.facefile``'s; the merged file's
+datasets are virtual views over the shards. A shard is valid only if its name is final
+(``shard-KKKKK-of-NNNNN.h5``) *and* ``attrs['complete']`` is true: a task killed at any instant
+leaves at most a hidden temporary.
 """
 from __future__ import annotations
 
@@ -28,9 +16,9 @@ from typing import Any
 import h5py
 import numpy as np
 
+from jobs.core import facefile
 from jobs.core.files import temp_name
 
-FORMAT_VERSION = 1
 STR = h5py.string_dtype("utf-8")
 
 
@@ -59,21 +47,20 @@ class ShardWriter:
             self.file.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape),
                                      dtype=dtype, chunks=(chunk, *shape),
                                      compression=comp if compress else None)
-        make("images", (s, s, 3), np.uint8, compress=True)
-        make("labels", (), np.int16)
+        make(facefile.IMAGES, (s, s, 3), np.uint8, compress=True)
+        make(facefile.LABELS, (), np.int16)
         if num_attributes:  # a plain photo folder has none: no dataset rather than (N, 0)
-            make("attributes", (num_attributes,), np.uint8)
+            make(facefile.ATTRIBUTES, (num_attributes,), np.uint8)
         make("source", (), STR)
         make("box", (4,), np.float32)
         make("confidence", (), np.float32)
         make("keypoints", (5, 2), np.float32)
         for key, value in attrs.items():
             self.file.attrs[key] = value
-        self.file.attrs["format_version"] = FORMAT_VERSION
-        self.file.attrs["complete"] = False
+        facefile.stamp(self.file.attrs, complete=False)
 
     def append(self, rows: dict[str, np.ndarray]) -> None:
-        n = len(rows["images"])
+        n = len(rows[facefile.IMAGES])
         if not n:
             return
         for name, values in rows.items():
@@ -87,7 +74,7 @@ class ShardWriter:
     def commit(self, counts: dict[str, int]) -> Path:
         self.file.attrs["num_faces"] = self.count
         self.file.attrs["counts"] = json.dumps(counts)
-        self.file.attrs["complete"] = True  # last write before close + rename
+        facefile.stamp(self.file.attrs, complete=True)  # last write before close + rename
         self.file.flush()
         self.file.close()
         with open(self.tmp, "rb+") as f:
@@ -117,8 +104,11 @@ def inspect_shard(path: Path, index: int, count: int, spec_hash: str) -> ShardIn
     try:
         with h5py.File(path, "r") as f:
             attrs = dict(f.attrs)
-            if not attrs.get("complete"):
+            if not attrs.get(facefile.COMPLETE_KEY):
                 return "incomplete (writer did not finish)"
+            if attrs.get(facefile.VERSION_KEY) != facefile.FORMAT_VERSION:
+                return (f"face-file format version {attrs.get(facefile.VERSION_KEY)}, this "
+                        f"version writes {facefile.FORMAT_VERSION}: rebuild it")
             if (attrs.get("shard_index"), attrs.get("num_shards")) != (index, count):
                 return (f"is shard {attrs.get('shard_index')} of {attrs.get('num_shards')}, "
                         f"expected {index} of {count}")

@@ -21,7 +21,13 @@ A file is valid only when ``attrs['complete']`` is true (written last, before th
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import h5py
+import numpy as np
+
+from jobs.core.files import atomic_path
 
 FORMAT_VERSION = 1
 MERGED_NAME = "faces.h5"  # the merged view in a preprocess output_dir
@@ -58,3 +64,24 @@ def check_readable(f: Any, path: Any) -> None:
 def names(f: Any, key: str, default: list[str] | None = None) -> list[str]:
     """A list-of-strings attribute (class or attribute names) as Python strings."""
     return [str(v) for v in f.attrs.get(key, default if default is not None else [])]
+
+
+def write_arrays(path: Any, images: np.ndarray, labels: np.ndarray, *,
+                 class_names: list[str], attributes: np.ndarray | None = None,
+                 attribute_names: list[str] = (), chunk: int = 256,
+                 extra: dict[str, np.ndarray] | None = None) -> Path:
+    """A whole face file from arrays in memory (digits, generated samples, test data),
+    written under a temporary name and renamed: a killed writer leaves nothing valid."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset(IMAGES, data=images,
+                         chunks=(max(1, min(chunk, len(images))), *images.shape[1:]))
+        f.create_dataset(LABELS, data=np.asarray(labels, np.int16))
+        if attributes is not None:
+            f.create_dataset(ATTRIBUTES, data=np.asarray(attributes, np.uint8))
+        for name, values in (extra or {}).items():
+            f.create_dataset(name, data=values)
+        f.attrs[CLASS_NAMES] = list(class_names)
+        f.attrs[ATTRIBUTE_NAMES] = list(attribute_names)
+        f.attrs[NUM_FACES_KEY] = len(images)
+        stamp(f.attrs)
+    return Path(path)

@@ -51,7 +51,7 @@ def section(cls: type, help: str = "") -> Any:
                                                                  secret=False, parse=None))
 
 
-_WALLTIME = re.compile(r"^(?:(?P<d>\d+)-)?(?:(?P<h>\d+):)?(?P<m>\d+)(?::(?P<s>\d+))?$")
+_WALLTIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<rest>\d+(?::\d+){0,2})$")
 
 
 def parse_walltime(value: Any) -> str:
@@ -74,11 +74,17 @@ def walltime_minutes(value: Any) -> int:
     text = str(value).strip()
     match = _WALLTIME.match(text)
     if not match:
-        raise ValueError(f"{text!r} is not a Slurm time (MM, HH:MM:SS or D-HH:MM:SS)")
-    parts = {k: int(v) if v else 0 for k, v in match.groupdict().items()}
-    if text.count(":") == 1 and "-" not in text:  # Slurm reads "MM:SS" for a single colon
-        parts["m"], parts["s"], parts["h"] = parts["h"], parts["m"], 0
-    seconds = ((parts["d"] * 24 + parts["h"]) * 60 + parts["m"]) * 60 + parts["s"]
+        raise ValueError(f"{text!r} is not a Slurm time (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM "
+                         "or D-HH:MM:SS)")
+    parts = [int(v) for v in match["rest"].split(":")]
+    if match["d"] is not None:  # after a day count Slurm reads hours first
+        if len(parts) > 3:
+            raise ValueError(f"{text!r} is not a Slurm time")
+        h, m, sec = (parts + [0, 0])[:3]
+        seconds = ((int(match["d"]) * 24 + h) * 60 + m) * 60 + sec
+    else:  # MM, MM:SS, HH:MM:SS
+        h, m, sec = {1: (0, parts[0], 0), 2: (0, *parts), 3: tuple(parts)}[len(parts)]
+        seconds = (h * 60 + m) * 60 + sec
     return -(-seconds // 60)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import gan.data
+from jobs.core import facefile
 from gan.data import ImageSet, Split
 
 N = 300
@@ -35,6 +36,7 @@ def h5(tmp_path) -> Path:
         f["images"] = encoded(N)
         f["labels"] = LABELS
         f.attrs["class_names"] = CLASS_NAMES
+        facefile.stamp(f.attrs)
     return path
 
 
@@ -182,6 +184,7 @@ def test_default_class_name_and_empty_file(tmp_path):
     with h5py.File(path, "w") as f:
         f["images"] = encoded(3)
         f["labels"] = np.zeros(3, np.int64)
+        facefile.stamp(f.attrs)
     s = ImageSet(path)
     try:
         assert s.class_names == ["all"] and s.attributes is None
@@ -192,6 +195,7 @@ def test_default_class_name_and_empty_file(tmp_path):
     with h5py.File(empty, "w") as f:
         f["images"] = np.zeros((0, 8, 8, 1), np.uint8)
         f["labels"] = np.zeros(0, np.int64)
+        facefile.stamp(f.attrs)
     with pytest.raises(ValueError, match="holds no images"):
         ImageSet(empty)
 
@@ -206,6 +210,7 @@ def test_class_prototypes_are_majority_attributes(tmp_path):
         f["attributes"] = attributes
         f.attrs["class_names"] = ["a", "b", "c"]
         f.attrs["attribute_names"] = ["Smiling", "Male", "Young"]
+        facefile.stamp(f.attrs)
     s = ImageSet(path)
     try:
         assert s.attribute_names == ["Smiling", "Male", "Young"]

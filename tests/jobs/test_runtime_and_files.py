@@ -128,10 +128,10 @@ def test_walltime_boolean_is_named():
         walltime_minutes(True)
 
 
-@pytest.mark.xfail(reason="known bug: Slurm reads 'days-hours' (1-02 = 1 day 2 hours); the "
-                          "parser takes the number after the dash as minutes (1-00:02:00)")
 def test_walltime_days_hours():
+    """Slurm reads 'days-hours' (1-02 = 1 day 2 hours), not minutes after the dash."""
     assert parse_walltime("1-02") == "1-02:00:00"
+    assert parse_walltime("1-2:3:4") == "1-02:04:00"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -218,7 +218,7 @@ def test_render_plan_maps_an_array(preprocess):
     assert last.startswith("executor.map_array(task, range(3))")
 
 
-@pytest.mark.xfail(reason="known bug: YAML 1.1 reads an unquoted 1:30:00 as the sexagesimal "
-                          "integer 5400, which the walltime field takes as minutes (3-18:00:00)")
 def test_unquoted_hh_mm_ss_walltime_is_not_read_as_sexagesimal(train):
+    """YAML 1.1 would read an unquoted 1:30:00 as the base-60 integer 5400 (minutes!)."""
     assert slurm_options(train("resources.time=1:30:00"))["time"] == "01:30:00"
+    assert slurm_options(train("resources.time=90:00"))["time"] == "01:30:00"

@@ -1,0 +1,79 @@
+"""``python -m jobs status``: what happened to the jobs submitted from a spec or run directory.
+
+The submissions recorded under ``work_dir/logs`` (by ``jobs.submit``), what Slurm's accounting
+says of them (state, restarts), and the training progress on disk (last checkpoint, last epoch).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from gan.outputs import read_metrics
+from jobs.submit import RECORDS
+
+
+def status(work_dir: Path) -> str:
+    """Submissions recorded under ``work_dir``, what Slurm says of them (state, restarts), and
+    the training progress on disk (last checkpoint, last epoch)."""
+    lines = []
+    records_file = work_dir / "logs" / RECORDS
+    records = [json.loads(line) for line in records_file.read_text().splitlines() if line] \
+        if records_file.exists() else []
+    for rec in records:
+        lines.append(f"{rec['time']}  {rec['executor']:<5} {rec['kind']:<10} {rec['name']}  "
+                     f"jobs {', '.join(rec['job_ids'])}")
+    if not records:
+        lines.append(f"{work_dir}: no submissions recorded")
+    slurm_ids = [i for rec in records if rec["executor"] == "slurm" for i in rec["job_ids"]]
+    if slurm_ids:
+        lines += ["", _sacct(slurm_ids)]
+    lines += _progress(work_dir)
+    return "\n".join(lines)
+
+
+def _progress(work_dir: Path) -> list[str]:
+    state = work_dir / "checkpoints" / "checkpoint"
+    if not state.exists():
+        return []
+    latest = state.read_text().splitlines()[0].split('"')[1]
+    out = ["", f"latest checkpoint: {work_dir / 'checkpoints' / latest} (global step "
+               f"{latest.rsplit('-', 1)[-1]})"]
+    epochs = read_metrics(work_dir, "epoch")
+    if epochs:
+        e = epochs[-1]
+        out.append(f"last epoch done: {e['epoch']} (d_real={e['d_real']} "
+                   f"d_fake={e['d_fake']} g={e['g']}, rollbacks={e['rollbacks']})")
+    return out
+
+
+def _sacct(ids: list[str]) -> str:
+    """State per job, with the number of times Slurm requeued it (sacct --duplicates)."""
+    if shutil.which("sacct") is None:
+        return "(sacct not found: Slurm state unavailable on this machine)"
+    base_ids = sorted({i.split("_")[0] for i in ids})
+    cmd = ["sacct", "-X", "-n", "-P", "--duplicates", "-j", ",".join(base_ids),
+           "-o", "JobID,JobName,State,Elapsed,ExitCode"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        return f"(sacct failed: {proc.stderr.strip()})"
+    return sacct_table(proc.stdout)
+
+
+def sacct_table(stdout: str) -> str:
+    """``sacct -X -n -P --duplicates -o JobID,JobName,State,Elapsed,ExitCode`` output as a
+    table: each job's latest state, and how often it was requeued (its REQUEUED rows)."""
+    latest: dict[str, list[str]] = {}
+    restarts: dict[str, int] = {}
+    for line in stdout.splitlines():
+        row = line.split("|")
+        if len(row) < 5:
+            continue
+        restarts[row[0]] = restarts.get(row[0], 0) + (row[2] == "REQUEUED")
+        latest[row[0]] = row
+    out = [f"{'job':<16} {'name':<24} {'state':<12} {'elapsed':>10} {'exit':<6} restarts"]
+    for job_id, r in latest.items():
+        out.append(f"{r[0]:<16} {r[1]:<24} {r[2]:<12} {r[3]:>10} {r[4]:<6} "
+                   f"{restarts.get(job_id, 0)}")
+    return "\n".join(out)

@@ -1,0 +1,71 @@
+"""Checkpoint choice: the newest checkpoint that restores wins; a damaged newest one is skipped
+with a warning naming it, and the run resumes from the one before; a run made for another
+model is refused; a generator loads from the run directory alone."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from gan import distributed
+from gan.checkpoint import SpecMismatch
+from gan.digits import write_digits
+from gan.sampler import Sampler
+from gan.train import Trainer
+from jobs.core.loader import load_spec, parse_set_args
+from tests.conftest import ROOT
+
+SMALL = ["train.batch_size=64", "train.model.latent_dim=8", "train.model.embedding_dim=4",
+         "train.model.generator_filters=[8, 8]", "train.model.discriminator_filters=[8, 8]",
+         "train.log_every_steps=1000"]
+
+
+def trainer(tmp_path, *sets: str) -> Trainer:
+    data = tmp_path / "digits.h5"
+    if not data.exists():
+        write_digits(data)
+    spec = load_spec(ROOT / "jobs/examples/train_cgan_digits.yaml", parse_set_args(
+        [f"train.data={data}", f"train.run_dir={tmp_path / 'run'}", *SMALL, *sets]))
+    return Trainer(spec.work, distributed.World(0, 1, 0))
+
+
+def weights(model) -> list[np.ndarray]:
+    return [v.numpy().copy() for v in model.weights]
+
+
+@pytest.fixture
+def two_epochs(tmp_path):
+    t = trainer(tmp_path, "train.epochs=2")
+    assert t.run() == 0
+    return tmp_path
+
+
+def test_newest_checkpoint_restores_and_damaged_newest_falls_back(two_epochs, caplog):
+    ckpts = two_epochs / "run" / "checkpoints"
+    resumed = trainer(two_epochs, "train.epochs=2")
+    assert resumed.resumed_from.endswith("ckpt-56") and int(resumed.state.epoch) == 2
+    at_epoch_2 = weights(resumed.G)
+    for data_file in ckpts.glob("ckpt-56.data-*"):
+        data_file.write_bytes(b"\0" * 64)  # a truncated, overwritten newest checkpoint
+    with caplog.at_level(logging.WARNING):
+        fallback = trainer(two_epochs, "train.epochs=2")
+    assert fallback.resumed_from.endswith("ckpt-28") and int(fallback.state.epoch) == 1
+    assert "ckpt-56 does not restore" in caplog.text
+    assert not all(np.array_equal(a, b) for a, b in zip(weights(fallback.G), at_epoch_2))
+
+
+def test_another_model_in_the_same_run_dir_is_refused(two_epochs):
+    with pytest.raises(SpecMismatch, match="another train.model"):
+        trainer(two_epochs, "train.model.latent_dim=9")
+
+
+def test_sampler_loads_the_generator_alone_from_the_run_directory(two_epochs):
+    live = trainer(two_epochs, "train.epochs=2")
+    (two_epochs / "digits.h5").unlink()  # no data file, no optimizers, no guard
+    sampler = Sampler.load(two_epochs / "run")
+    assert sampler.checkpoint.endswith("ckpt-56") and sampler.D is None
+    for a, b in zip(weights(sampler.G), weights(live.G)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(sampler.sample_images(2), live.sampler.sample_images(2))
+    assert sampler.grid_names == [str(i) for i in range(10)]
