@@ -34,13 +34,13 @@ def attribute_targets(data, attribute: str) -> np.ndarray:
 class Judge:
     """Says whether images (uint8, N×S×S×C) show the attribute."""
 
-    def __init__(self, trainer, data, attribute: str, seed: int = 0):
-        """``trainer``: a sampler; ``data``: real images (an ImageSet), needed unless the
+    def __init__(self, sampler, data, attribute: str, seed: int = 0):
+        """``sampler``: a sampler; ``data``: real images (an ImageSet), needed unless the
         model's own encoder judges the attribute."""
-        self.channels = trainer.channels
-        names = trainer.conditioning.attribute_names
-        if trainer.E is not None and attribute in names:
-            self.kind, self.column, self.encoder = "encoder", names.index(attribute), trainer.E
+        self.channels = sampler.channels
+        names = sampler.conditioning.attribute_names
+        if sampler.E is not None and attribute in names:
+            self.kind, self.column, self.encoder = "encoder", names.index(attribute), sampler.E
             return
         if data is None:
             raise ValueError(f"judging {attribute!r} needs real images: set generate.data")
@@ -66,62 +66,62 @@ class Judge:
         return self.model.predict(_features(images)).astype(bool)
 
 
-def _inputs(trainer, n: int, seed: int, first: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _inputs(sampler, n: int, seed: int, first: int) -> tuple[np.ndarray, np.ndarray | None]:
     """(points w, separate conditions): the space the direction lives in. For an attribute
     model the attributes are part of it (they are where "smiling" is); for a class model the
     class stays fixed per image and w is the latent alone."""
-    z = trainer.figure_latent(n, sampling.seed_for(seed, 0, first, "grid")).numpy()
-    cond = np.asarray(trainer.sample_conditions(n, sampling.seed_for(seed, 0, first + 1,
+    z = sampler.figure_latent(n, sampling.seed_for(seed, 0, first, "grid")).numpy()
+    cond = np.asarray(sampler.sample_conditions(n, sampling.seed_for(seed, 0, first + 1,
                                                                      "grid")))
-    if trainer.condition == "attributes":
+    if sampler.condition == "attributes":
         return np.concatenate([z, cond], axis=1), None
     return z, cond
 
 
-def _draw(trainer, w: np.ndarray, cond: np.ndarray | None) -> np.ndarray:
+def _draw(sampler, w: np.ndarray, cond: np.ndarray | None) -> np.ndarray:
     if cond is not None:
-        return trainer.draw(w, cond)
+        return sampler.draw(w, cond)
     # the attributes were 0/1 labels in training: beyond [0, 1] they mean nothing to G (the
     # latent is not clipped, as for every model)
-    dim = trainer.spec.model.latent_dim
-    return trainer.draw(w[:, :dim], np.clip(w[:, dim:], 0.0, 1.0))
+    dim = sampler.spec.model.latent_dim
+    return sampler.draw(w[:, :dim], np.clip(w[:, dim:], 0.0, 1.0))
 
 
-def _judge_all(trainer, judge: Judge, w: np.ndarray, cond: np.ndarray | None) -> np.ndarray:
-    return np.concatenate([judge(_draw(trainer, w[i:i + 256],
+def _judge_all(sampler, judge: Judge, w: np.ndarray, cond: np.ndarray | None) -> np.ndarray:
+    return np.concatenate([judge(_draw(sampler, w[i:i + 256],
                                        None if cond is None else cond[i:i + 256]))
                            for i in range(0, len(w), 256)])
 
 
-def arithmetic(trainer, data, attribute: str, samples: int, rows: int, steps: int, strength: float,
+def arithmetic(sampler, data, attribute: str, samples: int, rows: int, steps: int, strength: float,
                seed: int = 0) -> tuple[np.ndarray, list[str], dict]:
     """The figure's images (``rows`` × ``steps``, α from −strength to +strength) and
     captions, and the numbers: how often the judge sees the attribute at each α (over a
     larger set of base points), which must rise with α if ``v`` means anything. For an
     attribute model ``v`` spans latent and attributes; the share along its latent part alone
     is reported too."""
-    judge = Judge(trainer, data, attribute, seed)
-    w, cond = _inputs(trainer, samples, seed, 2)
-    has = _judge_all(trainer, judge, w, cond)
+    judge = Judge(sampler, data, attribute, seed)
+    w, cond = _inputs(sampler, samples, seed, 2)
+    has = _judge_all(sampler, judge, w, cond)
     if has.all() or not has.any():
         raise ValueError(f"the judge ({judge.kind}) sees {attribute} in {int(has.sum())} of "
                          f"{samples} generated images: no direction to take")
     v = w[has].mean(axis=0) - w[~has].mean(axis=0)
     alphas = np.linspace(-strength, strength, steps)
-    base, base_cond = _inputs(trainer, max(rows, 256), seed, 4)
+    base, base_cond = _inputs(sampler, max(rows, 256), seed, 4)
     def shares_along(direction: np.ndarray) -> list[float]:
-        return [float(_judge_all(trainer, judge, base + a * direction, base_cond).mean())
+        return [float(_judge_all(sampler, judge, base + a * direction, base_cond).mean())
                 for a in alphas]
 
     shares = shares_along(v)
-    dim = trainer.spec.model.latent_dim
+    dim = sampler.spec.model.latent_dim
     parts = {"direction_norm_latent": float(np.linalg.norm(v[:dim]))}
     if base_cond is None:  # an attribute model: what is the latent part of v worth alone?
         parts["direction_norm_attributes"] = float(np.linalg.norm(v[dim:]))
         parts["share_with_attribute_latent_only"] = shares_along(
             np.concatenate([v[:dim], np.zeros_like(v[dim:])]))
     pts = np.concatenate([base[r] + alphas[:, None] * v for r in range(rows)])
-    images = _draw(trainer, pts.astype(np.float32),
+    images = _draw(sampler, pts.astype(np.float32),
                    None if base_cond is None else np.repeat(base_cond[:rows], steps, axis=0))
     captions = [f"{attribute}: {a:+.1f}" for _ in range(rows) for a in alphas]
     log.info("%s: direction from %d/%d generated images with it (judge: %s); share with "

@@ -15,11 +15,32 @@ from pathlib import Path
 import tensorflow as tf
 import yaml
 
-from gan.sampler import SPEC_FILE, why
 from jobs.core.files import atomic_write_text
 from jobs.core.schema import TrainSpec, to_plain
 
 log = logging.getLogger(__name__)
+SPEC_FILE = "train_spec.yaml"
+
+
+def why(exc: BaseException) -> str:
+    """One line on why a checkpoint did not restore."""
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+def restore_newest(paths: list[str], restore) -> str | None:
+    """Call ``restore(path)`` on the newest path first, then older ones, until one works; a
+    damaged file fails in many ways (OpError, IndexError from a truncated index...), each is
+    logged with the file's name and the run goes on with an older one. None: none restored."""
+    for path in reversed(paths):
+        try:
+            restore(path)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.warning("checkpoint %s does not restore (%s); trying an older one", path,
+                        why(exc))
+            continue
+        return path
+    return None
 
 
 class SpecMismatch(Exception):
@@ -27,14 +48,11 @@ class SpecMismatch(Exception):
 
 
 class RunCheckpoints:
-    def __init__(self, spec: TrainSpec, objects: dict, is_chief: bool, fresh: bool = False):
+    def __init__(self, spec: TrainSpec, objects: dict, is_chief: bool):
         self.spec = spec
         self.run_dir = Path(spec.run_dir)
         self.dir = self.run_dir / "checkpoints"
         self.is_chief = is_chief
-        if fresh and tf.train.latest_checkpoint(str(self.dir)):
-            raise SpecMismatch(f"--fresh: {self.run_dir} already holds checkpoints; remove "
-                               "it or drop --fresh to resume")
         self.ckpt = tf.train.Checkpoint(**objects)
         self.manager = tf.train.CheckpointManager(self.ckpt, str(self.dir),
                                                   max_to_keep=spec.checkpoint.keep)
@@ -43,20 +61,9 @@ class RunCheckpoints:
         """Newest checkpoint that restores cleanly; older ones if it does not. None: a new run.
         Call on every rank: each reads the same index file (rank 0 then broadcasts anyway)."""
         self._check_spec_file()
-        for path in reversed(self.manager.checkpoints):
-            try:
-                self.ckpt.restore(path).assert_existing_objects_matched()
-            except Exception as exc:  # noqa: BLE001 - a damaged file fails in many ways
-                log.warning("checkpoint %s does not restore (%s); trying an older one", path,
-                            why(exc))
-                continue
-            return path
-        return None
-
-    def restore_number(self, number: int) -> str:
-        path = str(self.dir / f"ckpt-{number}")
-        self.ckpt.restore(path).assert_existing_objects_matched()
-        return path
+        return restore_newest(list(self.manager.checkpoints),
+                              lambda path: self.ckpt.restore(path)
+                              .assert_existing_objects_matched())
 
     def save(self, step: int, reason: str) -> None:
         """Rank 0 writes; the others only count."""

@@ -17,7 +17,6 @@ from gan import sampling
 from jobs.core.files import atomic_path
 
 FILE = "conditioning.npz"
-CONDITION_KINDS = ("label", "none", "attributes")
 
 
 class ConditioningError(ValueError):
@@ -26,7 +25,7 @@ class ConditioningError(ValueError):
 
 @dataclass
 class Conditioning:
-    kind: str                           # one of CONDITION_KINDS (the model family's)
+    kind: str                           # label | none | attributes (the model family's)
     class_names: list[str]
     class_probs: np.ndarray             # (C,) float: how training draws fake labels
     image_shape: tuple[int, int, int]   # (S, S, channels) of the data
@@ -60,8 +59,8 @@ class Conditioning:
                                     f"entries for {count} classes")
         rows = data.attributes
         if kind == "attributes" and rows is None:
-            raise ConditioningError(f"this model is conditioned on attributes, but "
-                                    f"{data.path} has no 'attributes' dataset")
+            raise ConditioningError(f"train.model.name: this model family is conditioned on "
+                                    f"attributes, but {data.path} has no 'attributes' dataset")
         prototypes = data.class_prototypes(count) if rows is not None else None
         return cls(kind, names, probs, tuple(data.shape), list(data.attribute_names),
                    None if rows is None else np.asarray(rows, np.uint8), prototypes)
@@ -83,29 +82,44 @@ class Conditioning:
         path = Path(run_dir) / FILE
         if not path.exists():
             raise ConditioningError(f"{run_dir}: no {FILE} (not a training run directory, or "
-                                    "one made by an older version: train one epoch to add it)")
-        with np.load(path, allow_pickle=False) as z:
-            rows = z["attribute_rows"] if "attribute_rows" in z else None
-            return cls(str(z["kind"]), [str(c) for c in z["class_names"]], z["class_probs"],
-                       tuple(int(v) for v in z["image_shape"]),
-                       [str(a) for a in z["attribute_names"]], rows,
-                       z["prototypes"] if rows is not None else None)
+                                    "one made by an older version whose data is gone: re-run "
+                                    "its train spec to add it)")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                rows = z["attribute_rows"] if "attribute_rows" in z else None
+                return cls(str(z["kind"]), [str(c) for c in z["class_names"]],
+                           z["class_probs"], tuple(int(v) for v in z["image_shape"]),
+                           [str(a) for a in z["attribute_names"]], rows,
+                           z["prototypes"] if rows is not None else None)
+        except Exception as exc:  # noqa: BLE001 - a damaged zip fails in many ways
+            raise ConditioningError(f"{path}: unreadable ({type(exc).__name__}: {exc}); "
+                                    "re-run the train spec to rewrite it") from None
 
     # ------------------------------------------------------------------ what G is fed
+    def tensors(self) -> dict[str, tf.Tensor]:
+        """The tables as tensors, made once outside any ``tf.function`` (inside one, each
+        call would copy a CelebA-sized attribute table into the step's graph)."""
+        if not hasattr(self, "_tensors"):
+            with tf.init_scope():
+                self._tensors = {"probs": tf.constant(self.class_probs, tf.float32)}
+                if self.attribute_rows is not None:
+                    self._tensors["rows"] = tf.constant(self.attribute_rows, tf.float32)
+                    self._tensors["prototypes"] = tf.constant(self.prototypes, tf.float32)
+        return self._tensors
+
     def sample(self, n: int, seed: tf.Tensor) -> tf.Tensor:
         """Conditions for n fakes: labels by ``class_probs`` (ignored by an unconditional
         model), or attribute rows of random real images."""
         if self.kind == "attributes":
-            table = tf.constant(self.attribute_rows, tf.float32)
             rows = tf.random.stateless_uniform((n,), seed, 0, len(self.attribute_rows),
                                                dtype=tf.int32)
-            return tf.gather(table, rows)
-        return sampling.class_labels(tf.constant(self.class_probs, tf.float32), n, seed)
+            return tf.gather(self.tensors()["rows"], rows)
+        return sampling.class_labels(self.tensors()["probs"], n, seed)
 
     def for_labels(self, labels) -> tf.Tensor:
         """What G takes for these class labels (an attribute model: each class's typical
         attribute row)."""
         labels = tf.convert_to_tensor(labels, tf.int32)
         if self.kind == "attributes":
-            return tf.gather(tf.constant(self.prototypes, tf.float32), labels)
+            return tf.gather(self.tensors()["prototypes"], labels)
         return labels

@@ -11,13 +11,13 @@ from gan import sampling
 from jobs.core.images import to_signed_unit, to_uint8_keep_channels
 
 
-def generate(trainer, per_class: int, seed: int = 123) -> tuple[np.ndarray, np.ndarray]:
+def generate(sampler, per_class: int, seed: int = 123) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 N×S×S×C, labels) with ``per_class`` images of every class, from a
-    trainer's generator (its latent distribution, its way of conditioning)."""
-    labels = np.repeat(np.arange(trainer.num_classes, dtype=np.int32), per_class)
-    z = trainer.figure_latent(len(labels), sampling.seed_for(seed, 0, 0, "grid"))
-    images = trainer.generate(z, labels)
-    return images[..., :trainer.channels], labels  # grey data: one channel back
+    sampler's generator (its latent distribution, its way of conditioning)."""
+    labels = np.repeat(np.arange(sampler.num_classes, dtype=np.int32), per_class)
+    z = sampler.figure_latent(len(labels), sampling.seed_for(seed, 0, 0, "grid"))
+    images = sampler.generate(z, labels)
+    return images[..., :sampler.channels], labels  # grey data: one channel back
 
 
 def pixel_features(images: np.ndarray, max_side: int = 32) -> np.ndarray:
@@ -28,12 +28,12 @@ def pixel_features(images: np.ndarray, max_side: int = 32) -> np.ndarray:
     return small.reshape(len(small), -1)
 
 
-def conditional_accuracy(trainer, judge, per_class: int) -> float:
-    images, labels = generate(trainer, per_class)
+def conditional_accuracy(sampler, judge, per_class: int) -> float:
+    images, labels = generate(sampler, per_class)
     return judge.accuracy(images, labels)
 
 
-def classifier_score(trainer, images: np.ndarray, labels: np.ndarray, per_class: int,
+def classifier_score(sampler, images: np.ndarray, labels: np.ndarray, per_class: int,
                      seed: int = 0) -> dict:
     """The classification accuracy score: a classifier trained only on generated images,
     tested on held-out *real* images, beside the same classifier trained on real images.
@@ -44,7 +44,7 @@ def classifier_score(trainer, images: np.ndarray, labels: np.ndarray, per_class:
     x = pixel_features(images)
     x_train, x_test, y_train, y_test = train_test_split(
         x, labels, test_size=0.25, random_state=seed, stratify=labels)
-    fake, fake_labels = generate(trainer, per_class, seed=seed + 1)
+    fake, fake_labels = generate(sampler, per_class, seed=seed + 1)
 
     def fit(features, targets) -> float:
         model = MLPClassifier(hidden_layer_sizes=(128,), max_iter=300, random_state=seed)
@@ -72,21 +72,21 @@ def _batched(model, images: np.ndarray, batch: int = 256) -> list[np.ndarray]:
     return [np.concatenate([np.asarray(o[k]) for o in outs]) for k in range(len(outs[0]))]
 
 
-def attribute_f1(trainer, data, samples: int, seed: int = 0) -> dict:
+def attribute_f1(sampler, data, samples: int, seed: int = 0) -> dict:
     """Per-attribute F1 of an attribute model's heads: D's and the encoder's attribute
     predictions on real photos (up to ``samples`` of them) against the data's attributes, and
     D's predictions on generated images against the attributes they were conditioned on.
-    ``trainer``: a sampler with D and E loaded; ``data``: the real images (an ImageSet)."""
+    ``sampler``: a sampler with D and E loaded; ``data``: the real images (an ImageSet)."""
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(data.num, min(samples, data.num), replace=False))
     real, truth = np.asarray(data.images[idx]), data.attributes[idx]
-    d_real = _batched(trainer.D, real)[1] > 0
-    e_real = _batched(trainer.E, real)[0] > 0
-    z = trainer.figure_latent(samples, sampling.seed_for(seed, 0, 0, "grid"))
-    conditions = trainer.sample_conditions(samples, sampling.seed_for(seed, 0, 1, "grid"))
-    fake = np.concatenate([trainer.G([z[i:i + 256], conditions[i:i + 256]], training=False)
+    d_real = _batched(sampler.D, real)[1] > 0
+    e_real = _batched(sampler.E, real)[0] > 0
+    z = sampler.figure_latent(samples, sampling.seed_for(seed, 0, 0, "grid"))
+    conditions = sampler.sample_conditions(samples, sampling.seed_for(seed, 0, 1, "grid"))
+    fake = np.concatenate([sampler.G([z[i:i + 256], conditions[i:i + 256]], training=False)
                            for i in range(0, samples, 256)])
-    d_fake = _batched(trainer.D, to_uint8_keep_channels(fake))[1] > 0
+    d_fake = _batched(sampler.D, to_uint8_keep_channels(fake))[1] > 0
     asked = conditions.numpy().astype(np.uint8)
     per = {"d_real": _f1_per_column(truth, d_real), "e_real": _f1_per_column(truth, e_real),
            "d_generated": _f1_per_column(asked, d_fake)}

@@ -135,5 +135,5 @@ def run(spec: JobSpec) -> int:
         log.error("%s", exc)
         return exitcodes.NOT_RUNNABLE
     atomic_write_json(out / "figures.json", figures)
-    log.info("%s from %s -> %s", work.task, Path(sampler.checkpoint).name, out)
+    log.info("%s figures from %s -> %s", work.task, Path(sampler.checkpoint).name, out)
     return exitcodes.OK

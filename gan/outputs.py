@@ -39,7 +39,7 @@ class RunOutputs:
                  metrics: tuple[str, ...], tensorboard: bool = True):
         self.dir = run_dir
         self.class_names = class_names
-        self.metrics = metrics  # the model's step metrics (gan/steps.py)
+        self.metrics = metrics  # the family's step metrics (gan/families.py)
         self.columns = ["kind", "epoch", "step", *metrics, *EXTRA]
         self.csv_path = run_dir / METRICS_FILE
         self.rows = self._load_rows(resume_step)

@@ -15,14 +15,17 @@ import tensorflow as tf
 import yaml
 
 from gan import models, sampling
-from gan.conditioning import Conditioning
+from gan.families import family
+from gan.checkpoint import SPEC_FILE, restore_newest
+from gan.conditioning import Conditioning, ConditioningError
+from gan.data import ImageSet
+from gan.state import configure_tensorflow
 from jobs.core.images import to_uint8
 from jobs.core.loader import parse_spec
 from jobs.core.schema import TrainSpec
 
 log = logging.getLogger(__name__)
 GRID_PER_CLASS = 8
-SPEC_FILE = "train_spec.yaml"
 
 
 class NoCheckpoint(ValueError):
@@ -49,7 +52,8 @@ class Sampler:
         that restores; an unreadable newest one is skipped with a warning)."""
         run_dir = Path(run_dir)
         spec = load_train_spec(run_dir)
-        cond = Conditioning.load(run_dir)
+        configure_tensorflow(spec)  # the run's precision and determinism, as in training
+        cond = load_conditioning(run_dir, spec)
         nets = models.build(spec.model, cond.num_classes, cond.image_shape[-1],
                             cond.num_attributes)
         wanted = {"generator": nets.generator}
@@ -111,10 +115,22 @@ class Sampler:
                                                self.spec.seed if seed is None else seed))
 
 
-def why(exc: BaseException) -> str:
-    """One line on why a checkpoint did not restore."""
-    lines = str(exc).splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+def load_conditioning(run_dir: Path, spec: TrainSpec) -> Conditioning:
+    """The run's saved conditioning; for a run trained before it was saved, rebuilt from its
+    training data (if that is still there)."""
+    try:
+        return Conditioning.load(run_dir)
+    except ConditioningError:
+        if not Path(spec.data).exists():
+            raise
+    log.warning("%s has no conditioning.npz (trained by an older version): rebuilding it from "
+                "%s", run_dir, spec.data)
+    data = ImageSet(spec.data, 0.0)
+    try:
+        return Conditioning.from_data(data, family(spec.model.name).condition,
+                                      spec.model.num_classes, spec.latent.class_probabilities)
+    finally:
+        data.close()
 
 
 def load_train_spec(run_dir: Path) -> TrainSpec:
@@ -132,13 +148,8 @@ def restore_partial(ckpt_dir: Path, objects: dict, number: int | None) -> str:
     paths = list(state.all_model_checkpoint_paths) if state else []
     if number is not None:
         paths = [str(ckpt_dir / f"ckpt-{number}")]
-    for path in reversed(paths):
-        try:
-            tf.train.Checkpoint(**objects).restore(path).expect_partial() \
-                .assert_existing_objects_matched()
-            return path
-        except Exception as exc:  # noqa: BLE001 - a damaged file fails in many ways
-            log.warning("checkpoint %s does not restore (%s)%s", path,
-                        why(exc), "; trying an older one" if number is None
-                        else "")
-    raise NoCheckpoint(f"{ckpt_dir}: no checkpoint to generate from")
+    path = restore_newest(paths, lambda p: tf.train.Checkpoint(**objects).restore(p)
+                          .expect_partial().assert_existing_objects_matched())
+    if path is None:
+        raise NoCheckpoint(f"{ckpt_dir}: no checkpoint to generate from")
+    return path

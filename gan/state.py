@@ -10,6 +10,18 @@ from gan.conditioning import Conditioning
 from jobs.core.schema import TrainSpec
 
 
+def configure_tensorflow(spec: TrainSpec) -> None:
+    """Process-wide TensorFlow settings a run asks for (training and sampling alike)."""
+    # Grappler's remapper fails on the GAN step's graph ("Mutation::Apply error") and logs a
+    # C++ error every run; it rewrites nothing here, so skip it.
+    tf.config.optimizer.set_experimental_options({"remapping": False})
+    if spec.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if spec.mixed_precision:
+        # bfloat16 keeps float32's range: no loss scaling needed (A100/H100, recent CPUs)
+        tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
+
+
 def make_optimizer(spec: TrainSpec, world_size: int, variables: list, lr_ratio: float = 1.0
                    ) -> tf.keras.optimizers.Optimizer:
     o = spec.optimizer

@@ -9,9 +9,9 @@ the step, so nothing else is needed). A checkpoint is written every epoch (and e
 ``checkpoint.every_steps``); TensorFlow writes it under temporary names and only then points
 ``checkpoints/checkpoint`` at it, so a kill at any instant leaves the previous one in force.
 
-On SIGUSR1 (Slurm's early walltime signal, see ``slurm/train.sbatch``), SIGTERM (preemption,
-``scancel``) or SIGINT, every rank finishes the current step, rank 0 writes a checkpoint, and
-all exit with code 75: "requeue me".
+On SIGUSR1 (Slurm's early walltime signal, see ``slurm/train.sbatch``), SIGUSR2 (submitit's),
+SIGTERM (preemption, ``scancel``) or SIGINT, every rank finishes the current step, rank 0
+writes a checkpoint, and all exit with code 75: "requeue me" (``jobs.core.signals``).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from gan.families import family
 from gan.guard import Guard
 from gan.outputs import RunOutputs
 from gan.sampler import GRID_PER_CLASS, Sampler
-from gan.state import TrainState
+from gan.state import TrainState, configure_tensorflow
 from jobs.core import exitcodes, runtime
 from jobs.core.signals import StopSignals
 from jobs.core.schema import TrainSpec
@@ -45,17 +45,6 @@ def _weights_digest(*model_list) -> int:
         for v in model.weights:
             h.update(np.ascontiguousarray(v.numpy()).tobytes())
     return int.from_bytes(h.digest(), "little", signed=True)
-
-
-def configure_tensorflow(spec: TrainSpec) -> None:
-    # Grappler's remapper fails on the GAN step's graph ("Mutation::Apply error") and logs a
-    # C++ error every run; it rewrites nothing here, so skip it.
-    tf.config.optimizer.set_experimental_options({"remapping": False})
-    if spec.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    if spec.mixed_precision:
-        # bfloat16 keeps float32's range: no loss scaling needed (A100/H100, recent CPUs)
-        tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
 
 
 class Trainer:

@@ -14,15 +14,14 @@ import yaml
 
 from jobs.core import exitcodes, runtime
 from jobs import pipeline, runner, schema_doc, submission
-from gan import families
-from jobs.core.loader import (SpecError, check_paths, load_spec, parse_set_args,
-                              pipeline_problems, pipeline_stages)
+from jobs.checks import raise_problems
+from jobs.core.loader import SpecError, check_paths, load_spec, parse_set_args
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
 from jobs.status import status
 from jobs.submit import submit
-from jobs.sweep import (SUMMARY_COLUMNS, expand_points, format_table, point_spec, summary,
-                        validate_points)
+from jobs.core.runtime import array_index_from_env
+from jobs.sweep import SUMMARY_COLUMNS, format_table, summary
 
 log = logging.getLogger("jobs")
 
@@ -102,27 +101,8 @@ def main(argv: list[str] | None = None, stop: StopSignals | None = None) -> int:
 def _load(args: argparse.Namespace, path: str) -> JobSpec:
     """Load and check a spec, including the rules of the specs it refers to."""
     spec = load_spec(path, parse_set_args(args.set))
-    problems = deep_problems(spec)
-    if problems:
-        raise SpecError(problems)
+    raise_problems(spec)
     return spec
-
-
-def deep_problems(spec: JobSpec) -> list[str]:
-    """Beyond the schema: the model family's rules (``gan.families``) for a train spec, and
-    for the specs a sweep or pipeline refers to (when those files exist)."""
-    if spec.kind == "train":
-        return [f"{spec.source}: {p}" for p in
-                families.problems(spec.work.model.name, spec.work.latent.distribution)]
-    if spec.kind == "sweep" and Path(spec.work.base).exists():
-        points = range(len(expand_points(spec.work)))
-        return validate_points(spec) or [f"{p} [sweep point {i}]" for i in points
-                                         for p in deep_problems(point_spec(spec, i))]
-    if spec.kind == "pipeline" and all(Path(p).exists() for p in (spec.work.preprocess,
-                                                                   spec.work.train)):
-        return pipeline_problems(spec) or [f"{p} [pipeline stage]" for p in
-                                           deep_problems(pipeline_stages(spec)[1])]
-    return []
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -154,7 +134,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     spec = _load(args, args.spec)
-    index = args.index if args.index is not None else runner.array_index_from_env()
+    index = args.index if args.index is not None else array_index_from_env()
     log.info("running %s '%s' from %s%s", spec.kind, spec.name, spec.source,
              f" (array task {index})" if index is not None else "")
     return runner.run(spec, index=index, fresh=args.fresh, stop=args.stop)

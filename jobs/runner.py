@@ -9,21 +9,25 @@ from __future__ import annotations
 import logging
 import os
 
+from jobs.checks import deep_problems
 from jobs.core import exitcodes
 from jobs.core.loader import check_paths, pipeline_stages
-from jobs.core.runtime import array_index_from_env
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
 from jobs.sweep import expand_points, point_spec
 
 log = logging.getLogger(__name__)
-__all__ = ["array_index_from_env", "run"]
 
 
 def run(spec: JobSpec, index: int | None = None, fresh: bool = False,
         stop: StopSignals | None = None) -> int:
     """Run ``spec`` (array task ``index`` if given) and return an exit code from
     :mod:`jobs.core.exitcodes`. ``stop`` holds stop signals caught before the job started."""
+    invalid = deep_problems(spec)
+    for problem in invalid:
+        log.error(problem)
+    if invalid:
+        return exitcodes.INVALID_SPEC
     problems = check_paths(spec)
     if problems:
         for problem in problems:

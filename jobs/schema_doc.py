@@ -8,8 +8,14 @@ from __future__ import annotations
 import typing
 from dataclasses import MISSING, fields, is_dataclass
 
+from gan.families import FAMILIES
 from jobs.core.loader import _type_name
 from jobs.core.schema import TOP_LEVEL_HELP, WORK_SECTIONS, Resources
+
+
+# choices declared outside the schema (the model families live with the models)
+CHOICES = {"train.model.name": ": " + "; ".join(f"{name}: {fam.summary}"
+                                               for name, fam in FAMILIES.items())}
 
 
 def _rows(cls: type, prefix: str):
@@ -33,7 +39,7 @@ def _rows(cls: type, prefix: str):
         help_text = meta.get("help", "") + (f" ({', '.join(bounds)})" if bounds else "")
         if meta.get("path") == "exists":
             help_text += " [must exist]"
-        yield key, _type_name(tp), default, help_text
+        yield key, _type_name(tp), default, help_text + CHOICES.get(key, "")
 
 
 def sections() -> list[tuple[str, list[tuple[str, str, str, str]]]]:

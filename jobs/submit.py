@@ -17,6 +17,7 @@ from pathlib import Path
 import submitit
 
 from jobs import runner
+from jobs.checks import raise_problems
 from jobs.core import exitcodes, runtime, signals
 from jobs.core.loader import SpecError, pipeline_stages
 from jobs.core.schema import JobSpec
@@ -88,6 +89,7 @@ def make_executor(spec: JobSpec, executor: str, after: str | None = None,
 def submit(spec: JobSpec, executor: str = "slurm", wait: bool = False) -> int:
     """Submit ``spec``; arrays (preprocess shards, sweep points) become one Slurm array, a
     pipeline becomes three dependent jobs."""
+    raise_problems(spec)
     if spec.kind == "pipeline":
         return submit_pipeline(spec, executor, wait)
     _refuse_local_ranks(spec, executor)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from jobs.core import exitcodes, runtime
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if index is None:
         print("error: give --shard K or run as a Slurm array task", file=sys.stderr)
         return exitcodes.INVALID_SPEC
+    os.environ.update(spec.env)  # the spec's env:, as every other route applies it
     problems = check_paths(spec)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)

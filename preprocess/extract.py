@@ -159,10 +159,11 @@ def _rows(batch: list[Photo], results: list, report: ShardReport) -> dict[str, n
     return {facefile.IMAGES: np.stack([crop for _, crop, _ in kept]),
             facefile.LABELS: np.asarray([p.label for p, _, _ in kept], dtype=np.int16),
             facefile.ATTRIBUTES: np.stack([p.attributes for p, _, _ in kept]),
-            "source": np.asarray([p.name for p, _, _ in kept], dtype=object),
-            "box": np.stack([f.box for _, _, f in kept]),
-            "confidence": np.asarray([f.confidence for _, _, f in kept], dtype=np.float32),
-            "keypoints": np.stack([f.keypoints for _, _, f in kept])}
+            facefile.SOURCE: np.asarray([p.name for p, _, _ in kept], dtype=object),
+            facefile.BOX: np.stack([f.box for _, _, f in kept]),
+            facefile.CONFIDENCE: np.asarray([f.confidence for _, _, f in kept],
+                                            dtype=np.float32),
+            facefile.KEYPOINTS: np.stack([f.keypoints for _, _, f in kept])}
 
 
 class _Progress:

@@ -51,10 +51,10 @@ class ShardWriter:
         make(facefile.LABELS, (), np.int16)
         if num_attributes:  # a plain photo folder has none: no dataset rather than (N, 0)
             make(facefile.ATTRIBUTES, (num_attributes,), np.uint8)
-        make("source", (), STR)
-        make("box", (4,), np.float32)
-        make("confidence", (), np.float32)
-        make("keypoints", (5, 2), np.float32)
+        make(facefile.SOURCE, (), STR)
+        make(facefile.BOX, (4,), np.float32)
+        make(facefile.CONFIDENCE, (), np.float32)
+        make(facefile.KEYPOINTS, (5, 2), np.float32)
         for key, value in attrs.items():
             self.file.attrs[key] = value
         facefile.stamp(self.file.attrs, complete=False)

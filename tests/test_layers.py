@@ -99,3 +99,18 @@ def test_modules_and_functions_stay_small():
                         too_big.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: "
                                        f"{length} lines")
     assert not too_big, "\n".join(too_big)
+
+
+def test_no_import_the_graph_cannot_see():
+    """Relative imports and imports by string (importlib, __import__) would slip past the
+    checks above: the project has none."""
+    hidden = []
+    for module, path in project_modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                hidden.append(f"{module}:{node.lineno} relative import")
+            elif isinstance(node, ast.Call):
+                name = ast.unparse(node.func)
+                if name in ("importlib.import_module", "import_module", "__import__"):
+                    hidden.append(f"{module}:{node.lineno} {name}(...)")
+    assert not hidden, "\n".join(hidden)

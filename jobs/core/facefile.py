@@ -1,9 +1,10 @@
 """The HDF5 face file: the one place that knows its layout.
 
 Preprocessing writes it (one shard per array task, merged into a virtual view), training reads
-it, ``generate.task: samples`` writes generated images in it, and scikit-learn's digits are
-written in it for the benchmarks. Every writer stamps ``FORMAT_VERSION``; every reader calls
-:func:`check_readable`, so a file from an incompatible version is refused with its name.
+it, and scikit-learn's digits are written in it for the benchmarks and tests. Every writer
+stamps ``FORMAT_VERSION``; every reader calls :func:`check_readable`, so a file from an
+incompatible version is refused with its name. Any HDF5 with ``images`` and ``labels`` reads
+too (a hand-made one need not carry the other datasets and attributes).
 
 =============  ==================  ==================================================
 dataset        shape / dtype       meaning
@@ -17,7 +18,8 @@ confidence     (N,) float32        MTCNN confidence (NaN for fixed crops; prepro
 keypoints      (N, 5, 2) float32   eyes, nose, mouth corners (x, y) in the photo
 =============  ==================  ==================================================
 
-A file is valid only when ``attrs['complete']`` is true (written last, before the rename).
+Writers set ``attrs['complete']`` false when they start and true last, before the rename: a
+file that says false is refused.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ FORMAT_VERSION = 1
 MERGED_NAME = "faces.h5"  # the merged view in a preprocess output_dir
 
 IMAGES, LABELS, ATTRIBUTES = "images", "labels", "attributes"
-SOURCE, BOX, CONFIDENCE, KEYPOINTS = "source", "box", "confidence", "keypoints"
+SOURCE, BOX, CONFIDENCE, KEYPOINTS = "source", "box", "confidence", "keypoints"  # shards
 CLASS_NAMES, ATTRIBUTE_NAMES = "class_names", "attribute_names"
 VERSION_KEY, COMPLETE_KEY, NUM_FACES_KEY = "format_version", "complete", "num_faces"
 
@@ -55,7 +57,7 @@ def check_readable(f: Any, path: Any) -> None:
         raise FaceFileError(f"{path}: face-file format version {int(version)}, this version "
                             f"of facegan-hpc reads version {FORMAT_VERSION}: re-run its "
                             "preprocessing")
-    if not f.attrs.get(COMPLETE_KEY, False):
+    if not f.attrs.get(COMPLETE_KEY, True):  # a hand-made file may not say: fine
         raise FaceFileError(f"{path}: incomplete (its writer did not finish)")
     if IMAGES not in f or LABELS not in f:
         raise FaceFileError(f"{path}: no '{IMAGES}'/'{LABELS}' datasets: not a face file")

@@ -20,17 +20,13 @@ import yaml
 
 from jobs.core import facefile
 from jobs.core.fields import nearest
-from jobs.core.schema import TOP_LEVEL_HELP, WORK_SECTIONS, JobSpec, Resources, iter_path_fields
+from jobs.core.schema import (TOP_LEVEL_HELP, WORK_SECTIONS, JobSpec, Resources, SpecError,
+                              iter_path_fields)
+
+__all__ = ["SpecError", "load_spec", "parse_spec", "parse_set_args", "check_paths",
+           "pipeline_stages", "pipeline_problems"]
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class SpecError(Exception):
-    """A spec is invalid; ``problems`` lists every message."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,8 +280,10 @@ def _check_cross_fields(v: _Validator, kind: str, work: Any) -> None:
                 v.fail(f"sweep.grid.{key}", "needs at least one value")
 
 
-def load_spec(path: str | os.PathLike, overrides: Iterable[tuple[str, Any]] = ()) -> JobSpec:
-    """Read, override and validate one spec file."""
+def load_spec(path: str | os.PathLike, overrides: Iterable[tuple[str, Any]] = (),
+              resolve_stages: bool = True) -> JobSpec:
+    """Read, override and validate one spec file (and a pipeline's stage specs, to know its
+    work directory, unless ``resolve_stages`` is false)."""
     source = str(path)
     try:
         text = Path(path).read_text()
@@ -298,7 +296,7 @@ def load_spec(path: str | os.PathLike, overrides: Iterable[tuple[str, Any]] = ()
         if isinstance(data, dict):
             apply_override(data, dotted, value)
     spec = parse_spec(data, source)
-    if spec.kind == "pipeline":
+    if spec.kind == "pipeline" and resolve_stages:
         with contextlib.suppress(SpecError):  # `validate` reports the stages' problems
             spec.stage_work_dir = pipeline_stages(spec)[1].work_dir
     return spec
@@ -307,13 +305,14 @@ def load_spec(path: str | os.PathLike, overrides: Iterable[tuple[str, Any]] = ()
 def pipeline_stages(job: JobSpec) -> tuple[JobSpec, JobSpec]:
     """A pipeline's (preprocess spec, train spec), overrides applied, ``train.data`` wired to
     the preprocess stage's merged file."""
-    pre = load_spec(job.work.preprocess, parse_set_args(job.work.preprocess_set))
+    pre = load_spec(job.work.preprocess, parse_set_args(job.work.preprocess_set),
+                    resolve_stages=False)  # a pipeline naming a pipeline: refused below
     if pre.kind != "preprocess":
         raise SpecError([f"{job.source}: pipeline.preprocess: {job.work.preprocess} is a "
                          f"'{pre.kind}' spec"])
     merged = str(Path(pre.work.output_dir) / facefile.MERGED_NAME)
     train = load_spec(job.work.train, parse_set_args(job.work.train_set)
-                      + [("train.data", merged)])
+                      + [("train.data", merged)], resolve_stages=False)
     if train.kind != "train":
         raise SpecError([f"{job.source}: pipeline.train: {job.work.train} is a "
                          f"'{train.kind}' spec"])

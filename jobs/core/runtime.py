@@ -11,6 +11,8 @@ import os
 import sys
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def configure(verbose: bool = False) -> None:
     verbose = verbose or os.environ.get("FACEGAN_VERBOSE") == "1"
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT,

@@ -61,6 +61,14 @@ class ContainerSpec:
                                "bound automatically")
 
 
+class SpecError(Exception):
+    """A spec is invalid; ``problems`` lists every message."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
 @dataclass
 class Resources:
     nodes: int = opt(1, "Nodes per job (Horovod spans them)", ge=1)
@@ -137,8 +145,8 @@ class PreprocessSpec:
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class ModelSpec:
-    name: str = opt("cgan", "Model family, an entry of gan/families.py (README: 'Model "
-                            "families'); checked by validate, plan, run and submit")
+    name: str = opt("cgan", "Model family, an entry of gan/families.py (checked by validate, "
+                            "plan, run and submit)")
     image_size: int = opt(64, "Generated image side; must equal the data's", ge=8, le=1024)
     latent_dim: int = opt(100, "Size of the latent vector z", ge=1)
     num_classes: int | None = opt(None, "Number of classes; none = read from the data", ge=1)
@@ -304,7 +312,8 @@ class JobSpec:
         records go under it. A pipeline writes into its train stage's run directory."""
         if self.kind == "pipeline":
             if self.stage_work_dir is None:
-                raise ValueError(f"{self.source}: the pipeline's stage specs do not load")
+                raise SpecError([f"{self.source}: the pipeline's stage specs do not load "
+                                 "(python -m jobs validate names the problems)"])
             return self.stage_work_dir
         return next(value for _, value, role in iter_path_fields(self.work, self.kind)
                     if role == "output")

@@ -34,28 +34,30 @@ class StopSignals:
 
     def __init__(self):
         self.signum: int | None = None
-        self._previous: dict[int, object] = {}
+        self._before_arm: dict[int, object] = {}
 
     def catch_early(self) -> StopSignals:
-        """Remember USR1/USR2 from now on (quietly: logging is not configured yet)."""
+        """Remember USR1/USR2 from now on (quietly: logging is not configured yet). This
+        stays the process's handler outside training: a late walltime signal after the job
+        finished is remembered, not fatal."""
         for s in EARLY:
-            self._previous.setdefault(s, signal.signal(s, self._remember))
+            signal.signal(s, self._remember)
         return self
 
     def arm(self) -> StopSignals:
-        """Catch all four; a signal caught early is announced now."""
+        """Catch all four while the job runs; a signal caught early is announced now."""
         for s in ALL:
-            previous = signal.signal(s, self._handle)
-            self._previous.setdefault(s, previous)
+            self._before_arm.setdefault(s, signal.signal(s, self._handle))
         if self.signum is not None:
             self._announce(self.signum, "before training started")
         return self
 
     def restore(self) -> None:
-        """Put back the handlers from before :meth:`catch_early` / :meth:`arm`."""
-        for s, handler in self._previous.items():
+        """Put back the handlers :meth:`arm` replaced (the early catcher, or a library's
+        own such as submitit's)."""
+        for s, handler in self._before_arm.items():
             signal.signal(s, handler)
-        self._previous.clear()
+        self._before_arm.clear()
 
     @property
     def requested(self) -> bool:

@@ -155,8 +155,8 @@ def test_early_stop_signals_are_remembered_not_fatal(handlers, caplog):
     signal.raise_signal(signal.SIGUSR2)
     assert stop.signum == signal.SIGUSR2
     assert not caplog.records  # quiet: logging is not configured this early
-    stop.restore()
-    assert {s: signal.getsignal(s) for s in signals.ALL} == handlers
+    stop.restore()  # nothing was armed: the early catcher stays (a late signal is not fatal)
+    assert signal.getsignal(signal.SIGUSR1) == stop._remember
 
 
 def test_armed_signals_request_a_checkpoint_and_say_so(handlers, caplog):
@@ -169,8 +169,21 @@ def test_armed_signals_request_a_checkpoint_and_say_so(handlers, caplog):
         signal.raise_signal(signal.SIGTERM)
     assert stop.signum == signal.SIGTERM
     assert f"exit {exitcodes.REQUEUE}" in caplog.text
-    stop.restore()  # back to the handlers from before catch_early, not to _remember
-    assert {s: signal.getsignal(s) for s in signals.ALL} == handlers
+    stop.restore()  # back to what arm() replaced: the early catcher for USR1/USR2
+    assert all(signal.getsignal(s) == stop._remember for s in signals.EARLY)
+    assert all(signal.getsignal(s) == handlers[s] for s in set(signals.ALL) - set(signals.EARLY))
+
+
+def test_restore_gives_a_library_its_own_handlers_back(handlers):
+    """submitit installs its own USR2 handler: after training it must be submitit's again."""
+    def library(signum, frame):
+        pass
+
+    signal.signal(signal.SIGUSR2, library)
+    stop = StopSignals().arm()
+    assert signal.getsignal(signal.SIGUSR2) == stop._handle
+    stop.restore()
+    assert signal.getsignal(signal.SIGUSR2) is library
 
 
 def test_a_second_ctrl_c_stops_at_once(handlers):

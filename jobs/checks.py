@@ -1,0 +1,35 @@
+"""Rules beyond the schema, checked before anything runs or is submitted: the model family's
+(``gan.families``) for a train spec, and the same for every spec a sweep or a pipeline refers
+to. ``validate``, ``plan``, ``run`` (every route: CLI, sbatch, submitit) and ``submit`` call
+this, so a spec the family cannot train never reaches a node (exit 2, field named)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from gan import families
+from jobs.core.loader import SpecError, pipeline_problems, pipeline_stages
+from jobs.core.schema import JobSpec
+from jobs.sweep import expand_points, point_spec, validate_points
+
+
+def deep_problems(spec: JobSpec) -> list[str]:
+    """Beyond the schema: the model family's rules (``gan.families``) for a train spec, and
+    for the specs a sweep or pipeline refers to (when those files exist)."""
+    if spec.kind == "train":
+        return [f"{spec.source}: {p}" for p in
+                families.problems(spec.work.model.name, spec.work.latent.distribution)]
+    if spec.kind == "sweep" and Path(spec.work.base).exists():
+        points = range(len(expand_points(spec.work)))
+        return validate_points(spec) or [f"{p} [sweep point {i}]" for i in points
+                                         for p in deep_problems(point_spec(spec, i))]
+    if spec.kind == "pipeline" and all(Path(p).exists() for p in (spec.work.preprocess,
+                                                                   spec.work.train)):
+        return pipeline_problems(spec) or [f"{p} [pipeline stage]" for p in
+                                           deep_problems(pipeline_stages(spec)[1])]
+    return []
+
+
+def raise_problems(spec: JobSpec) -> None:
+    problems = deep_problems(spec)
+    if problems:
+        raise SpecError(problems)
