@@ -134,10 +134,9 @@ def bench_horovod(folder: Path, data: Path, batch: int) -> None:
                           "--set", f"train.run_dir={folder / 'hvd2'}"],
                          env={**ENV, "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"},
                          capture_output=True, text=True, cwd=ROOT)
-    import h5py
+    from gan.data import ImageSet
 
-    with h5py.File(data) as f:
-        n = len(f["labels"])
+    n = ImageSet(data).num
     one_rate = (n // batch) * batch / _train_secs(one)
     two_rate = (n // (2 * batch)) * 2 * batch / _train_secs(two)
     TABLE.add(f"16x16 cGAN, 2 Horovod ranks vs 1 process ({n} images, batch {batch}/rank, 1 "
@@ -153,7 +152,7 @@ def main() -> None:
         folder = Path(tmp)
         for model in MODELS:
             bench_step_vs_train_on_batch(folder, steps=10 if args.quick else 40, model=model)
-        big = random_images(folder / "big16.h5", 4096 if args.quick else 16384, 16, 1)
+        big = random_images(folder / "big16.h5", 2048 if args.quick else 16384, 16, 1)
         bench_horovod(folder, big, batch=512)
     TABLE.print()
 

@@ -415,10 +415,12 @@ def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, digi
         assert len({r["weights_digest"] for r in rows if r["epoch"] == epoch}) == 1
 
 
-def train_example(example: str, data: Path, run_dir: Path) -> None:
+def train_example(example: str, data: Path, run_dir: Path, epochs: int) -> None:
+    """An example spec as it is, for a fixed number of epochs (the floors asserted after it
+    were measured with margin at that point: bench/bench_models.py has the full runs)."""
     proc = run_train(str(ROOT / f"jobs/examples/{example}.yaml"), "--set", f"train.data={data}",
                      "--set", f"train.run_dir={run_dir}", "--set", "train.log_every_steps=1000",
-                     timeout=900)
+                     "--set", f"train.epochs={epochs}", timeout=900)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -441,7 +443,8 @@ def test_aeacgan_learns_its_attributes(digits, tmp_path):
     from gan.sampler import Sampler
 
     run_dir = tmp_path / "run"
-    train_example("train_aeacgan_digits", digits, run_dir)
+    # measured here: chance (10%) until epoch 15, 29% at 20, 100% from 25 on: 30 keeps margin
+    train_example("train_aeacgan_digits", digits, run_dir, epochs=30)
     sampler = Sampler.load(run_dir)
     accuracy = conditional_accuracy(sampler, DigitJudge(), 100)
     assert accuracy >= 0.90, f"conditional accuracy {accuracy:.3f}"
@@ -465,7 +468,10 @@ def test_dcgan_covers_every_digit_and_its_arithmetic_moves_towards_one(tmp_path)
     from gan.sampler import Sampler
 
     run_dir = tmp_path / "run"
-    train_example("train_dcgan_digits", write_digits(tmp_path / "digits32.h5", 32), run_dir)
+    # measured here: after 15 epochs 10/10 classes, largest 15.7%, judge confidence 0.87, and
+    # the "1" share goes 5% -> 98% along v (40 epochs: 15.5%, 0.895, 7% -> 97%)
+    train_example("train_dcgan_digits", write_digits(tmp_path / "digits32.h5", 32), run_dir,
+                  epochs=15)
     sampler = Sampler.load(run_dir)
     judge = DigitJudge(size=32)
     images, _ = generate(sampler, 100)
