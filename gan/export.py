@@ -26,7 +26,7 @@ def describe(sampler) -> dict:
     spec, cond = sampler.spec, sampler.conditioning
     dist = spec.latent.distribution
     latent = {"dim": spec.model.latent_dim, "distribution": "normal" if dist == "normal"
-              else "uniform", "range": UNIFORM_RANGES.get(dist)}
+              else "uniform", "range": UNIFORM_RANGES.get(dist), "trained_with": dist}
     condition: dict = {"kind": cond.kind}
     if cond.kind == "label":
         condition.update(dtype="int32", shape=[], class_names=cond.class_names,
