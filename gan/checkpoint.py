@@ -16,7 +16,8 @@ import tensorflow as tf
 import yaml
 
 from jobs.core.files import atomic_write_text
-from jobs.core.schema import TrainSpec, to_plain
+from jobs.core.schema import TrainSpec
+from jobs.core.fields import to_plain
 
 log = logging.getLogger(__name__)
 SPEC_FILE = "train_spec.yaml"

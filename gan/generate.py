@@ -31,7 +31,7 @@ from gan.data import ImageSet
 from gan.evaluate import attribute_f1 as f1_scores
 from gan.evaluate import classifier_score as score
 from gan.sampler import NoCheckpoint, Sampler
-from jobs.core import exitcodes
+from jobs.core import exitcodes, facefile
 from jobs.core.files import atomic_write_json
 from jobs.core.grids import save_grid
 from jobs.core.schema import GenerateSpec, JobSpec
@@ -115,12 +115,30 @@ def attribute_f1(sampler, work: GenerateSpec, out: Path) -> dict:
     return figures
 
 
+def samples(sampler, work: GenerateSpec, out: Path) -> dict:
+    """``count`` generated images in ``samples.h5``, the face-file layout preprocessing writes
+    (RGB uint8), with what each was conditioned on and its latent: any tool reads them."""
+    n, cond = work.count, sampler.conditioning
+    z = sampler.figure_latent(n, sampling.seed_for(work.seed, 0, 0, "grid"))
+    conditions = sampler.sample_conditions(n, sampling.seed_for(work.seed, 0, 1, "grid"))
+    labelled = cond.kind == "label"
+    path = facefile.write_arrays(
+        out / "samples.h5", sampler.draw(z, conditions),
+        np.asarray(conditions) if labelled else np.zeros(n, np.int16),
+        class_names=cond.class_names if labelled else ["all"],
+        attributes=np.asarray(conditions) if cond.kind == "attributes" else None,
+        attribute_names=cond.attribute_names if cond.kind == "attributes" else (),
+        extra={"latents": np.asarray(z, np.float32)})
+    return {"samples": str(path), "count": n}
+
+
 def export(sampler, work: GenerateSpec, out: Path) -> dict:
     return exporter.export(sampler, out)
 
 
 TASKS = {"grid": grid, "interpolate": interpolate, "arithmetic": arithmetic,
-         "classifier_score": classifier_score, "attribute_f1": attribute_f1, "export": export}
+         "classifier_score": classifier_score, "attribute_f1": attribute_f1, "export": export,
+         "samples": samples}
 
 
 def run(spec: JobSpec) -> int:

@@ -56,7 +56,8 @@ class Sampler:
         cond = load_conditioning(run_dir, spec)
         nets = models.build(spec.model, cond.num_classes, cond.image_shape[-1],
                             cond.num_attributes)
-        wanted = {"generator": nets.generator}
+        # the moving average of G when the run kept one: it is the better generator
+        wanted = {"generator_ema" if spec.ema.enabled else "generator": nets.generator}
         if nets.encoder is not None:
             wanted["encoder"] = nets.encoder
         if with_discriminator:

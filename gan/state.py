@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from gan import distributed, models
+from gan import distributed, ema, models
 from gan.conditioning import Conditioning
 from jobs.core.schema import TrainSpec
 
@@ -48,6 +48,10 @@ class TrainState:
                                          + self.G.trainable_variables,
                                          spec.optimizer.autoencoder_lr_ratio)
             self.optimizers.append(self.ae_opt)
+        # the average of G (gan/ema.py): what grids, figures and export use when enabled
+        self.G_ema = ema.copy_of(self.G) if spec.ema.enabled else None
+        if self.G_ema is not None:
+            self.networks.append(self.G_ema)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -61,6 +65,8 @@ class TrainState:
                        saves=self.saves, layer_rng=self._layer_rng_states())
         if self.E is not None:
             objects.update(encoder=self.E, ae_optimizer=self.ae_opt)
+        if self.G_ema is not None:
+            objects.update(generator_ema=self.G_ema)
         return objects
 
     def _layer_rng_states(self) -> list:

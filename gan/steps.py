@@ -17,6 +17,7 @@ from typing import Callable
 import tensorflow as tf
 
 from gan import distributed, sampling
+from gan.augment import augment
 from gan.families import family
 from jobs.core.images import to_signed_unit
 
@@ -43,6 +44,7 @@ class _Parts:
         self.world, self.hvd = world, world.hvd
         self.batch, self.seed, self.rank = spec.batch_size, spec.seed, world.rank
         self.noise, self.smooth = spec.disc_input_noise, spec.label_smoothing
+        self.policy, self.probability = spec.augment.policy, spec.augment.probability
         self.sampler = trainer.sampler
 
     def seed_for(self, step, purpose: str):
@@ -52,10 +54,20 @@ class _Parts:
         return self.sampler.latent(self.batch, self.seed_for(step, purpose))
 
     def noisy(self, x, step, purpose: str):
+        """What D sees of x: augmented (``train.augment``), then with input noise. The
+        augmentation's seeds derive from the noise's, so no existing draw changes."""
+        seed = self.seed_for(step, purpose)
+        x = augment(x, self.policy, self.probability,
+                    tf.random.experimental.stateless_fold_in(seed, 1))
         if self.noise <= 0:
             return x
-        return x + self.noise * tf.random.stateless_normal(tf.shape(x),
-                                                           self.seed_for(step, purpose))
+        return x + self.noise * tf.random.stateless_normal(tf.shape(x), seed)
+
+    def augmented(self, x, step, purpose: str):
+        """G's fakes as D sees them in G's update: augmented like every input of D (no input
+        noise here, as before augmentation existed)."""
+        return augment(x, self.policy, self.probability,
+                       tf.random.experimental.stateless_fold_in(self.seed_for(step, purpose), 1))
 
     def update(self, opt, variables: list, tape, loss) -> None:
         grads = distributed.gradient_tape(self.world, tape).gradient(
@@ -93,8 +105,8 @@ def adversarial(trainer) -> Callable:
         p.update(state.d_opt, D.trainable_variables, tape, d_loss)
         g_labels = sample_conditions(p.batch, p.seed_for(step, "g_labels"))
         with tf.GradientTape() as tape:
-            g_loss = bce(1.0, D([G([p.latent(step, "g_latent"), g_labels], training=True),
-                                 g_labels], training=True))
+            fake = G([p.latent(step, "g_latent"), g_labels], training=True)
+            g_loss = bce(1.0, D([p.augmented(fake, step, "g_latent"), g_labels], training=True))
         p.update(state.g_opt, G.trainable_variables, tape, g_loss)
         return p.finish([d_real, d_fake, g_loss, *_accuracies(real_logits, fake_logits)], stop)
 
@@ -122,8 +134,8 @@ def autoencoding(trainer) -> Callable:
         p.update(state.d_opt, D.trainable_variables, tape, d_loss)
         g_attrs = sample_conditions(p.batch, p.seed_for(step, "g_labels"))
         with tf.GradientTape() as tape:  # G through D (this tape trains only G)
-            logits, attr_logits = D(G([p.latent(step, "g_latent"), g_attrs], training=True),
-                                    training=True)
+            fake = G([p.latent(step, "g_latent"), g_attrs], training=True)
+            logits, attr_logits = D(p.augmented(fake, step, "g_latent"), training=True)
             g_loss, g_attr = bce(1.0, logits), attribute_bce(g_attrs, attr_logits)
             g_total = g_loss + g_attr
         p.update(state.g_opt, G.trainable_variables, tape, g_total)

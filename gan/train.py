@@ -27,6 +27,7 @@ from gan import distributed, steps
 from gan.checkpoint import RunCheckpoints, SpecMismatch
 from gan.conditioning import Conditioning
 from gan.data import ImageSet, Split
+from gan.ema import Ema
 from gan.families import family
 from gan.guard import Guard
 from gan.outputs import RunOutputs
@@ -69,7 +70,10 @@ class Trainer:
         self.state = TrainState(spec, world.size, self.conditioning)
         st = self.state
         self.G, self.D, self.E = st.G, st.D, st.E
-        self.sampler = Sampler(spec, self.conditioning, st.G, st.E, st.D)
+        # grids come from the average of G when there is one (the generator users get)
+        self.sampler = Sampler(spec, self.conditioning, st.G_ema or st.G, st.E, st.D)
+        self.ema = Ema(spec.ema, st.G, st.G_ema, spec.batch_size * world.size) \
+            if st.G_ema is not None else None
         self.guard = Guard(spec.guard, st.G, st.D, *[m for m in [st.E] if m is not None])
         self.checkpoints = RunCheckpoints(spec, {**st.checkpoint_objects(), "guard": self.guard},
                                           world.is_chief)
@@ -168,6 +172,8 @@ class Trainer:
             values = dict(zip(self.metric_names, metrics.numpy().tolist()))
             st.global_step.assign_add(1)
             st.step_in_epoch.assign(s + 1)
+            if self.ema is not None:
+                self.ema.update(st.global_step)
             seen.append(idx)
             self.guard.observe(int(st.global_step), values["d_real"], values["d_fake"],
                                values["g"])

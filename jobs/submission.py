@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from jobs.core.fields import walltime_minutes
-from jobs.core.schema import JobSpec, iter_path_fields
+from jobs.core.schema import JobSpec
+from jobs.core.fields import iter_path_fields
 from jobs.sweep import expand_points
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

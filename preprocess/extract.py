@@ -21,7 +21,8 @@ import numpy as np
 
 from jobs.core import facefile, runtime
 from jobs.core.files import atomic_write_json, remove_stale_temps
-from jobs.core.schema import PreprocessSpec, to_plain
+from jobs.core.schema import PreprocessSpec
+from jobs.core.fields import to_plain
 from preprocess.decode import Skip, load_rgb
 from preprocess.faces import make_extractor
 from preprocess.inputs import PhotoSet, open_photo_set

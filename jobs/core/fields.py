@@ -7,6 +7,7 @@ table all read these declarations, so a default or a range lives in exactly one 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import fields, is_dataclass
 import difflib
 import re
 from typing import Any, Callable, Iterable
@@ -91,3 +92,39 @@ def walltime_minutes(value: Any) -> int:
 def nearest(key: str, allowed: Iterable[str]) -> str:
     match = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+_SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASS", "KEY", "CREDENTIAL")
+
+
+def is_secret_name(name: str) -> bool:
+    upper = name.upper()
+    return any(marker in upper for marker in _SECRET_MARKERS)
+
+
+def to_plain(obj: Any, redact: bool = True) -> Any:
+    """Dataclasses to dicts (field order kept), secret fields redacted."""
+    if is_dataclass(obj):
+        out = {}
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            out[f.name] = "***" if (redact and f.metadata.get("secret") and value) \
+                else to_plain(value, redact)
+        return out
+    if isinstance(obj, list):
+        return [to_plain(v, redact) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_plain(v, redact) for k, v in obj.items()}
+    return obj
+
+
+def iter_path_fields(obj: Any, where: str):
+    """Yield (dotted key, value, 'exists'|'output') for every path field in a spec section."""
+    if not is_dataclass(obj):
+        return
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata.get("path") and isinstance(value, str):
+            yield f"{where}.{f.name}", value, f.metadata["path"]
+        elif is_dataclass(value):
+            yield from iter_path_fields(value, f"{where}.{f.name}")

@@ -19,9 +19,8 @@ from typing import Any, Iterable, Literal
 import yaml
 
 from jobs.core import facefile
-from jobs.core.fields import nearest
-from jobs.core.schema import (TOP_LEVEL_HELP, WORK_SECTIONS, JobSpec, Resources, SpecError,
-                              iter_path_fields)
+from jobs.core.fields import iter_path_fields, nearest
+from jobs.core.schema import TOP_LEVEL_HELP, WORK_SECTIONS, JobSpec, Resources, SpecError
 
 __all__ = ["SpecError", "load_spec", "parse_spec", "parse_set_args", "check_paths",
            "pipeline_stages", "pipeline_problems"]

@@ -7,10 +7,11 @@ its settings from these dataclasses; defaults and ranges are declared here and n
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from jobs.core.fields import nearest, opt, parse_walltime, section
+from jobs.core.fields import (is_secret_name, iter_path_fields, nearest, opt, parse_walltime,
+                              section, to_plain)
 
 CELEBA_ATTRIBUTES = (
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
@@ -38,6 +39,19 @@ def _band(value: Any) -> list[float]:
     if not ok or not value[0] < value[1]:
         raise ValueError(f"expected [low, high] with low < high, got {value!r}")
     return [float(v) for v in value]
+
+
+AUGMENTATIONS = ("color", "translation", "cutout", "flip")
+
+
+def _augment_policy(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"expected a list of augmentations, got {value!r}")
+    for name in value:
+        if name not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {name!r}{nearest(name, AUGMENTATIONS)}; "
+                             f"choose from {', '.join(AUGMENTATIONS)}")
+    return list(value)
 
 
 def _filters(value: Any) -> list[int]:
@@ -187,6 +201,26 @@ class CheckpointSpec:
 
 
 @dataclass
+class EmaSpec:
+    enabled: bool = opt(False, "Keep an exponential moving average of G's weights (StyleGAN2's "
+                               "G_ema), updated after every step and used for sample grids, "
+                               "figures, scores and export")
+    half_life_kimg: float = opt(10.0, "Half-life of the average in thousands of images seen "
+                                      "(all ranks together)", gt=0)
+    rampup: float | None = opt(0.05, "Early on, the half-life is at most this share of the "
+                                     "images seen so far (none: no ramp-up)", gt=0)
+
+
+@dataclass
+class AugmentSpec:
+    policy: list[str] = opt([], "Differentiable augmentations of every image D sees, real and "
+                                "fake alike (DiffAugment): " + ", ".join(AUGMENTATIONS)
+                            + "; [] = none", parse=_augment_policy)
+    probability: float = opt(1.0, "Chance that each augmentation is applied to an image "
+                                  "(1 = always, as DiffAugment)", ge=0, le=1)
+
+
+@dataclass
 class GuardSpec:
     enabled: bool = opt(True, "Roll back a network whose loss leaves its hard bounds")
     d_real_band: list[float] = opt([0.30, 0.95], "Healthy band of the D loss on real images",
@@ -223,6 +257,8 @@ class TrainSpec:
     optimizer: OptimizerSpec = section(OptimizerSpec, "Optimizer (same settings for G and D)")
     latent: LatentSpec = section(LatentSpec, "Latent and label sampling")
     checkpoint: CheckpointSpec = section(CheckpointSpec, "Checkpointing")
+    ema: EmaSpec = section(EmaSpec, "Exponential moving average of the generator")
+    augment: AugmentSpec = section(AugmentSpec, "Differentiable augmentation for D")
     guard: GuardSpec = section(GuardSpec, "Mode-collapse guard")
 
 
@@ -250,13 +286,15 @@ class GenerateSpec:
     output_dir: str = opt(help="Where PNGs and the figures' JSON go", path="output",
                           example="/scratch/$USER/runs/cgan64/figures")
     task: Literal["grid", "interpolate", "arithmetic", "classifier_score", "attribute_f1",
-                  "export"] = \
+                  "export", "samples"] = \
         opt("grid", "grid: samples per class; interpolate: face-to-face rows per class, linear "
                     "and spherical; arithmetic: z + alpha*v rows along an attribute's "
                     "direction; classifier_score: train a classifier on generated images "
                     "only, test it on held-out real ones, beside one trained on real images; "
                     "attribute_f1: per-attribute F1 of an aeacgan's attribute heads; export: "
-                    "generator.keras + generator.json, loadable with plain Keras")
+                    "generator.keras + generator.json, loadable with plain Keras; samples: "
+                    "count generated images in samples.h5, the preprocessing layout")
+    count: int = opt(1000, "samples: how many images samples.h5 gets", ge=1)
     data: str | None = opt(None, "Real images for the tasks that compare with them "
                                  "(classifier_score, attribute_f1, arithmetic's fitted judge); "
                                  "none = the run's training data", path="exists")
@@ -332,38 +370,3 @@ TOP_LEVEL_HELP = {
     "env": "Extra environment variables for the job; names containing TOKEN, SECRET, "
            "PASSWORD, PASS or KEY are shown as *** in plans and logs",
 }
-
-_SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASS", "KEY", "CREDENTIAL")
-
-
-def is_secret_name(name: str) -> bool:
-    upper = name.upper()
-    return any(marker in upper for marker in _SECRET_MARKERS)
-
-
-def to_plain(obj: Any, redact: bool = True) -> Any:
-    """Dataclasses to dicts (field order kept), secret fields redacted."""
-    if is_dataclass(obj):
-        out = {}
-        for f in fields(obj):
-            value = getattr(obj, f.name)
-            out[f.name] = "***" if (redact and f.metadata.get("secret") and value) \
-                else to_plain(value, redact)
-        return out
-    if isinstance(obj, list):
-        return [to_plain(v, redact) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_plain(v, redact) for k, v in obj.items()}
-    return obj
-
-
-def iter_path_fields(obj: Any, where: str):
-    """Yield (dotted key, value, 'exists'|'output') for every path field in a spec section."""
-    if not is_dataclass(obj):
-        return
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        if f.metadata.get("path") and isinstance(value, str):
-            yield f"{where}.{f.name}", value, f.metadata["path"]
-        elif is_dataclass(value):
-            yield from iter_path_fields(value, f"{where}.{f.name}")

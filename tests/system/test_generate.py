@@ -89,6 +89,30 @@ def test_scores_read_real_images_from_generate_data(runs):
     assert nothing.returncode == exitcodes.NOT_RUNNABLE
 
 
+def test_samples_file_has_the_preprocessing_layout(runs):
+    import h5py
+    import numpy as np
+
+    from gan.data import ImageSet
+
+    out = runs["tmp"] / "samples"
+    proc = generate(runs["cgan"], out, "samples", "generate.count=50")
+    assert proc.returncode == 0, proc.stderr
+    with h5py.File(out / "samples.h5", "r") as f:
+        assert f["images"].shape == (50, 16, 16, 3) and f["images"].dtype == np.uint8
+        assert f["labels"].shape == (50,) and f["latents"].shape == (50, 16)
+        assert [str(c) for c in f.attrs["class_names"]] == [str(i) for i in range(10)]
+        assert f.attrs["complete"] and f.attrs["format_version"] == 1
+    data = ImageSet(out / "samples.h5")  # training (and any tool) reads it as it is
+    assert data.num == 50 and len(set(data.labels.tolist())) > 3
+    data.close()
+    attrs = runs["tmp"] / "samples-aeacgan"
+    assert generate(runs["aeacgan"], attrs, "samples", "generate.count=20").returncode == 0
+    with h5py.File(attrs / "samples.h5", "r") as f:
+        assert f["attributes"].shape == (20, 10)
+        assert (np.asarray(f["attributes"]).sum(axis=1) == 1).all()  # digits' one-hot rows
+
+
 PLAIN_KERAS = """
 import json, sys
 for name in ("gan", "jobs", "preprocess"):  # the project must not be needed: block it

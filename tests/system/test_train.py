@@ -387,6 +387,9 @@ def test_stop_signal_during_startup_is_not_lost(digits, tmp_path):
 MODEL_SETS = {  # the registry's other models, on the small test settings of spec_for
     "dcgan": ["train.model.name=dcgan"],
     "aeacgan": ["train.model.name=aeacgan", "train.latent.distribution=unit_uniform"],
+    # the generator's moving average and DiffAugment: in the checkpoint, seeded by the step
+    "cgan-ema-augment": ["train.ema.enabled=true", "train.ema.half_life_kimg=0.5",
+                         "train.augment.policy=[color, translation, cutout]"],
 }
 
 
@@ -403,6 +406,9 @@ def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, digi
     assert digests(tmp_path / "b") == digests(tmp_path / "a")
     with open(tmp_path / "a" / "metrics.csv") as f:
         header = f.readline().strip().split(",")
+    if model == "cgan-ema-augment":  # the average is in every checkpoint, apart from G
+        reader = tf_checkpoint_reader(tmp_path / "a")
+        assert any("generator_ema" in name for name in reader)
     if model == "aeacgan":  # its extra losses are logged too
         assert {"d_attr", "g_attr", "ae_mae"} <= set(header)
     horovodrun = shutil.which("horovodrun", path=str(Path(sys.executable).parent))
@@ -413,6 +419,14 @@ def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, digi
     rows = rank_rows(tmp_path / "c")
     for epoch in ("1", "2"):  # BatchNorm statistics averaged: identical models every epoch
         assert len({r["weights_digest"] for r in rows if r["epoch"] == epoch}) == 1
+
+
+def tf_checkpoint_reader(run_dir: Path) -> list[str]:
+    """The names of the variables in a run's newest checkpoint."""
+    import tensorflow as tf
+
+    path = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    return [name for name, _ in tf.train.list_variables(path)]
 
 
 def train_example(example: str, data: Path, run_dir: Path, epochs: int) -> None:

@@ -1,0 +1,61 @@
+"""Differentiable augmentation and the generator's moving average: deterministic from their
+seeds and steps (so resume stays exact), differentiable, and doing what they say."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow import keras
+
+from gan.augment import OPS, augment
+from gan.ema import Ema, copy_of
+from jobs.core.schema import EmaSpec
+
+SEED = tf.constant([3, 4], tf.int64)
+
+
+def images(n: int = 8, side: int = 16) -> tf.Tensor:
+    return tf.random.stateless_uniform((n, side, side, 3), [1, 2], -1.0, 1.0)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_each_augmentation_is_seeded_shaped_and_differentiable(op):
+    x = tf.Variable(images())
+    with tf.GradientTape() as tape:
+        y = augment(x, [op], 1.0, SEED)
+        loss = tf.reduce_sum(y * y)
+    assert y.shape == x.shape
+    np.testing.assert_array_equal(y, augment(x, [op], 1.0, SEED))  # same seed, same images
+    assert not np.array_equal(y, augment(x, [op], 1.0, SEED + 1))  # another seed, others
+    grad = tape.gradient(loss, x)
+    assert grad is not None and float(tf.reduce_sum(tf.abs(grad))) > 0  # G learns through it
+
+
+def test_probability_zero_or_no_policy_is_the_identity_and_cutout_blanks_a_quarter():
+    x = images()
+    np.testing.assert_array_equal(augment(x, list(OPS), 0.0, SEED), x)
+    np.testing.assert_array_equal(augment(x, [], 1.0, SEED), x)
+    blanked = augment(tf.ones((8, 16, 16, 3)), ["cutout"], 1.0, SEED)
+    zeros = tf.reduce_mean(tf.cast(blanked == 0, tf.float32), axis=[1, 2, 3]).numpy()
+    # an 8x8 square: whole (1/4 of the image), or clipped at a corner down to 4x4 (1/16)
+    assert np.all((zeros >= 1 / 16) & (zeros <= 1 / 4)) and zeros.max() == 1 / 4, zeros
+    some = augment(x, ["translation"], 0.5, SEED)
+    kept = [np.array_equal(a, b) for a, b in zip(some.numpy(), x.numpy())]
+    assert 0 < sum(kept) < len(kept)  # with p = 0.5 some images are left alone
+
+
+def test_ema_follows_the_half_life_with_its_rampup():
+    g = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
+    avg = copy_of(g)
+    spec = EmaSpec(enabled=True, half_life_kimg=0.064, rampup=None)  # 64 images
+    ema = Ema(spec, g, avg, images_per_step=64)
+    assert float(ema.beta(tf.constant(10_000.0, tf.float64))) == pytest.approx(0.5)
+    start = avg.get_weights()[0].copy()
+    g.set_weights([start + 1.0])
+    ema.update(tf.constant(1, tf.int64))  # one half-life: halfway to G
+    np.testing.assert_allclose(avg.get_weights()[0], start + 0.5, rtol=1e-6)
+    ramped = Ema(EmaSpec(enabled=True, half_life_kimg=10.0, rampup=0.05), g, avg, 64)
+    # after 1,280 images the half-life is 64 images (5%), not 10,000: beta 0.5 again
+    assert float(ramped.beta(tf.constant(1280.0, tf.float64))) == pytest.approx(0.5)
+    assert float(ramped.beta(tf.constant(1e9, tf.float64))) == pytest.approx(
+        0.5 ** (64 / 10_000))
