@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from gan import export as exporter
+from gan import metrics as quality
 from gan import sampling
 from gan.arithmetic import arithmetic as draw_arithmetic
 from gan.conditioning import ConditioningError
@@ -132,13 +133,49 @@ def samples(sampler, work: GenerateSpec, out: Path) -> dict:
     return {"samples": str(path), "count": n}
 
 
+def draw_set(sampler, n: int, seed: int) -> np.ndarray:
+    """n uint8 images from the generator's own distribution of latents and conditions."""
+    z = sampler.figure_latent(n, sampling.seed_for(seed, 0, 0, "grid"))
+    return sampler.draw(z, sampler.sample_conditions(n, sampling.seed_for(seed, 0, 1, "grid")))
+
+
+def metrics(sampler, work: GenerateSpec, out: Path) -> dict:
+    """KID and FID (O-Net features, ``gan.metrics``) and the face rate of ``count`` generated
+    images, beside the same for the untrained generator and for real images (``generate.data``;
+    KID/FID of one half of them against the other: what "indistinguishable" scores)."""
+    data = real_data(sampler, work)
+    rng = np.random.default_rng(work.seed)
+    idx = np.sort(rng.choice(data.num, min(work.count, data.num), replace=False))
+    real = np.asarray(data.images[idx])
+    sets = {"generated": draw_set(sampler, work.count, work.seed),
+            "untrained": draw_set(sampler.untrained(), work.count, work.seed)}
+    features, rate = quality.FaceFeatures(), quality.FaceRate()
+    real_f = features(real)
+    half = len(real_f) // 2
+    result = {"kid": {"real_vs_real": quality.kid(real_f[:half], real_f[half:], seed=work.seed)},
+              "fid": {"real_vs_real": quality.fid(real_f[:half], real_f[half:])},
+              "face_rate": {"real": rate(real)}, "real_images": int(len(real)),
+              "generated_images": work.count, "features": "MTCNN O-Net fc5 (256-d)"}
+    for name, images in sets.items():
+        f = features(images)
+        result["kid"][name] = quality.kid(f, real_f, seed=work.seed)
+        result["fid"][name] = quality.fid(f, real_f)
+        result["face_rate"][name] = rate(images)
+    log.info("KID x1000 (mean, std): generated %s, untrained %s, real vs real %s; face rate: "
+             "generated %.2f, untrained %.2f, real %.2f", *(
+                 tuple(round(1000 * v, 2) for v in result["kid"][k])
+                 for k in ("generated", "untrained", "real_vs_real")),
+             *(result["face_rate"][k] for k in ("generated", "untrained", "real")))
+    return result
+
+
 def export(sampler, work: GenerateSpec, out: Path) -> dict:
     return exporter.export(sampler, out)
 
 
 TASKS = {"grid": grid, "interpolate": interpolate, "arithmetic": arithmetic,
          "classifier_score": classifier_score, "attribute_f1": attribute_f1, "export": export,
-         "samples": samples}
+         "samples": samples, "metrics": metrics}
 
 
 def run(spec: JobSpec) -> int:

@@ -66,6 +66,15 @@ class Sampler:
         return cls(spec, cond, nets.generator, nets.encoder,
                    nets.discriminator if with_discriminator else None, path)
 
+    def untrained(self) -> Sampler:
+        """The same generator as it was before its first step (the run's seed): the baseline
+        every quality figure is read against."""
+        tf.keras.utils.set_random_seed(self.spec.seed)
+        cond = self.conditioning
+        nets = models.build(self.spec.model, cond.num_classes, cond.image_shape[-1],
+                            cond.num_attributes)
+        return Sampler(self.spec, cond, nets.generator)
+
     # ------------------------------------------------------------------- what G is fed
     def latent(self, n: int, seed: tf.Tensor) -> tf.Tensor:
         return sampling.latent(self.spec.latent.distribution, n, self.spec.model.latent_dim,

@@ -286,15 +286,17 @@ class GenerateSpec:
     output_dir: str = opt(help="Where PNGs and the figures' JSON go", path="output",
                           example="/scratch/$USER/runs/cgan64/figures")
     task: Literal["grid", "interpolate", "arithmetic", "classifier_score", "attribute_f1",
-                  "export", "samples"] = \
+                  "export", "samples", "metrics"] = \
         opt("grid", "grid: samples per class; interpolate: face-to-face rows per class, linear "
                     "and spherical; arithmetic: z + alpha*v rows along an attribute's "
                     "direction; classifier_score: train a classifier on generated images "
                     "only, test it on held-out real ones, beside one trained on real images; "
                     "attribute_f1: per-attribute F1 of an aeacgan's attribute heads; export: "
                     "generator.keras + generator.json, loadable with plain Keras; samples: "
-                    "count generated images in samples.h5, the preprocessing layout")
-    count: int = opt(1000, "samples: how many images samples.h5 gets", ge=1)
+                    "count generated images in samples.h5, the preprocessing layout; metrics: "
+                    "KID, FID (offline O-Net features) and face rate, beside real images and "
+                    "the untrained generator")
+    count: int = opt(1000, "samples, metrics: how many images are generated", ge=1)
     data: str | None = opt(None, "Real images for the tasks that compare with them "
                                  "(classifier_score, attribute_f1, arithmetic's fitted judge); "
                                  "none = the run's training data", path="exists")

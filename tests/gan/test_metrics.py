@@ -1,0 +1,45 @@
+"""The offline metrics on inputs whose answer is known: a real face is a face and noise is
+not; KID and FID are about 0 for two samples of one distribution and grow with the distance;
+the features are the same for the same images (no randomness, no download)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+from gan.metrics import FEATURE_DIM, FaceFeatures, FaceRate, fid, kid
+
+
+@pytest.fixture(scope="module")
+def face() -> np.ndarray:
+    """The astronaut's head (public domain, NASA) as a 64x64 crop, as preprocessing makes."""
+    return np.asarray(Image.fromarray(skdata.astronaut()[20:220, 150:330]).resize((64, 64)))
+
+
+def test_face_rate_finds_the_real_face_and_not_noise(face):
+    rate = FaceRate()
+    noise = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    assert rate(np.stack([face, face[:, ::-1]])) == 1.0
+    assert rate(noise) == 0.0
+    grey = np.full((2, 32, 32, 1), 128, np.uint8)  # grey one-channel images are taken too
+    assert rate(grey) == 0.0
+
+
+def test_features_are_deterministic_and_tell_a_face_from_noise(face):
+    features = FaceFeatures()
+    noise = np.random.default_rng(1).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    a, b = features(face[None]), features(face[None])
+    assert a.shape == (1, FEATURE_DIM)
+    np.testing.assert_array_equal(a, b)
+    assert np.linalg.norm(a - features(noise)) > 0.1 * np.linalg.norm(a)
+
+
+def test_kid_and_fid_are_about_zero_for_one_distribution_and_grow_with_distance():
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(400, 16)), rng.normal(size=(400, 16))
+    near, far = rng.normal(0.3, size=(400, 16)), rng.normal(1.0, size=(400, 16))
+    same, std = kid(x, y, subsets=30)
+    assert abs(same) < 3 * std + 1e-3 and std > 0
+    assert same < kid(x, near, subsets=30)[0] < kid(x, far, subsets=30)[0]
+    assert fid(x, y) < fid(x, near) < fid(x, far)
