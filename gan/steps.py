@@ -30,6 +30,22 @@ def bce(target: float, logits) -> tf.Tensor:
         labels=tf.fill(tf.shape(logits), target), logits=logits))
 
 
+def hinge_d(real_logits, fake_logits) -> tf.Tensor:
+    """D's hinge loss: real logits pushed above 1, fake ones below -1."""
+    return (tf.reduce_mean(tf.nn.relu(1.0 - tf.cast(real_logits, tf.float32)))
+            + tf.reduce_mean(tf.nn.relu(1.0 + tf.cast(fake_logits, tf.float32))))
+
+
+def r1_penalty(d_call: Callable, x: tf.Tensor) -> tf.Tensor:
+    """Mean over images of |∇ₓ D(x)|² (Mescheder et al. 2018): keeps D flat on the real data,
+    which stops it from overfitting small sets. Its gradients flow into D's update."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        total = tf.reduce_sum(tf.cast(d_call(x), tf.float32))  # inside: the tape must see it
+    grads = tape.gradient(total, x)
+    return tf.reduce_mean(tf.reduce_sum(tf.square(tf.cast(grads, tf.float32)), axis=[1, 2, 3]))
+
+
 def attribute_bce(attributes, logits) -> tf.Tensor:
     """Multi-label binary cross-entropy, averaged over attributes and images."""
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
@@ -45,6 +61,7 @@ class _Parts:
         self.batch, self.seed, self.rank = spec.batch_size, spec.seed, world.rank
         self.noise, self.smooth = spec.disc_input_noise, spec.label_smoothing
         self.policy, self.probability = spec.augment.policy, spec.augment.probability
+        self.loss = spec.loss
         self.sampler = trainer.sampler
 
     def seed_for(self, step, purpose: str):
@@ -68,6 +85,25 @@ class _Parts:
         noise here, as before augmentation existed)."""
         return augment(x, self.policy, self.probability,
                        tf.random.experimental.stateless_fold_in(self.seed_for(step, purpose), 1))
+
+    def d_loss(self, d_real, d_fake, real_logits, fake_logits, d_call, real_in, step):
+        """D's training loss: the cross-entropy terms (always what is reported) or hinge, plus
+        the lazy R1 penalty on the real images as D saw them."""
+        loss = hinge_d(real_logits, fake_logits) if self.loss.name == "hinge" \
+            else d_real + d_fake
+        if self.loss.r1_gamma <= 0:
+            return loss
+        k = self.loss.r1_interval
+        weight = 0.5 * self.loss.r1_gamma * k
+        return loss + tf.cond(tf.equal(step % k, 0),
+                              lambda: weight * r1_penalty(d_call, real_in),
+                              lambda: tf.constant(0.0))
+
+    def g_loss(self, g_bce, logits):
+        """G's training loss: the cross-entropy (reported either way) or hinge's -D(fake)."""
+        if self.loss.name == "hinge":
+            return -tf.reduce_mean(tf.cast(logits, tf.float32))
+        return g_bce
 
     def update(self, opt, variables: list, tape, loss) -> None:
         grads = distributed.gradient_tape(self.world, tape).gradient(
@@ -97,17 +133,21 @@ def adversarial(trainer) -> Callable:
         real = to_signed_unit(tf.cast(images, tf.float32))
         fake_labels = sample_conditions(p.batch, p.seed_for(step, "d_labels"))
         fake = G([p.latent(step, "d_latent"), fake_labels], training=True)
+        real_in = p.noisy(real, step, "noise_real")
         with tf.GradientTape() as tape:  # separate calls: BatchNorm must not mix them
-            real_logits = D([p.noisy(real, step, "noise_real"), labels], training=True)
+            real_logits = D([real_in, labels], training=True)
             fake_logits = D([p.noisy(fake, step, "noise_fake"), fake_labels], training=True)
             d_real, d_fake = bce(p.smooth, real_logits), bce(0.0, fake_logits)
-            d_loss = d_real + d_fake
+            d_loss = p.d_loss(d_real, d_fake, real_logits, fake_logits,
+                              lambda x: D([x, labels], training=True), real_in, step)
         p.update(state.d_opt, D.trainable_variables, tape, d_loss)
         g_labels = sample_conditions(p.batch, p.seed_for(step, "g_labels"))
         with tf.GradientTape() as tape:
             fake = G([p.latent(step, "g_latent"), g_labels], training=True)
-            g_loss = bce(1.0, D([p.augmented(fake, step, "g_latent"), g_labels], training=True))
-        p.update(state.g_opt, G.trainable_variables, tape, g_loss)
+            logits = D([p.augmented(fake, step, "g_latent"), g_labels], training=True)
+            g_loss = bce(1.0, logits)
+            g_train = p.g_loss(g_loss, logits)
+        p.update(state.g_opt, G.trainable_variables, tape, g_train)
         return p.finish([d_real, d_fake, g_loss, *_accuracies(real_logits, fake_logits)], stop)
 
     return train_step
@@ -125,19 +165,21 @@ def autoencoding(trainer) -> Callable:
         attributes = tf.cast(attributes, tf.float32)
         fake_attrs = sample_conditions(p.batch, p.seed_for(step, "d_labels"))
         fake = G([p.latent(step, "d_latent"), fake_attrs], training=True)
+        real_in = p.noisy(real, step, "noise_real")
         with tf.GradientTape() as tape:  # D: real/fake on both, attributes on real photos
-            real_logits, real_attr_logits = D(p.noisy(real, step, "noise_real"), training=True)
+            real_logits, real_attr_logits = D(real_in, training=True)
             fake_logits, _ = D(p.noisy(fake, step, "noise_fake"), training=True)
             d_real, d_fake = bce(p.smooth, real_logits), bce(0.0, fake_logits)
             d_attr = attribute_bce(attributes, real_attr_logits)
-            d_loss = d_real + d_fake + d_attr
+            d_loss = p.d_loss(d_real, d_fake, real_logits, fake_logits,
+                              lambda x: D(x, training=True)[0], real_in, step) + d_attr
         p.update(state.d_opt, D.trainable_variables, tape, d_loss)
         g_attrs = sample_conditions(p.batch, p.seed_for(step, "g_labels"))
         with tf.GradientTape() as tape:  # G through D (this tape trains only G)
             fake = G([p.latent(step, "g_latent"), g_attrs], training=True)
             logits, attr_logits = D(p.augmented(fake, step, "g_latent"), training=True)
             g_loss, g_attr = bce(1.0, logits), attribute_bce(g_attrs, attr_logits)
-            g_total = g_loss + g_attr
+            g_total = p.g_loss(g_loss, logits) + g_attr
         p.update(state.g_opt, G.trainable_variables, tape, g_total)
         with tf.GradientTape() as tape:  # the autoencoder: photo -> (attributes, z) -> photo
             e_attr_logits, z = E(real, training=True)

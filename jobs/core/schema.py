@@ -201,6 +201,17 @@ class CheckpointSpec:
 
 
 @dataclass
+class LossSpec:
+    name: Literal["non_saturating", "hinge"] = opt(
+        "non_saturating", "non_saturating: binary cross-entropy, G maximises log D(fake); hinge: "
+                          "D minimises relu(1 - real) + relu(1 + fake), G maximises D(fake). "
+                          "metrics.csv and the guard always show the cross-entropy values")
+    r1_gamma: float = opt(0.0, "Weight of the R1 penalty: gamma/2 x |grad D(real)|^2 (0 = off)",
+                          ge=0)
+    r1_interval: int = opt(16, "Lazy R1: every N steps, scaled by N (StyleGAN2)", ge=1)
+
+
+@dataclass
 class EmaSpec:
     enabled: bool = opt(False, "Keep an exponential moving average of G's weights (StyleGAN2's "
                                "G_ema), updated after every step and used for sample grids, "
@@ -257,6 +268,7 @@ class TrainSpec:
     optimizer: OptimizerSpec = section(OptimizerSpec, "Optimizer (same settings for G and D)")
     latent: LatentSpec = section(LatentSpec, "Latent and label sampling")
     checkpoint: CheckpointSpec = section(CheckpointSpec, "Checkpointing")
+    loss: LossSpec = section(LossSpec, "Adversarial loss and the R1 penalty on D")
     ema: EmaSpec = section(EmaSpec, "Exponential moving average of the generator")
     augment: AugmentSpec = section(AugmentSpec, "Differentiable augmentation for D")
     guard: GuardSpec = section(GuardSpec, "Mode-collapse guard")

@@ -59,3 +59,16 @@ def test_ema_follows_the_half_life_with_its_rampup():
     assert float(ramped.beta(tf.constant(1280.0, tf.float64))) == pytest.approx(0.5)
     assert float(ramped.beta(tf.constant(1e9, tf.float64))) == pytest.approx(
         0.5 ** (64 / 10_000))
+
+
+def test_hinge_and_r1_on_a_linear_discriminator():
+    """For D(x) = w·x the R1 penalty is |w|² whatever x is; hinge is 0 once real > 1 and fake
+    < -1 and grows linearly inside the margin."""
+    from gan.steps import hinge_d, r1_penalty
+
+    w = tf.constant(np.arange(1, 13, dtype=np.float32).reshape(2, 2, 3))
+    d_call = lambda x: tf.reduce_sum(x * w, axis=[1, 2, 3])  # noqa: E731
+    x = tf.random.stateless_normal((5, 2, 2, 3), [0, 1])
+    assert float(r1_penalty(d_call, x)) == pytest.approx(float(tf.reduce_sum(w * w)))
+    assert float(hinge_d(tf.constant([2.0, 3.0]), tf.constant([-2.0, -5.0]))) == 0.0
+    assert float(hinge_d(tf.constant([0.0]), tf.constant([0.5]))) == pytest.approx(2.5)

@@ -400,6 +400,9 @@ MODEL_SETS = {  # the registry's other models, on the small test settings of spe
     # the generator's moving average and DiffAugment: in the checkpoint, seeded by the step
     "cgan-ema-augment": ["train.ema.enabled=true", "train.ema.half_life_kimg=0.5",
                          "train.augment.policy=[color, translation, cutout]"],
+    # hinge loss with the lazy R1 penalty (second-order gradients, allreduced like the rest)
+    "cgan-hinge-r1": ["train.loss.name=hinge", "train.loss.r1_gamma=1.0",
+                      "train.loss.r1_interval=4"],
 }
 
 
