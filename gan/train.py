@@ -71,7 +71,8 @@ class Trainer:
         st = self.state
         self.G, self.D, self.E = st.G, st.D, st.E
         # grids come from the average of G when there is one (the generator users get)
-        self.sampler = Sampler(spec, self.conditioning, st.G_ema or st.G, st.E, st.D)
+        self.sampler = Sampler(spec, self.conditioning,
+                               st.G if st.G_ema is None else st.G_ema, st.E, st.D)
         self.ema = Ema(spec.ema, st.G, st.G_ema, spec.batch_size * world.size) \
             if st.G_ema is not None else None
         self.guard = Guard(spec.guard, st.G, st.D, *[m for m in [st.E] if m is not None])
