@@ -12,7 +12,6 @@ import logging
 
 import numpy as np
 
-from gan import sampling
 from jobs.core.images import to_signed_unit
 from gan.evaluate import pixel_features as _features
 
@@ -70,9 +69,7 @@ def _inputs(sampler, n: int, seed: int, first: int) -> tuple[np.ndarray, np.ndar
     """(points w, separate conditions): the space the direction lives in. For an attribute
     model the attributes are part of it (they are where "smiling" is); for a class model the
     class stays fixed per image and w is the latent alone."""
-    z = sampler.figure_latent(n, sampling.seed_for(seed, 0, first, "grid")).numpy()
-    cond = np.asarray(sampler.sample_conditions(n, sampling.seed_for(seed, 0, first + 1,
-                                                                     "grid")))
+    z, cond = (np.asarray(v) for v in sampler.random_inputs(n, seed, first))
     if sampler.condition == "attributes":
         return np.concatenate([z, cond], axis=1), None
     return z, cond

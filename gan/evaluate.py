@@ -82,11 +82,8 @@ def attribute_f1(sampler, data, samples: int, seed: int = 0) -> dict:
     real, truth = np.asarray(data.images[idx]), data.attributes[idx]
     d_real = _batched(sampler.D, real)[1] > 0
     e_real = _batched(sampler.E, real)[0] > 0
-    z = sampler.figure_latent(samples, sampling.seed_for(seed, 0, 0, "grid"))
-    conditions = sampler.sample_conditions(samples, sampling.seed_for(seed, 0, 1, "grid"))
-    fake = np.concatenate([sampler.G([z[i:i + 256], conditions[i:i + 256]], training=False)
-                           for i in range(0, samples, 256)])
-    d_fake = _batched(sampler.D, to_uint8_keep_channels(fake))[1] > 0
+    z, conditions = sampler.random_inputs(samples, seed)
+    d_fake = _batched(sampler.D, to_uint8_keep_channels(sampler.raw(z, conditions)))[1] > 0
     asked = conditions.numpy().astype(np.uint8)
     per = {"d_real": _f1_per_column(truth, d_real), "e_real": _f1_per_column(truth, e_real),
            "d_generated": _f1_per_column(asked, d_fake)}

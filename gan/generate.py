@@ -120,8 +120,7 @@ def samples(sampler, work: GenerateSpec, out: Path) -> dict:
     """``count`` generated images in ``samples.h5``, the face-file layout preprocessing writes
     (RGB uint8), with what each was conditioned on and its latent: any tool reads them."""
     n, cond = work.count, sampler.conditioning
-    z = sampler.figure_latent(n, sampling.seed_for(work.seed, 0, 0, "grid"))
-    conditions = sampler.sample_conditions(n, sampling.seed_for(work.seed, 0, 1, "grid"))
+    z, conditions = sampler.random_inputs(n, work.seed)
     labelled = cond.kind == "label"
     path = facefile.write_arrays(
         out / "samples.h5", sampler.draw(z, conditions),
@@ -133,12 +132,6 @@ def samples(sampler, work: GenerateSpec, out: Path) -> dict:
     return {"samples": str(path), "count": n}
 
 
-def draw_set(sampler, n: int, seed: int) -> np.ndarray:
-    """n uint8 images from the generator's own distribution of latents and conditions."""
-    z = sampler.figure_latent(n, sampling.seed_for(seed, 0, 0, "grid"))
-    return sampler.draw(z, sampler.sample_conditions(n, sampling.seed_for(seed, 0, 1, "grid")))
-
-
 def metrics(sampler, work: GenerateSpec, out: Path) -> dict:
     """KID and FID (O-Net features, ``gan.metrics``) and the face rate of ``count`` generated
     images, beside the same for the untrained generator and for real images (``generate.data``;
@@ -147,8 +140,8 @@ def metrics(sampler, work: GenerateSpec, out: Path) -> dict:
     rng = np.random.default_rng(work.seed)
     idx = np.sort(rng.choice(data.num, min(work.count, data.num), replace=False))
     real = np.asarray(data.images[idx])
-    sets = {"generated": draw_set(sampler, work.count, work.seed),
-            "untrained": draw_set(sampler.untrained(), work.count, work.seed)}
+    sets = {name: s.draw(*s.random_inputs(work.count, work.seed)) for name, s in
+            (("generated", sampler), ("untrained", sampler.untrained()))}
     features, rate = quality.FaceFeatures(), quality.FaceRate()
     real_f = features(real)
     half = len(real_f) // 2

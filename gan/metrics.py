@@ -25,6 +25,8 @@ from mtcnn import MTCNN
 from mtcnn.network.onet import ONet
 from mtcnn.utils.tensorflow import load_weights
 
+from jobs.core.images import to_rgb
+
 FEATURE_DIM = 256
 ONET_SIDE = 48
 
@@ -43,10 +45,8 @@ class FaceFeatures:
                                for i in range(0, len(images), batch)])
 
     def _features(self, images: np.ndarray) -> np.ndarray:
-        x = tf.convert_to_tensor(images)
-        if x.shape[-1] == 1:
-            x = tf.repeat(x, 3, axis=-1)
-        x = tf.image.resize(tf.cast(x, tf.float32), (ONET_SIDE, ONET_SIDE), antialias=True)
+        x = tf.cast(to_rgb(images), tf.float32)
+        x = tf.image.resize(x, (ONET_SIDE, ONET_SIDE), antialias=True)
         x = (x - 127.5) / 128.0  # MTCNN's own normalisation
         n = self.net
         for conv, prelu, pool in ((n.conv1, n.prelu1, n.maxpool1), (n.conv2, n.prelu2, n.maxpool2),
@@ -101,8 +101,7 @@ class FaceRate:
     @staticmethod
     def _canvas(image: np.ndarray) -> np.ndarray:
         """80 px on a mid-grey 160×195 canvas (all the same size: MTCNN pads mixed sizes)."""
-        rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
-        face = tf.image.resize(rgb.astype(np.float32), (80, 80), antialias=True)
+        face = tf.image.resize(to_rgb(image).astype(np.float32), (80, 80), antialias=True)
         canvas = np.full((195, 160, 3), 128, np.uint8)
         canvas[57:137, 40:120] = np.clip(np.asarray(face), 0, 255).astype(np.uint8)
         return canvas

@@ -159,6 +159,13 @@ def build_aeacgan(spec: ModelSpec, num_classes: int, channels: int, num_attribut
     return Networks(generator, discriminator, encoder)
 
 
+def build_for(spec: ModelSpec, conditioning) -> Networks:
+    """The networks for data described by a ``gan.conditioning.Conditioning`` (its classes,
+    channels and attributes): what training, sampling and the untrained baseline all build."""
+    return build(spec, conditioning.num_classes, conditioning.image_shape[-1],
+                 conditioning.num_attributes)
+
+
 def build(spec: ModelSpec, num_classes: int, channels: int, num_attributes: int = 0
           ) -> Networks:
     """The networks of ``spec.name``'s family (its builder, named in ``gan.families``)."""

@@ -54,8 +54,7 @@ class Sampler:
         spec = load_train_spec(run_dir)
         configure_tensorflow(spec)  # the run's precision and determinism, as in training
         cond = load_conditioning(run_dir, spec)
-        nets = models.build(spec.model, cond.num_classes, cond.image_shape[-1],
-                            cond.num_attributes)
+        nets = models.build_for(spec.model, cond)
         # the moving average of G when the run kept one: it is the better generator
         wanted = {"generator_ema" if spec.ema.enabled else "generator": nets.generator}
         if nets.encoder is not None:
@@ -70,10 +69,8 @@ class Sampler:
         """The same generator as it was before its first step (the run's seed): the baseline
         every quality figure is read against."""
         tf.keras.utils.set_random_seed(self.spec.seed)
-        cond = self.conditioning
-        nets = models.build(self.spec.model, cond.num_classes, cond.image_shape[-1],
-                            cond.num_attributes)
-        return Sampler(self.spec, cond, nets.generator)
+        return Sampler(self.spec, self.conditioning,
+                       models.build_for(self.spec.model, self.conditioning).generator)
 
     # ------------------------------------------------------------------- what G is fed
     def latent(self, n: int, seed: tf.Tensor) -> tf.Tensor:
@@ -90,6 +87,13 @@ class Sampler:
 
     def sample_conditions(self, n: int, seed: tf.Tensor) -> tf.Tensor:
         return self.conditioning.sample(n, seed)
+
+    def random_inputs(self, n: int, seed: int, first: int = 0) -> tuple[tf.Tensor, tf.Tensor]:
+        """n latents and conditions as the generator meets them (figures' latents, the
+        training distribution of conditions), from draws ``first`` and ``first + 1`` of
+        ``seed``: what samples, metrics, scores and arithmetic draw from."""
+        return (self.figure_latent(n, sampling.seed_for(seed, 0, first, "grid")),
+                self.sample_conditions(n, sampling.seed_for(seed, 0, first + 1, "grid")))
 
     def generate(self, z, labels) -> np.ndarray:
         """uint8 RGB images for latents and class labels."""

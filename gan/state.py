@@ -35,8 +35,7 @@ def make_optimizer(spec: TrainSpec, world_size: int, variables: list, lr_ratio: 
 class TrainState:
     def __init__(self, spec: TrainSpec, world_size: int, conditioning: Conditioning):
         tf.keras.utils.set_random_seed(spec.seed)  # same initial weights on every start
-        nets = models.build(spec.model, conditioning.num_classes,
-                            conditioning.image_shape[-1], conditioning.num_attributes)
+        nets = models.build_for(spec.model, conditioning)
         self.G, self.D, self.E = nets.generator, nets.discriminator, nets.encoder
         self.networks = [m for m in (self.G, self.D, self.E) if m is not None]
         self.g_opt = make_optimizer(spec, world_size, self.G.trainable_variables)

@@ -13,13 +13,18 @@ def to_signed_unit(pixels_float):
     return pixels_float / SCALE - 1.0
 
 
-def to_uint8(images) -> np.ndarray:
-    """[-1, 1] images (array or tensor) -> uint8 RGB; grey images get three equal channels."""
-    out = np.clip((np.asarray(images, dtype=np.float32) + 1.0) * SCALE, 0, 255).astype(np.uint8)
-    return np.repeat(out, 3, axis=-1) if out.shape[-1] == 1 else out
-
-
 def to_uint8_keep_channels(images) -> np.ndarray:
     """[-1, 1] images -> uint8 with their own channel count (for files and judges)."""
     return np.clip((np.asarray(images, dtype=np.float32) + 1.0) * SCALE, 0, 255).astype(
         np.uint8)
+
+
+def to_rgb(images) -> np.ndarray:
+    """Grey images (one channel, last axis) get three equal channels; RGB ones stay."""
+    images = np.asarray(images)
+    return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
+
+
+def to_uint8(images) -> np.ndarray:
+    """[-1, 1] images (array or tensor) -> uint8 RGB; grey images get three equal channels."""
+    return to_rgb(to_uint8_keep_channels(images))
