@@ -8,6 +8,7 @@ with the run: a run made for another model is refused instead of resumed into no
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -15,7 +16,8 @@ from pathlib import Path
 import tensorflow as tf
 import yaml
 
-from jobs.core.files import atomic_write_text
+from gan.outputs import BEST_DIR, BEST_RECORD
+from jobs.core.files import atomic_write_json, atomic_write_text
 from jobs.core.schema import TrainSpec
 from jobs.core.fields import to_plain
 
@@ -86,3 +88,37 @@ class RunCheckpoints:
         if self.is_chief:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))
+
+
+class BestSnapshot:
+    """``run_dir/best``: the checkpoint with the best value of one quality figure
+    (``checkpoint.keep_best``), kept apart from the rolling ones so that a later collapse
+    cannot rotate it away. A second ``CheckpointManager`` (one kept) writes it, so it is as
+    atomic as the others; ``best.json`` says which figure, value, epoch and step it holds.
+
+    It is offered each measurement *before* the epoch's own checkpoint is written: a kill in
+    between redoes the epoch, which measures the same figure again (it is not better than
+    itself, so nothing is written twice) — the best never points past the run's state."""
+
+    def __init__(self, run_dir: Path, ckpt: tf.train.Checkpoint, figure: str, lower: bool,
+                 is_chief: bool):
+        self.dir = Path(run_dir) / BEST_DIR
+        self.figure, self.lower, self.is_chief = figure, lower, is_chief
+        self.manager = tf.train.CheckpointManager(ckpt, str(self.dir), max_to_keep=1)
+        path = self.dir / BEST_RECORD
+        self.record = json.loads(path.read_text()) if path.exists() else None
+
+    def offer(self, values: dict[str, float], epoch: int, step: int) -> bool:
+        """Keep the current state if ``values[figure]`` beats the best so far."""
+        value = values[self.figure]
+        if self.record is not None:
+            best = self.record["value"]
+            if (value >= best) if self.lower else (value <= best):
+                return False
+        self.record = {"figure": self.figure, "value": value, "epoch": epoch, "step": step}
+        if self.is_chief:
+            path = self.manager.save(checkpoint_number=step)
+            self.record["checkpoint"] = Path(path).name
+            atomic_write_json(self.dir / BEST_RECORD, self.record)
+            log.info("best %s so far (%.6g at epoch %d) -> %s", self.figure, value, epoch, path)
+        return True

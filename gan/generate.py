@@ -142,18 +142,18 @@ def metrics(sampler, work: GenerateSpec, out: Path) -> dict:
     real = np.asarray(data.images[idx])
     sets = {name: s.draw(*s.random_inputs(work.count, work.seed)) for name, s in
             (("generated", sampler), ("untrained", sampler.untrained()))}
-    features, rate = quality.FaceFeatures(), quality.FaceRate()
-    real_f = features(real)
-    half = len(real_f) // 2
-    result = {"kid": {"real_vs_real": quality.kid(real_f[:half], real_f[half:], seed=work.seed)},
-              "fid": {"real_vs_real": quality.fid(real_f[:half], real_f[half:])},
-              "face_rate": {"real": rate(real)}, "real_images": int(len(real)),
-              "generated_images": work.count, "features": "MTCNN O-Net fc5 (256-d)"}
-    for name, images in sets.items():
-        f = features(images)
-        result["kid"][name] = quality.kid(f, real_f, seed=work.seed)
-        result["fid"][name] = quality.fid(f, real_f)
-        result["face_rate"][name] = rate(images)
+    rate = quality.FaceRate()
+    result = {"face_rate": {"real": rate(real), **{n: rate(im) for n, im in sets.items()}},
+              "real_images": int(len(real)), "generated_images": work.count}
+    for prefix, extract in quality.extractors(work.inception, "generate.inception").items():
+        real_f = extract(real)
+        half = len(real_f) // 2
+        against = {"real_vs_real": quality.compare(real_f[:half], real_f[half:], work.seed),
+                   **{name: quality.compare(extract(images), real_f, work.seed)
+                      for name, images in sets.items()}}
+        result[prefix + "features"] = extract.NAME
+        result[prefix + "kid"] = {n: (v["kid"], v["kid_std"]) for n, v in against.items()}
+        result[prefix + "fid"] = {n: v["fid"] for n, v in against.items()}
     log.info("KID x1000 (mean, std): generated %s, untrained %s, real vs real %s; face rate: "
              "generated %.2f, untrained %.2f, real %.2f", *(
                  tuple(round(1000 * v, 2) for v in result["kid"][k])

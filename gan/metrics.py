@@ -25,6 +25,7 @@ from mtcnn import MTCNN
 from mtcnn.network.onet import ONet
 from mtcnn.utils.tensorflow import load_weights
 
+from jobs.core.files import wrong_checksum
 from jobs.core.images import to_rgb
 
 FEATURE_DIM = 256
@@ -33,6 +34,8 @@ ONET_SIDE = 48
 
 class FaceFeatures:
     """O-Net's penultimate features of uint8 images (N, S, S, C)."""
+
+    NAME = "MTCNN O-Net fc5 (256-d)"
 
     def __init__(self):
         self.net = ONet()
@@ -54,6 +57,54 @@ class FaceFeatures:
             x = pool(prelu(conv(x)))
         x = n.prelu4(n.conv4(x))
         return np.asarray(n.prelu5(n.fc5(n.flatten(n.permute(x)))), np.float64)
+
+
+class InceptionFeatures:
+    """Inception-v3's 2048-d pooled features, from Keras's ImageNet weights in a file the user
+    fetched once (``inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5``, the file
+    ``keras.applications.InceptionV3`` would download). The file's SHA-256 is checked first:
+    a missing or different file is an error, never a download. Figures from it are comparable
+    with other Keras-InceptionV3 FIDs; published FIDs use the 2015 TF graph, whose weights
+    differ, so expect the same ranking, not the same numbers."""
+
+    SIDE = 299
+    NAME = "Keras Inception-v3 ImageNet, average pool (2048-d)"
+
+    def __init__(self, weights: str, sha256: str, where: str):
+        problem = wrong_checksum(weights, sha256, where)
+        if problem:
+            raise ValueError(problem)
+        self.net = tf.keras.applications.InceptionV3(
+            include_top=False, weights=weights, pooling="avg",
+            input_shape=(self.SIDE, self.SIDE, 3))
+
+    def __call__(self, images: np.ndarray, batch: int = 64) -> np.ndarray:
+        return np.concatenate([self._features(images[i:i + batch])
+                               for i in range(0, len(images), batch)])
+
+    def _features(self, images: np.ndarray) -> np.ndarray:
+        x = tf.image.resize(tf.cast(to_rgb(images), tf.float32), (self.SIDE, self.SIDE))
+        x = x / 127.5 - 1.0  # keras.applications.inception_v3.preprocess_input
+        return np.asarray(self.net(x, training=False), np.float64)
+
+
+def extractors(inception, where: str) -> dict[str, object]:
+    """Feature extractors by figure prefix: O-Net always (``kid``, ``fid``), Inception-v3 too
+    (``inception_kid``...) when ``inception`` (the InceptionSpec at ``where``) names a file."""
+    found = {"": FaceFeatures()}
+    if inception is not None and inception.weights:
+        found["inception_"] = InceptionFeatures(inception.weights, inception.sha256, where)
+    return found
+
+
+FIGURES = ("kid", "kid_std", "fid")
+
+
+def compare(generated: np.ndarray, real: np.ndarray, seed: int = 0,
+            prefix: str = "") -> dict[str, float]:
+    """KID (mean and std over subsets) and FID of generated features against real ones."""
+    mean, std = kid(generated, real, seed=seed)
+    return dict(zip((prefix + k for k in FIGURES), (mean, std, fid(generated, real))))
 
 
 def kid(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_size: int = 1000,
@@ -89,14 +140,18 @@ class FaceRate:
         self.threshold = threshold
         self.detector = MTCNN(stages="face_and_landmarks_detection", device="CPU:0")
 
-    def __call__(self, images: np.ndarray, batch: int = 32) -> float:
+    def __call__(self, images: np.ndarray) -> float:
+        return self.found(images) / max(1, len(images))
+
+    def found(self, images: np.ndarray, batch: int = 32) -> int:
+        """How many of the images hold a face (ranks add their counts up)."""
         found = 0
         for i in range(0, len(images), batch):
             canvases = [self._canvas(im) for im in images[i:i + batch]]
             results = self.detector.detect_faces(canvases, threshold_onet=0.8)
             found += sum(any(f["confidence"] >= self.threshold for f in faces)
                          for faces in results)
-        return found / max(1, len(images))
+        return found
 
     @staticmethod
     def _canvas(image: np.ndarray) -> np.ndarray:

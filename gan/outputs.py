@@ -1,9 +1,11 @@
 """What a training run leaves for its user (rank 0 only): metrics, curves, samples, logs.
 
-``run_dir/metrics.csv``  one row per log interval and per epoch (losses, D accuracy, time)
+``run_dir/metrics.csv``  one row per log interval and per epoch (losses, D accuracy, time;
+                        the epoch rows also KID, FID, face rate when ``train.metrics`` measured)
 ``run_dir/loss_curve.png``  the losses over steps, redrawn every epoch
 ``run_dir/samples/epoch_NNNN.png``  a fixed latent per column, one row per class, labelled
 ``run_dir/tensorboard/``  the same scalars for TensorBoard
+``run_dir/best/``  the ``checkpoint.keep_best`` snapshot and ``best.json`` (``gan.checkpoint``)
 
 On resume, rows past the checkpoint's step are dropped (they will be recomputed), so a
 restarted run's CSV has every step exactly once.
@@ -22,6 +24,35 @@ from jobs.core.files import atomic_path, atomic_write_text
 log = logging.getLogger(__name__)
 EXTRA = ["secs", "rollbacks", "saves", "ranks_in_sync"]
 METRICS_FILE = "metrics.csv"
+BEST_DIR, BEST_RECORD = "best", "best.json"
+# quality figures (gan.quality) and which way is better: True = lower
+QUALITY = {"kid": True, "kid_std": None, "fid": True, "face_rate": False,
+           "inception_kid": True, "inception_kid_std": None, "inception_fid": True}
+
+
+def best_row(rows: list[dict], figure: str) -> dict | None:
+    """The epoch row with the best value of ``figure`` (the first of equals), None if never
+    measured: the one rule that both ``checkpoint.keep_best`` and the summaries follow."""
+    measured = [r for r in rows if r.get(figure) not in (None, "")]
+    if not measured:
+        return None
+    sign = 1 if QUALITY[figure] else -1
+    return min(measured, key=lambda r: sign * float(r[figure]))
+
+
+def quality_summary(rows: list[dict]) -> dict[str, str]:
+    """Last and best measured value of each quality figure in metrics.csv's epoch rows:
+    {kid, kid_epoch, best_kid, best_kid_epoch, ...} (strings, as in the file)."""
+    out = {}
+    for figure, lower in QUALITY.items():
+        if lower is None:
+            continue
+        measured = [r for r in rows if r.get(figure) not in (None, "")]
+        if measured:
+            best = best_row(measured, figure)
+            out.update({figure: measured[-1][figure], f"{figure}_epoch": measured[-1]["epoch"],
+                        f"best_{figure}": best[figure], f"best_{figure}_epoch": best["epoch"]})
+    return out
 
 
 def read_metrics(run_dir: str | Path, kind: str | None = None) -> list[dict]:
@@ -36,11 +67,12 @@ def read_metrics(run_dir: str | Path, kind: str | None = None) -> list[dict]:
 
 class RunOutputs:
     def __init__(self, run_dir: Path, class_names: list[str], resume_step: int,
-                 metrics: tuple[str, ...], tensorboard: bool = True):
+                 metrics: tuple[str, ...], tensorboard: bool = True,
+                 quality: tuple[str, ...] = ()):
         self.dir = run_dir
         self.class_names = class_names
         self.metrics = metrics  # the family's step metrics (gan/families.py)
-        self.columns = ["kind", "epoch", "step", *metrics, *EXTRA]
+        self.columns = ["kind", "epoch", "step", *metrics, *EXTRA, *quality]
         self.csv_path = run_dir / METRICS_FILE
         self.rows = self._load_rows(resume_step)
         self._interval: dict[str, list[float]] = {k: [] for k in metrics}
@@ -82,8 +114,17 @@ class RunOutputs:
         return means
 
     def epoch_end(self, epoch: int, step: int, extra: dict, samples: np.ndarray,
-                  per_class: int) -> dict:
-        means = self._flush(self._epoch, "epoch", epoch, step, extra)
+                  per_class: int, quality: dict[str, float] | None = None) -> dict:
+        """The epoch's row (with the quality figures when measured), curve and grid."""
+        means = self._flush(self._epoch, "epoch", epoch, step,
+                            {**extra, **{k: f"{v:.6g}" for k, v in (quality or {}).items()}})
+        if quality and self.writer is not None:
+            import tensorflow as tf
+
+            with self.writer.as_default(step=step):
+                for key, value in quality.items():
+                    tf.summary.scalar(f"quality/{key}", value)
+            self.writer.flush()
         self._write_csv()
         self._loss_curve()
         self._samples(epoch, samples, per_class)
@@ -106,7 +147,7 @@ class RunOutputs:
 
     def _write_csv(self) -> None:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=self.columns)
+        writer = csv.DictWriter(buf, fieldnames=self.columns, restval="", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write_text(self.csv_path, buf.getvalue())

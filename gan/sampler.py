@@ -17,6 +17,7 @@ import yaml
 from gan import models, sampling
 from gan.families import family
 from gan.checkpoint import SPEC_FILE, restore_newest
+from gan.outputs import BEST_DIR
 from gan.conditioning import Conditioning, ConditioningError
 from gan.data import ImageSet
 from gan.state import configure_tensorflow
@@ -46,10 +47,11 @@ class Sampler:
         self.grid_names = conditioning.class_names if self.conditional else ["sample"] * 4
 
     @classmethod
-    def load(cls, run_dir: str | Path, checkpoint: int | None = None,
+    def load(cls, run_dir: str | Path, checkpoint: int | str | None = None,
              with_discriminator: bool = False) -> Sampler:
         """The generator of ``run_dir`` at checkpoint number ``checkpoint`` (None: the newest
-        that restores; an unreadable newest one is skipped with a warning)."""
+        that restores, an unreadable newest one skipped with a warning; "best": the
+        ``checkpoint.keep_best`` snapshot)."""
         run_dir = Path(run_dir)
         spec = load_train_spec(run_dir)
         configure_tensorflow(spec)  # the run's precision and determinism, as in training
@@ -61,7 +63,8 @@ class Sampler:
             wanted["encoder"] = nets.encoder
         if with_discriminator:
             wanted["discriminator"] = nets.discriminator
-        path = restore_partial(run_dir / "checkpoints", wanted, checkpoint)
+        path = restore_partial(run_dir / BEST_DIR, wanted, None) if checkpoint == "best" \
+            else restore_partial(run_dir / "checkpoints", wanted, checkpoint)
         return cls(spec, cond, nets.generator, nets.encoder,
                    nets.discriminator if with_discriminator else None, path)
 

@@ -24,13 +24,14 @@ import numpy as np
 import tensorflow as tf
 
 from gan import distributed, steps
-from gan.checkpoint import RunCheckpoints, SpecMismatch
+from gan import quality
+from gan.checkpoint import BestSnapshot, RunCheckpoints, SpecMismatch
 from gan.conditioning import Conditioning
 from gan.data import ImageSet, Split
 from gan.ema import Ema
 from gan.families import family
 from gan.guard import Guard
-from gan.outputs import RunOutputs
+from gan.outputs import QUALITY, RunOutputs
 from gan.sampler import GRID_PER_CLASS, Sampler
 from gan.state import TrainState, configure_tensorflow
 from jobs.core import exitcodes, runtime
@@ -79,6 +80,11 @@ class Trainer:
         self.checkpoints = RunCheckpoints(spec, {**st.checkpoint_objects(), "guard": self.guard},
                                           world.is_chief)
         self.resumed_from = self.checkpoints.restore()
+        self.quality = quality.QualityMeter(spec.metrics, spec.seed, world, self.data,
+                                            self.sampler) if quality.enabled(spec.metrics) else None
+        keep = spec.checkpoint.keep_best
+        self.best = None if keep == "none" else BestSnapshot(
+            self.run_dir, self.checkpoints.ckpt, keep, QUALITY[keep], world.is_chief)
         if world.is_chief:
             self.conditioning.save(self.run_dir)
         distributed.broadcast(world, st.variables() + list(self.guard.variables))
@@ -136,8 +142,9 @@ class Trainer:
             log.info("resumed from %s: epoch %d, step %d of %d in it (global step %d)",
                      Path(self.resumed_from).name, start_epoch + 1, start_step,
                      self.steps_per_epoch, int(self.state.global_step))
+        columns = self.quality.columns() if self.quality else ()
         outputs = RunOutputs(self.run_dir, self.sampler.grid_names, int(self.state.global_step),
-                             self.metric_names) if self.world.is_chief else None
+                             self.metric_names, quality=columns) if self.world.is_chief else None
         if start_epoch >= spec.epochs:
             log.info("all %d epochs already done in %s", spec.epochs, self.run_dir)
             return exitcodes.OK
@@ -206,12 +213,28 @@ class Trainer:
         in_sync, ranks = self._rank_check(seen)
         if not in_sync:
             raise RuntimeError(f"ranks diverged after epoch {epoch + 1}: {ranks}")
+        figures = self._measure(epoch)
         # outputs first: if a kill lands between the two, the epoch is redone and its
         # outputs rewritten; the other way round they would be lost
         self.state.saves.assign_add(1)
         if outputs is not None:
-            self._epoch_outputs(outputs, epoch, ranks, t0)
+            self._epoch_outputs(outputs, epoch, ranks, t0, figures)
+        if figures and self.best is not None:
+            self.best.offer(figures, epoch + 1, int(self.state.global_step))
         self.save(f"epoch {epoch + 1}", counted=True)
+
+    def _measure(self, epoch: int) -> dict[str, float]:
+        """The quality figures when ``train.metrics`` says this epoch end is due, else {}."""
+        per_epoch = self.steps_per_epoch * self.spec.batch_size * self.world.size
+        after = int(self.state.global_step) * self.spec.batch_size * self.world.size
+        if self.quality is None or not quality.is_due(self.spec.metrics, epoch + 1,
+                                                      after - per_epoch, after):
+            return {}
+        t = time.perf_counter()
+        figures = self.quality.measure()
+        log.info("epoch %d quality: %s (%.1f s)", epoch + 1, " ".join(
+            f"{k}={v:.4g}" for k, v in figures.items()), time.perf_counter() - t)
+        return figures
 
     def _progress(self, epoch: int, start_step: int):
         if not (self.world.is_chief and runtime.show_progress()):
@@ -233,10 +256,11 @@ class Trainer:
                  m["d_real"], m["d_fake"], m["g"], extra["secs"], extra["rollbacks"],
                  extra["saves"])
 
-    def _epoch_outputs(self, outputs: RunOutputs, epoch: int, ranks: list, t0: float) -> None:
+    def _epoch_outputs(self, outputs: RunOutputs, epoch: int, ranks: list, t0: float,
+                       figures: dict[str, float]) -> None:
         extra = self._extra(t0, in_sync=True)
         m = outputs.epoch_end(epoch + 1, int(self.state.global_step), extra,
-                              self.sampler.sample_images(), GRID_PER_CLASS)
+                              self.sampler.sample_images(), GRID_PER_CLASS, figures)
         outputs.write_ranks(epoch + 1, ranks)
         more = "".join(f" {k}={m[k]:.3f}" for k in self.metric_names[5:])  # model-specific
         log.info("epoch %d/%d done: d_real=%.3f d_fake=%.3f g=%.3f acc_real=%.2f "

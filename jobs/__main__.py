@@ -1,8 +1,10 @@
 import sys
 
+from jobs.core import runtime
 from jobs.core.signals import StopSignals
 
 stop = StopSignals().catch_early()  # first, before the slow imports
+runtime.quiet_before_imports(sys.argv)
 
 from jobs.cli import main  # noqa: E402
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from gan import families
-from jobs.core.loader import SpecError, pipeline_problems, pipeline_stages
+from jobs.core.files import wrong_checksum
+from jobs.core.loader import SpecError, inception_sections, pipeline_problems, pipeline_stages
 from jobs.core.schema import JobSpec
 from jobs.sweep import expand_points, point_spec, validate_points
 
@@ -15,9 +16,13 @@ from jobs.sweep import expand_points, point_spec, validate_points
 def deep_problems(spec: JobSpec) -> list[str]:
     """Beyond the schema: the model family's rules (``gan.families``) for a train spec, and
     for the specs a sweep or pipeline refers to (when those files exist)."""
+    checksums = [f"{spec.source}: {p}" for where, inc in inception_sections(spec.kind, spec.work)
+                 if inc.weights and (p := wrong_checksum(inc.weights, inc.sha256, where))]
     if spec.kind == "train":
-        return [f"{spec.source}: {p}" for p in
-                families.problems(spec.work.model.name, spec.work.latent.distribution)]
+        return checksums + [f"{spec.source}: {p}" for p in families.problems(
+            spec.work.model.name, spec.work.latent.distribution)]
+    if spec.kind == "generate":
+        return checksums
     if spec.kind == "sweep" and Path(spec.work.base).exists():
         points = range(len(expand_points(spec.work)))
         return validate_points(spec) or [f"{p} [sweep point {i}]" for i in points

@@ -21,7 +21,7 @@ from jobs.core.signals import StopSignals
 from jobs.status import status
 from jobs.submit import submit
 from jobs.core.runtime import array_index_from_env
-from jobs.sweep import SUMMARY_COLUMNS, format_table, summary
+from jobs.sweep import format_table, summary, summary_columns
 
 log = logging.getLogger("jobs")
 
@@ -166,7 +166,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         print(f"error: {args.spec} is a '{spec.kind}' spec, not a sweep", file=sys.stderr)
         return exitcodes.INVALID_SPEC
     path, rows = summary(spec)
-    print(format_table(rows, [c for c in SUMMARY_COLUMNS if c != "run_dir"]))
+    print(format_table(rows, [c for c in summary_columns(rows) if c != "run_dir"]))
     print(f"\n{len(rows)} points -> {path}")
     return exitcodes.OK
 

@@ -10,8 +10,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from gan.outputs import read_metrics
+from gan.outputs import BEST_DIR, BEST_RECORD, quality_summary, read_metrics
 from jobs.submit import RECORDS
+
+QUALITY_SHOWN = ("kid", "fid", "face_rate", "inception_kid", "inception_fid")
 
 
 def status(work_dir: Path) -> str:
@@ -45,6 +47,15 @@ def _progress(work_dir: Path) -> list[str]:
         e = epochs[-1]
         out.append(f"last epoch done: {e['epoch']} (d_real={e['d_real']} "
                    f"d_fake={e['d_fake']} g={e['g']}, rollbacks={e['rollbacks']})")
+    q = quality_summary(epochs)
+    out += [f"{figure}: last {q[figure]} (epoch {q[figure + '_epoch']}), best "
+            f"{q['best_' + figure]} (epoch {q['best_' + figure + '_epoch']})"
+            for figure in QUALITY_SHOWN if figure in q]
+    best = work_dir / BEST_DIR / BEST_RECORD
+    if best.exists():
+        record = json.loads(best.read_text())
+        out.append(f"best snapshot: {work_dir / BEST_DIR / record['checkpoint']} "
+                   f"({record['figure']} {record['value']:.6g}, epoch {record['epoch']})")
     return out
 
 

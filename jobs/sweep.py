@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gan.outputs import read_metrics
+from gan.outputs import quality_summary, read_metrics
 from jobs.core.files import atomic_write_text
 from jobs.core.loader import SpecError, load_spec
 from jobs.core.schema import JobSpec, SweepSpec
@@ -65,6 +65,7 @@ def validate_points(sweep_job: JobSpec) -> list[str]:
 
 SUMMARY_COLUMNS = ["point", "run_dir", "epoch", "step", "d_real", "d_fake", "g", "d_acc_real",
                    "d_acc_fake"]
+QUALITY_COLUMNS = ["kid", "best_kid", "fid", "best_fid", "face_rate", "best_face_rate"]
 
 
 def summary(sweep_job: JobSpec) -> tuple[Path, list[dict]]:
@@ -76,14 +77,21 @@ def summary(sweep_job: JobSpec) -> tuple[Path, list[dict]]:
         epochs = read_metrics(run_dir, "epoch")
         if epochs:
             row.update({k: epochs[-1][k] for k in SUMMARY_COLUMNS[2:]})
+            row.update({k: v for k, v in quality_summary(epochs).items()
+                        if k in QUALITY_COLUMNS})
         rows.append(row)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, restval="")
+    writer = csv.DictWriter(buf, fieldnames=summary_columns(rows), restval="")
     writer.writeheader()
     writer.writerows(rows)
     path = Path(sweep_job.work.run_root) / "summary.csv"
     atomic_write_text(path, buf.getvalue())
     return path, rows
+
+
+def summary_columns(rows: list[dict]) -> list[str]:
+    """The summary's columns: the losses, and the quality figures any point measured."""
+    return SUMMARY_COLUMNS + [c for c in QUALITY_COLUMNS if any(c in r for r in rows)]
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:

@@ -3,6 +3,7 @@ half of one. Write to a temporary name in the same directory, fsync, then rename
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -42,6 +43,28 @@ def atomic_write_text(final: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(final: str | os.PathLike, data: Any) -> None:
     atomic_write_text(final, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (weights files are 100 MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def wrong_checksum(path: str | os.PathLike, expected: str, where: str) -> str | None:
+    """A message naming ``where`` when the file is missing or its SHA-256 is not ``expected``;
+    None if it is the expected file."""
+    if not Path(path).is_file():
+        return (f"{where}.weights: {path} does not exist (or is not a file); nothing is "
+                "downloaded for you: fetch it once and point the spec at it")
+    actual = sha256_of(path)
+    if actual == expected.lower():
+        return None
+    return (f"{where}.weights: {path} has SHA-256 {actual}, but {where}.sha256 says {expected}: "
+            "a different or damaged file (fetch it again; nothing is downloaded for you)")
 
 
 def remove_stale_temps(final: Path) -> list[Path]:

@@ -258,6 +258,15 @@ def parse_spec(data: Any, source: str = "<memory>") -> JobSpec:
     return JobSpec(kind=kind, name=name, resources=resources, env=env, work=work, source=source)
 
 
+def inception_sections(kind: str, work: Any) -> list[tuple[str, Any]]:
+    """(dotted key, InceptionSpec) of the spec's optional Inception weights."""
+    if kind == "train":
+        return [("train.metrics.inception", work.metrics.inception)]
+    if kind == "generate":
+        return [("generate.inception", work.inception)]
+    return []
+
+
 def _check_cross_fields(v: _Validator, kind: str, work: Any) -> None:
     """Rules that involve more than one field."""
     if kind == "train":
@@ -265,9 +274,20 @@ def _check_cross_fields(v: _Validator, kind: str, work: Any) -> None:
         if size % (2 ** n_up) or size // (2 ** n_up) < 2:
             v.fail("train.model.image_size", f"{size} must be a multiple of 2**{n_up} (one "
                    f"doubling per generator block) and at least {2 ** (n_up + 1)}")
+        metrics = work.metrics
+        if work.checkpoint.keep_best != "none" and not (metrics.every_epochs or
+                                                         metrics.every_kimg):
+            v.fail("train.checkpoint.keep_best", "needs train.metrics.every_epochs or "
+                   "every_kimg: the best snapshot is chosen by the figures measured there")
+        if work.checkpoint.keep_best == "face_rate" and not metrics.face_rate:
+            v.fail("train.checkpoint.keep_best", "face_rate needs train.metrics.face_rate")
         probs = work.latent.class_probabilities
         if probs is not None and (any(p < 0 for p in probs) or abs(sum(probs) - 1) > 1e-6):
             v.fail("train.latent.class_probabilities", "must be non-negative and sum to 1")
+    for where, inception in inception_sections(kind, work):
+        if bool(inception.weights) != bool(inception.sha256):
+            v.fail(where, "give both weights and sha256 (the file is checked before anything "
+                          "runs)")
     if kind == "generate" and work.task == "arithmetic" and not work.attribute:
         v.fail("generate.attribute", "task arithmetic needs the attribute (or class name) "
                "whose direction it draws")

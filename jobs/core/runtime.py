@@ -29,6 +29,13 @@ def configure(verbose: bool = False) -> None:
             absl.logging.set_verbosity(absl.logging.ERROR)
 
 
+def quiet_before_imports(argv: list[str]) -> None:
+    """Entry points call this before importing TensorFlow (which reads the variable once, on
+    import): the C++ noise is off unless ``--verbose`` or ``FACEGAN_VERBOSE=1``."""
+    if "--verbose" not in argv and os.environ.get("FACEGAN_VERBOSE") != "1":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
 def show_progress() -> bool:
     """tqdm bars only when a human watches; batch logs get plain lines instead."""
     return sys.stderr.isatty()

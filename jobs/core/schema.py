@@ -12,6 +12,9 @@ from typing import Any, Literal
 
 from jobs.core.fields import (is_secret_name, iter_path_fields, nearest, opt, parse_walltime,
                               section, to_plain)
+from jobs.core.train_schema import (AUGMENTATIONS, AugmentSpec, CheckpointSpec,  # noqa: F401
+                                    EmaSpec, GuardSpec, InceptionSpec, LatentSpec, LossSpec,
+                                    MetricsSpec, ModelSpec, OptimizerSpec, TrainSpec)
 
 CELEBA_ATTRIBUTES = (
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
@@ -33,33 +36,10 @@ def _attribute_list(value: Any) -> list[str]:
     return list(value)
 
 
-def _band(value: Any) -> list[float]:
-    ok = (isinstance(value, list) and len(value) == 2
-          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
-    if not ok or not value[0] < value[1]:
-        raise ValueError(f"expected [low, high] with low < high, got {value!r}")
-    return [float(v) for v in value]
-
-
-AUGMENTATIONS = ("color", "translation", "cutout", "flip")
-
-
-def _augment_policy(value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"expected a list of augmentations, got {value!r}")
-    for name in value:
-        if name not in AUGMENTATIONS:
-            raise ValueError(f"unknown augmentation {name!r}{nearest(name, AUGMENTATIONS)}; "
-                             f"choose from {', '.join(AUGMENTATIONS)}")
-    return list(value)
-
-
-def _filters(value: Any) -> list[int]:
-    ok = isinstance(value, list) and value and all(
-        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-    if not ok:
-        raise ValueError(f"expected a non-empty list of positive integers, got {value!r}")
-    return list(value)
+def _checkpoint_choice(value: Any) -> int | str:
+    if value == "best" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise ValueError(f"expected a checkpoint number or 'best', got {value!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,126 +135,6 @@ class PreprocessSpec:
 
 
 # ---------------------------------------------------------------------------------------------
-# train: HDF5 -> checkpoints, samples, curves
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class ModelSpec:
-    name: str = opt("cgan", "Model family, an entry of gan/families.py (checked by validate, "
-                            "plan, run and submit)")
-    image_size: int = opt(64, "Generated image side; must equal the data's", ge=8, le=1024)
-    latent_dim: int = opt(100, "Size of the latent vector z", ge=1)
-    num_classes: int | None = opt(None, "Number of classes; none = read from the data", ge=1)
-    embedding_dim: int = opt(50, "Size of the learned per-class embedding", ge=1)
-    generator_filters: list[int] = opt([256, 128, 64], "Filters of the generator's upsampling "
-                                                       "blocks (each doubles the size)",
-                                       parse=_filters)
-    discriminator_filters: list[int] = opt([64, 128, 256], "Filters of the discriminator's "
-                                                           "stride-2 blocks", parse=_filters)
-    leaky_relu: float = opt(0.2, "LeakyReLU negative slope", ge=0, lt=1)
-    dropout: float = opt(0.4, "Dropout before the discriminator's output", ge=0, lt=1)
-
-
-@dataclass
-class OptimizerSpec:
-    name: Literal["adamax", "adam"] = opt("adamax", "Optimizer for both networks")
-    learning_rate: float = opt(7e-5, "Learning rate (per rank, before scaling)", gt=0, le=1)
-    beta_1: float = opt(0.08, "First-moment decay", ge=0, lt=1)
-    beta_2: float = opt(0.999, "Second-moment decay", ge=0, lt=1)
-    scale_lr_by_ranks: bool = opt(False, "Multiply the learning rate by the number of ranks")
-    autoencoder_lr_ratio: float = opt(0.25, "aeacgan: the autoencoder update's learning rate "
-                                            "as a share of learning_rate", gt=0, le=10)
-
-
-@dataclass
-class LatentSpec:
-    distribution: Literal["normal", "uniform", "unit_uniform", "stratified"] = opt(
-        "normal", "How z is drawn; uniform: in [-1, 1]; unit_uniform: in [0, 1] (aeacgan "
-                  "needs it); stratified: evenly spaced over [-3, 3], shuffled")
-    class_probabilities: list[float] | None = opt(
-        None, "Probabilities of the sampled class labels; none = the data's frequencies")
-
-
-@dataclass
-class CheckpointSpec:
-    every_steps: int = opt(0, "Also checkpoint every K steps (0 = only at epoch ends)", ge=0)
-    keep: int = opt(3, "Checkpoints kept", ge=1)
-
-
-@dataclass
-class LossSpec:
-    name: Literal["non_saturating", "hinge"] = opt(
-        "non_saturating", "non_saturating: binary cross-entropy, G maximises log D(fake); hinge: "
-                          "D minimises relu(1 - real) + relu(1 + fake), G maximises D(fake). "
-                          "metrics.csv and the guard always show the cross-entropy values")
-    r1_gamma: float = opt(0.0, "Weight of the R1 penalty: gamma/2 x |grad D(real)|^2 (0 = off)",
-                          ge=0)
-    r1_interval: int = opt(16, "Lazy R1: every N steps, scaled by N (StyleGAN2)", ge=1)
-
-
-@dataclass
-class EmaSpec:
-    enabled: bool = opt(False, "Keep an exponential moving average of G's weights (StyleGAN2's "
-                               "G_ema), updated after every step and used for sample grids, "
-                               "figures, scores and export")
-    half_life_kimg: float = opt(10.0, "Half-life of the average in thousands of images seen "
-                                      "(all ranks together)", gt=0)
-    rampup: float | None = opt(0.05, "Early on, the half-life is at most this share of the "
-                                     "images seen so far (none: no ramp-up)", gt=0)
-
-
-@dataclass
-class AugmentSpec:
-    policy: list[str] = opt([], "Differentiable augmentations of every image D sees, real and "
-                                "fake alike (DiffAugment): " + ", ".join(AUGMENTATIONS)
-                            + "; [] = none", parse=_augment_policy)
-    probability: float = opt(1.0, "Chance that each augmentation is applied to an image "
-                                  "(1 = always, as DiffAugment)", ge=0, le=1)
-
-
-@dataclass
-class GuardSpec:
-    enabled: bool = opt(True, "Roll back a network whose loss leaves its hard bounds")
-    d_real_band: list[float] = opt([0.30, 0.95], "Healthy band of the D loss on real images",
-                                   parse=_band)
-    d_fake_band: list[float] = opt([0.25, 0.95], "Healthy band of the D loss on fakes",
-                                   parse=_band)
-    g_band: list[float] = opt([0.40, 1.50], "Healthy band of the G loss", parse=_band)
-    d_bounds: list[float] = opt([0.001, 2.0], "Hard bounds of the D losses", parse=_band)
-    g_bounds: list[float] = opt([0.01, 4.5], "Hard bounds of the G loss", parse=_band)
-    snapshot_every_steps: int = opt(50, "Take a 'last good' snapshot at most this often, "
-                                        "when all losses are in their bands", ge=1)
-    max_failures: int = opt(3, "Stop after this many rollbacks without 2 x "
-                               "snapshot_every_steps healthy steps between them", ge=1)
-
-
-@dataclass
-class TrainSpec:
-    data: str = opt(help="Merged HDF5 from preprocessing (or one shard)", path="exists",
-                    example="/scratch/$USER/celeba64/faces.h5")
-    run_dir: str = opt(help="Checkpoints, samples, logs; a restart resumes from here",
-                       path="output", example="/scratch/$USER/runs/cgan64")
-    epochs: int = opt(100, "Epochs to train", ge=1)
-    batch_size: int = opt(64, "Batch size per rank", ge=1)
-    seed: int = opt(0, "Seed for weights, data order and latents", ge=0)
-    label_smoothing: float = opt(0.9, "Target for real images (one-sided smoothing)", gt=0, le=1)
-    disc_input_noise: float = opt(0.0, "Std of Gaussian noise added to D's inputs", ge=0)
-    in_memory_max_gb: float = opt(4.0, "Load the data into memory if it is smaller than this, "
-                                       "else stream contiguous blocks", ge=0)
-    mixed_precision: bool = opt(False, "bfloat16 compute, float32 weights (GPUs with bf16, "
-                                       "recent CPUs)")
-    deterministic: bool = opt(False, "TensorFlow op determinism (bitwise-reproducible on CPU)")
-    log_every_steps: int = opt(50, "One log line every N steps", ge=1)
-    model: ModelSpec = section(ModelSpec, "Network architecture")
-    optimizer: OptimizerSpec = section(OptimizerSpec, "Optimizer (same settings for G and D)")
-    latent: LatentSpec = section(LatentSpec, "Latent and label sampling")
-    checkpoint: CheckpointSpec = section(CheckpointSpec, "Checkpointing")
-    loss: LossSpec = section(LossSpec, "Adversarial loss and the R1 penalty on D")
-    ema: EmaSpec = section(EmaSpec, "Exponential moving average of the generator")
-    augment: AugmentSpec = section(AugmentSpec, "Differentiable augmentation for D")
-    guard: GuardSpec = section(GuardSpec, "Mode-collapse guard")
-
-
-# ---------------------------------------------------------------------------------------------
 # sweep: one train spec, many overrides, one Slurm array
 # ---------------------------------------------------------------------------------------------
 @dataclass
@@ -312,7 +172,10 @@ class GenerateSpec:
     data: str | None = opt(None, "Real images for the tasks that compare with them "
                                  "(classifier_score, attribute_f1, arithmetic's fitted judge); "
                                  "none = the run's training data", path="exists")
-    checkpoint: int | None = opt(None, "Checkpoint number; none = the latest", ge=0)
+    checkpoint: int | str | None = opt(None, "Checkpoint number, or best (the run's "
+                                             "train.checkpoint.keep_best snapshot); none = the "
+                                             "latest", parse=_checkpoint_choice)
+    inception: InceptionSpec = section(InceptionSpec, "metrics: optional Inception-v3 features")
     per_class: int = opt(8, "Samples per class (grid; classifier_score uses 100x this)", ge=1)
     steps: int = opt(10, "Interpolation steps; arithmetic: alpha values", ge=2)
     attribute: str | None = opt(None, "arithmetic: a data attribute (Smiling, Male, ...) or a "

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 from skimage import data as skdata
 
-from gan.metrics import FEATURE_DIM, FaceFeatures, FaceRate, fid, kid
+from gan.metrics import FEATURE_DIM, FaceFeatures, FaceRate, InceptionFeatures, fid, kid
+from jobs.core.files import sha256_of
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +45,31 @@ def test_kid_and_fid_are_about_zero_for_one_distribution_and_grow_with_distance(
     assert abs(same) < 3 * std + 1e-3 and std > 0
     assert same < kid(x, near, subsets=30)[0] < kid(x, far, subsets=30)[0]
     assert fid(x, y) < fid(x, near) < fid(x, far)
+
+
+def write_inception_weights(path) -> tuple[object, str]:
+    """Random Inception-v3 weights in the legacy Keras HDF5 layout of the file users fetch
+    (inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5): no download here, and random
+    weights prove the file is what gets loaded."""
+    import h5py
+    import tensorflow as tf
+    from keras.src.legacy.saving import legacy_h5_format
+
+    tf.keras.utils.set_random_seed(3)
+    model = tf.keras.applications.InceptionV3(include_top=False, weights=None, pooling="avg",
+                                              input_shape=(299, 299, 3))
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    return model, sha256_of(path)
+
+
+@pytest.mark.slow
+def test_inception_features_come_from_the_users_file_checked_first(tmp_path, face):
+    path = tmp_path / "inception_notop.h5"
+    model, sha = write_inception_weights(path)
+    with pytest.raises(ValueError, match=r"train.metrics.inception.weights: .* SHA-256"):
+        InceptionFeatures(str(path), "0" * 64, "train.metrics.inception")
+    features = InceptionFeatures(str(path), sha, "train.metrics.inception")(face[None])
+    expected = model(tf.image.resize(face[None].astype(np.float32), (299, 299)) / 127.5 - 1)
+    assert features.shape == (1, 2048)
+    np.testing.assert_allclose(features, np.asarray(expected), rtol=1e-5, atol=1e-6)

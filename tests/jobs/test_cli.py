@@ -30,6 +30,19 @@ def test_validate_typo_exits_2_and_names_file_key_and_suggestion(write_spec, tmp
     assert "lerning_rate" in proc.stderr and "did you mean 'learning_rate'" in proc.stderr
 
 
+def test_missing_inception_weights_stop_run_before_training_exit_2(tmp_path):
+    """Never a download, never a traceback: the field and the file are named, nothing runs."""
+    missing = tmp_path / "inception_notop.h5"
+    proc = run_cli("run", str(ROOT / "jobs/examples/train_dcgan_digits.yaml"),
+                   "--set", f"train.run_dir={tmp_path / 'run'}",
+                   "--set", "train.metrics.every_epochs=1",
+                   "--set", f"train.metrics.inception.weights={missing}",
+                   "--set", "train.metrics.inception.sha256=" + "0" * 64)
+    assert proc.returncode == exitcodes.INVALID_SPEC, proc.stderr
+    assert f"train.metrics.inception.weights: {missing} does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
+
+
 def test_validate_bad_type_names_field(write_spec):
     text = (ROOT / "jobs/examples/train_cgan_faces.yaml").read_text()
     path = write_spec(text.replace("epochs: 100", "epochs: many"))

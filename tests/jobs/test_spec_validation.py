@@ -1,10 +1,12 @@
 """The job-spec schema: strict keys, types, ranges, overrides, secrets, sweeps."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
+from jobs.checks import deep_problems
 from jobs.core.fields import parse_walltime, walltime_minutes
 from jobs.core.loader import SpecError, check_paths, load_spec, parse_set_args
 from jobs.core.schema import JobSpec
@@ -111,6 +113,43 @@ def test_cross_field_rules(train_spec):
     (problem,) = problems_of(train_spec,
                              parse_set_args(["train.latent.class_probabilities=[0.5, 0.4]"]))
     assert "sum to 1" in problem
+    (problem,) = problems_of(train_spec, parse_set_args(["train.checkpoint.keep_best=kid"]))
+    assert "train.checkpoint.keep_best" in problem and "train.metrics.every_epochs" in problem
+
+
+def test_inception_weights_are_checked_before_anything_runs(train_spec, tmp_path):
+    """Named field, exit 2 material: no weights file, no checksum, or the wrong file."""
+    weights, sha_key = tmp_path / "inception.h5", "train.metrics.inception.sha256="
+    (problem,) = deep_problems(load_spec(train_spec, parse_set_args(
+        [f"train.metrics.inception.weights={weights}", sha_key + "a" * 64])))
+    assert "train.metrics.inception.weights" in problem and "does not exist" in problem
+    weights.write_bytes(b"not the weights")
+    (problem,) = problems_of(train_spec, parse_set_args(
+        [f"train.metrics.inception.weights={weights}"]))
+    assert "train.metrics.inception" in problem and "sha256" in problem
+    (problem,) = problems_of(train_spec, parse_set_args(["train.metrics.inception.sha256=xyz"]))
+    assert "64 hexadecimal digits" in problem
+    spec = load_spec(train_spec, parse_set_args(
+        [f"train.metrics.inception.weights={weights}", sha_key + "A" * 64]))
+    (problem,) = deep_problems(spec)
+    assert "train.metrics.inception.weights" in problem and "different or damaged" in problem
+    good = hashlib.sha256(b"not the weights").hexdigest()
+    assert deep_problems(load_spec(train_spec, parse_set_args(
+        [f"train.metrics.inception.weights={weights}",
+         f"train.metrics.inception.sha256={good}"]))) == []
+
+
+def test_generate_checkpoint_is_a_number_or_best(write_spec, tmp_path):
+    text = f"""\
+        kind: generate
+        name: g
+        generate: {{run_dir: {tmp_path}, output_dir: {tmp_path / 'out'}, checkpoint: %s}}
+        """
+    assert load_spec(write_spec(text % "best")).work.checkpoint == "best"
+    assert load_spec(write_spec(text % "12")).work.checkpoint == 12
+    for bad in ("-1", "latest", "true"):
+        (problem,) = problems_of(write_spec(text % bad))
+        assert "generate.checkpoint" in problem and "'best'" in problem
 
 
 def test_class_rules_check_attribute_names(write_spec, tmp_path):

@@ -18,6 +18,7 @@ import pytest
 
 from jobs.core import exitcodes
 from tests.conftest import QUIET_ENV, ROOT
+from tests.gan.test_metrics import write_inception_weights
 
 EPOCHS, STEPS = 4, 28  # digits: 1797 images // batch 64 = 28 steps per epoch
 
@@ -312,6 +313,21 @@ def test_cgan_learns_digit_classes(digits, tmp_path):
     kid = {k: v[0] for k, v in json.loads(
         (tmp_path / "metrics" / "figures.json").read_text())["kid"].items()}
     assert kid["real_vs_real"] < kid["generated"] < kid["untrained"] / 3, kid
+    # Inception-v3 features from a weights file the user fetched (here: random weights in
+    # the same layout); the best snapshot kept by keep_best is what checkpoint: best loads
+    weights = tmp_path / "inception_notop.h5"
+    _, sha = write_inception_weights(weights)
+    proc = run_train(str(ROOT / "jobs/examples/generate_grid.yaml"),
+                     "--set", f"generate.run_dir={tmp_path / 'run'}",
+                     "--set", f"generate.output_dir={tmp_path / 'inception'}",
+                     "--set", "generate.task=metrics", "--set", "generate.count=40",
+                     "--set", f"generate.inception.weights={weights}",
+                     "--set", f"generate.inception.sha256={sha}")
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads((tmp_path / "inception" / "figures.json").read_text())
+    assert figures["inception_features"].startswith("Keras Inception-v3")
+    assert set(figures["inception_kid"]) == {"real_vs_real", "generated", "untrained"}
+    assert all(np.isfinite(v) for v in figures["inception_fid"].values())
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,96 @@
+"""Quality during training: measured when due, written to metrics.csv, the best snapshot kept
+apart and loadable, and measuring changes nothing about the training itself."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gan.checkpoint import BestSnapshot
+from gan.outputs import best_row, quality_summary, read_metrics
+from gan.quality import is_due
+from gan.sampler import Sampler
+from jobs.core.schema import MetricsSpec
+from tests.gan.test_checkpoint import trainer, weights
+
+MEASURED = ["train.metrics.every_epochs=1", "train.metrics.count=40",
+            "train.metrics.face_rate=false", "train.checkpoint.keep_best=kid",
+            "train.checkpoint.keep=5"]
+
+
+def test_due_by_epochs_or_by_thousands_of_images():
+    by_epochs = MetricsSpec(every_epochs=2)
+    assert [is_due(by_epochs, e, 0, 0) for e in (1, 2, 3, 4)] == [False, True, False, True]
+    by_images = MetricsSpec(every_kimg=1.0)
+    assert is_due(by_images, 1, 900, 1100) and not is_due(by_images, 2, 1100, 1900)
+    assert is_due(by_images, 3, 1900, 4100)  # several thousands crossed: measured once
+    assert not is_due(MetricsSpec(), 5, 0, 10 ** 6)
+
+
+def test_best_and_last_values_follow_the_figure_direction():
+    rows = [{"epoch": "1", "kid": "0.3", "face_rate": "0.1"},
+            {"epoch": "2", "kid": "", "face_rate": ""},
+            {"epoch": "3", "kid": "0.1", "face_rate": "0.5"},
+            {"epoch": "4", "kid": "0.2", "face_rate": "0.4"}]
+    assert best_row(rows, "kid")["epoch"] == "3" and best_row(rows, "fid") is None
+    q = quality_summary(rows)
+    assert (q["kid"], q["kid_epoch"], q["best_kid"], q["best_kid_epoch"]) == \
+        ("0.2", "4", "0.1", "3")
+    assert (q["best_face_rate"], q["best_face_rate_epoch"]) == ("0.5", "3")
+    assert "fid" not in q
+
+
+def test_best_snapshot_is_written_only_when_better(tmp_path):
+    v = tf.Variable(1.0)
+    best = BestSnapshot(tmp_path, tf.train.Checkpoint(v=v), "kid", True, is_chief=True)
+    assert best.offer({"kid": 0.5}, 1, 10)
+    v.assign(2.0)
+    assert not best.offer({"kid": 0.5}, 2, 20)  # equal is not better
+    assert best.offer({"kid": 0.4}, 3, 30)
+    v.assign(3.0)
+    assert not best.offer({"kid": 0.45}, 4, 40)
+    record = json.loads((tmp_path / "best" / "best.json").read_text())
+    assert record == {"figure": "kid", "value": 0.4, "epoch": 3, "step": 30,
+                      "checkpoint": "ckpt-30"}
+    assert sorted(p.name for p in (tmp_path / "best").glob("ckpt-*.index")) == ["ckpt-30.index"]
+    tf.train.Checkpoint(v=v).restore(str(tmp_path / "best" / "ckpt-30"))
+    assert float(v) == 2.0
+    again = BestSnapshot(tmp_path, tf.train.Checkpoint(v=v), "kid", True, is_chief=True)
+    assert not again.offer({"kid": 0.41}, 5, 50)  # the record survives a restart
+    higher = BestSnapshot(tmp_path / "h", tf.train.Checkpoint(v=v), "face_rate", False, True)
+    assert higher.offer({"face_rate": 0.2}, 1, 1) and not higher.offer({"face_rate": 0.1}, 2, 2)
+
+
+@pytest.fixture(scope="module")
+def measured_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("quality")
+    t = trainer(tmp, "train.epochs=3", *MEASURED)
+    assert t.run() == 0
+    return tmp, weights(t.G)
+
+
+def test_figures_each_epoch_and_the_best_snapshot_loads(measured_run):
+    tmp, _ = measured_run
+    rows = read_metrics(tmp / "run", "epoch")
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    kids = [float(r["kid"]) for r in rows]
+    assert all(np.isfinite(kids)) and all(float(r["fid"]) > 0 for r in rows)
+    assert "face_rate" not in rows[0]  # face_rate: false
+    record = json.loads((tmp / "run" / "best" / "best.json").read_text())
+    assert record["value"] == pytest.approx(min(kids), rel=1e-5)
+    assert record["epoch"] == 1 + int(np.argmin(kids))
+    best = Sampler.load(tmp / "run", "best")
+    same_step = Sampler.load(tmp / "run", record["step"])
+    assert best.checkpoint.endswith(record["checkpoint"])
+    for a, b in zip(weights(best.G), weights(same_step.G)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_measuring_does_not_change_the_training(measured_run, tmp_path):
+    _, measured = measured_run
+    plain = trainer(tmp_path, "train.epochs=3")
+    assert plain.run() == 0
+    for a, b in zip(weights(plain.G), measured):
+        np.testing.assert_array_equal(a, b)
