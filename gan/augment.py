@@ -21,9 +21,10 @@ def _seed(seed: tf.Tensor, k: int) -> tf.Tensor:
     return tf.random.experimental.stateless_fold_in(seed, k)
 
 
-def _apply(x: tf.Tensor, out: tf.Tensor, probability: float, seed: tf.Tensor) -> tf.Tensor:
-    """``out`` for the images chosen with ``probability``, ``x`` for the others."""
-    if probability >= 1.0:
+def _apply(x: tf.Tensor, out: tf.Tensor, probability, seed: tf.Tensor) -> tf.Tensor:
+    """``out`` for the images chosen with ``probability`` (a number, or ADA's variable),
+    ``x`` for the others."""
+    if isinstance(probability, (int, float)) and probability >= 1.0:
         return out
     n = tf.shape(x)[0]
     chosen = tf.random.stateless_uniform([n, 1, 1, 1], seed) < probability
@@ -79,12 +80,32 @@ def flip(x, probability, seed):
     return _apply(x, tf.reverse(x, axis=[2]), 0.5 * probability, seed)
 
 
-def augment(x: tf.Tensor, policy: list[str], probability: float, seed: tf.Tensor) -> tf.Tensor:
+def augment(x: tf.Tensor, policy: list[str], probability, seed: tf.Tensor) -> tf.Tensor:
     """``x`` through every operation of ``policy`` in DiffAugment's order."""
-    if not policy or probability <= 0:
+    if not policy or (isinstance(probability, (int, float)) and probability <= 0):
         return x
     dtype = x.dtype
     x = tf.cast(x, tf.float32)
     for k, name in enumerate(op for op in OPS if op in policy):
         x = globals()[name](x, probability, _seed(seed, 100 + k))
     return tf.cast(x, dtype)
+
+
+class Adaptive:
+    """ADA's controller (Karras et al. 2020): D's sign on the reals, r = E[sign D(real)]
+    (= 2 x d_acc_real - 1, already averaged over the ranks by the step), above ``target``
+    means D is memorising them: raise p; below, lower it. Each step moves p by its images
+    over ``speed_kimg`` thousand, so it can cross [0, 1] in that many images. Stepping on
+    every step's own value (not an interval's average) leaves nothing outside the
+    checkpointed p, so a resumed run moves p exactly as the uninterrupted one."""
+
+    def __init__(self, p: tf.Variable, target: float, speed_kimg: float,
+                 images_per_step: int):
+        self.p, self.target = p, target
+        self.delta = images_per_step / (speed_kimg * 1000.0)
+
+    def update(self, d_acc_real: float) -> float:
+        r = 2.0 * d_acc_real - 1.0
+        p = float(self.p.numpy()) + (self.delta if r > self.target else -self.delta)
+        self.p.assign(min(1.0, max(0.0, p)))
+        return float(self.p.numpy())

@@ -68,11 +68,11 @@ def read_metrics(run_dir: str | Path, kind: str | None = None) -> list[dict]:
 class RunOutputs:
     def __init__(self, run_dir: Path, class_names: list[str], resume_step: int,
                  metrics: tuple[str, ...], tensorboard: bool = True,
-                 quality: tuple[str, ...] = ()):
+                 more: tuple[str, ...] = ()):
         self.dir = run_dir
         self.class_names = class_names
         self.metrics = metrics  # the family's step metrics (gan/families.py)
-        self.columns = ["kind", "epoch", "step", *metrics, *EXTRA, *quality]
+        self.columns = ["kind", "epoch", "step", *metrics, *EXTRA, *more]  # more: quality, ADA
         self.csv_path = run_dir / METRICS_FILE
         self.rows = self._load_rows(resume_step)
         self._interval: dict[str, list[float]] = {k: [] for k in metrics}
@@ -114,16 +114,16 @@ class RunOutputs:
         return means
 
     def epoch_end(self, epoch: int, step: int, extra: dict, samples: np.ndarray,
-                  per_class: int, quality: dict[str, float] | None = None) -> dict:
-        """The epoch's row (with the quality figures when measured), curve and grid."""
+                  per_class: int, more: dict[str, float] | None = None) -> dict:
+        """The epoch's row (with the quality figures when measured, ADA's p), curve, grid."""
         means = self._flush(self._epoch, "epoch", epoch, step,
-                            {**extra, **{k: f"{v:.6g}" for k, v in (quality or {}).items()}})
-        if quality and self.writer is not None:
+                            {**extra, **{k: f"{v:.6g}" for k, v in (more or {}).items()}})
+        if more and self.writer is not None:
             import tensorflow as tf
 
             with self.writer.as_default(step=step):
-                for key, value in quality.items():
-                    tf.summary.scalar(f"quality/{key}", value)
+                for key, value in more.items():
+                    tf.summary.scalar(f"epoch/{key}", value)
             self.writer.flush()
         self._write_csv()
         self._loss_curve()

@@ -55,6 +55,9 @@ class TrainState:
         self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.saves = tf.Variable(0, dtype=tf.int64, trainable=False)
+        # ADA's augmentation probability (gan/augment.py: Adaptive), tuned as training goes
+        self.augment_p = tf.Variable(spec.augment.probability, dtype=tf.float32,
+                                     trainable=False) if spec.augment.adaptive else None
 
     def checkpoint_objects(self) -> dict:
         """What a checkpoint holds of the state (the guard adds its snapshots)."""
@@ -66,6 +69,8 @@ class TrainState:
             objects.update(encoder=self.E, ae_optimizer=self.ae_opt)
         if self.G_ema is not None:
             objects.update(generator_ema=self.G_ema)
+        if self.augment_p is not None:
+            objects.update(augment_p=self.augment_p)
         return objects
 
     def _layer_rng_states(self) -> list:
@@ -78,4 +83,5 @@ class TrainState:
     def variables(self) -> list:
         """Every variable rank 0 broadcasts at the start."""
         return ([v for m in self.networks + self.optimizers for v in m.variables]
-                + [self.epoch, self.step_in_epoch, self.global_step, self.saves])
+                + [self.epoch, self.step_in_epoch, self.global_step, self.saves]
+                + ([self.augment_p] if self.augment_p is not None else []))

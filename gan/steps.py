@@ -60,7 +60,10 @@ class _Parts:
         self.world, self.hvd = world, world.hvd
         self.batch, self.seed, self.rank = spec.batch_size, spec.seed, world.rank
         self.noise, self.smooth = spec.disc_input_noise, spec.label_smoothing
-        self.policy, self.probability = spec.augment.policy, spec.augment.probability
+        self.policy = spec.augment.policy
+        # ADA's variable is read at every call of the step; else a constant in the graph
+        adaptive = trainer.state.augment_p
+        self.probability = spec.augment.probability if adaptive is None else adaptive
         self.loss = spec.loss
         self.sampler = trainer.sampler
 

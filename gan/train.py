@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from gan import distributed, steps
 from gan import quality
+from gan.augment import Adaptive
 from gan.checkpoint import BestSnapshot, RunCheckpoints, SpecMismatch
 from gan.conditioning import Conditioning
 from gan.data import ImageSet, Split
@@ -76,6 +77,8 @@ class Trainer:
                                st.G if st.G_ema is None else st.G_ema, st.E, st.D)
         self.ema = Ema(spec.ema, st.G, st.G_ema, spec.batch_size * world.size) \
             if st.G_ema is not None else None
+        self.ada = Adaptive(st.augment_p, spec.augment.target, spec.augment.speed_kimg,
+                            spec.batch_size * world.size) if st.augment_p is not None else None
         self.guard = Guard(spec.guard, st.G, st.D, *[m for m in [st.E] if m is not None])
         self.checkpoints = RunCheckpoints(spec, {**st.checkpoint_objects(), "guard": self.guard},
                                           world.is_chief)
@@ -142,9 +145,10 @@ class Trainer:
             log.info("resumed from %s: epoch %d, step %d of %d in it (global step %d)",
                      Path(self.resumed_from).name, start_epoch + 1, start_step,
                      self.steps_per_epoch, int(self.state.global_step))
-        columns = self.quality.columns() if self.quality else ()
+        columns = (self.quality.columns() if self.quality else ()) + \
+            (("augment_p",) if self.ada else ())
         outputs = RunOutputs(self.run_dir, self.sampler.grid_names, int(self.state.global_step),
-                             self.metric_names, quality=columns) if self.world.is_chief else None
+                             self.metric_names, more=columns) if self.world.is_chief else None
         if start_epoch >= spec.epochs:
             log.info("all %d epochs already done in %s", spec.epochs, self.run_dir)
             return exitcodes.OK
@@ -182,6 +186,8 @@ class Trainer:
             st.step_in_epoch.assign(s + 1)
             if self.ema is not None:
                 self.ema.update(st.global_step)
+            if self.ada is not None:
+                self.ada.update(values["d_acc_real"])
             seen.append(idx)
             self.guard.observe(int(st.global_step), values["d_real"], values["d_fake"],
                                values["g"])
@@ -218,7 +224,8 @@ class Trainer:
         # outputs rewritten; the other way round they would be lost
         self.state.saves.assign_add(1)
         if outputs is not None:
-            self._epoch_outputs(outputs, epoch, ranks, t0, figures)
+            self._epoch_outputs(outputs, epoch, ranks, t0, {**figures, **(
+                {"augment_p": float(self.state.augment_p.numpy())} if self.ada else {})})
         if figures and self.best is not None:
             self.best.offer(figures, epoch + 1, int(self.state.global_step))
         self.save(f"epoch {epoch + 1}", counted=True)

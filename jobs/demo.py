@@ -2,10 +2,12 @@
 
 1. builds the default face set (``data/default/celeba``, CelebA Kaggle layout, made from
    photos that ship inside installed packages) if it is not there yet;
-2. submits ``jobs/examples/pipeline_faces.yaml`` with submitit's local executor — no Slurm
-   needed: the preprocess array (3 shards), the merge, then a short training of the
-   embedding cGAN — exactly what ``python -m jobs submit`` does on a cluster;
-3. validates every example spec and prints where the results are.
+2. submits ``jobs/examples/pipeline_demo.yaml`` with submitit's local executor — no Slurm
+   needed: the preprocess array (3 shards), the merge, then the training of a 32x32 DCGAN
+   sized for 2 CPU cores — exactly what ``python -m jobs submit`` does on a cluster;
+3. measures its best snapshot (``generate_metrics.yaml``: KID over O-Net features and the
+   face rate, beside real faces and the untrained generator);
+4. validates every example spec and prints the figures and where the results are.
 """
 from __future__ import annotations
 
@@ -23,6 +25,21 @@ DEFAULT_DATA = ROOT / "data" / "default" / "celeba"
 log = logging.getLogger("demo")
 
 
+def quality_table(figures: dict) -> str:
+    """KID and face rate of the demo's generator beside real faces and the untrained G."""
+    kid, rate = figures["kid"], figures["face_rate"]
+    rows = [("real faces (one half vs the other)", kid["real_vs_real"], rate["real"]),
+            ("the demo's generator", kid["generated"], rate["generated"]),
+            ("the same generator untrained", kid["untrained"], rate["untrained"])]
+    lines = [f"  quality ({figures['generated_images']} samples, {figures['real_images']} real "
+             "faces; KID over MTCNN O-Net features, lower is better; face rate: share in "
+             "which MTCNN finds a face)",
+             f"    {'':<38}{'KID x 1000':>16}{'face rate':>12}"]
+    lines += [f"    {name:<38}{1000 * k[0]:>8.2f} ± {1000 * k[1]:<5.2f}{100 * r:>11.0f}%"
+              for name, k, r in rows]
+    return "\n".join(lines)
+
+
 def main() -> int:
     runtime.configure()
     if not (DEFAULT_DATA / "fixture_truth.json").exists():
@@ -30,15 +47,16 @@ def main() -> int:
 
         log.info("building the default face set in %s", DEFAULT_DATA)
         build(DEFAULT_DATA)
-    code = jobs_main(["submit", str(EXAMPLES / "pipeline_faces.yaml"), "--executor", "local"])
-    if code != exitcodes.OK:
-        return code
-    out = ROOT / "runs" / "demo" / "faces"
+    for argv in (["submit", str(EXAMPLES / "pipeline_demo.yaml"), "--executor", "local"],
+                 ["run", str(EXAMPLES / "generate_metrics.yaml")],
+                 ["validate", *map(str, sorted(EXAMPLES.glob("*.yaml")))]):
+        code = jobs_main(argv)
+        if code != exitcodes.OK:
+            return code
+    out = ROOT / "runs" / "demo" / "faces32"
     manifest = json.loads((out / "faces.manifest.json").read_text())
-    code = jobs_main(["validate", *map(str, sorted(EXAMPLES.glob("*.yaml")))])
-    if code != exitcodes.OK:
-        return code
-    run_dir = ROOT / "runs" / "demo" / "cgan"
+    run_dir = ROOT / "runs" / "demo" / "dcgan32"
+    figures = json.loads((run_dir / "metrics" / "figures.json").read_text())
     grids = sorted((run_dir / "samples").glob("epoch_*.png"))
     print(f"""
 facegan-hpc demo: done
@@ -48,7 +66,9 @@ facegan-hpc demo: done
   skipped:      {', '.join(f'{k}={v}' for k, v in manifest['skipped_counts'].items())}
   report:       {out / 'faces.report.json'}
   sample sheet: {out / 'sample_sheet.png'}
-  sample grid:  {grids[-1] if grids else '(none)'}
+{quality_table(figures)}
+  sample grid:  {grids[-1] if grids else '(none)'}  (the generator average, last epoch)
+  best:         {run_dir / 'best'}  ({figures['checkpoint'].rsplit('/', 1)[-1]}, lowest KID)
   loss curve:   {run_dir / 'loss_curve.png'}
   checkpoint:   {run_dir / 'checkpoints'}
   metrics:      {run_dir / 'metrics.csv'}  (tensorboard --logdir {run_dir / 'tensorboard'})

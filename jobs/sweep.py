@@ -76,7 +76,7 @@ def summary(sweep_job: JobSpec) -> tuple[Path, list[dict]]:
         row = {"point": point_name(overrides), "run_dir": str(run_dir)}
         epochs = read_metrics(run_dir, "epoch")
         if epochs:
-            row.update({k: epochs[-1][k] for k in SUMMARY_COLUMNS[2:]})
+            row.update({k: epochs[-1].get(k, "") for k in SUMMARY_COLUMNS[2:]})
             row.update({k: v for k, v in quality_summary(epochs).items()
                         if k in QUALITY_COLUMNS})
         rows.append(row)

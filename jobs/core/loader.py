@@ -274,6 +274,9 @@ def _check_cross_fields(v: _Validator, kind: str, work: Any) -> None:
         if size % (2 ** n_up) or size // (2 ** n_up) < 2:
             v.fail("train.model.image_size", f"{size} must be a multiple of 2**{n_up} (one "
                    f"doubling per generator block) and at least {2 ** (n_up + 1)}")
+        if work.augment.adaptive and not work.augment.policy:
+            v.fail("train.augment.adaptive", "needs train.augment.policy: the augmentations "
+                   "whose probability it tunes")
         metrics = work.metrics
         if work.checkpoint.keep_best != "none" and not (metrics.every_epochs or
                                                          metrics.every_kimg):

@@ -124,7 +124,15 @@ class AugmentSpec:
                                 "fake alike (DiffAugment): " + ", ".join(AUGMENTATIONS)
                             + "; [] = none", parse=_augment_policy)
     probability: float = opt(1.0, "Chance that each augmentation is applied to an image "
-                                  "(1 = always, as DiffAugment)", ge=0, le=1)
+                                  "(1 = always, as DiffAugment); with adaptive, where it "
+                                  "starts (StyleGAN2-ADA starts at 0)", ge=0, le=1)
+    adaptive: bool = opt(False, "ADA: after every step, raise the probability when D calls "
+                                "more than target of the reals real (it is memorising them), "
+                                "lower it otherwise; checkpointed, the same on every rank")
+    target: float = opt(0.6, "ADA's target for E[sign D(real)] = 2 x d_acc_real - 1", gt=0,
+                        lt=1)
+    speed_kimg: float = opt(100.0, "ADA: thousands of images (all ranks) over which the "
+                                   "probability can move from 0 to 1", gt=0)
 
 
 @dataclass

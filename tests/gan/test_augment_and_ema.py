@@ -7,9 +7,11 @@ import pytest
 import tensorflow as tf
 from tensorflow import keras
 
-from gan.augment import OPS, augment
+from gan.augment import OPS, Adaptive, augment
 from gan.ema import Ema, copy_of
+from gan.outputs import read_metrics
 from jobs.core.schema import EmaSpec
+from tests.gan.test_checkpoint import trainer
 
 SEED = tf.constant([3, 4], tf.int64)
 
@@ -72,3 +74,31 @@ def test_hinge_and_r1_on_a_linear_discriminator():
     assert float(r1_penalty(d_call, x)) == pytest.approx(float(tf.reduce_sum(w * w)))
     assert float(hinge_d(tf.constant([2.0, 3.0]), tf.constant([-2.0, -5.0]))) == 0.0
     assert float(hinge_d(tf.constant([0.0]), tf.constant([0.5]))) == pytest.approx(2.5)
+
+
+def test_ada_moves_p_towards_its_target_within_0_and_1():
+    p = tf.Variable(0.0)
+    ada = Adaptive(p, target=0.6, speed_kimg=1.0, images_per_step=100)  # 0.1 per step
+    assert ada.update(0.9) == pytest.approx(0.1)   # r = 0.8 > 0.6: D memorises, raise p
+    for _ in range(20):
+        ada.update(1.0)
+    assert float(p) == 1.0                          # clipped
+    assert ada.update(0.75) == pytest.approx(0.9)  # r = 0.5 < 0.6: lower p
+    for _ in range(20):
+        ada.update(0.0)
+    assert float(p) == 0.0
+
+
+def test_ada_in_training_is_checkpointed_and_logged(tmp_path):
+    t = trainer(tmp_path, "train.epochs=1", "train.augment.policy=[translation, cutout]",
+                "train.augment.adaptive=true", "train.augment.probability=0.0",
+                "train.augment.speed_kimg=1.0")
+    assert t.run() == 0
+    p = float(t.state.augment_p.numpy())
+    assert 0.0 < p <= 1.0  # D calls the first reals real at once: p rises from 0
+    resumed = trainer(tmp_path, "train.epochs=1", "train.augment.policy=[translation, cutout]",
+                      "train.augment.adaptive=true", "train.augment.probability=0.0",
+                      "train.augment.speed_kimg=1.0")
+    assert float(resumed.state.augment_p.numpy()) == p
+    (row,) = read_metrics(tmp_path / "run", "epoch")
+    assert float(row["augment_p"]) == pytest.approx(p, rel=1e-5)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gan.outputs import read_metrics
 from jobs.core import exitcodes
 from tests.conftest import QUIET_ENV, ROOT
 from tests.gan.test_metrics import write_inception_weights
@@ -413,9 +414,13 @@ def test_stop_signal_during_startup_is_not_lost(digits, tmp_path):
 MODEL_SETS = {  # the registry's other models, on the small test settings of spec_for
     "dcgan": ["train.model.name=dcgan"],
     "aeacgan": ["train.model.name=aeacgan", "train.latent.distribution=unit_uniform"],
-    # the generator's moving average and DiffAugment: in the checkpoint, seeded by the step
+    # the generator's moving average and DiffAugment with ADA's p: in the checkpoint, seeded
+    # by the step
     "cgan-ema-augment": ["train.ema.enabled=true", "train.ema.half_life_kimg=0.5",
-                         "train.augment.policy=[color, translation, cutout]"],
+                         "train.augment.policy=[color, translation, cutout]",
+                         "train.augment.adaptive=true", "train.augment.probability=0.3",
+                         "train.augment.speed_kimg=5", "train.metrics.every_epochs=1",
+                         "train.metrics.count=40", "train.checkpoint.keep_best=kid"],
     # hinge loss with the lazy R1 penalty (second-order gradients, allreduced like the rest)
     "cgan-hinge-r1": ["train.loss.name=hinge", "train.loss.r1_gamma=1.0",
                       "train.loss.r1_interval=4"],
@@ -438,6 +443,7 @@ def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, digi
     if model == "cgan-ema-augment":  # the average is in every checkpoint, apart from G
         reader = tf_checkpoint_reader(tmp_path / "a")
         assert any("generator_ema" in name for name in reader)
+        assert any("augment_p" in name for name in reader) and "augment_p" in header
     if model == "aeacgan":  # its extra losses are logged too
         assert {"d_attr", "g_attr", "ae_mae"} <= set(header)
     horovodrun = shutil.which("horovodrun", path=str(Path(sys.executable).parent))
@@ -448,6 +454,11 @@ def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, digi
     rows = rank_rows(tmp_path / "c")
     for epoch in ("1", "2"):  # BatchNorm statistics averaged: identical models every epoch
         assert len({r["weights_digest"] for r in rows if r["epoch"] == epoch}) == 1
+    if model == "cgan-ema-augment":  # quality measured by both ranks, each its share
+        epochs = read_metrics(tmp_path / "c", "epoch")
+        assert all(float(r["kid"]) > 0 and r["face_rate"] != "" for r in epochs), epochs
+        assert (tmp_path / "c" / "best" / "best.json").exists()
+        assert "quality yardstick, 40 real images" in two.stdout + two.stderr
 
 
 def tf_checkpoint_reader(run_dir: Path) -> list[str]:
