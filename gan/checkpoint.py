@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
 import tensorflow as tf
 import yaml
 
-from gan.outputs import BEST_DIR, BEST_RECORD
+from gan.outputs import BEST_DIR, BEST_RECORD, better
 from jobs.core.files import atomic_write_json, atomic_write_text
 from jobs.core.schema import TrainSpec
 from jobs.core.fields import to_plain
@@ -93,32 +94,48 @@ class RunCheckpoints:
 class BestSnapshot:
     """``run_dir/best``: the checkpoint with the best value of one quality figure
     (``checkpoint.keep_best``), kept apart from the rolling ones so that a later collapse
-    cannot rotate it away. A second ``CheckpointManager`` (one kept) writes it, so it is as
-    atomic as the others; ``best.json`` says which figure, value, epoch and step it holds.
+    cannot rotate it away. ``best.json`` is the one pointer to it (figure, value, epoch, step,
+    checkpoint): a new best is written under its own name first, then ``best.json`` is
+    replaced atomically, and only then are older files removed — a kill at any instant leaves
+    ``best.json`` naming a complete checkpoint.
 
-    It is offered each measurement *before* the epoch's own checkpoint is written: a kill in
-    between redoes the epoch, which measures the same figure again (it is not better than
-    itself, so nothing is written twice) — the best never points past the run's state."""
+    A record from another figure, or left by an earlier run in this directory (nothing was
+    resumed), is set aside with a warning. The best may come from an epoch a killed run later
+    redid: it is still a generator that truly measured that value."""
 
     def __init__(self, run_dir: Path, ckpt: tf.train.Checkpoint, figure: str, lower: bool,
-                 is_chief: bool):
+                 is_chief: bool, resumed: bool):
         self.dir = Path(run_dir) / BEST_DIR
-        self.figure, self.lower, self.is_chief = figure, lower, is_chief
-        self.manager = tf.train.CheckpointManager(ckpt, str(self.dir), max_to_keep=1)
-        path = self.dir / BEST_RECORD
-        self.record = json.loads(path.read_text()) if path.exists() else None
+        self.ckpt, self.figure, self.lower, self.is_chief = ckpt, figure, lower, is_chief
+        self.record = read_best(run_dir)
+        if self.record is not None and (self.record["figure"] != figure or not resumed):
+            log.warning("%s holds the best %s of %s; this run keeps its own best %s",
+                        self.dir / BEST_RECORD, self.record["figure"],
+                        "another setting" if resumed else "an earlier run", figure)
+            self.record = None
 
     def offer(self, values: dict[str, float], epoch: int, step: int) -> bool:
-        """Keep the current state if ``values[figure]`` beats the best so far."""
+        """Keep the current state if ``values[figure]`` beats the best so far (a value that is
+        not a finite number never does)."""
         value = values[self.figure]
-        if self.record is not None:
-            best = self.record["value"]
-            if (value >= best) if self.lower else (value <= best):
-                return False
-        self.record = {"figure": self.figure, "value": value, "epoch": epoch, "step": step}
+        if not math.isfinite(value) or (self.record is not None and not better(
+                value, self.record["value"], self.lower)):
+            return False
+        name = f"ckpt-{step}"
+        self.record = {"figure": self.figure, "value": value, "epoch": epoch, "step": step,
+                       "checkpoint": name}
         if self.is_chief:
-            path = self.manager.save(checkpoint_number=step)
-            self.record["checkpoint"] = Path(path).name
+            self.ckpt.write(str(self.dir / name))
             atomic_write_json(self.dir / BEST_RECORD, self.record)
-            log.info("best %s so far (%.6g at epoch %d) -> %s", self.figure, value, epoch, path)
+            for old in self.dir.glob("ckpt-*"):
+                if not old.name.startswith(name + "."):
+                    old.unlink()
+            log.info("best %s so far (%.6g at epoch %d) -> %s", self.figure, value, epoch,
+                     self.dir / name)
         return True
+
+
+def read_best(run_dir: Path) -> dict | None:
+    """The run's best-snapshot record (``best.json``), None if it has none."""
+    path = Path(run_dir) / BEST_DIR / BEST_RECORD
+    return json.loads(path.read_text()) if path.exists() else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +31,21 @@ QUALITY = {"kid": True, "kid_std": None, "fid": True, "face_rate": False,
            "inception_kid": True, "inception_kid_std": None, "inception_fid": True}
 
 
+def better(value: float, best: float, lower: bool) -> bool:
+    """Strictly better (equal is not): the rule of ``checkpoint.keep_best`` and summaries."""
+    return value < best if lower else value > best
+
+
 def best_row(rows: list[dict], figure: str) -> dict | None:
-    """The epoch row with the best value of ``figure`` (the first of equals), None if never
-    measured: the one rule that both ``checkpoint.keep_best`` and the summaries follow."""
-    measured = [r for r in rows if r.get(figure) not in (None, "")]
-    if not measured:
-        return None
-    sign = 1 if QUALITY[figure] else -1
-    return min(measured, key=lambda r: sign * float(r[figure]))
+    """The epoch row with the best finite value of ``figure`` (the first of equals), None if
+    never measured."""
+    best = None
+    for row in rows:
+        if row.get(figure) in (None, "") or not math.isfinite(float(row[figure])):
+            continue
+        if best is None or better(float(row[figure]), float(best[figure]), QUALITY[figure]):
+            best = row
+    return best
 
 
 def quality_summary(rows: list[dict]) -> dict[str, str]:

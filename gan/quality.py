@@ -50,7 +50,7 @@ class QualityMeter:
         self.face_rate = figures.FaceRate() if spec.face_rate else None
         rng = np.random.default_rng(seed)
         chosen = np.sort(rng.choice(data.num, min(spec.count, data.num), replace=False))
-        self._real_images = lambda: np.asarray(data.images[chosen[world.rank::world.size]])
+        self._real_images = lambda: np.asarray(data.images[self._mine(chosen)])
         self._real: dict[str, np.ndarray] | None = None
 
     def columns(self) -> tuple[str, ...]:
@@ -63,8 +63,8 @@ class QualityMeter:
         if self._real is None:
             self._real = self._reference()
         z, conditions = self.sampler.random_inputs(self.spec.count, self.seed, LATENT_DRAW)
-        mine = slice(self.world.rank, None, self.world.size)
-        images = self.sampler.draw(z[mine], conditions[mine])
+        mine = self._mine(np.arange(self.spec.count))
+        images = self.sampler.draw(tf.gather(z, mine), tf.gather(conditions, mine))
         values = {}
         for prefix, extract in self.extractors.items():
             gathered = self._gather(extract(images), f"gen_{prefix}")
@@ -88,6 +88,11 @@ class QualityMeter:
                  "other %.2f%s", len(f), 1000 * kid,
                  "" if rate is None else f", face rate {rate:.2f}")
         return real
+
+    def _mine(self, items: np.ndarray) -> np.ndarray:
+        """This rank's contiguous share: gathered in rank order, the shares are the whole in
+        its single-process order, so the figures do not depend on the number of ranks."""
+        return np.array_split(items, self.world.size)[self.world.rank]
 
     def _gather(self, features: np.ndarray, name: str) -> np.ndarray:
         if self.world.hvd is None:

@@ -16,8 +16,8 @@ import yaml
 
 from gan import models, sampling
 from gan.families import family
-from gan.checkpoint import SPEC_FILE, restore_newest
-from gan.outputs import BEST_DIR
+from gan.checkpoint import SPEC_FILE, read_best, restore_newest
+from gan.outputs import BEST_DIR, BEST_RECORD
 from gan.conditioning import Conditioning, ConditioningError
 from gan.data import ImageSet
 from gan.state import configure_tensorflow
@@ -63,7 +63,7 @@ class Sampler:
             wanted["encoder"] = nets.encoder
         if with_discriminator:
             wanted["discriminator"] = nets.discriminator
-        path = restore_partial(run_dir / BEST_DIR, wanted, None) if checkpoint == "best" \
+        path = restore_best(run_dir, wanted) if checkpoint == "best" \
             else restore_partial(run_dir / "checkpoints", wanted, checkpoint)
         return cls(spec, cond, nets.generator, nets.encoder,
                    nets.discriminator if with_discriminator else None, path)
@@ -156,6 +156,17 @@ def load_train_spec(run_dir: Path) -> TrainSpec:
         raise NoCheckpoint(f"{run_dir}: no {SPEC_FILE}: not a training run directory")
     saved = yaml.safe_load(path.read_text())
     return parse_spec({"kind": "train", "name": "sampler", "train": saved}, str(path)).work
+
+
+def restore_best(run_dir: Path, objects: dict) -> str:
+    """Restore ``objects`` from the run's best snapshot (``checkpoint.keep_best``)."""
+    record = read_best(run_dir)
+    if record is None:
+        raise NoCheckpoint(f"generate.checkpoint: best, but {run_dir} has no "
+                           f"{BEST_DIR}/{BEST_RECORD}: train it with train.checkpoint.keep_best")
+    path = str(run_dir / BEST_DIR / record["checkpoint"])
+    tf.train.Checkpoint(**objects).read(path).expect_partial().assert_existing_objects_matched()
+    return path
 
 
 def restore_partial(ckpt_dir: Path, objects: dict, number: int | None) -> str:

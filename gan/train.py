@@ -87,7 +87,8 @@ class Trainer:
                                             self.sampler) if quality.enabled(spec.metrics) else None
         keep = spec.checkpoint.keep_best
         self.best = None if keep == "none" else BestSnapshot(
-            self.run_dir, self.checkpoints.ckpt, keep, QUALITY[keep], world.is_chief)
+            self.run_dir, self.checkpoints.ckpt, keep, QUALITY[keep], world.is_chief,
+            resumed=self.resumed_from is not None)
         if world.is_chief:
             self.conditioning.save(self.run_dir)
         distributed.broadcast(world, st.variables() + list(self.guard.variables))
@@ -102,6 +103,9 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise SpecMismatch(f"{self.data.num} images are fewer than one step needs "
                                f"(batch_size {s.batch_size} x {self.world.size} ranks)")
+        if s.metrics.count < self.world.size and quality.enabled(s.metrics):
+            raise SpecMismatch(f"train.metrics.count {s.metrics.count} is fewer than the "
+                               f"{self.world.size} ranks that share the measurement")
         if s.model.num_classes and self.data.labels.max() >= s.model.num_classes:
             raise SpecMismatch(f"labels go up to {self.data.labels.max()} but "
                                f"train.model.num_classes is {s.model.num_classes}")
@@ -160,7 +164,7 @@ class Trainer:
                 if seen is None:
                     return exitcodes.REQUEUE
                 start_step = 0
-                self._end_epoch(epoch, seen, outputs, t0)
+                self._end_epoch(epoch, seen, outputs, t0, stop)
         finally:
             stop.restore()
         self.barrier()
@@ -212,14 +216,14 @@ class Trainer:
         return seen
 
     def _end_epoch(self, epoch: int, seen: list[np.ndarray], outputs: RunOutputs | None,
-                   t0: float) -> None:
+                   t0: float, stop: StopSignals) -> None:
         self.state.epoch.assign(epoch + 1)
         self.state.step_in_epoch.assign(0)
         self._average_statistics()
         in_sync, ranks = self._rank_check(seen)
         if not in_sync:
             raise RuntimeError(f"ranks diverged after epoch {epoch + 1}: {ranks}")
-        figures = self._measure(epoch)
+        figures = self._measure(epoch, stop)
         # outputs first: if a kill lands between the two, the epoch is redone and its
         # outputs rewritten; the other way round they would be lost
         self.state.saves.assign_add(1)
@@ -230,12 +234,21 @@ class Trainer:
             self.best.offer(figures, epoch + 1, int(self.state.global_step))
         self.save(f"epoch {epoch + 1}", counted=True)
 
-    def _measure(self, epoch: int) -> dict[str, float]:
-        """The quality figures when ``train.metrics`` says this epoch end is due, else {}."""
+    def _measure(self, epoch: int, stop: StopSignals) -> dict[str, float]:
+        """The quality figures when ``train.metrics`` says this epoch end is due, else {}.
+        Not when a stop signal is pending on any rank: the walltime is near, and the next
+        step checkpoints and exits (a measurement can take minutes)."""
         per_epoch = self.steps_per_epoch * self.spec.batch_size * self.world.size
         after = int(self.state.global_step) * self.spec.batch_size * self.world.size
         if self.quality is None or not quality.is_due(self.spec.metrics, epoch + 1,
                                                       after - per_epoch, after):
+            return {}
+        pending = tf.constant(float(stop.requested))
+        if self.world.hvd is not None:  # every rank is here: is_due is the same on all
+            pending = self.world.hvd.allreduce(pending, op=self.world.hvd.Sum,
+                                               name="quality_stop")
+        if float(pending) > 0:
+            log.warning("epoch %d: stop requested, quality not measured", epoch + 1)
             return {}
         t = time.perf_counter()
         figures = self.quality.measure()

@@ -126,9 +126,10 @@ class AugmentSpec:
     probability: float = opt(1.0, "Chance that each augmentation is applied to an image "
                                   "(1 = always, as DiffAugment); with adaptive, where it "
                                   "starts (StyleGAN2-ADA starts at 0)", ge=0, le=1)
-    adaptive: bool = opt(False, "ADA: after every step, raise the probability when D calls "
-                                "more than target of the reals real (it is memorising them), "
-                                "lower it otherwise; checkpointed, the same on every rank")
+    adaptive: bool = opt(False, "ADA: after every step, raise the probability when D's sign "
+                                "on the reals is above target (it is memorising them; 0.6 = "
+                                "it calls 80% of them real), lower it otherwise; "
+                                "checkpointed, the same on every rank")
     target: float = opt(0.6, "ADA's target for E[sign D(real)] = 2 x d_acc_real - 1", gt=0,
                         lt=1)
     speed_kimg: float = opt(100.0, "ADA: thousands of images (all ranks) over which the "

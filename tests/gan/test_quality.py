@@ -3,6 +3,7 @@ apart and loadable, and measuring changes nothing about the training itself."""
 from __future__ import annotations
 
 import json
+import signal
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from gan.outputs import best_row, quality_summary, read_metrics
 from gan.quality import is_due
 from gan.sampler import Sampler
 from jobs.core.schema import MetricsSpec
+from jobs.core.signals import StopSignals
 from tests.gan.test_checkpoint import trainer, weights
 
 MEASURED = ["train.metrics.every_epochs=1", "train.metrics.count=40",
@@ -42,9 +44,13 @@ def test_best_and_last_values_follow_the_figure_direction():
     assert "fid" not in q
 
 
+def snapshot(run_dir, v, figure="kid", lower=True, resumed=True) -> BestSnapshot:
+    return BestSnapshot(run_dir, tf.train.Checkpoint(v=v), figure, lower, True, resumed)
+
+
 def test_best_snapshot_is_written_only_when_better(tmp_path):
     v = tf.Variable(1.0)
-    best = BestSnapshot(tmp_path, tf.train.Checkpoint(v=v), "kid", True, is_chief=True)
+    best = snapshot(tmp_path, v)
     assert best.offer({"kid": 0.5}, 1, 10)
     v.assign(2.0)
     assert not best.offer({"kid": 0.5}, 2, 20)  # equal is not better
@@ -55,12 +61,22 @@ def test_best_snapshot_is_written_only_when_better(tmp_path):
     assert record == {"figure": "kid", "value": 0.4, "epoch": 3, "step": 30,
                       "checkpoint": "ckpt-30"}
     assert sorted(p.name for p in (tmp_path / "best").glob("ckpt-*.index")) == ["ckpt-30.index"]
-    tf.train.Checkpoint(v=v).restore(str(tmp_path / "best" / "ckpt-30"))
+    tf.train.Checkpoint(v=v).read(str(tmp_path / "best" / "ckpt-30"))
     assert float(v) == 2.0
-    again = BestSnapshot(tmp_path, tf.train.Checkpoint(v=v), "kid", True, is_chief=True)
-    assert not again.offer({"kid": 0.41}, 5, 50)  # the record survives a restart
-    higher = BestSnapshot(tmp_path / "h", tf.train.Checkpoint(v=v), "face_rate", False, True)
+    assert not best.offer({"kid": float("nan")}, 5, 50)  # never a best, never deletes one
+    assert not snapshot(tmp_path, v).offer({"kid": 0.41}, 5, 50)  # it survives a resume
+    higher = snapshot(tmp_path / "h", v, "face_rate", lower=False)
     assert higher.offer({"face_rate": 0.2}, 1, 1) and not higher.offer({"face_rate": 0.1}, 2, 2)
+
+
+def test_a_best_of_another_figure_or_an_earlier_run_is_set_aside(tmp_path, caplog):
+    v = tf.Variable(1.0)
+    assert snapshot(tmp_path, v).offer({"kid": 0.01}, 1, 10)
+    assert snapshot(tmp_path, v, "fid").offer({"fid": 80.0}, 2, 20)  # not compared with KID
+    assert "best kid of another setting" in caplog.text
+    assert snapshot(tmp_path, v, "fid", resumed=False).offer({"fid": 90.0}, 1, 10)
+    assert "an earlier run" in caplog.text
+    assert json.loads((tmp_path / "best" / "best.json").read_text())["value"] == 90.0
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +110,12 @@ def test_measuring_does_not_change_the_training(measured_run, tmp_path):
     assert plain.run() == 0
     for a, b in zip(weights(plain.G), measured):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_pending_stop_skips_the_measurement(tmp_path, caplog):
+    """Near the walltime the next step must checkpoint, not wait minutes for the figures."""
+    t = trainer(tmp_path, "train.epochs=1", *MEASURED)
+    stop = StopSignals()
+    assert t._measure(0, stop)["kid"] > 0
+    stop.signum = signal.SIGUSR1
+    assert t._measure(0, stop) == {} and "stop requested, quality not measured" in caplog.text
