@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 
 SMALL = ["train.batch_size=64", "train.model.latent_dim=8", "train.model.embedding_dim=4",
          "train.model.generator_filters=[8, 8]", "train.model.discriminator_filters=[8, 8]",
-         "train.log_every_steps=1000"]
+         "train.log_every_steps=1000", "train.ema.enabled=false"]
 
 
 def trainer(tmp_path, *sets: str) -> Trainer:

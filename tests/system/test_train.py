@@ -38,7 +38,8 @@ def spec_for(folder: Path, data: Path, run_dir: Path, *sets: str) -> list[str]:
             "--set", f"train.epochs={EPOCHS}", "--set", "train.log_every_steps=7",
             "--set", "train.model.latent_dim=32", "--set", "train.model.embedding_dim=8",
             "--set", "train.model.generator_filters=[32, 16]",
-            "--set", "train.model.discriminator_filters=[16, 32]", *sum(
+            "--set", "train.model.discriminator_filters=[16, 32]",
+            "--set", "train.ema.enabled=false", *sum(
                 (["--set", s] for s in sets), [])]
 
 
