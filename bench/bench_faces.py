@@ -29,8 +29,9 @@ TABLE = Table()
 SPEC = ROOT / "jobs/examples/train_demo_faces.yaml"
 FACES = ROOT / "runs/demo/faces32/faces.h5"
 VARIANTS = {"plain": [("train.ema.enabled", False)],
-            "EMA": [],
-            "EMA + DiffAugment": [("train.augment.policy", ["color", "translation", "cutout"])]}
+            "generator average": [],
+            "average + DiffAugment": [("train.augment.policy",
+                                       ["color", "translation", "cutout"])]}
 
 
 def faces(folder: Path) -> Path:
@@ -54,7 +55,7 @@ def train(name: str, data: Path, folder: Path, epochs: int | None) -> tuple[Path
     from gan.train import Trainer
     from jobs.core.loader import load_spec
 
-    run_dir = folder / name.replace(" ", "")
+    run_dir = folder / name.replace(" ", "").replace("+", "_")
     sets = [("train.data", str(data)), ("train.run_dir", str(run_dir)),
             ("train.log_every_steps", 10**6), ("train.metrics.every_epochs", 0),
             ("train.checkpoint.keep_best", "none"), *VARIANTS[name]]

@@ -19,6 +19,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SLURM_DIR = PROJECT_ROOT / "slurm"
 
 
+# srun's arguments for Horovod ranks (slurm/common.sh passes the same, checked by a test):
+# PMIx so MPI sees every task, and a rank that dies takes the step down with it — without
+# that its peers spin in the allreduce at 100% CPU until the walltime.
+SRUN_RANK_ARGS = ("--mpi=pmix", "--kill-on-bad-exit=1")
+
+
 def array_size(spec: JobSpec) -> int | None:
     """Tasks in the job's Slurm array, or None for a single job."""
     if spec.kind == "preprocess":
@@ -146,7 +152,7 @@ def submitit_parameters(spec: JobSpec) -> dict[str, Any]:
     if res.array_throttle:
         params["slurm_array_parallelism"] = res.array_throttle
     if res.nodes * res.tasks_per_node > 1:  # Horovod ranks: MPI must see every srun task
-        params["slurm_srun_args"] = ["--mpi=pmix"]
+        params["slurm_srun_args"] = list(SRUN_RANK_ARGS)
     return params
 
 
@@ -169,7 +175,7 @@ def render_plan(spec: JobSpec, overrides: list[str] = ()) -> str:
     """Human-readable plan: the sbatch command(s), then the submitit calls."""
     argv = sbatch_argv(spec, overrides)
     lines = ["# sbatch (plain Slurm):", f"mkdir -p {shlex.quote(str(log_dir(spec)))}",
-             " \\\n    ".join(shlex.quote(a) for a in argv), "",
+             " \\\n    ".join(shlex.quote(a) for a in argv), *_rank_lines(spec, argv), "",
              "# submitit (python -m jobs submit):",
              f"executor = submitit.AutoExecutor({_kwargs(submitit_executor_args(spec))})",
              f"executor.update_parameters({_kwargs(submitit_parameters(spec))})"]
@@ -177,6 +183,26 @@ def render_plan(spec: JobSpec, overrides: list[str] = ()) -> str:
     lines.append(f"executor.map_array(task, range({size}))  # one Slurm array"
                  if size is not None else "executor.submit(task)")
     return "\n".join(lines)
+
+
+def _rank_lines(spec: JobSpec, argv: list[str]) -> list[str]:
+    """How a multi-rank job starts its ranks (``launch_ranks`` in slurm/common.sh), and what
+    does not fit one rank per GPU."""
+    res = spec.resources
+    ranks = res.nodes * res.tasks_per_node
+    if ranks <= 1:
+        return []
+    spec_and_sets = argv[next(i for i, a in enumerate(argv) if a.endswith(".sbatch")) + 1:]
+    python = str(PROJECT_ROOT / ".venv" / "bin" / "python")  # common.sh's FACEGAN_PYTHON
+    lines = [f"# inside the allocation, slurm/common.sh starts {ranks} Horovod ranks "
+             f"({res.nodes} node(s) x {res.tasks_per_node}), each with {res.cpus_per_task} "
+             "CPU(s):", shlex.join(["srun", *SRUN_RANK_ARGS, *container_command(spec), python,
+                                    "-m", "jobs", "run", *spec_and_sets])]
+    if res.gpus_per_node and res.gpus_per_node != res.tasks_per_node:
+        lines.append(f"# warning: {res.gpus_per_node} GPUs per node but {res.tasks_per_node} "
+                     "ranks per node: Horovod pins one GPU per local rank; set "
+                     "resources.tasks_per_node = resources.gpus_per_node")
+    return lines
 
 
 def _kwargs(params: dict[str, Any]) -> str:

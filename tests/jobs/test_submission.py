@@ -8,8 +8,8 @@ import pytest
 
 from jobs.core.fields import walltime_minutes
 from jobs.core.loader import load_spec, parse_set_args
-from jobs.submission import (SLURM_DIR, PROJECT_ROOT, dependency_options, render_plan,
-                             sbatch_argv, slurm_options, submitit_executor_args,
+from jobs.submission import (PROJECT_ROOT, SLURM_DIR, SRUN_RANK_ARGS, dependency_options,
+                             render_plan, sbatch_argv, slurm_options, submitit_executor_args,
                              submitit_parameters)
 from tests.conftest import ROOT
 
@@ -167,10 +167,12 @@ def test_submitit_asks_for_the_same_allocation(train):
 
 
 def test_srun_uses_pmix_only_with_several_ranks(train):
-    assert submitit_parameters(train())["slurm_srun_args"] == ["--mpi=pmix"]  # 1 x 2 tasks
+    assert submitit_parameters(train())["slurm_srun_args"] == [  # 1 x 2 tasks
+        "--mpi=pmix", "--kill-on-bad-exit=1"]
     assert "slurm_srun_args" not in submitit_parameters(train("resources.tasks_per_node=1"))
     two_nodes = train("resources.tasks_per_node=1", "resources.nodes=2")
-    assert submitit_parameters(two_nodes)["slurm_srun_args"] == ["--mpi=pmix"]
+    assert submitit_parameters(two_nodes)["slurm_srun_args"] == [
+        "--mpi=pmix", "--kill-on-bad-exit=1"]
 
 
 def test_array_throttle_becomes_array_parallelism(preprocess):
@@ -187,7 +189,7 @@ def test_dependency_waits_for_success_and_dies_with_its_parent(train):
 
 
 def plan_parts(plan: str) -> tuple[list[str], dict, dict, str]:
-    lines = plan.split("\n# submitit")[0].split("\n", 2)
+    lines = plan.split("\n# submitit")[0].split("\n# inside the allocation")[0].split("\n", 2)
     assert lines[0] == "# sbatch (plain Slurm):"
     argv = shlex.split(lines[2].replace("\\\n", " "))
     calls = {}
@@ -208,6 +210,20 @@ def test_render_plan_shows_exactly_what_submit_does(train, tmp_path):
     assert executor == submitit_executor_args(spec)
     assert params == submitit_parameters(spec)
     assert last == "executor.submit(task)"
+
+
+def test_render_plan_shows_how_the_ranks_start_and_one_rank_per_gpu(train):
+    spec = train("resources.nodes=2", "resources.tasks_per_node=2", "resources.gpus_per_node=4")
+    plan = render_plan(spec, ["train.epochs=3"]).splitlines()
+    (at,) = [i for i, line in enumerate(plan) if line.startswith("# inside the allocation")]
+    assert "starts 4 Horovod ranks (2 node(s) x 2)" in plan[at]
+    srun = shlex.split(plan[at + 1])
+    assert srun[:3] == ["srun", *SRUN_RANK_ARGS] and srun[-2:] == ["--set", "train.epochs=3"]
+    assert srun[-5:-2] == ["jobs", "run", str(spec.source)]
+    assert "4 GPUs per node but 2 ranks per node" in plan[at + 2]
+    one_per_gpu = render_plan(train("resources.gpus_per_node=2"))
+    assert "starts 2 Horovod ranks" in one_per_gpu and "warning" not in one_per_gpu
+    assert "inside the allocation" not in render_plan(train("resources.tasks_per_node=1"))
 
 
 def test_render_plan_maps_an_array(preprocess):

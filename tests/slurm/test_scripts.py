@@ -44,6 +44,7 @@ def test_shell_scripts_agree_with_the_python_exit_codes_signals_and_defaults():
 
     from jobs.core import exitcodes, signals
     from jobs.core.schema import Resources
+    from jobs.submission import SRUN_RANK_ARGS
 
     common = (ROOT / "slurm/common.sh").read_text()
     arms = {int(n) for n in re.findall(r"^\s+(\d+)\)", common, flags=re.M)}
@@ -57,5 +58,7 @@ def test_shell_scripts_agree_with_the_python_exit_codes_signals_and_defaults():
     for script in ("train.sbatch", "sweep.sbatch"):
         text = (ROOT / "slurm" / script).read_text()
         assert f"#SBATCH --signal=B:{walltime}@{Resources().signal_lead_s}\n" in text, script
+    srun = re.search(r"exec srun (.*) \"\$@\"", common).group(1)
+    assert srun.replace('"${FACEGAN_SRUN_MPI:-pmix}"', "pmix").split() == list(SRUN_RANK_ARGS)
     entry = (ROOT / "containers/entrypoint.sh").read_text()
     assert "exec" in entry  # the job is PID 1's child through tini: signals reach it
