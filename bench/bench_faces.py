@@ -1,8 +1,9 @@
 """The face benchmark: the demo's model (``jobs/examples/train_demo_faces.yaml``, a 32×32
-DCGAN) trained on the bundled faces three times in one run, the same steps each — plain, with
-the generator average (``train.ema``), and with the average plus DiffAugment
-(``train.augment``) — then measured like ``generate.task: metrics`` does: KID over MTCNN O-Net
-features and the face rate of 500 samples, beside the untrained generator and real faces.
+DCGAN) trained on the bundled faces four times in one run, the same steps each — plain, with
+the generator average (``train.ema``), with the average plus DiffAugment (``train.augment``),
+and with the average plus ADA (``augment.adaptive``: p from 0) — then measured like
+``generate.task: metrics`` does: KID over MTCNN O-Net features and the face rate of 500
+samples, beside the untrained generator and real faces.
 
     ./run python bench/bench_faces.py [--quick]
 
@@ -31,7 +32,11 @@ FACES = ROOT / "runs/demo/faces32/faces.h5"
 VARIANTS = {"plain": [("train.ema.enabled", False)],
             "generator average": [],
             "average + DiffAugment": [("train.augment.policy",
-                                       ["color", "translation", "cutout"])]}
+                                       ["color", "translation", "cutout"])],
+            "average + ADA": [("train.augment.policy", ["color", "translation", "cutout"]),
+                              ("train.augment.adaptive", True),
+                              ("train.augment.probability", 0.0),
+                              ("train.augment.speed_kimg", 20.0)]}
 
 
 def faces(folder: Path) -> Path:

@@ -147,7 +147,7 @@ def wait_all(jobs: list) -> int:
     worst = exitcodes.OK
     for job in jobs:
         try:
-            job.result()
+            job.results()  # every task: a multi-rank job has one per rank
             log.info("job %s finished", job.job_id)
         except Exception as exc:  # submitit re-raises the job's error with its traceback
             code = _exit_code(exc)

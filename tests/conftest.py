@@ -38,18 +38,33 @@ def write_spec(tmp_path: Path):
     return write
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory):
-    """A real single-node Slurm cluster (slurmctld, slurmd, munge, slurmdbd + MariaDB) started
-    by slurm/testcluster/start.sh for this test session and stopped by PID afterwards."""
-    folder = tmp_path_factory.mktemp("slurm")
-    start = subprocess.run([str(ROOT / "slurm/testcluster/start.sh"), str(folder)],
-                           capture_output=True, text=True, timeout=600)
+def run_test_cluster(folder: Path, nodes: int = 1):
+    """Start slurm/testcluster/start.sh in ``folder``; yield its dir and the environment its
+    clients need (env.sh's SLURM_CONF, and for several nodes the PATH of the wrappers that
+    enter the head namespace); stop it by PID afterwards."""
+    start = subprocess.run([str(ROOT / "slurm/testcluster/start.sh"), str(folder),
+                            "--nodes", str(nodes)], capture_output=True, text=True, timeout=600)
     assert start.returncode == 0, start.stderr[-3000:]
     env = {**QUIET_ENV, "SLURM_CONF": str(folder / "etc/slurm.conf"),
            "FACEGAN_PYTHON": sys.executable}
+    if nodes > 1:
+        env["PATH"] = f"{folder / 'bin'}:{env.get('PATH', os.environ['PATH'])}"
     try:
         yield {"dir": folder, "env": env}
     finally:
         subprocess.run([str(ROOT / "slurm/testcluster/stop.sh"), str(folder)],
                        capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real single-node Slurm cluster (slurmctld, slurmd, munge, slurmdbd + MariaDB) started
+    by slurm/testcluster/start.sh for this test session and stopped by PID afterwards."""
+    yield from run_test_cluster(tmp_path_factory.mktemp("slurm"))
+
+
+@pytest.fixture(scope="module")
+def two_node_cluster(tmp_path_factory):
+    """Two slurmd nodes (node1, node2), each in its own network, UTS and mount namespace, and
+    the controller in a head namespace: ``start.sh --nodes 2``."""
+    yield from run_test_cluster(tmp_path_factory.mktemp("slurm2"), nodes=2)

@@ -16,6 +16,7 @@ holds its own instance, and ``signum`` tells its caller which signal stopped the
 from __future__ import annotations
 
 import logging
+import os
 import signal
 
 from jobs.core import exitcodes
@@ -74,6 +75,8 @@ class StopSignals:
 
     @staticmethod
     def _announce(signum: int, when: str) -> None:
-        log.warning("received %s%s: will checkpoint after this step and exit %d (requeue)",
-                    signal.Signals(signum).name, f" ({when})" if when else "",
-                    exitcodes.REQUEUE)
+        """One line naming the signal and this process (in a multi-rank job's shared log,
+        which rank got it: the rank line at start names the same pid)."""
+        log.warning("received %s (pid %d%s): will checkpoint after this step and exit %d "
+                    "(requeue)", signal.Signals(signum).name, os.getpid(),
+                    f", {when}" if when else "", exitcodes.REQUEUE)

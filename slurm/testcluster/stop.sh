@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
 # Stop the daemons that slurm/testcluster/start.sh DIR started — by their PID files, and only
-# those — newest first, then wait until they are gone. Files in DIR are kept (logs, database).
+# those — newest first, then wait until they are gone; then remove the network namespaces it
+# made (--nodes N > 1). Files in DIR are kept (logs, database).
 set -uo pipefail
 
 DIR="$(cd "${1:?usage: stop.sh DIR}" && pwd)"
 
-for name in slurmd slurmctld slurmdbd mariadbd munged; do
-  pidfile="$DIR/run/$name.pid"
+gone() {  # PID 1 here reaps late: a zombie counts as gone
+  [[ ! -e "/proc/$1" ]] || [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" == Z ]]
+}
+
+shopt -s nullglob
+for pidfile in "$DIR"/run/slurmd*.pid "$DIR"/run/{slurmctld,slurmdbd,mariadbd,munged}.pid; do
   [[ -s "$pidfile" ]] || continue
   pid="$(cat "$pidfile")"
   kill -TERM "$pid" 2>/dev/null || { rm -f "$pidfile"; continue; }
   for _ in $(seq 100); do
-    kill -0 "$pid" 2>/dev/null || break
+    gone "$pid" && break
     sleep 0.1
   done
   kill -KILL "$pid" 2>/dev/null || true
   rm -f "$pidfile"
 done
+if [[ -s "$DIR/run/netns" ]]; then
+  while read -r ns; do ip netns del "$ns" 2>/dev/null || true; done <"$DIR/run/netns"
+  rm -f "$DIR/run/netns"
+fi
 echo "[testcluster] stopped $DIR" >&2

@@ -65,6 +65,8 @@ def test_plan_prints_resolved_spec_and_exact_submission(write_spec, tmp_path):
     resolved = yaml.safe_load(proc.stdout.split("\n# sbatch")[0])
     assert resolved["train"]["epochs"] == 3 and resolved["env"]["HF_TOKEN"] == "***"
     block = proc.stdout.split("# sbatch (plain Slurm):\n")[1].split("\n\n")[0]
+    block, ranks = block.split("\n# inside the allocation")  # and how its 2 ranks start
+    assert "srun --mpi=pmix --kill-on-bad-exit=1" in ranks
     mkdir, sbatch = block.split("\n", 1)
     assert mkdir == f"mkdir -p {tmp_path / 'run' / 'logs'}"  # sbatch needs the log folder
     argv = shlex.split(sbatch.replace("\\\n", " "))

@@ -164,7 +164,7 @@ def test_armed_signals_request_a_checkpoint_and_say_so(handlers, caplog):
     signal.raise_signal(signal.SIGUSR1)
     with caplog.at_level(logging.WARNING, logger="jobs.core.signals"):
         stop.arm()  # the early signal is announced now
-        assert "SIGUSR1 (before training started)" in caplog.text
+        assert f"SIGUSR1 (pid {os.getpid()}, before training started)" in caplog.text
         assert all(signal.getsignal(s) == stop._handle for s in signals.ALL)
         signal.raise_signal(signal.SIGTERM)
     assert stop.signum == signal.SIGTERM

@@ -86,27 +86,49 @@ def epoch_rows(run_dir: Path) -> list[int]:
 # --------------------------------------------------------------- driving a job by its steps
 START = re.compile(r"rank 0/1 on \S+, pid (\d+), restart (\d+)")
 STEP = re.compile(r"epoch \d+/\d+ it \d+/\d+")
+SIGNALLED = r"received SIG(?:USR1|USR2|TERM) \(pid {pid}\b"
 
 
-def run_at_step(log: Path, proc_alive, start_index: int, timeout: float = 600
-                ) -> tuple[int | None, int]:
-    """Wait until the job's ``start_index``-th start (0 = first) has logged a training step:
-    (that run's pid, its index). If that run ended before logging a step (its walltime signal
-    came during startup), move on to the next start: (None, next index) when the job ended."""
+def starts_of(text: str, start: re.Pattern) -> list[tuple[int, int, int]]:
+    """Each start of the job in its log: (the pid ``start`` names, where that line ends, where
+    the next start's line begins)."""
+    found = list(start.finditer(text))
+    ends = [m.start() for m in found[1:]] + [len(text)]
+    return [(int(m.group(1)), m.end(), end) for m, end in zip(found, ends)]
+
+
+def signal_at(text: str, pid: int) -> int | None:
+    """Where the log says a stop signal reached process ``pid`` (by pid: a signal caught
+    during start-up is logged before that process's start line), None if it has not."""
+    found = re.search(SIGNALLED.format(pid=pid), text)
+    return found.start() if found else None
+
+
+def signalled_in(log: Path, index: int, start: re.Pattern = START) -> bool:
+    """Did the process of the job's ``index``-th start log that a stop signal reached it?"""
+    text = log.read_text() if log.exists() else ""
+    runs = starts_of(text, start)
+    return len(runs) > index and signal_at(text, runs[index][0]) is not None
+
+
+def run_at_step(log: Path, proc_alive, start_index: int, timeout: float = 600,
+                start: re.Pattern = START) -> tuple[int, int]:
+    """Wait until a start of the job, from its ``start_index``-th (0 = first) on, has logged a
+    training step before any stop signal reached it: (the pid of the rank ``start`` matches in
+    that run, its index). A run signalled during its start-up is left to end on its own."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc_alive(), "the job ended before the test could drive it"
         text = log.read_text() if log.exists() else ""
-        starts = list(START.finditer(text))
-        if len(starts) > start_index:
-            here = starts[start_index]
-            later = text[here.end():starts[start_index + 1].start()] \
-                if len(starts) > start_index + 1 else text[here.end():]
-            if STEP.search(later):
-                return int(here.group(1)), start_index
-            if len(starts) > start_index + 1:
-                start_index += 1
-                continue
+        runs = starts_of(text, start)
+        while len(runs) > start_index:
+            pid, begin, end = runs[start_index]
+            step, signalled = STEP.search(text, begin, end), signal_at(text, pid)
+            if step and (signalled is None or signalled > step.start()):
+                return pid, start_index
+            if signalled is None or len(runs) == start_index + 1:
+                break  # no step yet, or signalled: wait for its step or for the next start
+            start_index += 1
         time.sleep(0.1)
     raise AssertionError(f"no training step logged in start {start_index}:\n"
                          f"{log.read_text()[-3000:] if log.exists() else '(no log)'}")
@@ -119,11 +141,11 @@ def pending(pid: int) -> int:
         int(re.search(r"SigPnd:\s*([0-9a-f]+)", status).group(1), 16)
 
 
-def hold_until_signalled(pid: int, signum: int) -> bool:
+def hold_until_signalled(pid: int, signum: int, received=lambda: False) -> bool:
     """Pause the training (SIGSTOP) until Slurm's walltime signal is pending for it, then let
     it go: the signal lands mid-training however fast or slow this machine is, so the number
     of walltime requeues is the test's choice, not the machine's. False if the process was
-    already gone (it took an earlier walltime signal on its own)."""
+    already gone; also done when ``received()`` says the signal got in before the SIGSTOP."""
     try:
         os.kill(pid, signal.SIGSTOP)
     except ProcessLookupError:
@@ -132,7 +154,7 @@ def hold_until_signalled(pid: int, signum: int) -> bool:
         deadline = time.monotonic() + HOLD_BUDGET_S
         while True:
             try:
-                if pending(pid) & (1 << (signum - 1)):
+                if pending(pid) & (1 << (signum - 1)) or received():
                     return True
             except (FileNotFoundError, ProcessLookupError):
                 return False
@@ -194,7 +216,7 @@ def test_sbatch_training_requeues_itself_at_walltime(slurm_cluster, digits, unin
     start = 0
     for held in range(2):
         pid, start = run_at_step(log_path, alive, start)
-        hold_until_signalled(pid, signal.SIGUSR1)
+        hold_until_signalled(pid, signal.SIGUSR1, lambda: signalled_in(log_path, start))
         if held == 1:
             give_time(env, job)
         start += 1
@@ -232,7 +254,8 @@ def test_submitit_timeout_and_external_preemption(slurm_cluster, digits, uninter
         return proc.poll() is None
 
     pid, start = run_at_step(log, alive, 0)
-    hold_until_signalled(pid, signal.SIGUSR2)  # submitit's timeout signal, from Slurm
+    hold_until_signalled(pid, signal.SIGUSR2,  # submitit's timeout signal, from Slurm
+                         lambda: signalled_in(log, start))
     give_time(env, job)
     pid, start = run_at_step(log, alive, start + 1)
     assert subprocess.run(["scontrol", "requeue", job], env=env).returncode == 0

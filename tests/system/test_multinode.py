@@ -1,0 +1,179 @@
+"""Two Slurm nodes on one machine (``slurm/testcluster/start.sh --nodes 2``: node1 and node2
+each in its own network, UTS and mount namespace, Horovod's traffic crossing a bridge): ranks
+on both nodes training one model, a 2-node job requeued at the walltime and resumed exactly
+through sbatch and through submitit, and a rank killed on node2 ending the job at once."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.system.test_slurm import (epoch_rows, final_digest, give_time, hold_until_signalled,
+                                     run_at_step, sacct, signalled_in, submit_sbatch,
+                                     train_spec, wait_state)
+
+pytestmark = pytest.mark.slow
+EPOCHS = 3
+# every step logged: the test drives each run from its first step, however slow the machine
+TWO_NODES = ["resources.nodes=2", "resources.tasks_per_node=1", "resources.cpus_per_task=1",
+             "train.batch_size=32", "train.log_every_steps=1"]
+RANK0 = re.compile(r"rank 0/2 on \S+, pid (\d+), restart (\d+)")
+RANK = re.compile(r"rank (\d)/2 on (\S+), pid (\d+), restart (\d+)")
+DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}
+# A dead rank must end the job long before its 20-minute limit; Slurm ends the step in
+# ~0.2 s (--kill-on-bad-exit), accounting and polling add seconds. Not a speed test: without
+# the flag the peers spin in the allreduce until the walltime.
+DEAD_RANK_BUDGET_S = 180
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    from gan.digits import write_digits
+
+    return write_digits(tmp_path_factory.mktemp("mdigits") / "digits.h5")
+
+
+def sbatch_job(cluster: dict, spec: Path, folder: Path, *sets: str) -> tuple[str, Path]:
+    run_dir = Path(re.search(r"run_dir: (\S+)", spec.read_text()).group(1))
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    job = submit_sbatch(cluster["env"], spec, folder, [*TWO_NODES, *sets])
+    return job, run_dir / "logs" / f"{run_dir.name}-{job}.out"
+
+
+@pytest.fixture(scope="module")
+def reference(two_node_cluster, digits, tmp_path_factory) -> dict:
+    """The 2-node run straight through (a long time limit): the figures the others match."""
+    folder = tmp_path_factory.mktemp("mref")
+    spec = train_spec(folder, digits, folder / "ref", epochs=EPOCHS)
+    job, log = sbatch_job(two_node_cluster, spec, folder, "resources.time=20")
+    assert wait_state(two_node_cluster["env"], job, DONE, 900) == "COMPLETED", \
+        log.read_text()[-3000:]
+    return {"digest": final_digest(folder / "ref"), "log": log.read_text(),
+            "run_dir": folder / "ref"}
+
+
+def test_ranks_on_two_nodes_train_one_model(reference):
+    ranks = {int(m.group(1)): m.group(2) for m in RANK.finditer(reference["log"])}
+    assert sorted(ranks) == [0, 1] and set(ranks.values()) == {"node1", "node2"}, ranks
+    with open(reference["run_dir"] / "ranks.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for epoch in map(str, range(1, EPOCHS + 1)):
+        assert {r["rank"] for r in rows if r["epoch"] == epoch} == {"0", "1"}
+        assert len({r["weights_digest"] for r in rows if r["epoch"] == epoch}) == 1, rows
+
+
+def test_two_node_sbatch_job_requeues_at_walltime_and_resumes_exactly(
+        two_node_cluster, digits, reference, tmp_path):
+    env = two_node_cluster["env"]
+    spec = train_spec(tmp_path, digits, tmp_path / "sb2", epochs=EPOCHS)
+    job, log = sbatch_job(two_node_cluster, spec, tmp_path)
+
+    def alive() -> bool:
+        rows = sacct(env, job, "State")
+        return not rows or rows[-1][0].split()[0] in ("PENDING", "RUNNING", "REQUEUED")
+
+    start = 0
+    for held in range(2):  # rank 0 paused until Slurm's walltime signal reached it via srun
+        pid, start = run_at_step(log, alive, start, start=RANK0)
+        hold_until_signalled(pid, signal.SIGUSR1, lambda: signalled_in(log, start, RANK0))
+        if held == 1:
+            give_time(env, job)
+        start += 1
+    assert wait_state(env, job, DONE, 900) == "COMPLETED", log.read_text()[-3000:]
+    text = log.read_text()
+    assert len([r for r in sacct(env, job, "JobID", "State") if r[1] == "REQUEUED"]) >= 2
+    assert text.count("exit 75 to be requeued") >= 2 and "resumed from ckpt-" in text
+    assert {m.group(2) for m in RANK.finditer(text)} == {"node1", "node2"}
+    assert epoch_rows(tmp_path / "sb2") == list(range(1, EPOCHS + 1))
+    assert final_digest(tmp_path / "sb2") == reference["digest"]
+
+
+def submit_submitit(env: dict, spec: Path, run_dir: Path, *sets: str
+                    ) -> tuple[subprocess.Popen, str, Path]:
+    args = sum((["--set", s] for s in [*TWO_NODES, *sets]), [])
+    proc = subprocess.Popen([sys.executable, "-m", "jobs", "submit", str(spec), *args,
+                             "--executor", "slurm", "--wait"], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    records = run_dir / "logs" / "submissions.jsonl"
+    deadline = time.monotonic() + 120
+    while not records.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.5)
+    job = json.loads(records.read_text().splitlines()[-1])["job_ids"][0]
+    return proc, job, run_dir / "logs" / "submitit" / job
+
+
+def submitit_log(folder: Path) -> str:
+    return "".join(p.read_text() for p in sorted(folder.glob("*.err"))) if folder.exists() \
+        else ""
+
+
+def test_two_node_submitit_job_requeues_at_its_timeout_and_resumes_exactly(
+        two_node_cluster, digits, reference, tmp_path):
+    env = two_node_cluster["env"]
+    run_dir = tmp_path / "sub2"
+    spec = train_spec(tmp_path, digits, run_dir, epochs=EPOCHS)
+    proc, job, logs = submit_submitit(env, spec, run_dir)
+    rank0_log = logs / f"{job}_0_log.err"
+    pid, start = run_at_step(rank0_log, lambda: proc.poll() is None, 0, start=RANK0)
+    hold_until_signalled(pid, signal.SIGUSR2,  # submitit's timeout signal, from Slurm
+                         lambda: signalled_in(rank0_log, start, RANK0))
+    give_time(env, job)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-2000:] + err[-2000:]
+    text = submitit_log(logs)
+    assert "received SIGUSR2" in text and "resumed from ckpt-" in text
+    assert {m.group(2) for m in RANK.finditer(text)} == {"node1", "node2"}
+    assert epoch_rows(run_dir) == list(range(1, EPOCHS + 1))
+    assert final_digest(run_dir) == reference["digest"]
+
+
+def kill_rank_on_node2(log_text, timeout: float = 600) -> int:
+    """SIGKILL the rank that logged it runs on node2, once it has logged a training step."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log_text()
+        ranks = {m.group(2): int(m.group(3)) for m in RANK.finditer(text)}
+        if "node2" in ranks and re.search(r"epoch \d+/\d+ it \d+/\d+", text):
+            os.kill(ranks["node2"], signal.SIGKILL)
+            return ranks["node2"]
+        time.sleep(0.2)
+    raise AssertionError(f"no step on node2:\n{log_text()[-3000:]}")
+
+
+@pytest.mark.parametrize("launcher", ["sbatch", "submitit"])
+def test_a_rank_killed_on_node2_ends_the_job_at_once(two_node_cluster, digits, tmp_path,
+                                                     launcher):
+    """--kill-on-bad-exit: the peers do not spin in the allreduce until the walltime. A dead
+    rank is a failure, not a preemption: the job fails (no requeue); running it again resumes
+    from its last checkpoint."""
+    env = two_node_cluster["env"]
+    run_dir = tmp_path / f"dead-{launcher}"
+    spec = train_spec(tmp_path, digits, run_dir, epochs=50)
+    if launcher == "sbatch":
+        job, log = sbatch_job(two_node_cluster, spec, tmp_path, "resources.time=20")
+        kill_rank_on_node2(lambda: log.read_text() if log.exists() else "")
+        t = time.monotonic()
+        state = wait_state(env, job, DONE, DEAD_RANK_BUDGET_S)
+        text = log.read_text()
+    else:
+        proc, job, logs = submit_submitit(env, spec, run_dir, "resources.time=20")
+        kill_rank_on_node2(lambda: submitit_log(logs))
+        t = time.monotonic()
+        proc.communicate(timeout=DEAD_RANK_BUDGET_S)
+        assert proc.returncode != 0
+        state = wait_state(env, job, DONE, 60)
+        text = submitit_log(logs) + "".join(p.read_text() for p in logs.glob("*.out"))
+    assert state == "FAILED", text[-3000:]
+    assert time.monotonic() - t < DEAD_RANK_BUDGET_S
+    assert not [r for r in sacct(env, job, "JobID", "State") if r[1] == "REQUEUED"]
+    assert re.search(r"node2: task 1: Killed", text), text[-3000:]
