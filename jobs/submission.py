@@ -6,6 +6,7 @@ and the sbatch and submitit routes ask Slurm for the same allocation.
 """
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,12 @@ SLURM_DIR = PROJECT_ROOT / "slurm"
 # PMIx so MPI sees every task, and a rank that dies takes the step down with it — without
 # that its peers spin in the allreduce at 100% CPU until the walltime.
 SRUN_RANK_ARGS = ("--mpi=pmix", "--kill-on-bad-exit=1")
+
+
+def srun_rank_args() -> list[str]:
+    """SRUN_RANK_ARGS with the MPI plugin the site names in FACEGAN_SRUN_MPI, as common.sh."""
+    mpi = os.environ.get("FACEGAN_SRUN_MPI")
+    return [f"--mpi={mpi}" if mpi and a.startswith("--mpi=") else a for a in SRUN_RANK_ARGS]
 
 
 def array_size(spec: JobSpec) -> int | None:
@@ -152,7 +159,7 @@ def submitit_parameters(spec: JobSpec) -> dict[str, Any]:
     if res.array_throttle:
         params["slurm_array_parallelism"] = res.array_throttle
     if res.nodes * res.tasks_per_node > 1:  # Horovod ranks: MPI must see every srun task
-        params["slurm_srun_args"] = list(SRUN_RANK_ARGS)
+        params["slurm_srun_args"] = srun_rank_args()
     return params
 
 
@@ -196,7 +203,7 @@ def _rank_lines(spec: JobSpec, argv: list[str]) -> list[str]:
     python = str(PROJECT_ROOT / ".venv" / "bin" / "python")  # common.sh's FACEGAN_PYTHON
     lines = [f"# inside the allocation, slurm/common.sh starts {ranks} Horovod ranks "
              f"({res.nodes} node(s) x {res.tasks_per_node}), each with {res.cpus_per_task} "
-             "CPU(s):", shlex.join(["srun", *SRUN_RANK_ARGS, *container_command(spec), python,
+             "CPU(s):", shlex.join(["srun", *srun_rank_args(), *container_command(spec), python,
                                     "-m", "jobs", "run", *spec_and_sets])]
     if res.gpus_per_node and res.gpus_per_node != res.tasks_per_node:
         lines.append(f"# warning: {res.gpus_per_node} GPUs per node but {res.tasks_per_node} "

@@ -166,13 +166,16 @@ def test_submitit_asks_for_the_same_allocation(train):
     assert "slurm_python" not in args
 
 
-def test_srun_uses_pmix_only_with_several_ranks(train):
+def test_srun_uses_pmix_only_with_several_ranks(train, monkeypatch):
     assert submitit_parameters(train())["slurm_srun_args"] == [  # 1 x 2 tasks
         "--mpi=pmix", "--kill-on-bad-exit=1"]
     assert "slurm_srun_args" not in submitit_parameters(train("resources.tasks_per_node=1"))
     two_nodes = train("resources.tasks_per_node=1", "resources.nodes=2")
     assert submitit_parameters(two_nodes)["slurm_srun_args"] == [
         "--mpi=pmix", "--kill-on-bad-exit=1"]
+    monkeypatch.setenv("FACEGAN_SRUN_MPI", "pmi2")  # the site's plugin, as common.sh takes it
+    assert submitit_parameters(two_nodes)["slurm_srun_args"] == [
+        "--mpi=pmi2", "--kill-on-bad-exit=1"]
 
 
 def test_array_throttle_becomes_array_parallelism(preprocess):

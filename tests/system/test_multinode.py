@@ -177,3 +177,19 @@ def test_a_rank_killed_on_node2_ends_the_job_at_once(two_node_cluster, digits, t
     assert time.monotonic() - t < DEAD_RANK_BUDGET_S
     assert not [r for r in sacct(env, job, "JobID", "State") if r[1] == "REQUEUED"]
     assert re.search(r"node2: task 1: Killed", text), text[-3000:]
+
+
+def test_ranks_that_do_not_form_one_horovod_world_never_train_alone(two_node_cluster, digits,
+                                                                    tmp_path):
+    """srun without PMIx: each process could become its own 1-rank Horovod and train alone.
+    With this Open MPI build, MPI_Init already aborts under srun without PMI; with a Gloo-only
+    build, the job's own check (Horovod's size against Slurm's task count) refuses. Either
+    way the job fails on both nodes with nothing trained."""
+    env = {**two_node_cluster["env"], "FACEGAN_SRUN_MPI": "none"}
+    run_dir = tmp_path / "alone"
+    spec = train_spec(tmp_path, digits, run_dir, epochs=1)
+    job, log = sbatch_job({"env": env}, spec, tmp_path, "resources.time=20")
+    assert wait_state(env, job, DONE, DEAD_RANK_BUDGET_S) == "FAILED", log.read_text()[-3000:]
+    text = log.read_text()
+    assert re.search(r"MPI_Init|Horovod started 1 rank\(s\) but the launcher started 2", text)
+    assert "rank 0/1 on" not in text and not (run_dir / "checkpoints").exists(), text[-3000:]
