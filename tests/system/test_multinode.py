@@ -128,10 +128,14 @@ def test_two_node_submitit_job_requeues_at_its_timeout_and_resumes_exactly(
     hold_until_signalled(pid, signal.SIGUSR2,  # submitit's timeout signal, from Slurm
                          lambda: signalled_in(rank0_log, start, RANK0))
     give_time(env, job)
+    run_at_step(rank0_log, lambda: proc.poll() is None, start + 1, start=RANK0)
+    assert subprocess.run(["scontrol", "requeue", job], env=env).returncode == 0  # preempted
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-2000:] + err[-2000:]
+    assert [r[1] for r in sacct(env, job, "JobID", "State")].count("REQUEUED") >= 2
     text = submitit_log(logs)
-    assert "received SIGUSR2" in text and "resumed from ckpt-" in text
+    assert "received SIGUSR2" in text and "received SIGTERM" in text
+    assert "resumed from ckpt-" in text
     assert {m.group(2) for m in RANK.finditer(text)} == {"node1", "node2"}
     assert epoch_rows(run_dir) == list(range(1, EPOCHS + 1))
     assert final_digest(run_dir) == reference["digest"]
