@@ -122,7 +122,10 @@ def test_two_node_submitit_job_requeues_at_its_timeout_and_resumes_exactly(
     env = two_node_cluster["env"]
     run_dir = tmp_path / "sub2"
     spec = train_spec(tmp_path, digits, run_dir, epochs=EPOCHS)
-    proc, job, logs = submit_submitit(env, spec, run_dir)
+    # 3 minutes: the timeout signal (Slurm sends it up to 60 s early) lands after both ranks
+    # started. One that lands while submitit itself is still starting the tasks is handled by
+    # submitit's own requeue, which was seen to fail a 2-task job: a known gap, not tested
+    proc, job, logs = submit_submitit(env, spec, run_dir, "resources.time=3")
     rank0_log = logs / f"{job}_0_log.err"
     pid, start = run_at_step(rank0_log, lambda: proc.poll() is None, 0, start=RANK0)
     hold_until_signalled(pid, signal.SIGUSR2,  # submitit's timeout signal, from Slurm
