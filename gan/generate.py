@@ -137,9 +137,7 @@ def metrics(sampler, work: GenerateSpec, out: Path) -> dict:
     images, beside the same for the untrained generator and for real images (``generate.data``;
     KID/FID of one half of them against the other: what "indistinguishable" scores)."""
     data = real_data(sampler, work)
-    rng = np.random.default_rng(work.seed)
-    idx = np.sort(rng.choice(data.num, min(work.count, data.num), replace=False))
-    real = np.asarray(data.images[idx])
+    real = np.asarray(data.images[quality.real_indices(data.num, work.count, work.seed)])
     sets = {name: s.draw(*s.random_inputs(work.count, work.seed)) for name, s in
             (("generated", sampler), ("untrained", sampler.untrained()))}
     rate = quality.FaceRate()

@@ -100,6 +100,13 @@ def extractors(inception, where: str) -> dict[str, object]:
 FIGURES = ("kid", "kid_std", "fid")
 
 
+def real_indices(num: int, count: int, seed: int) -> np.ndarray:
+    """The real images a measurement compares with: ``count`` of ``num`` (all if fewer),
+    chosen by ``seed``, in file order (fast to read from HDF5)."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(num, min(count, num), replace=False))
+
+
 def compare(generated: np.ndarray, real: np.ndarray, seed: int = 0,
             prefix: str = "") -> dict[str, float]:
     """KID (mean and std over subsets) and FID of generated features against real ones."""

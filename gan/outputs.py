@@ -29,6 +29,7 @@ BEST_DIR, BEST_RECORD = "best", "best.json"
 # quality figures (gan.quality) and which way is better: True = lower
 QUALITY = {"kid": True, "kid_std": None, "fid": True, "face_rate": False,
            "inception_kid": True, "inception_kid_std": None, "inception_fid": True}
+RANKED = tuple(f for f, lower in QUALITY.items() if lower is not None)  # have a best
 
 
 def better(value: float, best: float, lower: bool) -> bool:
@@ -52,9 +53,7 @@ def quality_summary(rows: list[dict]) -> dict[str, str]:
     """Last and best measured value of each quality figure in metrics.csv's epoch rows:
     {kid, kid_epoch, best_kid, best_kid_epoch, ...} (strings, as in the file)."""
     out = {}
-    for figure, lower in QUALITY.items():
-        if lower is None:
-            continue
+    for figure in RANKED:
         measured = [r for r in rows if r.get(figure) not in (None, "")]
         if measured:
             best = best_row(measured, figure)

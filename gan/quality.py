@@ -48,8 +48,7 @@ class QualityMeter:
         self.spec, self.seed, self.world, self.sampler = spec, seed, world, sampler
         self.extractors = figures.extractors(spec.inception, "train.metrics.inception")
         self.face_rate = figures.FaceRate() if spec.face_rate else None
-        rng = np.random.default_rng(seed)
-        chosen = np.sort(rng.choice(data.num, min(spec.count, data.num), replace=False))
+        chosen = figures.real_indices(data.num, spec.count, seed)
         self._real_images = lambda: np.asarray(data.images[self._mine(chosen)])
         self._real: dict[str, np.ndarray] | None = None
 

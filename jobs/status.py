@@ -10,10 +10,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from gan.outputs import BEST_DIR, BEST_RECORD, quality_summary, read_metrics
+from gan.outputs import BEST_DIR, BEST_RECORD, RANKED, quality_summary, read_metrics
 from jobs.submit import RECORDS
-
-QUALITY_SHOWN = ("kid", "fid", "face_rate", "inception_kid", "inception_fid")
 
 
 def status(work_dir: Path) -> str:
@@ -50,7 +48,7 @@ def _progress(work_dir: Path) -> list[str]:
     q = quality_summary(epochs)
     out += [f"{figure}: last {q[figure]} (epoch {q[figure + '_epoch']}), best "
             f"{q['best_' + figure]} (epoch {q['best_' + figure + '_epoch']})"
-            for figure in QUALITY_SHOWN if figure in q]
+            for figure in RANKED if figure in q]
     best = work_dir / BEST_DIR / BEST_RECORD
     if best.exists():
         record = json.loads(best.read_text())
