@@ -16,14 +16,15 @@
 # so scripts and submitit use them unchanged.
 #
 # Needs root (Slurm runs jobs as root here; namespaces) and Debian's slurm-wlm, munge,
-# slurmdbd and mariadb-server, which it installs if missing.
+# slurmdbd, mariadb-server and iproute2, which it installs if missing (nsenter and unshare
+# come with util-linux, part of every Debian).
 set -euo pipefail
 
 DIR="$(mkdir -p "${1:?usage: start.sh DIR [--nodes N]}" && cd "$1" && pwd)"
 NODES=1
 if [[ "${2:-}" == "--nodes" ]]; then NODES="${3:?--nodes needs a number}"; fi
 [[ "$NODES" =~ ^[1-9][0-9]?$ ]] || { echo "start.sh: --nodes must be 1..99" >&2; exit 2; }
-PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
+PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server iproute2)  # ip: --nodes
 NODE="$(hostname -s)"
 CPUS="$(nproc)"
 MEM_MB="$(awk '/MemTotal/ {print int($2 / 1024 * 0.8)}' /proc/meminfo)"
