@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 
 import tensorflow as tf
 import yaml
 
+from gan import distributed
 from gan.outputs import BEST_DIR, BEST_RECORD, better
 from jobs.core.files import atomic_write_json, atomic_write_text
 from jobs.core.schema import TrainSpec
@@ -52,22 +54,47 @@ class SpecMismatch(Exception):
 
 
 class RunCheckpoints:
-    def __init__(self, spec: TrainSpec, objects: dict, is_chief: bool):
+    def __init__(self, spec: TrainSpec, objects: dict, world: distributed.World):
         self.spec = spec
         self.run_dir = Path(spec.run_dir)
         self.dir = self.run_dir / "checkpoints"
-        self.is_chief = is_chief
+        self.world = world
+        self.is_chief = world.is_chief
         self.ckpt = tf.train.Checkpoint(**objects)
         self.manager = tf.train.CheckpointManager(self.ckpt, str(self.dir),
                                                   max_to_keep=spec.checkpoint.keep)
 
     def restore(self) -> str | None:
         """Newest checkpoint that restores cleanly; older ones if it does not. None: a new run.
-        Call on every rank: each reads the same index file (rank 0 then broadcasts anyway)."""
+
+        Rank 0 alone decides, from the index file it wrote, and sends its choice to the other
+        ranks, which restore exactly that one: a node whose view of the shared directory is
+        stale must not resume from an older checkpoint, and a rank that cannot read rank 0's
+        choice fails the job instead of training from another state. Call on every rank."""
         self._check_spec_file()
-        return restore_newest(list(self.manager.checkpoints),
-                              lambda path: self.ckpt.restore(path)
-                              .assert_existing_objects_matched())
+        self.discard_partial()
+        chosen = restore_newest(list(self.manager.checkpoints), self._restore) \
+            if self.is_chief else None
+        chosen = distributed.broadcast_object(self.world, chosen)
+        if not self.is_chief:
+            if self.manager.latest_checkpoint != chosen:
+                log.warning("rank %d: the newest checkpoint here is %s, rank 0 chose %s (a "
+                            "stale view of the shared directory, or rank 0 could not read "
+                            "the newest): restoring rank 0's choice",
+                            self.world.rank, self.manager.latest_checkpoint, chosen)
+            if chosen is not None:
+                self._restore(chosen)
+        return chosen
+
+    def discard_partial(self) -> None:
+        """Remove what an interrupted save left (TensorFlow writes ``ckpt-N_temp/`` and
+        renames it only when complete): never a valid checkpoint, only used space."""
+        if self.is_chief:
+            for partial in self.dir.glob("*_temp"):
+                shutil.rmtree(partial, ignore_errors=True)
+
+    def _restore(self, path: str) -> None:
+        self.ckpt.restore(path).assert_existing_objects_matched()
 
     def save(self, step: int, reason: str) -> None:
         """Rank 0 writes; the others only count."""

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import h5py
 import numpy as np
 
 from jobs.core import facefile
@@ -37,7 +36,7 @@ class ImageSet:
 
     def __init__(self, path: str | Path, in_memory_max_gb: float = 4.0):
         self.path = Path(path)
-        self.file = h5py.File(self.path, "r")
+        self.file = facefile.open_h5(self.path)
         try:
             facefile.check_readable(self.file, self.path)
         except facefile.FaceFileError:

@@ -41,6 +41,18 @@ def expected_world_size() -> int | None:
     return None
 
 
+# Set for each process by a launcher that joins the processes into one world: horovodrun,
+# mpirun, srun --mpi=pmix, srun --mpi=pmi2. Without one, N processes are N worlds of one.
+PROCESS_MANAGER_RANK = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK")
+LAUNCH_HINT = ("Under Slurm launch the ranks with 'srun --mpi=pmix' (python -m jobs plan SPEC "
+               "prints the line), elsewhere with horovodrun or mpirun.")
+
+
+class WorldMismatch(RuntimeError):
+    """The launcher started several processes that do not form one Horovod world: each would
+    train alone, on its own shard, and write the same files. Never worth running."""
+
+
 def init(use_horovod: bool | None = None) -> World:
     """Initialise Horovod when launched as several ranks (or when asked), pin one GPU per local
     rank, and verify the world size matches the launcher's."""
@@ -50,14 +62,17 @@ def init(use_horovod: bool | None = None) -> World:
     if not use_horovod:
         _pin_gpu(0)
         return World(rank=0, size=1, local_rank=0)
+    if (expected or 1) > 1 and not any(var in os.environ for var in PROCESS_MANAGER_RANK):
+        # checked before MPI_Init, which would otherwise abort with its own riddle
+        raise WorldMismatch(f"the launcher started {expected} processes but no process "
+                            f"manager joins them (none of {', '.join(PROCESS_MANAGER_RANK)} "
+                            f"is set): each would train alone. {LAUNCH_HINT}")
     import horovod.tensorflow as hvd
 
     hvd.init()
     if expected is not None and hvd.size() != expected:
-        raise RuntimeError(
-            f"Horovod started {hvd.size()} rank(s) but the launcher started {expected} "
-            "processes: each process is training alone. Launch with horovodrun/mpirun, or "
-            "use an MPI build of Horovod under 'srun --mpi=pmix'.")
+        raise WorldMismatch(f"Horovod started {hvd.size()} rank(s) but the launcher started "
+                            f"{expected} processes: each would train alone. {LAUNCH_HINT}")
     _pin_gpu(hvd.local_rank())
     return World(rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(), hvd=hvd)
 
@@ -84,6 +99,13 @@ def broadcast(world: World, variables: Iterable[Any], root_rank: int = 0) -> Non
     built (optimizer slots exist only after build)."""
     if world.hvd is not None:
         world.hvd.broadcast_variables(tf_variables(variables), root_rank=root_rank)
+
+
+def broadcast_object(world: World, obj: Any, root_rank: int = 0) -> Any:
+    """Rank ``root_rank``'s (picklable) ``obj`` on every rank: one decision for all."""
+    if world.hvd is None:
+        return obj
+    return world.hvd.broadcast_object(obj, root_rank=root_rank)
 
 
 def gradient_tape(world: World, tape: Any) -> Any:

@@ -5,7 +5,7 @@ import logging
 import os
 import socket
 
-from jobs.core import exitcodes
+from jobs.core import exitcodes, files
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
 
@@ -25,6 +25,7 @@ def limit_threads_to_allocation() -> None:
 
 def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None) -> int:
     from gan import distributed
+    from gan.checkpoint import why
     from gan.guard import GuardStop
     from gan.train import SpecMismatch, Trainer
 
@@ -32,7 +33,12 @@ def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None) -> 
     stop = (stop or StopSignals()).arm()
 
     limit_threads_to_allocation()
-    world = distributed.init()
+    try:
+        world = distributed.init()
+    except distributed.WorldMismatch as exc:  # a launch mistake: say so, never requeue
+        stop.restore()
+        log.error("%s", exc)
+        return exitcodes.NOT_RUNNABLE
     # every rank says where it runs: the first thing to read when a multi-node job misbehaves
     log.info("rank %d/%d on %s, pid %d, restart %s", world.rank, world.size,
              socket.gethostname(), os.getpid(), os.environ.get("SLURM_RESTART_COUNT", "0"))
@@ -49,5 +55,16 @@ def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None) -> 
     except GuardStop as exc:
         log.error("%s", exc)
         return exitcodes.GUARD_STOPPED
+    except Exception as exc:
+        if not files.is_disk_full(exc):
+            raise
+        trainer.checkpoints.discard_partial()
+        kept = trainer.checkpoints.manager.latest_checkpoint
+        log.error("%s: the filesystem is full (%s) [%s]. %s Free space (or move train.run_dir) "
+                  "first. Not requeued: it would only fail again.", spec.work.run_dir,
+                  files.free_space(spec.work.run_dir), why(exc),
+                  f"The last complete checkpoint, {kept}, is kept and a resubmitted job resumes "
+                  "from it." if kept else "No checkpoint was completed yet.")
+        return exitcodes.NOT_RUNNABLE
     finally:
         stop.restore()

@@ -81,7 +81,7 @@ class Trainer:
                             spec.batch_size * world.size) if st.augment_p is not None else None
         self.guard = Guard(spec.guard, st.G, st.D, *[m for m in [st.E] if m is not None])
         self.checkpoints = RunCheckpoints(spec, {**st.checkpoint_objects(), "guard": self.guard},
-                                          world.is_chief)
+                                          world)
         self.resumed_from = self.checkpoints.restore()
         self.quality = quality.QualityMeter(spec.metrics, spec.seed, world, self.data,
                                             self.sampler) if quality.enabled(spec.metrics) else None

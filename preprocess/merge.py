@@ -68,7 +68,7 @@ def merge(spec: PreprocessSpec, spec_source: str = "SPEC") -> Path:
     merged = out_dir / MERGED_NAME
     first = infos[0].attrs
     with atomic_path(merged) as tmp:
-        with h5py.File(infos[0].path, "r") as f0, h5py.File(tmp, "w") as out:
+        with facefile.open_h5(infos[0].path) as f0, facefile.open_h5(tmp, "w") as out:
             for name in f0:
                 dset = f0[name]
                 layout = h5py.VirtualLayout(shape=(total, *dset.shape[1:]), dtype=dset.dtype)
@@ -112,7 +112,7 @@ def write_sample_sheet(merged: Path, out: Path, count: int, seed: int) -> Path:
     """N random faces with their class names: look at the data before spending GPU hours."""
     from jobs.core.grids import save_grid
 
-    with h5py.File(merged, "r") as f:
+    with facefile.open_h5(merged) as f:
         facefile.check_readable(f, merged)
         n = len(f[facefile.LABELS])
         pick = np.sort(np.random.default_rng(seed).choice(n, size=min(count, n), replace=False))

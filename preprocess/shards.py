@@ -38,7 +38,7 @@ class ShardWriter:
         self.final = final
         self.tmp = temp_name(final)
         final.parent.mkdir(parents=True, exist_ok=True)
-        self.file = h5py.File(self.tmp, "w")
+        self.file = facefile.open_h5(self.tmp, "w")
         self.count = 0
         comp = None if compression == "none" else compression
         s = image_size
@@ -102,7 +102,7 @@ def inspect_shard(path: Path, index: int, count: int, spec_hash: str) -> ShardIn
     if not path.exists():
         return "missing"
     try:
-        with h5py.File(path, "r") as f:
+        with facefile.open_h5(path) as f:
             attrs = dict(f.attrs)
             if not attrs.get(facefile.COMPLETE_KEY):
                 return "incomplete (writer did not finish)"

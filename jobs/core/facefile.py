@@ -20,6 +20,13 @@ keypoints      (N, 5, 2) float32   eyes, nose, mouth corners (x, y) in the photo
 
 Writers set ``attrs['complete']`` false when they start and true last, before the rename: a
 file that says false is refused.
+
+Every file is opened through :func:`open_h5`, without HDF5's file locks. Those locks fail on
+many NFS and Lustre mounts (``errno 37``/``11``, "unable to lock file") and a lock another
+process holds makes a merged view read **zeros** in place of the locked shard, silently. Nothing
+here needs them: writers write under a temporary name no one else opens, readers open only
+complete, renamed files, which no one writes again. A merged view whose shard is gone is
+refused by :func:`check_readable` for the same reason: HDF5 would read zeros for it.
 """
 from __future__ import annotations
 
@@ -50,8 +57,28 @@ def stamp(attrs: Any, complete: bool = True) -> None:
     attrs[COMPLETE_KEY] = complete
 
 
+def open_h5(path: Any, mode: str = "r") -> h5py.File:
+    """``h5py.File`` without file locks (see the module's docstring for why that is safe)."""
+    return h5py.File(path, mode, locking=False)
+
+
+def missing_sources(f: Any, path: Any) -> list[str]:
+    """The shard files a merged (virtual) view points at that do not exist: HDF5 would read
+    fill values (zeros) for them without a word."""
+    folder, missing = Path(path).parent, []
+    for name in (IMAGES, LABELS):
+        if name in f and f[name].is_virtual:
+            for source in f[name].virtual_sources():
+                file = Path(source.file_name)
+                if not (file if file.is_absolute() else folder / file).is_file() \
+                        and source.file_name not in missing:
+                    missing.append(source.file_name)
+    return missing
+
+
 def check_readable(f: Any, path: Any) -> None:
-    """Refuse an incomplete file, one of another layout version, or one without images."""
+    """Refuse an incomplete file, one of another layout version, one without images, or a
+    merged view with a missing shard."""
     version = f.attrs.get(VERSION_KEY)
     if version is not None and int(version) != FORMAT_VERSION:
         raise FaceFileError(f"{path}: face-file format version {int(version)}, this version "
@@ -61,6 +88,11 @@ def check_readable(f: Any, path: Any) -> None:
         raise FaceFileError(f"{path}: incomplete (its writer did not finish)")
     if IMAGES not in f or LABELS not in f:
         raise FaceFileError(f"{path}: no '{IMAGES}'/'{LABELS}' datasets: not a face file")
+    missing = missing_sources(f, path)
+    if missing:
+        raise FaceFileError(f"{path}: its shard(s) {', '.join(missing)} are missing beside it "
+                            "(a merged view reads its shards in place): restore them or re-run "
+                            "the preprocessing")
 
 
 def names(f: Any, key: str, default: list[str] | None = None) -> list[str]:
@@ -74,7 +106,7 @@ def write_arrays(path: Any, images: np.ndarray, labels: np.ndarray, *,
                  extra: dict[str, np.ndarray] | None = None) -> Path:
     """A whole face file from arrays in memory (digits, generated samples, test data),
     written under a temporary name and renamed: a killed writer leaves nothing valid."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, open_h5(tmp, "w") as f:
         f.create_dataset(IMAGES, data=images,
                          chunks=(max(1, min(chunk, len(images))), *images.shape[1:]))
         f.create_dataset(LABELS, data=np.asarray(labels, np.int16))

@@ -3,9 +3,11 @@ half of one. Write to a temporary name in the same directory, fsync, then rename
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -74,6 +76,28 @@ def remove_stale_temps(final: Path) -> list[Path]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     return stale
+
+
+# how "the filesystem is full" reaches Python: OSError from Python's own writes, a message
+# from a library's C++ (TensorFlow's checkpoint writer raises ResourceExhaustedError)
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+FULL_MESSAGES = ("No space left on device", "Disk quota exceeded")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Did ``exc`` come from a full filesystem or an exhausted quota (any library)?"""
+    if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
+        return True
+    return any(message in str(exc) for message in FULL_MESSAGES)
+
+
+def free_space(path: str | os.PathLike) -> str:
+    """'N MB free of M MB' for the filesystem holding ``path`` (its nearest existing parent)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    usage = shutil.disk_usage(path)
+    return f"{usage.free / 2**20:.1f} MB free of {usage.total / 2**20:.1f} MB"
 
 
 def _fsync_dir(directory: Path) -> None:

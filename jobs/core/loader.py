@@ -16,11 +16,11 @@ from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-import yaml
 
 from jobs.core import facefile
 from jobs.core.fields import iter_path_fields, nearest
 from jobs.core.schema import TOP_LEVEL_HELP, WORK_SECTIONS, JobSpec, Resources, SpecError
+from jobs.core.specfile import parse_scalar, parse_yaml, read_spec_text
 
 __all__ = ["SpecError", "load_spec", "parse_spec", "parse_set_args", "check_paths",
            "pipeline_stages", "pipeline_problems"]
@@ -28,59 +28,6 @@ __all__ = ["SpecError", "load_spec", "parse_spec", "parse_set_args", "check_path
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-# ---------------------------------------------------------------------------------------------
-# YAML: safe, no duplicate keys, YAML 1.2 floats ("1e-4" is a number, not a string)
-# ---------------------------------------------------------------------------------------------
-class _StrictLoader(yaml.SafeLoader):
-    pass
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})",
-                key_node.start_mark)
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-# YAML 1.1's base-60 numbers are gone in 1.2: an unquoted 1:30:00 is a walltime string,
-# not the integer 5400 (nor 90:00 the integer 5400)
-_StrictLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers
-            if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$|^0x[0-9a-fA-F]+$|^0o[0-7]+$"),
-    list("-+0123456789"))
-_StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
-    list("-+."))
-_StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)$|^[-+]?(?:\d+\.\d*|\.\d+)$"),
-    list("-+0123456789."))
-
-
-def parse_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
-    except yaml.YAMLError as exc:
-        raise SpecError([f"{source}: not valid YAML: {exc}"]) from None
-
-
-def parse_scalar(text: str) -> Any:
-    """A ``--set`` value: YAML scalar rules, so ``3``, ``1e-4``, ``true`` and ``[1, 2]`` work."""
-    return parse_yaml(text, "--set") if text.strip() else ""
-
-
-# ---------------------------------------------------------------------------------------------
-# Overrides
-# ---------------------------------------------------------------------------------------------
 def apply_override(data: dict, dotted: str, value: Any) -> None:
     """Set ``a.b.c = value`` in nested dicts, creating sections as needed."""
     keys = dotted.split(".")
@@ -307,11 +254,7 @@ def load_spec(path: str | os.PathLike, overrides: Iterable[tuple[str, Any]] = ()
     """Read, override and validate one spec file (and a pipeline's stage specs, to know its
     work directory, unless ``resolve_stages`` is false)."""
     source = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise SpecError([f"{source}: cannot read: {exc.strerror}"]) from None
-    data = parse_yaml(text, source)
+    data = parse_yaml(read_spec_text(path), source)
     if data is None:
         raise SpecError([f"{source}: the file is empty"])
     for dotted, value in overrides:

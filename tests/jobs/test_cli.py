@@ -43,6 +43,41 @@ def test_missing_inception_weights_stop_run_before_training_exit_2(tmp_path):
     assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
 
 
+def hostile_specs(folder: Path) -> dict[str, tuple[Path, str]]:
+    """Files a spec loader meets in the wild, each with the message that must name it."""
+    folder.mkdir()
+    good = (ROOT / "jobs/examples/train_cgan_digits.yaml").read_text()
+    latin1 = folder / "latin1.yaml"
+    latin1.write_bytes(good.replace("cgan", "cg\u00e4n", 1).encode("latin-1"))
+    (folder / "a-directory.yaml").mkdir()
+    huge = folder / "huge.yaml"
+    huge.write_text(good + "#" * (50 << 20) + "\n")
+    bomb, prev = ['lol: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]'], "l0"
+    for level in range(1, 9):
+        bomb.append(f"l{level}: &l{level} [{', '.join([f'*{prev}'] * 9)}]")
+        prev = f"l{level}"
+    (folder / "bomb.yaml").write_text("\n".join(bomb) + "\n")
+    (folder / "deep.yaml").write_text("kind: " + "[" * 50000 + "]" * 50000 + "\n")
+    line = good[:good.index("cgan")].count("\n") + 1
+    return {"latin1": (latin1, f"line {line}: not UTF-8 text (byte 0xe4"),
+            "directory": (folder / "a-directory.yaml", "cannot read: Is a directory"),
+            "huge": (huge, "larger than 1 MiB"),
+            "bomb": (folder / "bomb.yaml", "holds more than 100000 values once its aliases"),
+            "deep": (folder / "deep.yaml", "nested too deeply")}
+
+
+def test_hostile_spec_files_exit_2_with_the_file_named_and_no_traceback(tmp_path):
+    """Not UTF-8, a directory, 50 MB, a billion laughs, 50000 nested lists: one clear line
+    each, and the good spec after them is still validated."""
+    cases = hostile_specs(tmp_path / "specs")
+    good = ROOT / "jobs/examples/train_cgan_digits.yaml"
+    proc = run_cli("validate", *[str(path) for path, _ in cases.values()], str(good))
+    assert proc.returncode == exitcodes.INVALID_SPEC
+    assert "Traceback" not in proc.stderr and f"ok: {good}" in proc.stdout
+    for name, (path, message) in cases.items():
+        assert f"{path}: {message}" in proc.stderr, (name, proc.stderr[-2000:])
+
+
 def test_validate_bad_type_names_field(write_spec):
     text = (ROOT / "jobs/examples/train_cgan_faces.yaml").read_text()
     path = write_spec(text.replace("epochs: 100", "epochs: many"))

@@ -32,10 +32,16 @@ def test_two_gloo_ranks_end_with_identical_allreduced_weights(tmp_path):
     subprocess.run([_horovodrun(), "-np", "2", "-H", "localhost:2", "--gloo",
                     sys.executable, str(HELPER), str(tmp_path)],
                    env=QUIET_ENV, check=True, timeout=300, capture_output=True)
-    subprocess.run([sys.executable, str(HELPER), str(tmp_path), "reference"], env=QUIET_ENV,
+    assert_synced_and_equal_to_one_process(tmp_path)
+
+
+def assert_synced_and_equal_to_one_process(out_dir: Path) -> None:
+    """The two ranks' weights in ``out_dir`` (written by HELPER) are identical, and equal to
+    one process trained on both ranks' batches at once."""
+    subprocess.run([sys.executable, str(HELPER), str(out_dir), "reference"], env=QUIET_ENV,
                    check=True, timeout=120, capture_output=True)
-    rank0, rank1, ref = (np.load(tmp_path / f"{n}.npz") for n in ("rank0", "rank1",
-                                                                  "reference0"))
+    rank0, rank1, ref = (np.load(out_dir / f"{n}.npz") for n in ("rank0", "rank1",
+                                                                 "reference0"))
     assert int(rank0["size"]) == 2 and int(rank1["size"]) == 2
     weights = [k for k in rank0.files if k.startswith("arr_")]
     assert len(weights) == 4

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.system.test_horovod import HELPER, assert_synced_and_equal_to_one_process
 from tests.system.test_slurm import (epoch_rows, final_digest, give_time, hold_until_signalled,
                                      run_at_step, sacct, signalled_in, submit_sbatch,
                                      train_spec, wait_state)
@@ -69,6 +70,18 @@ def test_ranks_on_two_nodes_train_one_model(reference):
     for epoch in map(str, range(1, EPOCHS + 1)):
         assert {r["rank"] for r in rows if r["epoch"] == epoch} == {"0", "1"}
         assert len({r["weights_digest"] for r in rows if r["epoch"] == epoch}) == 1, rows
+
+
+def test_srun_ranks_on_two_nodes_equal_one_process_on_the_global_batch(two_node_cluster,
+                                                                       tmp_path):
+    """Horovod's allreduce across node1 and node2 (srun, PMIx): the ranks end identical and
+    equal to one process on both ranks' batches (the check the 2-rank Gloo test makes)."""
+    proc = subprocess.run(["srun", "--nodes=2", "--ntasks-per-node=1", "--mpi=pmix",
+                           "--kill-on-bad-exit=1", sys.executable, str(HELPER), str(tmp_path)],
+                          env=two_node_cluster["env"], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert_synced_and_equal_to_one_process(tmp_path)
 
 
 def test_two_node_sbatch_job_requeues_at_walltime_and_resumes_exactly(
@@ -144,13 +157,13 @@ def test_two_node_submitit_job_requeues_at_its_timeout_and_resumes_exactly(
     assert final_digest(run_dir) == reference["digest"]
 
 
-def kill_rank_on_node2(log_text, timeout: float = 600) -> int:
-    """SIGKILL the rank that logged it runs on node2, once it has logged a training step."""
+def kill_rank_on_node2(log_text, timeout: float = 600, epoch: int = 1) -> int:
+    """SIGKILL the rank that logged it runs on node2, once a step of ``epoch`` is logged."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = log_text()
         ranks = {m.group(2): int(m.group(3)) for m in RANK.finditer(text)}
-        if "node2" in ranks and re.search(r"epoch \d+/\d+ it \d+/\d+", text):
+        if "node2" in ranks and re.search(rf"epoch {epoch}/\d+ it \d+/\d+", text):
             os.kill(ranks["node2"], signal.SIGKILL)
             return ranks["node2"]
         time.sleep(0.2)
@@ -166,9 +179,9 @@ def test_a_rank_killed_on_node2_ends_the_job_at_once(two_node_cluster, digits, t
     env = two_node_cluster["env"]
     run_dir = tmp_path / f"dead-{launcher}"
     spec = train_spec(tmp_path, digits, run_dir, epochs=50)
-    if launcher == "sbatch":
+    if launcher == "sbatch":  # killed in epoch 2 or later: a checkpoint to resume from
         job, log = sbatch_job(two_node_cluster, spec, tmp_path, "resources.time=20")
-        kill_rank_on_node2(lambda: log.read_text() if log.exists() else "")
+        kill_rank_on_node2(lambda: log.read_text() if log.exists() else "", epoch=2)
         t = time.monotonic()
         state = wait_state(env, job, DONE, DEAD_RANK_BUDGET_S)
         text = log.read_text()
@@ -184,19 +197,72 @@ def test_a_rank_killed_on_node2_ends_the_job_at_once(two_node_cluster, digits, t
     assert time.monotonic() - t < DEAD_RANK_BUDGET_S
     assert not [r for r in sacct(env, job, "JobID", "State") if r[1] == "REQUEUED"]
     assert re.search(r"node2: task 1: Killed", text), text[-3000:]
+    if launcher == "sbatch":
+        resubmit_resumes_from_the_last_checkpoint(two_node_cluster, spec, tmp_path, run_dir,
+                                                  steps_per_epoch(text))
+
+
+def steps_per_epoch(log_text: str) -> int:
+    return int(re.search(r"epoch \d+/\d+ it \d+/(\d+)", log_text).group(1))
+
+
+def resubmit_resumes_from_the_last_checkpoint(cluster: dict, spec: Path, folder: Path,
+                                              run_dir: Path, steps: int) -> None:
+    """The user's next step after a dead rank: submit the same spec again (here to one epoch
+    past its newest checkpoint, to keep the test short); it goes on from that checkpoint."""
+    newest = int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"',
+                           (run_dir / "checkpoints" / "checkpoint").read_text()).group(1))
+    done = newest // steps
+    job, log = sbatch_job(cluster, spec, folder, "resources.time=20", f"train.epochs={done + 1}")
+    assert wait_state(cluster["env"], job, DONE, 900) == "COMPLETED", log.read_text()[-3000:]
+    assert re.search(rf"resumed from \S*ckpt-{newest}: ", log.read_text())
+    assert epoch_rows(run_dir) == list(range(1, done + 2))
 
 
 def test_ranks_that_do_not_form_one_horovod_world_never_train_alone(two_node_cluster, digits,
                                                                     tmp_path):
     """srun without PMIx: each process could become its own 1-rank Horovod and train alone.
-    With this Open MPI build, MPI_Init already aborts under srun without PMI; with a Gloo-only
-    build, the job's own check (Horovod's size against Slurm's task count) refuses. Either
-    way the job fails on both nodes with nothing trained."""
+    The job's own check refuses before MPI_Init (no process manager's rank in the
+    environment): exit 3 on both nodes, the job fails, nothing is trained or requeued."""
     env = {**two_node_cluster["env"], "FACEGAN_SRUN_MPI": "none"}
     run_dir = tmp_path / "alone"
     spec = train_spec(tmp_path, digits, run_dir, epochs=1)
     job, log = sbatch_job({"env": env}, spec, tmp_path, "resources.time=20")
     assert wait_state(env, job, DONE, DEAD_RANK_BUDGET_S) == "FAILED", log.read_text()[-3000:]
     text = log.read_text()
-    assert re.search(r"MPI_Init|Horovod started 1 rank\(s\) but the launcher started 2", text)
+    assert "the launcher started 2 processes but no process manager joins them" in text
+    assert "job failed with exit code" in text and "requeueing" not in text
     assert "rank 0/1 on" not in text and not (run_dir / "checkpoints").exists(), text[-3000:]
+
+
+def test_a_node_with_a_stale_view_restores_the_checkpoint_rank_0_chose(
+        two_node_cluster, digits, reference, tmp_path):
+    """Rank 0 alone picks the checkpoint to resume from and sends its choice: node2, shown
+    an older index file (bind-mounted over the real one in node2's own mount namespace, as
+    a stale NFS attribute cache would), restores the newest and says so."""
+    env = two_node_cluster["env"]
+    run_dir = tmp_path / "stale"
+    spec = train_spec(tmp_path, digits, run_dir, epochs=EPOCHS - 1)
+    job, log = sbatch_job(two_node_cluster, spec, tmp_path, "resources.time=20")
+    assert wait_state(env, job, DONE, 900) == "COMPLETED", log.read_text()[-3000:]
+    steps = steps_per_epoch(log.read_text())
+    old, new = f"ckpt-{steps * (EPOCHS - 2)}", f"ckpt-{steps * (EPOCHS - 1)}"
+    index = run_dir / "checkpoints" / "checkpoint"
+    assert f'model_checkpoint_path: "{new}"' in index.read_text()
+    stale = tmp_path / "stale-index"
+    stale.write_text(f'model_checkpoint_path: "{old}"\nall_model_checkpoint_paths: "{old}"\n')
+    node2 = (two_node_cluster["dir"] / "run" / "slurmd.node2.pid").read_text().strip()
+    in_node2 = ["nsenter", f"--mount=/proc/{node2}/ns/mnt", "--"]
+    subprocess.run([*in_node2, "mount", "--bind", str(stale), str(index)], check=True)
+    try:
+        job, log = sbatch_job(two_node_cluster, spec, tmp_path, "resources.time=20",
+                              f"train.epochs={EPOCHS}")
+        assert wait_state(env, job, DONE, 900) == "COMPLETED", log.read_text()[-3000:]
+    finally:  # gone already if rank 0 replaced the file (Linux detaches such a mount)
+        subprocess.run([*in_node2, "umount", str(index)], capture_output=True)
+    text = log.read_text()
+    assert re.search(rf"resumed from \S*{new}: ", text), text[-3000:]
+    assert re.search(rf"rank 1: the newest checkpoint here is \S*{old}, rank 0 chose "
+                     rf"\S*{new}", text), text[-3000:]
+    assert epoch_rows(run_dir) == list(range(1, EPOCHS + 1))
+    assert final_digest(run_dir) == reference["digest"]

@@ -31,13 +31,16 @@ def write(path: Path, text: str) -> Path:
 
 
 def train_spec(folder: Path, data: Path, run_dir: Path, epochs: int = EPOCHS) -> Path:
-    """A 1-minute job (Slurm's walltime signal comes 0-30 s after the start with a 30 s lead,
-    since the controller checks every 30 s) with a generous requeue budget: how many restarts
-    a run needs depends on the machine's speed, so the test never counts on a small one."""
+    """A 1-minute job with a generous requeue budget: how many restarts a run needs depends on
+    the machine's speed, so the test never counts on a small one. Its walltime signal: the
+    controller checks every 30 s and sends it at the first check that finds the job within
+    lead + 30 s of its limit, so with a 20 s lead 10-40 s after the start. Never sooner: a
+    signal sent in the job's first second, before its batch step or srun's tasks exist, is
+    lost (seen with a 30 s lead, whose window starts at 0 s), and the job runs into its limit."""
     return write(folder / f"{run_dir.name}.yaml", f"""\
 kind: train
 name: {run_dir.name}
-resources: {{cpus_per_task: 2, mem_gb: 2, time: 1, signal_lead_s: 30, max_requeues: 30}}
+resources: {{cpus_per_task: 2, mem_gb: 2, time: 1, signal_lead_s: 20, max_requeues: 30}}
 train:
   data: {data}
   run_dir: {run_dir}
@@ -118,8 +121,8 @@ def run_at_step(log: Path, proc_alive, start_index: int, timeout: float = 600,
     that run, its index). A run signalled during its start-up is left to end on its own."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc_alive(), "the job ended before the test could drive it"
         text = log.read_text() if log.exists() else ""
+        assert proc_alive(), f"the job ended before the test could drive it:\n{text[-4000:]}"
         runs = starts_of(text, start)
         while len(runs) > start_index:
             pid, begin, end = runs[start_index]

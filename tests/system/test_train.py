@@ -114,6 +114,51 @@ def test_resume_after_sigkill_is_bitwise_exact(digits, straight, tmp_path):
     assert digests(run_dir) == digests(straight)
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 MB tmpfs of the test's own, resized by the test (root), unmounted at the end."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mount)],
+                   check=True)
+
+    def resize(size: int) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(mount)], check=True)
+    try:
+        yield mount, resize
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(digits, straight,
+                                                                   small_disk):
+    """The filesystem fills up while epoch 2's checkpoint is written (sized from epoch 1's
+    real usage: room for the epoch's outputs and half a checkpoint). The job exits 3 with
+    the directory and free space named, no traceback and nothing partial left; with space
+    again it resumes from epoch 1's checkpoint and ends bitwise as the uninterrupted run."""
+    disk, resize = small_disk
+    run_dir = disk / "run"
+    args = spec_for(disk, digits, run_dir)
+    assert run_train(*args, "--set", "train.epochs=1").returncode == 0
+    used = shutil.disk_usage(disk).used
+    checkpoint = sum(p.stat().st_size for p in (run_dir / "checkpoints").glob(
+        f"ckpt-{STEPS}.*"))
+    resize(-(-(used + checkpoint // 2 + (256 << 10)) // 4096) * 4096)
+    full = run_train(*args)
+    assert full.returncode == exitcodes.NOT_RUNNABLE, full.stderr[-3000:]
+    assert f"{run_dir}: the filesystem is full (" in full.stderr, full.stderr[-3000:]
+    assert f"The last complete checkpoint, {run_dir / 'checkpoints'}/ckpt-{STEPS}, is kept" \
+        in full.stderr and "No space left on device" in full.stderr
+    assert "Traceback" not in full.stderr
+    assert latest_checkpoint_step(run_dir) == STEPS
+    assert not [p for p in run_dir.rglob("*") if "_temp" in p.name or ".tmp-" in p.name]
+    resize(256 << 20)
+    resumed = run_train(*args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert re.search(rf"resumed from \S*ckpt-{STEPS}: ", resumed.stderr)
+    assert digests(run_dir) == digests(straight)
+
+
 def test_random_sigkills_always_resume_and_finish(digits, straight, tmp_path):
     """Three SIGKILLs, each at a random logged step past the last one's checkpoint: every
     restart must resume from a newer checkpoint than the one before (progress is kept), and
@@ -199,6 +244,20 @@ def test_two_horovod_ranks_stay_in_sync_on_disjoint_data(digits, tmp_path):
             seen.append(set(idx.tolist()))
         assert not seen[0] & seen[1]
     assert digests(run_dir)[1] != digests(run_dir)[2]
+
+
+def test_processes_no_launcher_joins_refuse_to_train_alone(digits, tmp_path):
+    """Two tasks by Slurm's count (SLURM_NTASKS) but no process manager's rank in the
+    environment: the job's own check refuses before MPI_Init, exit 3 (never requeued), one
+    clear line, nothing written."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(train_cmd(*spec_for(tmp_path, digits, run_dir)),
+                          env={**QUIET_ENV, "SLURM_NTASKS": "2"}, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "the launcher started 2 processes but no process manager joins them" in proc.stderr
+    assert "srun --mpi=pmix" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (run_dir / "checkpoints").exists()
 
 
 def test_fresh_refuses_and_model_change_is_rejected(digits, straight, tmp_path):
