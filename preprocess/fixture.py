@@ -21,6 +21,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -228,3 +230,49 @@ def build(out_dir: str | Path, layout: str = "kaggle", seed: int = 0, lfw_faces:
 
 def load_truth(out_dir: str | Path) -> dict:
     return json.loads((Path(out_dir) / "fixture_truth.json").read_text())
+
+
+def _huge_png_header(side: int = 100_000) -> bytes:
+    """A PNG whose header claims side x side pixels (10^10 for the default) and holds none."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (len(data).to_bytes(4, "big") + kind + data +
+                zlib.crc32(kind + data).to_bytes(4, "big"))
+    header = side.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def write_hostile_photos(folder: str | Path) -> dict[str, dict]:
+    """Files a real photo folder throws at preprocessing, written into ``folder``, each with
+    what must become of it: ``{"expect": "face", "box": ..., "converted": note}`` or
+    ``{"expect": "skip", "reason": ...}``. ``unreadable.jpg`` (mode 000) is unreadable only to
+    a process without CAP_DAC_OVERRIDE: run the preprocessing without it to see its skip."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    face, box = _augment(_portrait("astronaut"), PORTRAITS["astronaut"], "plain")[:2]
+    noise = np.random.default_rng(0).integers(0, 255, face.shape, dtype=np.uint8)
+    frames = [Image.fromarray(face), Image.fromarray(noise)]
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display": the pixels lie on their side
+    Image.fromarray(np.rot90(face)).save(folder / "exif_rotated.jpg", quality=95, exif=exif)
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:],
+                   duration=100, loop=0)
+    frames[0].save(folder / "multipage.tif", save_all=True, append_images=frames[1:])
+    frames[0].save(folder / "photo.webp", quality=95)
+    (folder / "page.jpg").write_bytes(b"<!DOCTYPE html><html><body>404 Not Found</body></html>")
+    (folder / "huge.png").write_bytes(_huge_png_header())
+    (folder / "loop.jpg").symlink_to("loop.jpg")
+    (folder / "dangling.jpg").symlink_to("deleted-long-ago.jpg")
+    os.mkfifo(folder / "pipe.jpg")
+    (folder / "unreadable.jpg").write_bytes(_jpeg(face))
+    (folder / "unreadable.jpg").chmod(0)
+    found = {"expect": "face", "box": [round(float(v), 1) for v in box]}
+    return {"exif_rotated.jpg": {**found, "converted": "exif_rotated"},
+            "animated.gif": {**found, "converted": "first_frame"},
+            "multipage.tif": {**found, "converted": "first_frame"},
+            "photo.webp": dict(found),
+            "page.jpg": {"expect": "skip", "reason": "not_an_image"},
+            "huge.png": {"expect": "skip", "reason": "too_large"},
+            "loop.jpg": {"expect": "skip", "reason": "unreadable"},
+            "dangling.jpg": {"expect": "skip", "reason": "unreadable"},
+            "pipe.jpg": {"expect": "skip", "reason": "not_a_file"},
+            "unreadable.jpg": {"expect": "skip", "reason": "unreadable"}}

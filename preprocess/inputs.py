@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 ATTR_FILES = {"kaggle": "list_attr_celeba.csv", "original": "list_attr_celeba.txt"}
 
 
@@ -65,8 +65,10 @@ def image_root(input_dir: Path, layout: str) -> Path:
 def list_images(root: Path) -> list[str]:
     if not root.is_dir():
         raise InputError(f"image folder {root} does not exist")
+    # everything with a photo's name but a folder: a dangling link, a symlink loop or a FIFO
+    # is listed, then skipped and counted with its reason, never silently left out
     names = sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+                   if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
     if not names:
         raise InputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
     return names

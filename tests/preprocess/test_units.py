@@ -10,7 +10,8 @@ from PIL import Image
 from jobs.core.schema import ClassRule, FaceSpec, PreprocessSpec
 from preprocess.decode import Skip, load_rgb
 from preprocess.faces import Face, crop_face
-from preprocess.inputs import shard_slice
+from preprocess.fixture import write_hostile_photos
+from preprocess.inputs import list_images, shard_slice
 from preprocess.labels import Labeler
 
 
@@ -94,3 +95,25 @@ def test_unusable_files_raise_skip(tmp_path, data, reason):
     with pytest.raises(Skip) as info:
         load_rgb(path, min_side=20)
     assert info.value.reason == reason
+
+
+def test_hostile_files_are_listed_then_converted_or_skipped_with_their_reason(tmp_path):
+    """Listed (a link loop, a dangling link, a FIFO too: counted, never silently left out),
+    then each converted or skipped by its reason, without opening the FIFO (which would
+    block). ``unreadable.jpg`` reads as root; the system test runs it without that right."""
+    truth = write_hostile_photos(tmp_path)
+    assert list_images(tmp_path) == sorted(truth)
+    upright = None
+    for name, expect in sorted(truth.items()):
+        if expect["expect"] == "skip" and name != "unreadable.jpg":
+            with pytest.raises(Skip) as info:
+                load_rgb(tmp_path / name, min_side=20)
+            assert info.value.reason == expect["reason"], name
+        elif name != "unreadable.jpg":
+            rgb, note = load_rgb(tmp_path / name, min_side=20)
+            assert note == expect.get("converted"), name
+            if name == "photo.webp":
+                upright = rgb
+    rotated, _ = load_rgb(tmp_path / "exif_rotated.jpg", min_side=20)
+    assert rotated.shape == upright.shape  # turned the right way: not lying on its side
+    assert np.abs(rotated.astype(int) - upright).mean() < 8

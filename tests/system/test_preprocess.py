@@ -263,3 +263,41 @@ def test_plain_folder_needs_no_attributes(tmp_path):
     with h5py.File(path, "r") as f:
         assert "attributes" not in f and set(f["labels"][:]) == {0}
         assert all(s.startswith("nested/") for s in f["source"].asstr()[:])
+
+
+def test_hostile_photos_are_converted_or_skipped_and_never_stop_a_shard(tmp_path):
+    """EXIF-rotated JPEG, animated GIF, multi-page TIFF, WebP, HTML saved as .jpg, a PNG
+    header claiming 10^10 pixels, a symlink loop, a dangling link, a FIFO and a file the job
+    may not read (the shard runs without CAP_DAC_OVERRIDE, as a normal user would), among
+    real photos: each is converted (and its face found where it is, the right way up) or
+    skipped with its reason and counted; the shard and the merge finish."""
+    from preprocess.fixture import write_hostile_photos
+
+    photos = tmp_path / "photos"
+    truth = write_hostile_photos(photos)
+    celeba = build(tmp_path / "c", lfw_faces=3, lfw_negatives=0)
+    good = sorted((celeba / "img_align_celeba/img_align_celeba").glob("*.jpg"))[:3]
+    for p in good:
+        (photos / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "out"
+    spec = make_spec(tmp_path, photos, out)
+    sets = ["--set", "preprocess.classes=[]", "--set", "preprocess.num_shards=1"]
+    shard = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                            sys.executable, "-m", "jobs", "run", str(spec), "--index", "0",
+                            *sets], env=QUIET_ENV, cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert shard.returncode == 0, shard.stderr[-3000:]
+    assert run("-m", "preprocess", "merge", str(spec), *sets).returncode == 0
+    report = json.loads((out / "faces.report.json").read_text())
+    assert report["photos"] == len(truth) + len(good)
+    skipped = skipped_reasons(report)
+    converted = {name: note for note, names in report["converted"].items() for name in names}
+    data = read_merged(out)
+    boxes = dict(zip(data["source"], data["box"]))
+    for name, expect in truth.items():
+        if expect["expect"] == "skip":
+            assert skipped.get(name) == expect["reason"], (name, skipped.get(name))
+        else:
+            assert name in boxes, (name, skipped.get(name))
+            assert iou(boxes[name], expect["box"]) > 0.5, (name, boxes[name], expect["box"])
+            assert converted.get(name) == expect.get("converted"), name
