@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -301,3 +302,25 @@ def test_hostile_photos_are_converted_or_skipped_and_never_stop_a_shard(tmp_path
             assert name in boxes, (name, skipped.get(name))
             assert iou(boxes[name], expect["box"]) > 0.5, (name, boxes[name], expect["box"])
             assert converted.get(name) == expect.get("converted"), name
+
+
+def test_merge_names_a_damaged_shard_and_the_task_that_rebuilds_it(faces, tmp_path):
+    """One byte flipped in the middle of an image chunk of shard 1 (found through HDF5's own
+    chunk index, so it lands in face data, not in free space): its checksum fails, the merge
+    refuses, naming the shard and the one array task to rerun, and writes no merged file."""
+    out = tmp_path / "copy"
+    shutil.copytree(faces["out"], out, ignore=shutil.ignore_patterns("faces.*"))
+    spec = make_spec(tmp_path, faces["celeba"], out)
+    damaged = shard_path(out, 1, 3)
+    with h5py.File(damaged, "r") as f:
+        chunk = f["images"].id.get_chunk_info(0)
+    with open(damaged, "r+b") as f:
+        f.seek(chunk.byte_offset + chunk.size // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    merge = run("-m", "preprocess", "merge", str(spec))
+    assert merge.returncode == exitcodes.FAILED
+    assert "shard 1: damaged: dataset 'images' fails to read back near row 0" in merge.stderr
+    assert "--array=1 " in merge.stderr and "Traceback" not in merge.stderr
+    assert not (out / "faces.h5").exists()
