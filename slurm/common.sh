@@ -37,6 +37,20 @@ launch_ranks() {
   fi
 }
 
+# What an exit code of `python -m jobs` means, for the log (the text of jobs/core/exitcodes.py's
+# DESCRIPTIONS: a test checks they agree).
+exit_meaning() {
+  case "$1" in
+    0) echo "success" ;;
+    1) echo "failed with an error (see the log)" ;;
+    2) echo "invalid spec or command line; nothing ran" ;;
+    3) echo "cannot run here: inputs missing, disk full, or ranks not joined" ;;
+    75) echo "checkpointed after a stop signal; requeue to continue" ;;
+    79) echo "stopped by the mode-collapse guard; do not requeue" ;;
+    *) if (("$1" > 128)); then echo "killed by signal $(("$1" - 128))"; else echo "unknown"; fi ;;
+  esac
+}
+
 # Run CMD in the background so this batch shell can take Slurm's early walltime signal
 # (--signal=B:USR1@lead), pass it on to the training — which checkpoints and exits 75 — and
 # then requeue this job (only this array task) up to FACEGAN_MAX_REQUEUES restarts. On SIGTERM
@@ -76,7 +90,7 @@ run_requeueable() {
         log "checkpointed, but the requeue limit ${max} is reached: not requeueing"
       fi ;;
     79) log "stopped by the mode-collapse guard: not requeueing" ;;
-    *) log "job failed with exit code ${code}" ;;
+    *) log "job failed with exit code ${code} ($(exit_meaning "$code")): not requeued" ;;
   esac
   return "$code"
 }

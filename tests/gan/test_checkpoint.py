@@ -41,17 +41,36 @@ def two_epochs(tmp_path):
     return tmp_path
 
 
-def test_newest_checkpoint_restores_and_damaged_newest_falls_back(two_epochs, caplog):
+def overwrite(path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+def flip_middle(path) -> None:
+    """Invert 16 bytes in the middle of the file: same size, same names, wrong contents."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 16] = bytes(b ^ 0xFF for b in data[middle:middle + 16])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [
+    ("ckpt-56.data-*", lambda p: overwrite(p, b"\0" * 64)),  # truncated and overwritten
+    ("ckpt-56.data-*", flip_middle),  # bytes flipped in the weights: their CRC32C fails
+    ("ckpt-56.index", flip_middle),  # the tensor index itself damaged
+    ("ckpt-56.index", lambda p: overwrite(p, p.read_bytes()[:len(p.read_bytes()) // 3])),
+], ids=["data-truncated", "data-flipped", "index-flipped", "index-truncated"])
+def test_newest_checkpoint_restores_and_damaged_newest_falls_back(two_epochs, caplog, damage):
     ckpts = two_epochs / "run" / "checkpoints"
     resumed = trainer(two_epochs, "train.epochs=2")
     assert resumed.resumed_from.endswith("ckpt-56") and int(resumed.state.epoch) == 2
     at_epoch_2 = weights(resumed.G)
-    for data_file in ckpts.glob("ckpt-56.data-*"):
-        data_file.write_bytes(b"\0" * 64)  # a truncated, overwritten newest checkpoint
+    pattern, damage_file = damage
+    for path in ckpts.glob(pattern):
+        damage_file(path)
     with caplog.at_level(logging.WARNING):
         fallback = trainer(two_epochs, "train.epochs=2")
     assert fallback.resumed_from.endswith("ckpt-28") and int(fallback.state.epoch) == 1
-    assert "ckpt-56 does not restore" in caplog.text
+    assert "ckpt-56 does not restore" in caplog.text  # named, with the reason after it
     assert not all(np.array_equal(a, b) for a, b in zip(weights(fallback.G), at_epoch_2))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+import pytest
+
 from jobs.core.schema import WORK_SECTIONS
 from tests.conftest import ROOT
 
@@ -47,8 +49,12 @@ def test_shell_scripts_agree_with_the_python_exit_codes_signals_and_defaults():
     from jobs.submission import SRUN_RANK_ARGS
 
     common = (ROOT / "slurm/common.sh").read_text()
-    arms = {int(n) for n in re.findall(r"^\s+(\d+)\)", common, flags=re.M)}
+    meaning, requeueable = (re.search(rf"^{name}\(\) {{\n(.*?)^}}", common, flags=re.M | re.S)
+                            .group(1) for name in ("exit_meaning", "run_requeueable"))
+    arms = {int(n) for n in re.findall(r"^\s+(\d+)\)", requeueable, flags=re.M)}
     assert arms == {exitcodes.OK, exitcodes.REQUEUE, exitcodes.GUARD_STOPPED}
+    told = dict(re.findall(r'^\s+(\d+)\) echo "([^"]*)" ;;$', meaning, flags=re.M))
+    assert told == {str(code): text for code, text in exitcodes.DESCRIPTIONS.items()}
     assert f"code={exitcodes.REQUEUE}  #" in common
     assert f'max="${{FACEGAN_MAX_REQUEUES:-{Resources().max_requeues}}}"' in common
     walltime = signal.Signals(signals.WALLTIME).name[3:]
@@ -62,3 +68,30 @@ def test_shell_scripts_agree_with_the_python_exit_codes_signals_and_defaults():
     assert srun.replace('"${FACEGAN_SRUN_MPI:-pmix}"', "pmix").split() == list(SRUN_RANK_ARGS)
     entry = (ROOT / "containers/entrypoint.sh").read_text()
     assert "exec" in entry  # the job is PID 1's child through tini: signals reach it
+
+
+@pytest.mark.parametrize("restarts, code, requeued, said", [
+    (2, 75, True, "checkpointed; requeueing 7 (restart 3)"),
+    (3, 75, False, "the requeue limit 3 is reached: not requeueing"),
+    (0, 3, False, "exit code 3 (cannot run here: inputs missing, disk full, or ranks not "
+                  "joined): not requeued"),
+    (0, 79, False, "stopped by the mode-collapse guard: not requeueing"),
+    (0, 137, False, "exit code 137 (killed by signal 9): not requeued"),
+])
+def test_requeues_stop_at_the_limit_and_failures_are_never_requeued(tmp_path, restarts, code,
+                                                                     requeued, said):
+    """run_requeueable's decision alone (the real requeue is the Slurm tests' business): a
+    job that checkpointed is requeued until ``max_requeues`` restarts, one that failed or
+    cannot run never is, and the log says which and why. ``scontrol`` is a recorder here."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "calls"}\n')
+    (fake / "scontrol").chmod(0o755)
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "SLURM_JOB_ID": "7", "FACEGAN_ROOT": str(ROOT),
+           "SLURM_RESTART_COUNT": str(restarts), "FACEGAN_MAX_REQUEUES": "3"}
+    proc = subprocess.run(["bash", "-c", f'source slurm/common.sh; run_requeueable sh -c '
+                           f'"exit {code}"'], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert said in proc.stdout, proc.stdout
+    calls = (tmp_path / "calls").read_text() if (tmp_path / "calls").exists() else ""
+    assert calls == ("requeue 7\n" if requeued else "")
+    assert proc.returncode == (0 if requeued else code)

@@ -1,0 +1,90 @@
+"""Faults a cluster throws at a job, on the real test cluster: the controller restarting
+under running and pending jobs, and a job that cannot run at all (never requeued)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.system.test_slurm import (digits, epoch_rows, run_at_step,  # noqa: F401 - fixture
+                                     sacct, submit_sbatch, train_spec, wait_state)
+
+pytestmark = pytest.mark.slow
+DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}
+
+
+def submit(env: dict, spec: Path, run_dir: Path) -> tuple[str, Path]:
+    """``python -m jobs submit`` (no wait): the job id and rank 0's submitit log."""
+    proc = subprocess.run([sys.executable, "-m", "jobs", "submit", str(spec), "--set",
+                           "resources.time=20", "--executor", "slurm"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = (run_dir / "logs" / "submissions.jsonl").read_text().splitlines()
+    job = json.loads(records[-1])["job_ids"][0]
+    return job, run_dir / "logs" / "submitit" / job / f"{job}_0_log.err"
+
+
+def restart_controller(cluster: dict) -> None:
+    """Stop slurmctld (SIGTERM, by its PID file, as an admin's restart does) and start it
+    again from the same configuration and state directory."""
+    env, pid_file = cluster["env"], cluster["dir"] / "run" / "slurmctld.pid"
+    pid = int(pid_file.read_text())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{pid}").exists():
+        assert time.monotonic() < deadline, "slurmctld did not stop"
+        time.sleep(0.2)
+    assert subprocess.run(["scontrol", "ping"], env=env, capture_output=True).returncode != 0
+    subprocess.run(["slurmctld"], env=env, check=True)
+    while subprocess.run(["scontrol", "ping"], env=env, capture_output=True).returncode:
+        assert time.monotonic() < deadline, "slurmctld did not come back"
+        time.sleep(0.2)
+
+
+def test_jobs_finish_across_a_controller_restart(slurm_cluster, digits, tmp_path):  # noqa: F811
+    """slurmctld restarted while one job runs (held mid-training, so it is surely running
+    then, however fast the machine) and another waits for the CPUs: both finish, every epoch
+    once, and ``jobs status`` reports them."""
+    env = slurm_cluster["env"]
+    runs = [tmp_path / name for name in ("running", "pending")]
+    jobs = [submit(env, train_spec(tmp_path, digits, run_dir, epochs=2), run_dir)
+            for run_dir in runs]
+    pid, _ = run_at_step(jobs[0][1], lambda: True, 0)
+    waiting = subprocess.run(["squeue", "-h", "-j", jobs[1][0], "-o", "%T"], env=env,
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert waiting == "PENDING"  # the first job holds the node's CPUs
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        restart_controller(slurm_cluster)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    for (job, log), run_dir in zip(jobs, runs):
+        assert wait_state(env, job, DONE, 600) == "COMPLETED", log.read_text()[-3000:]
+        assert epoch_rows(run_dir) == [1, 2]
+        status = subprocess.run([sys.executable, "-m", "jobs", "status", str(run_dir)],
+                                env=env, capture_output=True, text=True, cwd=ROOT).stdout
+        assert "COMPLETED" in status and "last epoch done: 2" in status, status
+
+
+def test_a_job_that_cannot_run_is_not_requeued(slurm_cluster, digits, tmp_path):  # noqa: F811
+    """Its data file is gone by the time it starts: exit 3 at once, the log says why and that
+    it is not requeued, and Slurm shows one FAILED run, however many requeues were allowed."""
+    env = slurm_cluster["env"]
+    run_dir = tmp_path / "gone"
+    spec = train_spec(tmp_path, tmp_path / "deleted.h5", run_dir)
+    (run_dir / "logs").mkdir(parents=True)
+    job = submit_sbatch(env, spec, tmp_path, ["resources.time=20"])
+    log = run_dir / "logs" / f"gone-{job}.out"
+    assert wait_state(env, job, DONE, 300) == "FAILED", log.read_text()[-3000:]
+    text = log.read_text()
+    assert f"{tmp_path / 'deleted.h5'}" in text and "Traceback" not in text, text[-3000:]
+    assert "job failed with exit code 3 (cannot run here: inputs missing" in text
+    assert "not requeued" in text and "requeueing" not in text
+    assert [r[1] for r in sacct(env, job, "JobID", "State")] == ["FAILED"]
