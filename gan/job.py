@@ -25,7 +25,6 @@ def limit_threads_to_allocation() -> None:
 
 def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None) -> int:
     from gan import distributed
-    from gan.checkpoint import why
     from gan.guard import GuardStop
     from gan.train import SpecMismatch, Trainer
 
@@ -60,11 +59,9 @@ def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None) -> 
             raise
         trainer.checkpoints.discard_partial()
         kept = trainer.checkpoints.manager.latest_checkpoint
-        log.error("%s: the filesystem is full (%s) [%s]. %s Free space (or move train.run_dir) "
-                  "first. Not requeued: it would only fail again.", spec.work.run_dir,
-                  files.free_space(spec.work.run_dir), why(exc),
-                  f"The last complete checkpoint, {kept}, is kept and a resubmitted job resumes "
-                  "from it." if kept else "No checkpoint was completed yet.")
+        log.error("%s", files.disk_full_message(
+            spec.work.run_dir, exc, f"The last complete checkpoint, {kept}, is kept and a "
+            "resubmitted job resumes from it." if kept else "No checkpoint was completed yet."))
         return exitcodes.NOT_RUNNABLE
     finally:
         stop.restore()

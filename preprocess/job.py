@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from jobs.core import exitcodes
+from jobs.core import exitcodes, files
 from jobs.core.schema import JobSpec
 from preprocess.extract import process_shard, spec_hash
 from preprocess.inputs import InputError
@@ -44,6 +44,8 @@ def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
     except MissingShards as exc:
         log.error("%s", exc)
         return exitcodes.FAILED
+    except Exception as exc:
+        return disk_full(work.output_dir, exc)
 
 
 def run_merge(spec: JobSpec) -> int:
@@ -54,3 +56,17 @@ def run_merge(spec: JobSpec) -> int:
     except MissingShards as exc:
         log.error("%s", exc)
         return exitcodes.FAILED
+    except Exception as exc:
+        return disk_full(spec.work.output_dir, exc)
+
+
+def disk_full(output_dir: str, exc: Exception) -> int:
+    """Exit 3 with one clear line when ``exc`` is a full filesystem; re-raise anything else.
+    Shards and the merged file are written under temporary names that an error removes, so
+    nothing half-written is left that looks valid; finished shards stay."""
+    if not files.is_disk_full(exc):
+        raise exc
+    log.error("%s", files.disk_full_message(
+        output_dir, exc, "No shard or merged file was left half-written; finished shards are "
+        "kept and a rerun skips them."))
+    return exitcodes.NOT_RUNNABLE

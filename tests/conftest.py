@@ -68,3 +68,19 @@ def two_node_cluster(tmp_path_factory):
     """Two slurmd nodes (node1, node2), each in its own network, UTS and mount namespace, and
     the controller in a head namespace: ``start.sh --nodes 2``."""
     yield from run_test_cluster(tmp_path_factory.mktemp("slurm2"), nodes=2)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 MB tmpfs of the test's own, resized by the test (root), unmounted at the end."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mount)],
+                   check=True)
+
+    def resize(size: int) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(mount)], check=True)
+    try:
+        yield mount, resize
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

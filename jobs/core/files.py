@@ -100,6 +100,15 @@ def free_space(path: str | os.PathLike) -> str:
     return f"{usage.free / 2**20:.1f} MB free of {usage.total / 2**20:.1f} MB"
 
 
+def disk_full_message(folder: str | os.PathLike, exc: BaseException, kept: str) -> str:
+    """The one line a job logs when its filesystem is full: where, how much is free, the
+    error's first line, what is kept, and why it is not requeued."""
+    first = (str(exc).splitlines() or [""])[0]
+    return (f"{folder}: the filesystem is full ({free_space(folder)}) [{type(exc).__name__}: "
+            f"{first}]. {kept} Free space (or write elsewhere) first, then resubmit. Not "
+            "requeued: it would only fail again.")
+
+
 def _fsync_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):  # not every filesystem allows it (e.g. some NFS)
         fd = os.open(directory, os.O_RDONLY)

@@ -324,3 +324,23 @@ def test_merge_names_a_damaged_shard_and_the_task_that_rebuilds_it(faces, tmp_pa
     assert "shard 1: damaged: dataset 'images' fails to read back near row 0" in merge.stderr
     assert "--array=1 " in merge.stderr and "Traceback" not in merge.stderr
     assert not (out / "faces.h5").exists()
+
+
+def test_a_full_disk_leaves_no_shard_that_looks_valid(faces, tmp_path, small_disk):
+    """Shard 1 written to a filesystem with room for a tenth of it: exit 3, the output folder
+    and its free space named, no traceback, nothing in the folder that looks like a shard (or
+    any temporary); with room again the same task writes the same shard."""
+    disk, resize = small_disk
+    out = disk / "faces"
+    spec = make_spec(tmp_path, faces["celeba"], out)
+    resize(max(4096, shard_path(faces["out"], 1, 3).stat().st_size // 10 // 4096 * 4096))
+    full = run("-m", "jobs", "run", str(spec), "--index", "1")
+    assert full.returncode == exitcodes.NOT_RUNNABLE, full.stderr[-3000:]
+    assert f"{out}: the filesystem is full (" in full.stderr and "Traceback" not in full.stderr
+    assert "No shard or merged file was left half-written" in full.stderr
+    assert not list(out.glob("*.h5")) and not list(out.glob(".*"))
+    resize(256 << 20)
+    assert run("-m", "jobs", "run", str(spec), "--index", "1").returncode == 0
+    with h5py.File(shard_path(out, 1, 3), "r") as again, \
+            h5py.File(shard_path(faces["out"], 1, 3), "r") as reference:
+        np.testing.assert_array_equal(again["images"][:], reference["images"][:])

@@ -114,22 +114,6 @@ def test_resume_after_sigkill_is_bitwise_exact(digits, straight, tmp_path):
     assert digests(run_dir) == digests(straight)
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 256 MB tmpfs of the test's own, resized by the test (root), unmounted at the end."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mount)],
-                   check=True)
-
-    def resize(size: int) -> None:
-        subprocess.run(["mount", "-o", f"remount,size={size}", str(mount)], check=True)
-    try:
-        yield mount, resize
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(digits, straight,
                                                                    small_disk):
     """The filesystem fills up while epoch 2's checkpoint is written (sized from epoch 1's
