@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def restore_newest(paths: list[str], restore) -> str | None:
 
 
 class SpecMismatch(Exception):
-    """The run directory was made by a spec with another model or data."""
+    """The run directory cannot be resumed here: it was made by a spec with another model or
+    data, or this rank cannot read the checkpoint rank 0 chose."""
 
 
 class RunCheckpoints:
@@ -75,7 +77,7 @@ class RunCheckpoints:
         self.discard_partial()
         chosen = restore_newest(list(self.manager.checkpoints), self._restore) \
             if self.is_chief else None
-        chosen = distributed.broadcast_object(self.world, chosen)
+        chosen = distributed.broadcast_object(self.world, chosen, "restore_choice")
         if not self.is_chief:
             if self.manager.latest_checkpoint != chosen:
                 log.warning("rank %d: the newest checkpoint here is %s, rank 0 chose %s (a "
@@ -83,8 +85,18 @@ class RunCheckpoints:
                             "the newest): restoring rank 0's choice",
                             self.world.rank, self.manager.latest_checkpoint, chosen)
             if chosen is not None:
-                self._restore(chosen)
+                self._restore_choice(chosen)
         return chosen
+
+    def _restore_choice(self, chosen: str) -> None:
+        """Restore rank 0's choice here, or fail the job with one line: training from any
+        other state would split the ranks."""
+        try:
+            self._restore(chosen)
+        except Exception as exc:  # noqa: BLE001 - TensorFlow raises several kinds
+            raise SpecMismatch(f"rank {self.world.rank} on {socket.gethostname()} cannot "
+                               f"read {chosen}, the checkpoint rank 0 resumes from ({why(exc)})"
+                               ": does every node see the same run directory?") from None
 
     def discard_partial(self) -> None:
         """Remove what an interrupted save left (TensorFlow writes ``ckpt-N_temp/`` and

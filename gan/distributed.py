@@ -101,11 +101,13 @@ def broadcast(world: World, variables: Iterable[Any], root_rank: int = 0) -> Non
         world.hvd.broadcast_variables(tf_variables(variables), root_rank=root_rank)
 
 
-def broadcast_object(world: World, obj: Any, root_rank: int = 0) -> Any:
-    """Rank ``root_rank``'s (picklable) ``obj`` on every rank: one decision for all."""
+def broadcast_object(world: World, obj: Any, name: str, root_rank: int = 0) -> Any:
+    """Rank ``root_rank``'s (picklable) ``obj`` on every rank: one decision for all. ``name``
+    is the collective's, the same on every rank (Horovod's default is the object's type name,
+    which differs when rank 0 sends a string and the others hold None)."""
     if world.hvd is None:
         return obj
-    return world.hvd.broadcast_object(obj, root_rank=root_rank)
+    return world.hvd.broadcast_object(obj, root_rank=root_rank, name=name)
 
 
 def gradient_tape(world: World, tape: Any) -> Any:

@@ -47,7 +47,9 @@ exit_meaning() {
     3) echo "cannot run here: inputs missing, disk full, or ranks not joined" ;;
     75) echo "checkpointed after a stop signal; requeue to continue" ;;
     79) echo "stopped by the mode-collapse guard; do not requeue" ;;
-    *) if (("$1" > 128)); then echo "killed by signal $(("$1" - 128))"; else echo "unknown"; fi ;;
+    *) if (("$1" > 128)); then
+         echo "killed by signal $(("$1" - 128)); with several ranks srun ends the others when one exits: its 'task N: Exited with exit code' line above names the first"
+       else echo "unknown"; fi ;;
   esac
 }
 

@@ -104,6 +104,8 @@ def disk_full_message(folder: str | os.PathLike, exc: BaseException, kept: str) 
     """The one line a job logs when its filesystem is full: where, how much is free, the
     error's first line, what is kept, and why it is not requeued."""
     first = (str(exc).splitlines() or [""])[0]
+    named = getattr(exc, "filename", None)  # the file that did not fit, when Python knows
+    folder = Path(named).parent if isinstance(named, str) and named else folder
     return (f"{folder}: the filesystem is full ({free_space(folder)}) [{type(exc).__name__}: "
             f"{first}]. {kept} Free space (or write elsewhere) first, then resubmit. Not "
             "requeued: it would only fail again.")

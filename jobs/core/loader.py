@@ -16,7 +16,6 @@ from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-
 from jobs.core import facefile
 from jobs.core.fields import iter_path_fields, nearest
 from jobs.core.schema import TOP_LEVEL_HELP, WORK_SECTIONS, JobSpec, Resources, SpecError
@@ -28,6 +27,9 @@ __all__ = ["SpecError", "load_spec", "parse_spec", "parse_set_args", "check_path
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+# ---------------------------------------------------------------------------------------------
+# Overrides
+# ---------------------------------------------------------------------------------------------
 def apply_override(data: dict, dotted: str, value: Any) -> None:
     """Set ``a.b.c = value`` in nested dicts, creating sections as needed."""
     keys = dotted.split(".")

@@ -115,8 +115,3 @@ def parse_yaml(text: str, source: str) -> Any:
 def parse_scalar(text: str) -> Any:
     """A ``--set`` value: YAML scalar rules, so ``3``, ``1e-4``, ``true`` and ``[1, 2]`` work."""
     return parse_yaml(text, "--set") if text.strip() else ""
-
-
-# ---------------------------------------------------------------------------------------------
-# Overrides
-# ---------------------------------------------------------------------------------------------

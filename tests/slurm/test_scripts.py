@@ -21,7 +21,7 @@ def test_every_kind_has_an_sbatch_script():
 
 
 def test_shellcheck_passes():
-    assert shutil.which("shellcheck"), "shellcheck missing: ./run setup installs it"
+    assert shutil.which("shellcheck"), "no shellcheck: ./run test installs it (root, Debian)"
     proc = subprocess.run(["shellcheck", "-x", *map(str, SCRIPTS)], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
@@ -76,7 +76,8 @@ def test_shell_scripts_agree_with_the_python_exit_codes_signals_and_defaults():
     (0, 3, False, "exit code 3 (cannot run here: inputs missing, disk full, or ranks not "
                   "joined): not requeued"),
     (0, 79, False, "stopped by the mode-collapse guard: not requeueing"),
-    (0, 137, False, "exit code 137 (killed by signal 9): not requeued"),
+    (0, 137, False, "exit code 137 (killed by signal 9; with several ranks srun ends the "
+                    "others when one exits"),
 ])
 def test_requeues_stop_at_the_limit_and_failures_are_never_requeued(tmp_path, restarts, code,
                                                                      requeued, said):

@@ -20,10 +20,11 @@ pytestmark = pytest.mark.slow
 DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}
 
 
-def submit(env: dict, spec: Path, run_dir: Path) -> tuple[str, Path]:
+def submit(env: dict, spec: Path, run_dir: Path, cpus: int) -> tuple[str, Path]:
     """``python -m jobs submit`` (no wait): the job id and rank 0's submitit log."""
     proc = subprocess.run([sys.executable, "-m", "jobs", "submit", str(spec), "--set",
-                           "resources.time=20", "--executor", "slurm"], env=env, cwd=ROOT,
+                           "resources.time=20", "--set", f"resources.cpus_per_task={cpus}",
+                           "--executor", "slurm"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = (run_dir / "logs" / "submissions.jsonl").read_text().splitlines()
@@ -54,12 +55,14 @@ def test_jobs_finish_across_a_controller_restart(slurm_cluster, digits, tmp_path
     once, and ``jobs status`` reports them."""
     env = slurm_cluster["env"]
     runs = [tmp_path / name for name in ("running", "pending")]
-    jobs = [submit(env, train_spec(tmp_path, digits, run_dir, epochs=2), run_dir)
-            for run_dir in runs]
+    node_cpus = int(subprocess.run(["sinfo", "-h", "-o", "%c"], env=env, capture_output=True,
+                                   text=True, check=True).stdout.split()[0])
+    jobs = [submit(env, train_spec(tmp_path, digits, run_dir, epochs=2), run_dir, cpus)
+            for run_dir, cpus in zip(runs, (node_cpus, 1))]
     pid, _ = run_at_step(jobs[0][1], lambda: True, 0)
     waiting = subprocess.run(["squeue", "-h", "-j", jobs[1][0], "-o", "%T"], env=env,
                              capture_output=True, text=True, check=True).stdout.strip()
-    assert waiting == "PENDING"  # the first job holds the node's CPUs
+    assert waiting == "PENDING"  # the first job holds all the node's CPUs
     os.kill(pid, signal.SIGSTOP)
     try:
         restart_controller(slurm_cluster)
