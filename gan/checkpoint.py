@@ -21,18 +21,12 @@ import yaml
 
 from gan import distributed
 from gan.outputs import BEST_DIR, BEST_RECORD, better
-from jobs.core.files import atomic_write_json, atomic_write_text
+from jobs.core.files import atomic_write_json, atomic_write_text, why
 from jobs.core.schema import TrainSpec
 from jobs.core.fields import to_plain
 
 log = logging.getLogger(__name__)
 SPEC_FILE = "train_spec.yaml"
-
-
-def why(exc: BaseException) -> str:
-    """One line on why a checkpoint did not restore."""
-    lines = str(exc).splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def restore_newest(paths: list[str], restore) -> str | None:

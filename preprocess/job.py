@@ -31,8 +31,8 @@ def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
         expected = spec_hash(work)
         for k in range(work.num_shards):
             path = shard_path(work.output_dir, k, work.num_shards)
-            done = inspect_shard(path, k, work.num_shards, expected, verify=False)
-            if not fresh and not isinstance(done, str):
+            if not fresh and not isinstance(
+                    inspect_shard(path, k, work.num_shards, expected, verify=False), str):
                 log.info("shard %d/%d already complete: %s", k, work.num_shards, path.name)
                 continue
             process_shard(work, k)

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from jobs.core import facefile
-from jobs.core.files import temp_name
+from jobs.core.files import temp_name, why
 
 STR = h5py.string_dtype("utf-8")
 
@@ -111,7 +111,7 @@ def verify_rows(f: Any, block: int = 4096) -> str | None:
                 dset[start:start + block]
             except OSError as exc:
                 return (f"damaged: dataset '{name}' fails to read back near row {start} "
-                        f"({str(exc).splitlines()[0]})")
+                        f"({why(exc)})")
     return None
 
 

@@ -100,15 +100,21 @@ def free_space(path: str | os.PathLike) -> str:
     return f"{usage.free / 2**20:.1f} MB free of {usage.total / 2**20:.1f} MB"
 
 
+def why(exc: BaseException) -> str:
+    """One line on an error: its type and the first line of its message (TensorFlow's and
+    HDF5's run to many lines)."""
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
 def disk_full_message(folder: str | os.PathLike, exc: BaseException, kept: str) -> str:
     """The one line a job logs when its filesystem is full: where, how much is free, the
     error's first line, what is kept, and why it is not requeued."""
-    first = (str(exc).splitlines() or [""])[0]
     named = getattr(exc, "filename", None)  # the file that did not fit, when Python knows
     folder = Path(named).parent if isinstance(named, str) and named else folder
-    return (f"{folder}: the filesystem is full ({free_space(folder)}) [{type(exc).__name__}: "
-            f"{first}]. {kept} Free space (or write elsewhere) first, then resubmit. Not "
-            "requeued: it would only fail again.")
+    return (f"{folder}: the filesystem is full ({free_space(folder)}) [{why(exc)}]. {kept} "
+            "Free space (or write elsewhere) first, then resubmit. Not requeued: it would "
+            "only fail again.")
 
 
 def _fsync_dir(directory: Path) -> None:
