@@ -104,8 +104,11 @@ class Adaptive:
         self.p, self.target = p, target
         self.delta = images_per_step / (speed_kimg * 1000.0)
 
-    def update(self, d_acc_real: float) -> float:
-        r = 2.0 * d_acc_real - 1.0
-        p = float(self.p.numpy()) + (self.delta if r > self.target else -self.delta)
-        self.p.assign(min(1.0, max(0.0, p)))
-        return float(self.p.numpy())
+    def apply(self, d_acc_real: tf.Tensor) -> None:
+        """One step of p, inside the training step. In float64 like the host-side arithmetic
+        it replaced (``p ± delta``, clipped to [0, 1], stored as float32), so p moves
+        bit for bit as it did."""
+        r = 2.0 * tf.cast(d_acc_real, tf.float64) - 1.0
+        p = tf.cast(self.p, tf.float64) + tf.where(r > self.target, tf.constant(self.delta, tf.float64),
+                                                 tf.constant(-self.delta, tf.float64))
+        self.p.assign(tf.cast(tf.clip_by_value(p, 0.0, 1.0), tf.float32))

@@ -12,6 +12,8 @@ blocks, then images inside each block.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -22,6 +24,43 @@ from jobs.core import facefile
 
 log = logging.getLogger(__name__)
 BLOCK = 1024  # images per contiguous read when streaming
+PREFETCH = 2  # batches read ahead while the step runs (memory: two batches)
+_DONE = object()
+
+
+def prefetched(items: Iterator, ahead: int) -> Iterator:
+    """``items`` in order, produced by a background thread up to ``ahead`` in advance, so an
+    HDF5 read (or a fancy-indexed copy) overlaps the training step instead of following it:
+    TensorFlow and h5py release the GIL while they work. An error in the thread is raised
+    here, at the item it stopped on; a consumer that stops early (a stop signal) stops the
+    thread at its next item."""
+    buffer: queue.Queue = queue.Queue(maxsize=ahead)
+    quit_ = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if quit_.is_set():
+                    return
+                buffer.put(item)
+            buffer.put(_DONE)
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, raised there
+            buffer.put(error)
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := buffer.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        quit_.set()
+        while thread.is_alive():  # unblock a put() waiting for room, then let it see quit_
+            try:
+                buffer.get(timeout=0.05)
+            except queue.Empty:
+                pass
 
 
 @dataclass
@@ -91,14 +130,19 @@ class ImageSet:
         start = (step * split.size + split.rank) * split.batch
         return order[start:start + split.batch]
 
-    def batches(self, seed: int, epoch: int, split: Split, start_step: int = 0
-                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(images uint8, labels int32, indices) for this rank, from ``start_step`` on."""
+    def batches(self, seed: int, epoch: int, split: Split, start_step: int = 0,
+                ahead: int = PREFETCH) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(images uint8, labels int32, indices) for this rank, from ``start_step`` on, read
+        ``ahead`` batches in advance by a background thread (0: in the caller's thread)."""
         order = self.epoch_order(seed, epoch)
-        for step in range(start_step, self.steps_per_epoch(split)):
-            start = (step * split.size + split.rank) * split.batch
-            idx = order[start:start + split.batch]
-            yield self._read(idx), self.labels[idx], idx
+
+        def read() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+            for step in range(start_step, self.steps_per_epoch(split)):
+                start = (step * split.size + split.rank) * split.batch
+                idx = order[start:start + split.batch]
+                yield self._read(idx), self.labels[idx], idx
+
+        return prefetched(read(), ahead) if ahead > 0 else read()
 
     def _read(self, idx: np.ndarray) -> np.ndarray:
         if self.in_memory:

@@ -110,8 +110,19 @@ def broadcast_object(world: World, obj: Any, name: str, root_rank: int = 0) -> A
     return world.hvd.broadcast_object(obj, root_rank=root_rank, name=name)
 
 
-def gradient_tape(world: World, tape: Any) -> Any:
-    """Wrap a ``tf.GradientTape`` so ``gradient()`` returns rank-averaged gradients."""
+COMPRESSIONS = ("none", "fp16")  # train.horovod.compression
+
+
+def gradient_tape(world: World, tape: Any, compression: str = "none") -> Any:
+    """Wrap a ``tf.GradientTape`` so ``gradient()`` returns rank-averaged gradients.
+    ``compression="fp16"`` sends them as 16-bit floats: half the bytes on the wire, which is
+    what limits scaling on slow links (``gan.scaling``). Each rank's gradient is rounded to
+    fp16 and summed in fp16, so the average differs from one process's by that rounding, but
+    every rank receives the same bits: ranks stay identical."""
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"unknown gradient compression {compression!r}; "
+                         f"choose from {', '.join(COMPRESSIONS)}")
     if world.hvd is None:
         return tape
-    return world.hvd.DistributedGradientTape(tape)
+    kind = world.hvd.Compression.fp16 if compression == "fp16" else world.hvd.Compression.none
+    return world.hvd.DistributedGradientTape(tape, compression=kind)

@@ -30,7 +30,7 @@ class Ema:
         self.pairs = list(zip(average.trainable_weights, generator.trainable_weights))
         self.copies = list(zip(average.non_trainable_weights, generator.non_trainable_weights))
         self.images_per_step = float(images_per_step)
-        self.update = tf.function(self._update)
+        self.update = tf.function(self.apply)  # on its own, outside a training step
 
     def beta(self, images_seen: tf.Tensor) -> tf.Tensor:
         half_life = tf.constant(self.spec.half_life_kimg * 1000.0, tf.float64)
@@ -39,8 +39,9 @@ class Ema:
         return tf.pow(tf.constant(0.5, tf.float64),
                       self.images_per_step / tf.maximum(half_life, 1e-8))
 
-    def _update(self, global_step: tf.Tensor) -> None:
-        """After step ``global_step`` (counted from 1) has trained G."""
+    def apply(self, global_step: tf.Tensor) -> None:
+        """After step ``global_step`` (counted from 1) has trained G; runs inside the training
+        step (``gan/steps.py``), so it costs no call of its own."""
         images_seen = tf.cast(global_step, tf.float64) * self.images_per_step
         beta = self.beta(images_seen)
         for avg, live in self.pairs:

@@ -7,8 +7,15 @@ MAE at ``optimizer.autoencoder_lr_ratio`` of the learning rate.
 
 Every step takes ``(images uint8, condition, step, stop)`` — the condition being the batch's
 labels or attribute rows — and returns the metrics (averaged over ranks, so every rank's guard
-takes the same decision) and the summed stop flag. All random numbers are stateless, seeded by
-(seed, rank, step, purpose): a resumed run draws exactly what it would have drawn.
+takes the same decision) and the summed stop flag, both in one allreduce. All random numbers
+are stateless, seeded by (seed, rank, step, purpose): a resumed run draws exactly what it would
+have drawn.
+
+Everything that happens once per step happens inside it — the counters, the generator's
+average (``train.ema``) and ADA's probability — so the loop around it pays one call per step
+(``bench/bench_step.py`` measures the loop against the bare step). With ``train.jit_compile``
+each network's forward and backward pass is compiled by XLA; the allreduce and the optimizers
+stay outside, where Horovod's ops live.
 """
 from __future__ import annotations
 
@@ -52,12 +59,38 @@ def attribute_bce(attributes, logits) -> tf.Tensor:
         labels=tf.cast(attributes, tf.float32), logits=tf.cast(logits, tf.float32)))
 
 
+class _Compiled:
+    """A network whose calls XLA compiles (``train.jit_compile``): its gradient is compiled
+    too, and the tape outside still sees its trainable variables."""
+
+    def __init__(self, model):
+        self.model = model
+        self.trainable_variables = model.trainable_variables
+        self._call = tf.function(lambda x, training: model(x, training=training),
+                                 jit_compile=True)
+
+    def __call__(self, x, training: bool = False):
+        return self._call(x, training)
+
+
+def networks(trainer) -> tuple:
+    """(G, D, E) as the step calls them: compiled by XLA or plain."""
+    nets = (trainer.state.G, trainer.state.D, trainer.state.E)
+    if not trainer.spec.jit_compile:
+        return nets
+    return tuple(None if m is None else _Compiled(m) for m in nets)
+
+
 class _Parts:
-    """What both step families share: seeds, latents, D-input noise, updates, reductions."""
+    """What both step families share: seeds, latents, D-input noise, updates, reductions, and
+    the once-per-step bookkeeping that runs inside the step."""
 
     def __init__(self, trainer):
         spec, world = trainer.spec, trainer.world
         self.world, self.hvd = world, world.hvd
+        self.state, self.ema, self.ada = trainer.state, trainer.ema, trainer.ada
+        self.compression = spec.horovod.compression
+        self.acc_real = trainer.metric_names.index("d_acc_real")
         self.batch, self.seed, self.rank = spec.batch_size, spec.seed, world.rank
         self.noise, self.smooth = spec.disc_input_noise, spec.label_smoothing
         self.policy = spec.augment.policy
@@ -109,15 +142,25 @@ class _Parts:
         return g_bce
 
     def update(self, opt, variables: list, tape, loss) -> None:
-        grads = distributed.gradient_tape(self.world, tape).gradient(
+        grads = distributed.gradient_tape(self.world, tape, self.compression).gradient(
             loss, distributed.tf_variables(variables))
         opt.apply_gradients(list(zip(grads, variables)))  # a list: some optimizers read twice
 
-    def finish(self, values: list, stop):
+    def finish(self, values: list, stop, step):
+        """Rank-average the metrics and sum the stop flags in one allreduce (Horovod's
+        Average is this same sum over the size), then the step's bookkeeping: counters, G's
+        average after ``step + 1`` steps, ADA's probability from the averaged D accuracy."""
         metrics = tf.stack(values)
         if self.hvd is not None:
-            metrics = self.hvd.allreduce(metrics, op=self.hvd.Average, name="metrics")
-            stop = self.hvd.allreduce(stop, op=self.hvd.Sum, name="stop")
+            both = self.hvd.allreduce(tf.concat([metrics, tf.reshape(stop, [1])], 0),
+                                      op=self.hvd.Sum, name="metrics_and_stop")
+            metrics, stop = both[:-1] / tf.cast(self.world.size, both.dtype), both[-1]
+        self.state.global_step.assign_add(1)
+        self.state.step_in_epoch.assign_add(1)
+        if self.ema is not None:
+            self.ema.apply(step + 1)
+        if self.ada is not None:
+            self.ada.apply(metrics[self.acc_real])
         return metrics, stop
 
 
@@ -128,11 +171,12 @@ def _accuracies(real_logits, fake_logits) -> list:
 
 def adversarial(trainer) -> Callable:
     p = _Parts(trainer)
-    G, D, state = trainer.state.G, trainer.state.D, trainer.state
+    (G, D, _), state = networks(trainer), trainer.state
     sample_conditions = trainer.sampler.sample_conditions
 
     @tf.function
     def train_step(images, labels, step, stop):
+        step = tf.convert_to_tensor(step)  # the step's number, read before it is counted
         real = to_signed_unit(tf.cast(images, tf.float32))
         fake_labels = sample_conditions(p.batch, p.seed_for(step, "d_labels"))
         fake = G([p.latent(step, "d_latent"), fake_labels], training=True)
@@ -151,19 +195,20 @@ def adversarial(trainer) -> Callable:
             g_loss = bce(1.0, logits)
             g_train = p.g_loss(g_loss, logits)
         p.update(state.g_opt, G.trainable_variables, tape, g_train)
-        return p.finish([d_real, d_fake, g_loss, *_accuracies(real_logits, fake_logits)], stop)
+        return p.finish([d_real, d_fake, g_loss, *_accuracies(real_logits, fake_logits)], stop, step)
 
     return train_step
 
 
 def autoencoding(trainer) -> Callable:
     p = _Parts(trainer)
-    G, D, E, state = trainer.state.G, trainer.state.D, trainer.state.E, trainer.state
+    (G, D, E), state = networks(trainer), trainer.state
     sample_conditions = trainer.sampler.sample_conditions
     ae_variables = E.trainable_variables + G.trainable_variables
 
     @tf.function
     def train_step(images, attributes, step, stop):
+        step = tf.convert_to_tensor(step)  # the step's number, read before it is counted
         real = to_signed_unit(tf.cast(images, tf.float32))
         attributes = tf.cast(attributes, tf.float32)
         fake_attrs = sample_conditions(p.batch, p.seed_for(step, "d_labels"))
@@ -191,7 +236,7 @@ def autoencoding(trainer) -> Callable:
             ae_loss = ae_mae + attribute_bce(attributes, e_attr_logits)
         p.update(state.ae_opt, ae_variables, tape, ae_loss)
         return p.finish([d_real, d_fake, g_loss, *_accuracies(real_logits, fake_logits),
-                         d_attr, g_attr, ae_mae], stop)
+                         d_attr, g_attr, ae_mae], stop, step)
 
     return train_step
 

@@ -185,13 +185,8 @@ class Trainer:
             condition = self.data.attributes[idx] if attributes else labels
             metrics, stops = self.step_fn(images, condition, st.global_step,
                                           tf.constant(float(stop.requested)))
+            # the step counted itself (global_step, step_in_epoch), averaged G, moved ADA
             values = dict(zip(self.metric_names, metrics.numpy().tolist()))
-            st.global_step.assign_add(1)
-            st.step_in_epoch.assign(s + 1)
-            if self.ema is not None:
-                self.ema.update(st.global_step)
-            if self.ada is not None:
-                self.ada.update(values["d_acc_real"])
             seen.append(idx)
             self.guard.observe(int(st.global_step), values["d_real"], values["d_fake"],
                                values["g"])

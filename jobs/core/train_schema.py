@@ -176,6 +176,16 @@ class GuardSpec:
 
 
 @dataclass
+class HorovodSpec:
+    compression: Literal["none", "fp16"] = opt(
+        "none", "How gradients travel in Horovod's allreduce; fp16: as 16-bit floats, half "
+                "the bytes (for ranks on slow links: python -m jobs plan warns when the "
+                "allreduce would dominate a step; bench/scaling.py measures it). Ranks stay "
+                "identical, but the averaged gradient is rounded to fp16, so training is no "
+                "longer bitwise equal to one process")
+
+
+@dataclass
 class TrainSpec:
     data: str = opt(help="Merged HDF5 from preprocessing (or one shard)", path="exists",
                     example="/scratch/$USER/celeba64/faces.h5")
@@ -191,6 +201,10 @@ class TrainSpec:
     mixed_precision: bool = opt(False, "bfloat16 compute, float32 weights (GPUs with bf16, "
                                        "recent CPUs)")
     deterministic: bool = opt(False, "TensorFlow op determinism (bitwise-reproducible on CPU)")
+    jit_compile: bool = opt(False, "Compile each network's forward and backward pass with XLA "
+                                   "(the allreduce and the optimizer stay outside, so it works "
+                                   "with Horovod). Off by default: on CPU it is 4-6x slower "
+                                   "(bench/bench_step.py); try it on GPUs")
     log_every_steps: int = opt(50, "One log line every N steps", ge=1)
     model: ModelSpec = section(ModelSpec, "Network architecture")
     optimizer: OptimizerSpec = section(OptimizerSpec, "Optimizer (same settings for G and D)")
@@ -201,3 +215,4 @@ class TrainSpec:
     augment: AugmentSpec = section(AugmentSpec, "Differentiable augmentation for D")
     metrics: MetricsSpec = section(MetricsSpec, "Quality measured during training")
     guard: GuardSpec = section(GuardSpec, "Mode-collapse guard")
+    horovod: HorovodSpec = section(HorovodSpec, "Data-parallel training across ranks")

@@ -79,14 +79,31 @@ def test_hinge_and_r1_on_a_linear_discriminator():
 def test_ada_moves_p_towards_its_target_within_0_and_1():
     p = tf.Variable(0.0)
     ada = Adaptive(p, target=0.6, speed_kimg=1.0, images_per_step=100)  # 0.1 per step
-    assert ada.update(0.9) == pytest.approx(0.1)   # r = 0.8 > 0.6: D memorises, raise p
+
+    def step(d_acc_real: float) -> float:
+        ada.apply(tf.constant(d_acc_real))
+        return float(p)
+
+    assert step(0.9) == pytest.approx(0.1)   # r = 0.8 > 0.6: D memorises, raise p
     for _ in range(20):
-        ada.update(1.0)
-    assert float(p) == 1.0                          # clipped
-    assert ada.update(0.75) == pytest.approx(0.9)  # r = 0.5 < 0.6: lower p
+        step(1.0)
+    assert float(p) == 1.0                    # clipped
+    assert step(0.75) == pytest.approx(0.9)  # r = 0.5 < 0.6: lower p
     for _ in range(20):
-        ada.update(0.0)
+        step(0.0)
     assert float(p) == 0.0
+
+
+def test_ada_steps_p_exactly_as_host_arithmetic_would():
+    """The in-step update keeps the float64 arithmetic of the host-side one it replaced."""
+    p = tf.Variable(0.3)
+    ada = Adaptive(p, target=0.6, speed_kimg=0.7, images_per_step=96)
+    host = float(p.numpy())
+    for acc in (0.9, 0.81, 0.79, 0.95, 0.2, 0.8000001):
+        ada.apply(tf.constant(acc, tf.float32))
+        r = 2.0 * float(np.float32(acc)) - 1.0
+        host = float(np.float32(min(1.0, max(0.0, host + (ada.delta if r > 0.6 else -ada.delta)))))
+        assert float(p.numpy()) == host
 
 
 def test_ada_in_training_is_checkpointed_and_logged(tmp_path):

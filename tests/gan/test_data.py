@@ -1,6 +1,7 @@
 """Training data order is deterministic, resumable, rank-disjoint and reads the right images."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import h5py
@@ -219,3 +220,43 @@ def test_class_prototypes_are_majority_attributes(tmp_path):
         assert protos.dtype == np.float32
     finally:
         s.close()
+
+
+def test_read_ahead_batches_equal_those_read_in_turn(data):
+    """The background reader changes when a batch is read, never which or in what order."""
+    split = Split(1, 2, 16)
+    ahead = list(data.batches(7, 3, split, 2))
+    in_turn = list(data.batches(7, 3, split, 2, ahead=0))
+    assert len(ahead) == len(in_turn) == data.steps_per_epoch(split) - 2
+    for (im_a, lab_a, idx_a), (im_b, lab_b, idx_b) in zip(ahead, in_turn):
+        assert np.array_equal(idx_a, idx_b) and np.array_equal(lab_a, lab_b)
+        assert np.array_equal(im_a, im_b)
+
+
+def test_a_read_error_reaches_the_loop_at_its_batch():
+    def items():
+        yield 1
+        yield 2
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in gan.data.prefetched(items(), 2):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_a_loop_that_stops_early_stops_the_reader():
+    """A stop signal ends the epoch after any step: the reader must not keep reading."""
+    produced = []
+
+    def items():
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    reader = gan.data.prefetched(items(), 2)
+    assert next(reader) == 0
+    reader.close()
+    assert not any(t.name == "prefetch" and t.is_alive() for t in threading.enumerate())
+    assert len(produced) <= 5

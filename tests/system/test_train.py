@@ -468,6 +468,8 @@ MODEL_SETS = {  # the registry's other models, on the small test settings of spe
     # hinge loss with the lazy R1 penalty (second-order gradients, allreduced like the rest)
     "cgan-hinge-r1": ["train.loss.name=hinge", "train.loss.r1_gamma=1.0",
                       "train.loss.r1_interval=4"],
+    # XLA-compiled networks (BatchNorm inside them), Horovod's allreduce outside
+    "dcgan-xla": ["train.model.name=dcgan", "train.jit_compile=true"],
 }
 
 
