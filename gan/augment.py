@@ -109,6 +109,6 @@ class Adaptive:
         it replaced (``p ± delta``, clipped to [0, 1], stored as float32), so p moves
         bit for bit as it did."""
         r = 2.0 * tf.cast(d_acc_real, tf.float64) - 1.0
-        p = tf.cast(self.p, tf.float64) + tf.where(r > self.target, tf.constant(self.delta, tf.float64),
-                                                 tf.constant(-self.delta, tf.float64))
+        delta = tf.constant(self.delta, tf.float64)
+        p = tf.cast(self.p, tf.float64) + tf.where(r > self.target, delta, -delta)
         self.p.assign(tf.cast(tf.clip_by_value(p, 0.0, 1.0), tf.float32))

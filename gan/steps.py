@@ -195,7 +195,8 @@ def adversarial(trainer) -> Callable:
             g_loss = bce(1.0, logits)
             g_train = p.g_loss(g_loss, logits)
         p.update(state.g_opt, G.trainable_variables, tape, g_train)
-        return p.finish([d_real, d_fake, g_loss, *_accuracies(real_logits, fake_logits)], stop, step)
+        return p.finish([d_real, d_fake, g_loss, *_accuracies(real_logits, fake_logits)],
+                        stop, step)
 
     return train_step
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from jobs.core import exitcodes, runtime
-from jobs import pipeline, runner, schema_doc, submission
+from jobs import pipeline, plan_scaling, runner, schema_doc, submission
 from jobs.checks import raise_problems
 from jobs.core.loader import SpecError, check_paths, load_spec, parse_set_args
 from jobs.core.schema import JobSpec
@@ -126,6 +126,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print()
     print(pipeline.render_plan(spec) if spec.kind == "pipeline" else
           submission.render_plan(spec, args.set))
+    for warning in plan_scaling.plan_warnings(spec):
+        print(warning)
     problems = check_paths(spec)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
