@@ -1,8 +1,10 @@
 """Array task k: photos of shard k → faces in ``shard-k-of-N.h5`` (+ its report).
 
 Photos stream through in windows of ``batch_size`` (or fewer, under a byte budget): one MTCNN
-call per image size in the window, results written in input order. Memory is bounded by the
-batch, never by the shard, and the shard's content does not depend on the batch size.
+call per image size in the window, results written in input order. A worker thread decodes the
+next window while MTCNN runs on this one (one window ahead, no more). Memory is bounded by two
+windows, never by the shard, and the shard's content depends neither on the batch size nor on
+decoding ahead.
 """
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ import json
 import logging
 import platform
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import numpy as np
 
@@ -62,16 +65,49 @@ class Photo:
     attributes: np.ndarray
 
 
-def iter_windows(photos: PhotoSet, names: list[str], labeler: Labeler, report: ShardReport,
-                 spec: PreprocessSpec) -> Iterator[list[Photo]]:
+@dataclass
+class Window:
+    """Up to ``batch_size`` decoded photos, plus what happened to every photo read for it
+    (``events``: ("skip", name, reason, detail) or ("convert", name, note), in input order).
+    The report is written from the events by the thread that owns it, so decoding ahead in
+    another thread cannot reorder it."""
+    photos: list[Photo] = field(default_factory=list)
+    events: list[tuple[str, ...]] = field(default_factory=list)
+    read: int = 0  # photos read for this window, kept or skipped
+
+    def record(self, report: ShardReport) -> None:
+        report.photos += self.read
+        for kind, name, *what in self.events:
+            if kind == "skip":
+                report.skip(name, *what)
+            else:
+                report.convert(name, *what)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How a shard task runs, not what it writes: neither setting changes a shard's bytes.
+    ``decode_ahead``: decode the next window in a thread while MTCNN runs on this one;
+    ``fast_mtcnn``: run MTCNN's networks as TensorFlow graphs on a batch handed to TensorFlow
+    once (``preprocess.detector``; the same detections to the last bit). bench/ measures both
+    against TODAY."""
+    decode_ahead: bool = True
+    fast_mtcnn: bool = True
+
+
+TODAY = Tuning(decode_ahead=False, fast_mtcnn=False)  # the pipeline before issue #16
+
+
+def iter_windows(photos: PhotoSet, names: list[str], labeler: Labeler,
+                 spec: PreprocessSpec) -> Iterator[Window]:
     """Decoded, labelled photos in input order, ``batch_size`` at a time (fewer if they would
-    exceed the byte budget); every skip is recorded in ``report``."""
-    window: list[Photo] = []
-    buffered = 0
+    exceed the byte budget); the last window may hold only events. Touches no shared state, so
+    it may run in another thread."""
+    window, buffered = Window(), 0
     min_side = spec.faces.min_face_size
     empty = np.zeros(len(photos.attribute_names), dtype=np.uint8)
     for name in names:
-        report.photos += 1
+        window.read += 1
         try:
             attrs = None
             if photos.layout != "plain":
@@ -81,17 +117,36 @@ def iter_windows(photos: PhotoSet, names: list[str], labeler: Labeler, report: S
             label = labeler.label(attrs)
             image, note = load_rgb(photos.root / name, min_side)
         except Skip as skip:
-            report.skip(name, skip.reason, skip.detail)
+            window.events.append(("skip", name, skip.reason, skip.detail))
             continue
         if note:
-            report.convert(name, note)
-        window.append(Photo(name, image, label, empty if attrs is None else attrs))
+            window.events.append(("convert", name, note))
+        window.photos.append(Photo(name, image, label, empty if attrs is None else attrs))
         buffered += image.nbytes
-        if len(window) >= spec.batch_size or buffered > MAX_BUFFER_BYTES:
+        if len(window.photos) >= spec.batch_size or buffered > MAX_BUFFER_BYTES:
             yield window
-            window, buffered = [], 0
-    if window:
+            window, buffered = Window(), 0
+    if window.read:
         yield window
+
+
+T = TypeVar("T")
+_END = object()
+
+
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """``items`` in order, the next one computed in a worker thread while the caller works on
+    this one: one item ahead, never more, so memory stays at two windows. Pillow releases the
+    GIL while it decodes, and MTCNN leaves a core idle in its Python steps, so decoding mostly
+    hides behind detection. An exception in ``items`` is raised here, in its place."""
+    with ThreadPoolExecutor(1, thread_name_prefix="decode-ahead") as pool:
+        pending = pool.submit(next, items, _END)
+        while True:
+            item = pending.result()
+            if item is _END:
+                return
+            pending = pool.submit(next, items, _END)
+            yield item
 
 
 def extract_in_order(extractor, window: list[Photo]) -> list:
@@ -107,7 +162,7 @@ def extract_in_order(extractor, window: list[Photo]) -> list:
     return results
 
 
-def process_shard(spec: PreprocessSpec, index: int) -> Path:
+def process_shard(spec: PreprocessSpec, index: int, tuning: Tuning = Tuning()) -> Path:
     """Write shard ``index`` of ``spec.num_shards`` (replacing an older one atomically)."""
     started = time.monotonic()
     photos = open_photo_set(spec.input_dir, spec.layout)
@@ -118,7 +173,7 @@ def process_shard(spec: PreprocessSpec, index: int) -> Path:
         log.info("removed %s left by a killed task", stale.name)
     log.info("shard %d/%d: %d of %d photos (%s layout) -> %s", index, spec.num_shards,
              len(names), len(photos.names), photos.layout, final)
-    extractor = make_extractor(spec.faces)
+    extractor = make_extractor(spec.faces, tuning.fast_mtcnn)
     report = ShardReport(index, spec.num_shards)
     attrs = {"shard_index": index, "num_shards": spec.num_shards, "spec_hash": spec_hash(spec),
              "spec": json.dumps(to_plain(spec)), "versions": json.dumps(package_versions()),
@@ -128,22 +183,28 @@ def process_shard(spec: PreprocessSpec, index: int) -> Path:
              "created": dt.datetime.now().isoformat(timespec="seconds")}
     writer = ShardWriter(final, spec.faces.image_size, len(photos.attribute_names),
                          spec.chunk_images, spec.compression, attrs)
+    windows = iter_windows(photos, names, labeler, spec)
+    if tuning.decode_ahead:
+        windows = read_ahead(windows)
     try:
         progress = _Progress(len(names), f"shard {index}")
-        for batch in iter_windows(photos, names, labeler, report, spec):
-            rows = _rows(batch, extract_in_order(extractor, batch), report)
-            writer.append(rows)
-            progress.advance(len(batch), report.faces)
+        for window in windows:
+            window.record(report)
+            writer.append(_rows(window.photos, extract_in_order(extractor, window.photos),
+                                report))
+            progress.advance(window.read, report.faces)
         progress.close()
         atomic_write_json(report_path(spec.output_dir, index, spec.num_shards), report.to_dict())
         writer.commit(report.counts())
     except BaseException:
+        windows.close()  # waits for a decode in flight: no thread outlives the shard
         writer.abort()
         raise
     skipped = ", ".join(f"{r}={n}" for r, n in report.to_dict()["skipped_counts"].items())
-    log.info("shard %d/%d done: %d faces from %d photos in %.1f s (skipped: %s)", index,
+    retried = getattr(extractor, "retried", 0)  # see preprocess.pyramid
+    log.info("shard %d/%d done: %d faces from %d photos in %.1f s (skipped: %s)%s", index,
              spec.num_shards, report.faces, report.photos, time.monotonic() - started,
-             skipped or "none")
+             skipped or "none", f"; {retried} photos searched again in full" if retried else "")
     return final
 
 

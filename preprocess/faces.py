@@ -2,8 +2,10 @@
 
 MTCNN runs on batches of same-size photos only: mtcnn pads photos of different sizes to a
 common canvas, which changes its results (false faces appear), so the caller groups by size.
-The fixed-crop mode reproduces the classic CelebA crop (128×128 at row 59, column 24) without
-a detector.
+After the first ``auto_min_face`` photos of a size, the search skips face sizes far below the
+smallest face found in them (``preprocess.pyramid``); a photo it misses is searched again in
+full. The fixed-crop mode reproduces the classic CelebA crop (128×128 at row 59, column 24)
+without a detector.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from PIL import Image
 
 from jobs.core.schema import FaceSpec
 from preprocess.decode import Skip
+from preprocess.pyramid import MinFaceRule
 
 KEYPOINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
@@ -57,23 +60,44 @@ def crop_face(image: np.ndarray, face: Face, spec: FaceSpec) -> np.ndarray:
 
 
 class MtcnnExtractor:
-    """Batched MTCNN detection + crop. Construct once per process (loads the weights)."""
+    """Batched MTCNN detection + crop. The detector (weights) is shared by the process; the
+    pyramid rule (``preprocess.pyramid``) is this extractor's, i.e. one shard's."""
 
-    def __init__(self, spec: FaceSpec):
-        from mtcnn import MTCNN  # imports TensorFlow: only when a detector is needed
+    def __init__(self, spec: FaceSpec, fast: bool = True, detector=None):
+        if detector is None:  # (tests pass a stand-in)
+            from preprocess.detector import shared_detector  # imports TensorFlow: only here
 
+            detector = shared_detector(fast)
         self.spec = spec
-        self.detector = MTCNN(stages="face_and_landmarks_detection", device="CPU:0")
+        self.detector = detector
+        self.rule = MinFaceRule(spec.auto_min_face)
+        self.retried = 0  # photos the narrowed search missed, searched again in full
 
     def detect(self, images: list[np.ndarray]) -> list[Face | Skip]:
         shapes = {im.shape for im in images}
         if len(shapes) != 1:
             raise ValueError(f"a detection batch must have one image size, got {shapes}")
-        raw = self.detector.detect_faces(images if len(images) > 1 else images[0],
-                                         box_format="xywh", min_face_size=self.spec.min_face_size,
-                                         threshold_onet=min(0.7, self.spec.min_confidence))
-        per_image = raw if len(images) > 1 else [raw]
-        return [self._choose(found) for found in per_image]
+        shape = images[0].shape
+        full = self.rule.calibrating(shape, len(images))
+        found = self._search(images[:full], None)
+        self.rule.observe(shape, [None if isinstance(f, Skip) else float(min(f.box[2:]))
+                                  for f in found])
+        rest = images[full:]
+        floor = self.rule.floor(shape)
+        narrowed = self._search(rest, floor)
+        missed = [i for i, f in enumerate(narrowed) if isinstance(f, Skip)]
+        if floor is not None and missed:  # a smaller face than the first photos had?
+            self.retried += len(missed)
+            for i, face in zip(missed, self._search([rest[i] for i in missed], None)):
+                narrowed[i] = face
+        return found + narrowed
+
+    def _search(self, images: list[np.ndarray], floor: float | None) -> list[Face | Skip]:
+        if not images:
+            return []
+        raw = self.detector.detect(images, self.spec.min_face_size, floor,
+                                   threshold_onet=min(0.7, self.spec.min_confidence))
+        return [self._choose(found) for found in raw]
 
     def _choose(self, found: list[dict]) -> Face | Skip:
         if not found:
@@ -121,5 +145,6 @@ class FixedCropExtractor:
         return out
 
 
-def make_extractor(spec: FaceSpec) -> MtcnnExtractor | FixedCropExtractor:
-    return MtcnnExtractor(spec) if spec.detector == "mtcnn" else FixedCropExtractor(spec)
+def make_extractor(spec: FaceSpec, fast: bool = True) -> MtcnnExtractor | FixedCropExtractor:
+    """``fast``: MTCNN as ``preprocess.detector.Detector(fast=True)`` (same detections)."""
+    return MtcnnExtractor(spec, fast) if spec.detector == "mtcnn" else FixedCropExtractor(spec)

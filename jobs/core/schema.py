@@ -103,6 +103,12 @@ class FaceSpec:
                         ge=0, le=2)
     min_confidence: float = opt(0.9, "Drop detections below this MTCNN confidence", ge=0, le=1)
     min_face_size: int = opt(20, "Smallest face MTCNN looks for, in pixels", ge=8)
+    auto_min_face: int = opt(
+        32, "Derive the smallest face to look for from the data: after the first N photos of "
+            "each size (searched down to min_face_size), look only for faces of at least half "
+            "the smallest face found in them; a photo with no face found that way is searched "
+            "again down to min_face_size. Saves MTCNN's costliest pyramid levels. 0 = always "
+            "search down to min_face_size", ge=0)
     select: Literal["largest", "most_confident"] = opt(
         "largest", "Which face to keep when a photo has several")
     align: bool = opt(False, "Rotate so the eyes are level (uses MTCNN's eye keypoints)")

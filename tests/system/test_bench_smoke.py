@@ -14,8 +14,9 @@ from tests.conftest import QUIET_ENV, ROOT
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bench, rows", [("bench_preprocess.py", 4), ("bench_train.py", 3),
+                                         ("bench_step.py", 4),
                                          ("bench_models.py", 8),
-                                         ("bench_faces.py", 8)])
+                                         ("bench_faces.py", 8), ("scaling.py", 7)])
 def test_benchmark_runs_and_prints_its_table(bench, rows):
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / bench), "--quick"],
                           env=QUIET_ENV, cwd=ROOT, capture_output=True, text=True, timeout=900)

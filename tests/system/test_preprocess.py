@@ -247,6 +247,26 @@ def test_local_run_does_all_shards_then_merges_and_resumes(faces, tmp_path):
     np.testing.assert_array_equal(read_merged(tmp_path / "local")["images"], data["images"])
 
 
+def test_search_narrowed_to_the_datas_face_sizes_finds_the_same_faces(faces, tmp_path):
+    """``auto_min_face`` (on by default) against the full search, the bundled set as one shard:
+    the same photos give a face, and the boxes stay put. Here every box is the same to the
+    pixel; a float-noise flip of MTCNN between batch compositions (which the full search shows
+    too, e.g. between batch sizes) moves a box 2-3 px, so the bound leaves room for one."""
+    from jobs.core.loader import parse_set_args
+    from preprocess.extract import process_shard
+
+    boxes = {}
+    for auto in (0, 32):
+        job = load_spec(faces["spec"], parse_set_args([
+            "preprocess.num_shards=1", f"preprocess.faces.auto_min_face={auto}",
+            f"preprocess.output_dir={tmp_path / str(auto)}"]))
+        with h5py.File(process_shard(job.work, 0), "r") as f:
+            boxes[auto] = dict(zip(f["source"].asstr()[:], f["box"][:]))
+    assert set(boxes[32]) == set(boxes[0]) and len(boxes[0]) > 100
+    ious = np.array([iou(boxes[0][name], boxes[32][name]) for name in boxes[0]])
+    assert np.mean(ious >= 0.95) >= 0.98 and ious.min() > 0.85, np.sort(ious)[:5]
+
+
 def test_plain_folder_needs_no_attributes(tmp_path):
     from jobs.core.loader import parse_set_args
     from preprocess.extract import process_shard
