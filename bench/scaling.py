@@ -240,7 +240,8 @@ def measure_steps(key: str, prof: scaling.StepProfile, link: scaling.Link, folde
                   one / s[compression] * 100, predicted * 100, "%")
     waits = scaling.ring_allreduce_s(0, 2, link, prof.collectives)
     TABLE.add(f"{what}: of that, waiting for each other ({prof.collectives} collectives of one "
-              "number), measured vs formula", (s["synced"] - one) * 1e3, waits * 1e3, "ms/step",
+              "number), measured vs formula", max(0.0, s["synced"] - one) * 1e3, waits * 1e3,
+              "ms/step",
               fmt=".1f", higher_is_better=False)
     TABLE.add(f"{what}: of that, sending {prof.gradient_bytes() / 1e6:.1f} MB of gradients, "
               "measured vs formula", max(0.0, s["none"] - s["synced"]) * 1e3,

@@ -24,7 +24,7 @@ from jobs.core import facefile
 
 log = logging.getLogger(__name__)
 BLOCK = 1024  # images per contiguous read when streaming
-PREFETCH = 2  # batches read ahead while the step runs (memory: two batches)
+PREFETCH = 2  # batches queued while the step runs (memory: up to three besides the one in use)
 _DONE = object()
 
 
@@ -39,11 +39,11 @@ def prefetched(items: Iterator, ahead: int) -> Iterator:
 
     def produce() -> None:
         try:
-            for item in items:
-                if quit_.is_set():
-                    return
+            while not quit_.is_set():  # checked before each read: none after a stop
+                item = next(items, _DONE)
                 buffer.put(item)
-            buffer.put(_DONE)
+                if item is _DONE:
+                    return
         except BaseException as error:  # noqa: BLE001 - handed to the consumer, raised there
             buffer.put(error)
 

@@ -188,11 +188,18 @@ CYCLE_MS = 1.0            # Horovod's HOROVOD_CYCLE_TIME default: the overhead p
 
 
 def _env(name: str, default: float) -> float:
+    """A positive number from the environment (a bandwidth or a speed of 0 would divide by
+    zero), else ``default``."""
     value = os.environ.get(name, "")
+    if not value:
+        return default
     try:
-        return float(value) if value else default
+        number = float(value)
     except ValueError:
-        raise ValueError(f"{name}={value!r} is not a number") from None
+        number = float("nan")
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{name}={value!r} is not a positive number")
+    return number
 
 
 def default_link(nodes: int) -> Link:

@@ -147,14 +147,14 @@ class _Parts:
         opt.apply_gradients(list(zip(grads, variables)))  # a list: some optimizers read twice
 
     def finish(self, values: list, stop, step):
-        """Rank-average the metrics and sum the stop flags in one allreduce (Horovod's
-        Average is this same sum over the size), then the step's bookkeeping: counters, G's
+        """Rank-average the metrics and sum the stop flags in one allreduce (the sum times
+        1/size, as Horovod's Average scales it), then the step's bookkeeping: counters, G's
         average after ``step + 1`` steps, ADA's probability from the averaged D accuracy."""
         metrics = tf.stack(values)
         if self.hvd is not None:
             both = self.hvd.allreduce(tf.concat([metrics, tf.reshape(stop, [1])], 0),
                                       op=self.hvd.Sum, name="metrics_and_stop")
-            metrics, stop = both[:-1] / tf.cast(self.world.size, both.dtype), both[-1]
+            metrics, stop = both[:-1] * (1.0 / self.world.size), both[-1]
         self.state.global_step.assign_add(1)
         self.state.step_in_epoch.assign_add(1)
         if self.ema is not None:

@@ -15,6 +15,7 @@ writes a checkpoint, and all exit with code 75: "requeue me" (``jobs.core.signal
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -180,32 +181,34 @@ class Trainer:
         spec, st, seen = self.spec, self.state, []
         bar = self._progress(epoch, start_step)
         attributes = self.conditioning.kind == "attributes"
-        for s, (images, labels, idx) in enumerate(
-                self.data.batches(spec.seed, epoch, self.split, start_step), start=start_step):
-            condition = self.data.attributes[idx] if attributes else labels
-            metrics, stops = self.step_fn(images, condition, st.global_step,
-                                          tf.constant(float(stop.requested)))
-            # the step counted itself (global_step, step_in_epoch), averaged G, moved ADA
-            values = dict(zip(self.metric_names, metrics.numpy().tolist()))
-            seen.append(idx)
-            self.guard.observe(int(st.global_step), values["d_real"], values["d_fake"],
-                               values["g"])
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix({k: f"{values[k]:.3f}" for k in ("d_real", "d_fake", "g")})
-            if outputs is not None:
-                outputs.add_step(values)
-                if (s + 1) % spec.log_every_steps == 0:
-                    self._log_interval(outputs, epoch, s + 1, t0)
-            if float(stops) > 0:
-                self.save("stop signal")
-                self.barrier()
-                log.warning("stopped at epoch %d step %d/%d: exit %d to be requeued",
-                            epoch + 1, s + 1, self.steps_per_epoch, exitcodes.REQUEUE)
-                return None
-            every = spec.checkpoint.every_steps
-            if every and int(st.global_step) % every == 0 and s + 1 < self.steps_per_epoch:
-                self.save(f"every {every} steps")
+        # closed on every way out (a stop, the guard, an error): the reader thread ends now
+        with contextlib.closing(self.data.batches(spec.seed, epoch, self.split,
+                                                  start_step)) as batches:
+            for s, (images, labels, idx) in enumerate(batches, start=start_step):
+                condition = self.data.attributes[idx] if attributes else labels
+                metrics, stops = self.step_fn(images, condition, st.global_step.read_value(),
+                                              tf.constant(float(stop.requested)))
+                # the step counted itself (global_step, step_in_epoch), averaged G, moved ADA
+                values = dict(zip(self.metric_names, metrics.numpy().tolist()))
+                seen.append(idx)
+                self.guard.observe(int(st.global_step), values["d_real"], values["d_fake"],
+                                   values["g"])
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({k: f"{values[k]:.3f}" for k in ("d_real", "d_fake", "g")})
+                if outputs is not None:
+                    outputs.add_step(values)
+                    if (s + 1) % spec.log_every_steps == 0:
+                        self._log_interval(outputs, epoch, s + 1, t0)
+                if float(stops) > 0:
+                    self.save("stop signal")
+                    self.barrier()
+                    log.warning("stopped at epoch %d step %d/%d: exit %d to be requeued",
+                                epoch + 1, s + 1, self.steps_per_epoch, exitcodes.REQUEUE)
+                    return None
+                every = spec.checkpoint.every_steps
+                if every and int(st.global_step) % every == 0 and s + 1 < self.steps_per_epoch:
+                    self.save(f"every {every} steps")
         if bar is not None:
             bar.close()
         return seen

@@ -95,7 +95,15 @@ def train_warning(job: JobSpec) -> str | None:
 
 
 def plan_warnings(job: JobSpec) -> list[str]:
-    """Scaling warnings for a train spec, a pipeline's train stage or every sweep point."""
+    """Scaling warnings for a train spec, a pipeline's train stage or every sweep point (one
+    line naming the variable when an override in the environment is not a positive number)."""
+    try:
+        return _warnings(job)
+    except ValueError as error:
+        return [f"# warning: scaling not predicted: {error}"]
+
+
+def _warnings(job: JobSpec) -> list[str]:
     if job.kind == "train":
         found = [train_warning(job)]
     elif job.kind == "pipeline":

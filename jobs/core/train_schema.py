@@ -182,7 +182,8 @@ class HorovodSpec:
                 "the bytes (for ranks on slow links: python -m jobs plan warns when the "
                 "allreduce would dominate a step; bench/scaling.py measures it). Ranks stay "
                 "identical, but the averaged gradient is rounded to fp16, so training is no "
-                "longer bitwise equal to one process")
+                "longer bitwise equal to one process; without loss scaling, gradient values "
+                "below ~6e-8 become 0 (mind a large loss.r1_gamma)")
 
 
 @dataclass

@@ -117,6 +117,7 @@ def test_defaults_come_from_the_environment(monkeypatch):
     link = scaling.default_link(nodes=2)
     assert link.gbit_s == 100 and link.overhead_s == pytest.approx(5e-3)
     assert scaling.default_link(nodes=1).gbit_s == scaling.NODE_GBIT_S  # the node's own bus
-    monkeypatch.setenv("FACEGAN_GPU_TFLOPS", "fast")
-    with pytest.raises(ValueError, match="FACEGAN_GPU_TFLOPS"):
-        scaling.gpu_tflops()
+    for bad in ("fast", "0", "-3", "nan"):  # a zero would divide by zero
+        monkeypatch.setenv("FACEGAN_GPU_TFLOPS", bad)
+        with pytest.raises(ValueError, match="FACEGAN_GPU_TFLOPS"):
+            scaling.gpu_tflops()

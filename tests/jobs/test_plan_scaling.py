@@ -85,3 +85,9 @@ def test_plan_prints_the_warning_and_still_succeeds(tmp_path):
                                                              []))
     assert proc.returncode == exitcodes.OK, proc.stderr
     assert "# warning: 32 GPU ranks at train.batch_size 8" in proc.stdout
+
+
+def test_a_bad_override_is_one_warning_line_not_a_crash(monkeypatch):
+    monkeypatch.setenv("FACEGAN_LINK_GBPS", "0")
+    [warning] = plan_scaling.plan_warnings(spec(CGAN, *MANY_SMALL))
+    assert "FACEGAN_LINK_GBPS='0' is not a positive number" in warning

@@ -279,10 +279,11 @@ def test_guard_rolls_back_only_the_failing_model_then_stops(digits, tmp_path, mo
                 [v.numpy().copy() for v in trainer.G.weights])
 
     def collapsing_step(images, labels, step, stop):
-        before[int(step)] = weights()
+        k = int(step)  # read first: the step counts itself
+        before[k] = weights()
         metrics, stops = real_step(images, labels, step, stop)
-        after[int(step)] = weights()
-        if int(step) >= 40:
+        after[k] = weights()
+        if k >= 40:
             metrics = tf.tensor_scatter_nd_update(metrics, [[0]], [5.0])  # d_real = 5
         return metrics, stops
 
