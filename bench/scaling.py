@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from bench.bench_train import random_images  # noqa: E402
 from bench.table import Table  # noqa: E402
 from gan import scaling  # noqa: E402
 from jobs.core import runtime  # noqa: E402
@@ -221,14 +222,9 @@ def measure_steps(key: str, prof: scaling.StepProfile, link: scaling.Link, folde
     independently at the same time (same cores, same load), so the ratio isolates what
     Horovod adds; that split in two: waiting for each other (the step's collectives without
     bytes) and sending the bytes. Returns the independent rank's step time."""
-    from jobs.core import facefile
-
     label, _, _, channels, _, batch = MODELS[key]
     size = model_spec(key).work.model.image_size
-    rng = np.random.default_rng(0)
-    data = facefile.write_arrays(folder / f"{key}.h5", rng.integers(
-        0, 255, (4 * batch, size, size, channels), dtype=np.uint8), rng.integers(0, 4, 4 * batch),
-        class_names=["a", "b", "c", "d"])
+    data = random_images(folder / f"{key}.h5", 4 * batch, size, channels)
     s = run_json(["--worker", "steps", "--model", key, "--data", str(data), "--batch",
                   str(batch), "--seconds", "1.5" if quick else "3", "--rounds",
                   "1" if quick else "5", "--collectives", str(prof.collectives), "--run-dir",

@@ -12,8 +12,6 @@ blocks, then images inside each block.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -21,46 +19,11 @@ from typing import Iterator
 import numpy as np
 
 from jobs.core import facefile
+from jobs.core.ahead import read_ahead
 
 log = logging.getLogger(__name__)
 BLOCK = 1024  # images per contiguous read when streaming
-PREFETCH = 2  # batches queued while the step runs (memory: up to three besides the one in use)
-_DONE = object()
-
-
-def prefetched(items: Iterator, ahead: int) -> Iterator:
-    """``items`` in order, produced by a background thread up to ``ahead`` in advance, so an
-    HDF5 read (or a fancy-indexed copy) overlaps the training step instead of following it:
-    TensorFlow and h5py release the GIL while they work. An error in the thread is raised
-    here, at the item it stopped on; a consumer that stops early (a stop signal) stops the
-    thread at its next item."""
-    buffer: queue.Queue = queue.Queue(maxsize=ahead)
-    quit_ = threading.Event()
-
-    def produce() -> None:
-        try:
-            while not quit_.is_set():  # checked before each read: none after a stop
-                item = next(items, _DONE)
-                buffer.put(item)
-                if item is _DONE:
-                    return
-        except BaseException as error:  # noqa: BLE001 - handed to the consumer, raised there
-            buffer.put(error)
-
-    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
-    thread.start()
-    try:
-        while (item := buffer.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        quit_.set()
-        while thread.is_alive():  # unblock a put() waiting for room, then let it see quit_
-            try:
-                buffer.get(timeout=0.05)
-            except queue.Empty:
-                pass
+PREFETCH = 2  # batches read while the step runs (memory: two besides the one in use)
 
 
 @dataclass
@@ -142,7 +105,7 @@ class ImageSet:
                 idx = order[start:start + split.batch]
                 yield self._read(idx), self.labels[idx], idx
 
-        return prefetched(read(), ahead) if ahead > 0 else read()
+        return read_ahead(read(), ahead, "prefetch") if ahead > 0 else read()
 
     def _read(self, idx: np.ndarray) -> np.ndarray:
         if self.in_memory:

@@ -14,15 +14,15 @@ import json
 import logging
 import platform
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator, TypeVar
+from typing import Iterator
 
 import numpy as np
 
 from jobs.core import facefile, runtime
+from jobs.core.ahead import read_ahead
 from jobs.core.files import atomic_write_json, remove_stale_temps
 from jobs.core.schema import PreprocessSpec
 from jobs.core.fields import to_plain
@@ -130,25 +130,6 @@ def iter_windows(photos: PhotoSet, names: list[str], labeler: Labeler,
         yield window
 
 
-T = TypeVar("T")
-_END = object()
-
-
-def read_ahead(items: Iterator[T]) -> Iterator[T]:
-    """``items`` in order, the next one computed in a worker thread while the caller works on
-    this one: one item ahead, never more, so memory stays at two windows. Pillow releases the
-    GIL while it decodes, and MTCNN leaves a core idle in its Python steps, so decoding mostly
-    hides behind detection. An exception in ``items`` is raised here, in its place."""
-    with ThreadPoolExecutor(1, thread_name_prefix="decode-ahead") as pool:
-        pending = pool.submit(next, items, _END)
-        while True:
-            item = pending.result()
-            if item is _END:
-                return
-            pending = pool.submit(next, items, _END)
-            yield item
-
-
 def extract_in_order(extractor, window: list[Photo]) -> list:
     """Run the extractor once per image size in the window (MTCNN must not mix sizes), and
     return the results in the window's order, so a shard never depends on the batching."""
@@ -185,7 +166,7 @@ def process_shard(spec: PreprocessSpec, index: int, tuning: Tuning = Tuning()) -
                          spec.chunk_images, spec.compression, attrs)
     windows = iter_windows(photos, names, labeler, spec)
     if tuning.decode_ahead:
-        windows = read_ahead(windows)
+        windows = read_ahead(windows, name="decode-ahead")
     try:
         progress = _Progress(len(names), f"shard {index}")
         for window in windows:

@@ -10,6 +10,7 @@ import pytest
 
 import gan.data
 from jobs.core import facefile
+from jobs.core.ahead import read_ahead
 from gan.data import ImageSet, Split
 
 N = 300
@@ -241,7 +242,7 @@ def test_a_read_error_reaches_the_loop_at_its_batch():
 
     got = []
     with pytest.raises(OSError, match="disk gone"):
-        for item in gan.data.prefetched(items(), 2):
+        for item in read_ahead(items(), 2, "prefetch"):
             got.append(item)
     assert got == [1, 2]
 
@@ -255,8 +256,9 @@ def test_a_loop_that_stops_early_stops_the_reader():
             produced.append(i)
             yield i
 
-    reader = gan.data.prefetched(items(), 2)
+    reader = read_ahead(items(), 2, "prefetch")
     assert next(reader) == 0
     reader.close()
-    assert not any(t.name == "prefetch" and t.is_alive() for t in threading.enumerate())
+    assert not any(t.name.startswith("prefetch") and t.is_alive()
+                   for t in threading.enumerate())
     assert len(produced) <= 5

@@ -13,7 +13,8 @@ import pytest
 
 from jobs.core.schema import FaceSpec, PreprocessSpec
 from preprocess.decode import Skip
-from preprocess.extract import TODAY, Tuning, iter_windows, process_shard, read_ahead
+from jobs.core.ahead import read_ahead
+from preprocess.extract import TODAY, Tuning, iter_windows, process_shard
 from preprocess.faces import MtcnnExtractor
 from preprocess.fixture import build
 from preprocess.inputs import open_photo_set
