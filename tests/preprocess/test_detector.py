@@ -12,8 +12,6 @@ import pytest
 from preprocess.decode import load_rgb
 from preprocess.fixture import build, load_truth
 
-pytest.importorskip("mtcnn")
-
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> list[np.ndarray]:
