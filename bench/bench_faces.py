@@ -5,10 +5,11 @@ and with the average plus ADA (``augment.adaptive``: p from 0) — then measured
 ``generate.task: metrics`` does: KID over MTCNN O-Net features and the face rate of 500
 samples, beside the untrained generator and real faces.
 
-    ./run python bench/bench_faces.py [--quick]
+    ./run python bench/bench_faces.py [--quick | --smoke]
 
 The faces come from ``runs/demo/faces32/faces.h5`` (``./run demo`` makes it); if it is not
-there, the bundled photo set is built and preprocessed first (about a minute).
+there, the bundled photo set is built and preprocessed first (about a minute; ``--smoke``
+preprocesses only a few of its face photos).
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from bench.table import Table  # noqa: E402
+from bench.bench_preprocess import face_photo_folder  # noqa: E402
+from bench.table import Table, add_size_flags, by_size  # noqa: E402
 from jobs.core import runtime  # noqa: E402
 
 TABLE = Table()
@@ -39,8 +41,9 @@ VARIANTS = {"plain": [("train.ema.enabled", False)],
                               ("train.augment.speed_kimg", 20.0)]}
 
 
-def faces(folder: Path) -> Path:
-    """The demo's 32×32 faces: the demo's file, or made the way the demo makes it."""
+def faces(folder: Path, photos: int | None = None) -> Path:
+    """The demo's 32×32 faces: the demo's file, or made the way the demo makes it (from only
+    ``photos`` of the bundled face photos if given)."""
     if FACES.exists():
         return FACES
     from jobs.core.loader import load_spec, parse_set_args
@@ -48,8 +51,9 @@ def faces(folder: Path) -> Path:
     from preprocess.fixture import build
 
     celeba = build(folder / "celeba")
+    source = celeba if photos is None else face_photo_folder(folder, celeba, photos)
     spec = load_spec(ROOT / "jobs/examples/preprocess_faces.yaml", parse_set_args(
-        [f"preprocess.input_dir={celeba}", f"preprocess.output_dir={folder / 'faces'}",
+        [f"preprocess.input_dir={source}", f"preprocess.output_dir={folder / 'faces'}",
          "preprocess.faces.image_size=32", "preprocess.classes=[]"]))
     assert run(spec) == 0
     return folder / "faces" / "faces.h5"
@@ -83,14 +87,17 @@ def measure(run_dir: Path, data: Path, count: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="2 epochs each (smoke test)")
+    add_size_flags(parser, "2 epochs each")
     args = parser.parse_args()
     runtime.configure()
-    epochs, count = (2, 60) if args.quick else (None, 500)
+    # epochs, samples measured, photos preprocessed if the demo's faces are not there
+    epochs, count, photos = by_size(args, (None, 500, None), (2, 60, None), (1, 16, 32))
+    # a smoke run: the variant with the real-vs-real figure, and the one with every option
+    variants = by_size(args, list(VARIANTS), list(VARIANTS), ["plain", "average + ADA"])
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        data = faces(folder)
-        for name in VARIANTS:
+        data = faces(folder, photos)
+        for name in variants:
             run_dir, secs = train(name, data, folder, epochs)
             m = measure(run_dir, data, count)
             kid, rate = m["kid"], m["face_rate"]

@@ -13,7 +13,7 @@
 5. Peak memory of a shard task on a 4× bigger shard vs the base shard: it must stay bounded
    by the batch, not grow with the shard.
 
-    ./run python bench/bench_preprocess.py [--quick]
+    ./run python bench/bench_preprocess.py [--quick | --smoke]
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.table import Table  # noqa: E402
+from bench.table import Table, add_size_flags, by_size  # noqa: E402
 from jobs.core import runtime  # noqa: E402
 
 TABLE = Table()
@@ -131,9 +131,10 @@ def pipeline_steps(big_batch: int) -> list[tuple[str, int, int, object]]:
 
 
 def bench_pipeline(folder: Path, celeba: Path, photos: int, rounds: int,
-                   big_batch: int) -> None:
+                   big_batch: int) -> Path:
     """The shard task before issue #16 vs each change added in turn; the steps take turns,
-    and each keeps its best round (the machine is shared: others only ever slow it down)."""
+    and each keeps its best round (the machine is shared: others only ever slow it down).
+    Returns the folder of photos the shard tasks ran on."""
     steps = pipeline_steps(big_batch)
     warm = face_photo_folder(folder, celeba, big_batch + 8)
     source = face_photo_folder(folder, celeba, photos)
@@ -152,6 +153,7 @@ def bench_pipeline(folder: Path, celeba: Path, photos: int, rounds: int,
               "ms", fmt=".2f", higher_is_better=False)
     TABLE.add(f"shard task: new pipeline, batch {big_batch} vs {steps[-2][1]}", rate[-1],
               rate[-2], "img/s")
+    return source
 
 
 def read_boxes(path: Path) -> dict[str, np.ndarray]:
@@ -170,15 +172,16 @@ def box_iou(a, b) -> float:
     return ix * iy / (aw * ah + bw * bh - ix * iy)
 
 
-def bench_boxes(folder: Path, celeba: Path, big_batch: int) -> None:
-    """The bundled set as one shard, before vs now: the same faces, and how far each box
-    moved (IoU with the box found before; issue #16 asks >= 0.95 for every face)."""
+def bench_boxes(folder: Path, photos: Path, big_batch: int) -> None:
+    """The bundled set (``photos``: a smoke run passes a few of its faces) as one shard,
+    before vs now: the same faces, and how far each box moved (IoU with the box found
+    before; issue #16 asks >= 0.95 for every face)."""
     from preprocess.extract import process_shard
 
     (_, b0, a0, t0), *_, (_, b1, a1, t1), (_, b2, a2, t2) = pipeline_steps(big_batch)
-    before = read_boxes(process_shard(shard_spec(celeba, folder / "boxes-0", b0, a0), 0, t0))
+    before = read_boxes(process_shard(shard_spec(photos, folder / "boxes-0", b0, a0), 0, t0))
     for tag, batch, auto, tuning in (("new", b1, a1, t1), (f"new at batch {b2}", b2, a2, t2)):
-        now = read_boxes(process_shard(shard_spec(celeba, folder / f"boxes-{batch}", batch,
+        now = read_boxes(process_shard(shard_spec(photos, folder / f"boxes-{batch}", batch,
                                                   auto), 0, tuning))
         both = sorted(set(before) & set(now))
         ious = np.array([box_iou(before[name], now[name]) for name in both])
@@ -255,19 +258,21 @@ preprocess:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    add_size_flags(parser, "small sizes")
     args = parser.parse_args()
     runtime.configure()
     logging.getLogger("preprocess").setLevel(logging.WARNING)  # shard tasks run in-process
-    n_detect, n_pipe, rounds, n_hdf5, n_mem = (40, 96, 1, 2000, 60) if args.quick else \
-        (192, 512, 5, 10000, 400)
+    # photos detected, per shard task, rounds, faces in HDF5, per memory shard, bigger batch
+    n_detect, n_pipe, rounds, n_hdf5, n_mem, big_batch = by_size(
+        args, (192, 512, 5, 10000, 400, 128), (40, 96, 1, 2000, 60, 128),
+        (8, 12, 1, 256, 8, 8))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         images = celeba_size_faces(folder, n_detect)
         celeba = folder / "celeba"
         bench_detection(images, batch=32)
-        bench_pipeline(folder, celeba, n_pipe, rounds, big_batch=128)
-        bench_boxes(folder, celeba, big_batch=128)
+        shard = bench_pipeline(folder, celeba, n_pipe, rounds, big_batch)
+        bench_boxes(folder, by_size(args, celeba, celeba, shard), big_batch)
         faces = np.stack([np.asarray(Image.fromarray(im).resize((64, 64))) for im in images])
         bench_hdf5(np.concatenate([faces] * (n_hdf5 // len(faces) + 1))[:n_hdf5], folder)
         base = peak_rss_of_shard(folder, celeba, n_mem, "base")

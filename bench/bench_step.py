@@ -21,11 +21,12 @@ sizes (random images: speed does not depend on the content):
 Times are the best of several interleaved repeats, so another process on the machine costs
 less than it would in one long measurement.
 
-    ./run python bench/bench_step.py [--quick]
+    ./run python bench/bench_step.py [--quick | --smoke]
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import sys
@@ -40,7 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf  # noqa: E402
 
 from bench.bench_train import random_images  # noqa: E402
-from bench.table import Table  # noqa: E402
+from bench.table import Table, add_size_flags, by_size  # noqa: E402
 from gan import distributed  # noqa: E402
 from gan.outputs import RunOutputs  # noqa: E402
 from gan.train import Trainer  # noqa: E402
@@ -69,14 +70,15 @@ def peak_flops(repeats: int = 7, n: int = 4096) -> float:
     return 2.0 * n ** 3 / best
 
 
-def trainer_for(model: str, folder: Path, *sets: str) -> Trainer:
-    """The example's trainer on random images, quality measurements off."""
+def trainer_for(model: str, folder: Path, *sets: str, batches: int = 12) -> Trainer:
+    """The example's trainer on ``batches`` batches of random images (one epoch), quality
+    measurements off."""
     example, size, channels = MODELS[model]
     path = ROOT / "jobs/examples" / example
     # the example's batch size, read with any existing file standing in for its data
     batch = load_spec(path, parse_set_args([f"train.data={__file__}"])).work.batch_size
     tag = "".join(c for c in model if c.isalnum())
-    data = random_images(folder / f"{tag}.h5", batch * 12, size, channels)
+    data = random_images(folder / f"{tag}.h5", batch * batches, size, channels)
     run_dir = folder / f"{tag}-{abs(hash(sets))}"
     shutil.rmtree(run_dir, ignore_errors=True)
     spec = load_spec(path, parse_set_args([
@@ -139,20 +141,20 @@ def best_of(repeats: int, *measures) -> list[float]:
     return best
 
 
-def bench_model(model: str, folder: Path, repeats: int) -> dict:
+def bench_model(model: str, folder: Path, repeats: int, batches: int) -> dict:
     """This model's rows (the MFU row waits for the peak, measured between models)."""
-    trainer = trainer_for(model, folder)
+    trainer = trainer_for(model, folder, batches=batches)
     batch, steps = trainer.spec.batch_size, trainer.steps_per_epoch
     flops = step_flops(trainer)
     loop = Loop(trainer)
     bare, in_loop = best_of(repeats, lambda: bare_rate(trainer, steps), loop.rate)
     TABLE.add(f"loop {model}: training loop vs bare compiled step", in_loop, bare, "steps/s",
               fmt=",.2f")
-    streamed = Loop(trainer_for(model, folder, "train.in_memory_max_gb=0"))
+    streamed = Loop(trainer_for(model, folder, "train.in_memory_max_gb=0", batches=batches))
     stream, memory = best_of(repeats, streamed.rate, loop.rate)
     TABLE.add(f"streaming {model}: loop on HDF5 blocks vs in memory", stream, memory,
               "steps/s", fmt=",.2f")
-    jit = trainer_for(model, folder, "train.jit_compile=true")
+    jit = trainer_for(model, folder, "train.jit_compile=true", batches=batches)
     xla, plain = best_of(repeats, lambda: bare_rate(jit, max(2, steps // 4)),
                          lambda: bare_rate(trainer, max(2, steps // 4)))
     TABLE.add(f"XLA {model}: jit_compile vs not (bare step)", xla, plain, "steps/s", fmt=",.2f")
@@ -161,15 +163,18 @@ def bench_model(model: str, folder: Path, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="the digits model only, 2 rounds")
+    add_size_flags(parser, "the digits model only, 2 rounds")
     args = parser.parse_args()
     runtime.configure()
-    models = ["16x16 digits cGAN"] if args.quick else list(MODELS)
-    peaks, results = [peak_flops()], []
+    digits = ["16x16 digits cGAN"]
+    models = by_size(args, list(MODELS), digits, digits)
+    repeats, batches = by_size(args, (3, 12), (2, 12), (1, 2))
+    measure_peak = functools.partial(peak_flops, *by_size(args, (7, 4096), (7, 4096), (2, 1024)))
+    peaks, results = [measure_peak()], []
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
-            results.append(bench_model(model, Path(tmp), 2 if args.quick else 3))
-            peaks.append(peak_flops())  # the best of all: another process slows some
+            results.append(bench_model(model, Path(tmp), repeats, batches))
+            peaks.append(measure_peak())  # the best of all: another process slows some
     peak = max(peaks)
     for r in results:
         TABLE.add(f"MFU {r['model']}, batch {r['batch']}: {r['flops'] / 1e9:.2f} GFLOP/step x "

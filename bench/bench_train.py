@@ -5,7 +5,7 @@
 2. images/s with 2 Horovod ranks (Gloo, one core each) vs 1 process, same per-rank batch.
 (What the models learn is bench/bench_models.py.)
 
-    ./run python bench/bench_train.py [--quick]
+    ./run python bench/bench_train.py [--quick | --smoke]
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from bench.table import Table  # noqa: E402
+from bench.table import Table, add_size_flags, by_size  # noqa: E402
 from jobs.core import runtime  # noqa: E402
 from jobs.core.images import to_signed_unit  # noqa: E402
 
@@ -145,15 +145,17 @@ def bench_horovod(folder: Path, data: Path, batch: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    add_size_flags(parser, "small sizes")
     args = parser.parse_args()
     runtime.configure()
+    models = by_size(args, list(MODELS), list(MODELS), ["16x16 digits"])
+    steps, images, batch = by_size(args, (40, 16384, 512), (10, 2048, 512), (3, 256, 64))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for model in MODELS:
-            bench_step_vs_train_on_batch(folder, steps=10 if args.quick else 40, model=model)
-        big = random_images(folder / "big16.h5", 2048 if args.quick else 16384, 16, 1)
-        bench_horovod(folder, big, batch=512)
+        for model in models:
+            bench_step_vs_train_on_batch(folder, steps=steps, model=model)
+        big = random_images(folder / "big16.h5", images, 16, 1)
+        bench_horovod(folder, big, batch=batch)
     TABLE.print()
 
 

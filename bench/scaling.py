@@ -19,7 +19,7 @@ then prints the predicted efficiency at 2-128 GPUs for a few batch sizes per GPU
 without fp16: once as ``plan`` predicts it (step time from FLOPs at 10 TFLOP/s, 25 Gb/s links,
 or ``--gpu-step-ms``/``--link-gbps``), once with this machine's measured step and link.
 
-    ./run python bench/scaling.py [--quick] [--gpu-step-ms cgan64=40] [--link-gbps 100]
+    ./run python bench/scaling.py [--quick | --smoke] [--gpu-step-ms cgan64=40] [--link-gbps 100]
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from bench.bench_train import random_images  # noqa: E402
-from bench.table import Table  # noqa: E402
+from bench.table import Table, add_size_flags, by_size  # noqa: E402
 from gan import scaling  # noqa: E402
 from jobs.core import runtime  # noqa: E402
 
@@ -181,15 +181,15 @@ def worker_main(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------
 # measurements and comparisons
 # ---------------------------------------------------------------------------------------------
-def measure_link(folder: Path, quick: bool) -> scaling.Link:
+def measure_link(folder: Path, args: argparse.Namespace) -> scaling.Link:
     """The loopback between 2 ranks. With n = 2 the formula is T = B/W + c: the 4 B allreduce
     gives c (the per-hop latency cannot be told apart from it, so it is counted in c), a line
     through c and the larger sizes gives W, and the 4 MB allreduce, left out of the fit,
     checks the line."""
-    fit = [1 << 20, 16 << 20] + ([] if quick else [64 << 20])
+    fit = by_size(args, [1 << 20, 16 << 20, 64 << 20], [1 << 20, 16 << 20], [1 << 20])
     sizes = [4, 4 << 20, *fit]
     result = run_json(["--worker", "allreduce", "--sizes", ",".join(map(str, sizes)),
-                       "--repeats", "10" if quick else "50"], folder / "link.json")
+                       "--repeats", by_size(args, "50", "10", "3")], folder / "link.json")
     t = {s: result["seconds"][str(s)] for s in sizes}
     c = t[4]
     seconds_per_byte = sum(b * (t[b] - c) for b in fit) / sum(b * b for b in fit)
@@ -217,7 +217,7 @@ def count_parameters(key: str) -> scaling.StepProfile:
 
 
 def measure_steps(key: str, prof: scaling.StepProfile, link: scaling.Link, folder: Path,
-                  quick: bool) -> float:
+                  args: argparse.Namespace) -> float:
     """2 ranks' efficiency beside the formula's. The baseline is the same two ranks training
     independently at the same time (same cores, same load), so the ratio isolates what
     Horovod adds; that split in two: waiting for each other (the step's collectives without
@@ -226,8 +226,8 @@ def measure_steps(key: str, prof: scaling.StepProfile, link: scaling.Link, folde
     size = model_spec(key).work.model.image_size
     data = random_images(folder / f"{key}.h5", 4 * batch, size, channels)
     s = run_json(["--worker", "steps", "--model", key, "--data", str(data), "--batch",
-                  str(batch), "--seconds", "1.5" if quick else "3", "--rounds",
-                  "1" if quick else "5", "--collectives", str(prof.collectives), "--run-dir",
+                  str(batch), "--seconds", by_size(args, "3", "1.5", "0.2"), "--rounds",
+                  by_size(args, "5", "1", "1"), "--collectives", str(prof.collectives), "--run-dir",
                   str(folder / key)], folder / f"{key}.json")
     one, what = s["alone"], f"{label}, 2 ranks x batch {batch}"
     for compression in ("none", "fp16"):
@@ -299,7 +299,7 @@ def gpu_rows(keys: list[str], profiles: dict, gpu_step_ms: dict[str, float]) -> 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="one model, small sizes (smoke)")
+    add_size_flags(parser, "one model, small sizes")
     parser.add_argument("--gpu-step-ms", action="append", default=[], metavar="MODEL=MS",
                         help="a measured GPU step time at the example's batch; MODEL: "
                              + ", ".join(MODELS))
@@ -320,7 +320,7 @@ def main() -> None:
         return worker_main(args)
     runtime.configure()
     gpu_step_ms = {k: float(v) for k, v in (item.split("=", 1) for item in args.gpu_step_ms)}
-    keys = ["digits16"] if args.quick else list(MODELS)
+    keys = by_size(args, list(MODELS), ["digits16"], ["digits16"])
     print(__doc__.split("\n\n")[0])
     print("T(n) = 2(n-1)/n * B/W + k * (2(n-1) * a + c);  efficiency(n) = t_step / (t_step + "
           "T(n)), no overlap (gan/scaling.py)")
@@ -328,8 +328,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         profiles = {key: count_parameters(key) for key in keys}
-        link = measure_link(folder, args.quick)
-        cpu_steps = {key: measure_steps(key, profiles[key], link, folder, args.quick)
+        link = measure_link(folder, args)
+        cpu_steps = {key: measure_steps(key, profiles[key], link, folder, args)
                      for key in keys}
     horovod_published()
     print(f"load average (1 min) at the start {load:.1f}, at the end {os.getloadavg()[0]:.1f} "

@@ -1,5 +1,24 @@
-"""The benchmarks' shared output: every figure beside its baseline from the same run."""
+"""The benchmarks' shared output: every figure beside its baseline from the same run; and the
+run sizes every script offers (full, ``--quick``, ``--smoke``), so they mean the same in all."""
 from __future__ import annotations
+
+import argparse
+
+SMOKE_HELP = ("the fewest steps and images that still print every row (the test suite runs "
+              "this to prove the script and its table work; its figures mean nothing)")
+
+
+def add_size_flags(parser: argparse.ArgumentParser, quick_help: str) -> None:
+    """``--quick`` (small sizes, for a person in a hurry) or ``--smoke`` (tiny sizes, for the
+    test suite), at most one of them; neither is the full run README's tables come from."""
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--quick", action="store_true", help=quick_help)
+    sizes.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
+
+
+def by_size(args: argparse.Namespace, full, quick, smoke):
+    """The value for the run size ``args`` asks for (see add_size_flags)."""
+    return smoke if args.smoke else quick if args.quick else full
 
 
 class Table:

@@ -27,9 +27,12 @@ def digit_images(size: int = 16) -> tuple[np.ndarray, np.ndarray]:
     return images, digits.target.astype(np.int16)
 
 
-def write_digits(path: str | Path, size: int = 16) -> Path:
-    """An HDF5 file in the layout training reads (one grey channel)."""
+def write_digits(path: str | Path, size: int = 16, count: int | None = None) -> Path:
+    """An HDF5 file in the layout training reads (one grey channel); ``count``: only the first
+    that many digits (all ten classes from 10 on), for runs that check mechanics, not
+    learning, in fewer steps."""
     images, labels = digit_images(size)
+    images, labels = images[:count], labels[:count]
     # one-hot "attributes" let the attribute-conditioned aeacgan train on digits too
     return facefile.write_arrays(path, images[..., None], labels,
                                  class_names=[str(i) for i in range(10)],

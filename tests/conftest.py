@@ -20,12 +20,32 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.Co
                           capture_output=True, text=True, timeout=timeout)
 
 
+# What each system test file costs, in minutes of one worker, measured on a 2-core AVX2
+# machine (docs/testing.md has the table). ``./run test`` hands whole files to its workers in
+# this order, longest first, so that no long file starts last; the in-process files follow.
+SYSTEM_MINUTES = {
+    "test_multinode.py": 20, "test_learning_cgan.py": 18, "test_learning_aeacgan.py": 14,
+    "test_train_models.py": 9, "test_slurm.py": 8, "test_bench_smoke.py": 8,
+    "test_train.py": 7, "test_learning_dcgan.py": 6, "test_image.py": 6, "test_demo.py": 6,
+    "test_preprocess.py": 4, "test_train_faces.py": 4, "test_slurm_faults.py": 3,
+    "test_horovod.py": 3, "test_generate.py": 3,
+}
+OTHER_MINUTES = {"test_run.py": 5}  # outside tests/system, but slow: a whole ./run setup
+
+
+def expected_minutes(path: Path) -> float:
+    return SYSTEM_MINUTES.get(path.name, 0) if SYSTEM_TESTS in path.parents else \
+        OTHER_MINUTES.get(path.name, 0)
+
+
 def pytest_collection_modifyitems(items) -> None:
     """Everything under tests/system trains in subprocesses or starts Slurm or Docker: it is
-    ``slow``, and ``-m "not slow"`` (the fast lane) leaves it out."""
+    ``slow``, and ``-m "not slow"`` (the fast lane) leaves it out. The longest files first
+    (a stable sort: the tests of a file keep their order)."""
     for item in items:
         if SYSTEM_TESTS in Path(item.fspath).parents:
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: -expected_minutes(Path(item.fspath)))
 
 
 @pytest.fixture

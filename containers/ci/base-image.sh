@@ -15,7 +15,8 @@ if "${docker[@]}" image inspect "$tag" >/dev/null 2>&1; then
   exit 0
 fi
 command -v debootstrap >/dev/null ||
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >/dev/null
+  DEBIAN_FRONTEND=noninteractive flock /tmp/facegan-apt.lock \
+    apt-get install -y -q --no-install-recommends debootstrap >/dev/null
 if [[ ! -x "$rootfs/bin/bash" ]]; then
   debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
 fi

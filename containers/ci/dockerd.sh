@@ -15,8 +15,9 @@ case "$cmd" in
   start)
     if ! command -v dockerd >/dev/null; then
       echo "[dockerd] installing docker.io" >&2
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        docker.io >/dev/null
+      # one apt at a time: other test workers may be installing their packages now
+      DEBIAN_FRONTEND=noninteractive flock /tmp/facegan-apt.lock apt-get install -y -q \
+        --no-install-recommends docker.io >/dev/null
     fi
     mkdir -p "$DATA_ROOT" "$DIR/exec"
     dockerd --storage-driver=overlay2 --bridge=none --iptables=false \

@@ -41,9 +41,12 @@ install_packages() {
   ((${#missing[@]})) || return 0
   say "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
-    { apt-get update -q >/dev/null &&
-      apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
+  (  # one apt at a time: clusters started side by side (parallel test workers) wait here
+    flock 9
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
+      { apt-get update -q >/dev/null &&
+        apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
+  ) 9>/tmp/facegan-apt.lock
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

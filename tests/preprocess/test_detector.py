@@ -67,12 +67,26 @@ def test_a_floor_skips_only_the_fine_levels_and_keeps_the_faces(photos):
 
 def test_a_large_min_face_size_finds_faces_where_stock_mtcnn_finds_none(photos):
     """mtcnn's level count ignores min_face_size: above ~22 px on a 178-px photo its last level
-    falls under PNet's window and the whole batch comes back empty (so the pyramid is narrowed
-    by dropping levels instead). ``PyramidPNet`` leaves such levels out."""
+    falls under PNet's window and stock mtcnn finds nothing (so the pyramid is narrowed by
+    dropping levels instead). ``PyramidPNet`` leaves such levels out.
+
+    What stock mtcnn does with that level depends on the machine: with AVX-512 kernels the
+    batch comes back empty, on AVX2-only CPUs Keras raises "The convolution operation
+    resulted in an empty output". Either way it finds no face: that alone is asserted."""
     from mtcnn import MTCNN
 
     from preprocess.detector import shared_detector
 
-    assert not any(MTCNN().detect_faces(photos[:4], min_face_size=40, threshold_onet=0.7))
+    assert not any(stock_faces_or_none(MTCNN(), photos[:4], 40))
     found = shared_detector().detect(photos[:4], 40, None, threshold_onet=0.7)
     assert sum(bool(f) for f in found) >= 3
+
+
+def stock_faces_or_none(mtcnn, photos: list[np.ndarray], min_face_size: int) -> list:
+    """Stock mtcnn's detections, or no detections where its too-small last pyramid level makes
+    Keras refuse the convolution (a ValueError naming the empty output, on some CPUs)."""
+    try:
+        return mtcnn.detect_faces(photos, min_face_size=min_face_size, threshold_onet=0.7)
+    except ValueError as error:
+        assert "empty output" in str(error), error
+        return [[] for _ in photos]

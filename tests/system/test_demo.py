@@ -1,6 +1,11 @@
 """``./run demo`` as a new user runs it, in a copy of the checkout: the bundled photos become
 faces, the demo's generator makes samples MTCNN takes for faces, and the demo prints the
-figures beside real faces and the untrained generator."""
+figures beside real faces and the untrained generator.
+
+The whole path runs (the face set built, the preprocess array, the merge and the training
+through submitit's local executor, the quality measured and printed), on a smaller training
+budget than the demo's own 100 epochs: the floors below are measured at that budget, with
+margin, and would catch a generator that fell back to noise."""
 from __future__ import annotations
 
 import json
@@ -10,6 +15,8 @@ import sys
 
 from tests.conftest import QUIET_ENV, ROOT
 
+# 40 of the demo's 100 epochs (8 steps each), quality measured twice, the better one kept
+BUDGET = "pipeline.train_set=[train.epochs=40, train.metrics.every_epochs=20]"
 COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "runs", "data", "__pycache__", "*.whl",
                                      ".pytest_cache")
 
@@ -17,17 +24,19 @@ COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "runs", "data", "__pycache
 def test_demo_trains_a_generator_of_faces_and_prints_its_figures(tmp_path):
     repo = tmp_path / "checkout"
     shutil.copytree(ROOT, repo, ignore=COPY_IGNORE)
-    proc = subprocess.run([sys.executable, "-m", "jobs.demo"], cwd=repo, env=QUIET_ENV,
+    proc = subprocess.run([sys.executable, "-m", "jobs.demo", "--set", BUDGET], cwd=repo,
+                          env=QUIET_ENV,
                           capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "the demo's generator" in proc.stdout and "face rate" in proc.stdout, proc.stdout
     run_dir = repo / "runs" / "demo" / "dcgan32"
     figures = json.loads((run_dir / "metrics" / "figures.json").read_text())
     kid, rate = ({k: v[0] for k, v in figures["kid"].items()}, figures["face_rate"])
-    # the demo's fixed steps give ~50% faces and KID ~1/8 of the untrained G's on 2 cores;
-    # the floors leave room for another machine's float order (the run is not deterministic)
+    # at 40 epochs the generator is far from noise (0% faces, the untrained KID) but not yet
+    # the demo's 70%: the floors leave room for another machine's float order (the run is not
+    # deterministic); the demo's own figures at its full budget are in README
     assert rate["real"] > 0.9 and rate["untrained"] < 0.05, rate
-    assert rate["generated"] >= 0.25, rate
+    assert rate["generated"] >= 0.10, rate
     assert kid["real_vs_real"] < kid["generated"] < kid["untrained"] / 3, kid
     assert (run_dir / "best" / "best.json").exists() and figures["checkpoint"].startswith(
         str(run_dir / "best"))

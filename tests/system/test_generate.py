@@ -10,21 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from jobs.core import exitcodes
 from tests.conftest import QUIET_ENV, ROOT, run_cli
-
-SMALL = ["train.epochs=1", "train.model.latent_dim=16", "train.model.embedding_dim=8",
-         "train.model.generator_filters=[32, 16]", "train.model.discriminator_filters=[16, 32]"]
-
-
-def train(tmp_path: Path, data: Path, name: str, *sets: str) -> Path:
-    run_dir = tmp_path / name
-    args = [f"train.data={data}", f"train.run_dir={run_dir}", *SMALL, *sets]
-    proc = run_cli("run", str(ROOT / "jobs/examples/train_cgan_digits.yaml"),
-                   *sum((["--set", a] for a in args), []))
-    assert proc.returncode == 0, proc.stderr
-    return run_dir
+from tests.system.training import copy_run_without_its_data
 
 
 def generate(run_dir: Path, out: Path, task: str, *sets: str):
@@ -35,17 +25,13 @@ def generate(run_dir: Path, out: Path, task: str, *sets: str):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """A cgan and an aeacgan trained one epoch on digits, then their data moved away."""
-    from gan.digits import write_digits
-
+def runs(tmp_path_factory, trained_cgan, trained_aeacgan, digits16):
+    """The suite's trained digits cGAN and AE-AC-GAN, each copied with its recorded training
+    data gone (as if moved away); the digits file itself is what ``generate.data`` names."""
     tmp = tmp_path_factory.mktemp("gen")
-    data = write_digits(tmp / "digits.h5")
-    cgan = train(tmp, data, "cgan")
-    aeacgan = train(tmp, data, "aeacgan", "train.model.name=aeacgan",
-                    "train.latent.distribution=unit_uniform")
-    moved = data.rename(tmp / "elsewhere.h5")
-    return {"cgan": cgan, "aeacgan": aeacgan, "moved": moved, "tmp": tmp}
+    return {"cgan": copy_run_without_its_data(trained_cgan, tmp / "cgan"),
+            "aeacgan": copy_run_without_its_data(trained_aeacgan, tmp / "aeacgan"),
+            "moved": digits16, "tmp": tmp}
 
 
 def test_figures_and_export_need_only_the_run_directory(runs):
@@ -100,7 +86,9 @@ def test_samples_file_has_the_preprocessing_layout(runs):
     assert proc.returncode == 0, proc.stderr
     with h5py.File(out / "samples.h5", "r") as f:
         assert f["images"].shape == (50, 16, 16, 3) and f["images"].dtype == np.uint8
-        assert f["labels"].shape == (50,) and f["latents"].shape == (50, 16)
+        latent_dim = yaml.safe_load((runs["cgan"] / "train_spec.yaml").read_text())[
+            "model"]["latent_dim"]
+        assert f["labels"].shape == (50,) and f["latents"].shape == (50, latent_dim)
         assert [str(c) for c in f.attrs["class_names"]] == [str(i) for i in range(10)]
         assert f.attrs["complete"] and f.attrs["format_version"] == 1
     data = ImageSet(out / "samples.h5")  # training (and any tool) reads it as it is
@@ -136,6 +124,6 @@ def test_exported_generator_loads_with_plain_keras_in_a_fresh_process(runs):
     env = {k: v for k, v in QUIET_ENV.items() if k != "PYTHONPATH"}
     proc = subprocess.run([sys.executable, "-c", PLAIN_KERAS, str(out / "generator.keras"),
                            str(out / "generator.json")], cwd=out, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("ok (3, 16, 16, 1) 9")

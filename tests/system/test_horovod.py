@@ -41,7 +41,7 @@ def assert_synced_and_equal_to_one_process(out_dir: Path) -> None:
     """The two ranks' weights in ``out_dir`` (written by HELPER) are identical, and equal to
     one process trained on both ranks' batches at once."""
     subprocess.run([sys.executable, str(HELPER), str(out_dir), "reference"], env=QUIET_ENV,
-                   check=True, timeout=120, capture_output=True)
+                   check=True, timeout=600, capture_output=True)
     rank0, rank1, ref = (np.load(out_dir / f"{n}.npz") for n in ("rank0", "rank1",
                                                                  "reference0"))
     assert int(rank0["size"]) == 2 and int(rank1["size"]) == 2
@@ -71,7 +71,7 @@ def _train_two_ranks(data: Path, run_dir: Path, compression: str) -> None:
                            sys.executable, "-m", "jobs", "run",
                            str(ROOT / "jobs/examples/train_cgan_digits.yaml"),
                            *sum((["--set", s] for s in sets), [])],
-                          env=QUIET_ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          env=QUIET_ENV, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 

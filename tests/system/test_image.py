@@ -134,7 +134,7 @@ def test_docker_kill_usr1_checkpoints_and_exits_75(docker, image, shared):
         else:
             raise AssertionError("the container never logged step 7 of epoch 2")
         code = subprocess.run([docker_bin(), "wait", name], env=docker, capture_output=True,
-                              text=True, timeout=300).stdout.strip()
+                              text=True, timeout=900).stdout.strip()
         logs = subprocess.run([docker_bin(), "logs", name], env=docker, capture_output=True,
                               text=True).stderr
     finally:

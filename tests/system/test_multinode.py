@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.system.test_horovod import HELPER, assert_synced_and_equal_to_one_process
 from tests.system.test_slurm import (epoch_rows, final_digest, give_time, hold_until_signalled,
-                                     run_at_step, sacct, signalled_in, submit_sbatch,
+                                     job_alive, run_at_step, sacct, signalled_in, submit_sbatch,
                                      train_spec, wait_state)
 
 pytestmark = pytest.mark.slow
@@ -90,13 +90,9 @@ def test_two_node_sbatch_job_requeues_at_walltime_and_resumes_exactly(
     spec = train_spec(tmp_path, digits, tmp_path / "sb2", epochs=EPOCHS)
     job, log = sbatch_job(two_node_cluster, spec, tmp_path)
 
-    def alive() -> bool:
-        rows = sacct(env, job, "State")
-        return not rows or rows[-1][0].split()[0] in ("PENDING", "RUNNING", "REQUEUED")
-
     start = 0
     for held in range(2):  # rank 0 paused until Slurm's walltime signal reached it via srun
-        pid, start = run_at_step(log, alive, start, start=RANK0)
+        pid, start = run_at_step(log, lambda: job_alive(env, job), start, start=RANK0)
         hold_until_signalled(pid, signal.SIGUSR1, lambda: signalled_in(log, start, RANK0))
         if held == 1:
             give_time(env, job)

@@ -79,7 +79,7 @@ def faces(tmp_path_factory):
                                str(k)], env=QUIET_ENV, cwd=ROOT, stderr=subprocess.PIPE,
                               text=True) for k in range(3)]
     for proc in procs:
-        _, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=900)
         assert proc.returncode == 0, err
     merged = run("-m", "preprocess", "merge", str(spec))
     assert merged.returncode == 0, merged.stderr
@@ -306,7 +306,7 @@ def test_hostile_photos_are_converted_or_skipped_and_never_stop_a_shard(tmp_path
     shard = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search",
                             sys.executable, "-m", "jobs", "run", str(spec), "--index", "0",
                             *sets], env=QUIET_ENV, cwd=ROOT, capture_output=True, text=True,
-                           timeout=300)
+                           timeout=900)
     assert shard.returncode == 0, shard.stderr[-3000:]
     assert run("-m", "preprocess", "merge", str(spec), *sets).returncode == 0
     report = json.loads((out / "faces.report.json").read_text())

@@ -76,6 +76,23 @@ def wait_state(env: dict, job: str, done: set[str], timeout: float) -> str:
     raise AssertionError(f"job {job} not done after {timeout} s: {sacct(env, job, 'State')}")
 
 
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+            "BOOT_FAIL", "DEADLINE"}
+
+
+def job_alive(env: dict, job: str, settle_s: float = 5) -> bool:
+    """False once the job's newest run is in a final state and still is ``settle_s`` later: a
+    job requeueing itself (an early signal, a slow start on a loaded machine) passes through
+    states that are not PENDING or RUNNING on its way back."""
+    for attempt in range(2):
+        rows = sacct(env, job, "State")  # empty until the accounting has the job
+        if not rows or rows[-1][0].split()[0] not in TERMINAL:
+            return True
+        if attempt == 0:
+            time.sleep(settle_s)
+    return False
+
+
 def final_digest(run_dir: Path) -> str:
     with open(run_dir / "ranks.csv", newline="") as f:
         return [r for r in csv.DictReader(f)][-1]["weights_digest"]
@@ -213,8 +230,7 @@ def test_sbatch_training_requeues_itself_at_walltime(slurm_cluster, digits, unin
     log_path = run_dir / "logs" / f"sb-{job}.out"
 
     def alive() -> bool:
-        rows = sacct(env, job, "State")  # empty until the accounting has the job
-        return not rows or rows[-1][0].split()[0] in ("PENDING", "RUNNING", "REQUEUED")
+        return job_alive(env, job)
 
     start = 0
     for held in range(2):

@@ -25,7 +25,7 @@ def submit(env: dict, spec: Path, run_dir: Path, cpus: int) -> tuple[str, Path]:
     proc = subprocess.run([sys.executable, "-m", "jobs", "submit", str(spec), "--set",
                            "resources.time=20", "--set", f"resources.cpus_per_task={cpus}",
                            "--executor", "slurm"], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = (run_dir / "logs" / "submissions.jsonl").read_text().splitlines()
     job = json.loads(records[-1])["job_ids"][0]

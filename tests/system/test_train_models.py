@@ -1,0 +1,190 @@
+"""Every model of the registry through the same loop: trains, resumes bitwise exactly and
+stays in sync across 2 Horovod ranks on disjoint data; a process no launcher joins refuses;
+the mode-collapse guard rolls back only the failing model and stops a run it cannot save."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gan.outputs import read_metrics
+from jobs.core import exitcodes
+from tests.conftest import QUIET_ENV, ROOT
+from tests.system.training import (STEPS, digests, rank_rows, run_train, spec_for,
+                                   tf_checkpoint_reader, train_cmd)
+
+
+def test_two_horovod_ranks_stay_in_sync_on_disjoint_data(digits16, tmp_path):
+    from gan.data import ImageSet, Split
+
+    horovodrun = shutil.which("horovodrun", path=str(Path(sys.executable).parent))
+    run_dir = tmp_path / "run"
+    args = spec_for(tmp_path, digits16, run_dir, "train.epochs=2", "train.batch_size=32")
+    proc = subprocess.run([horovodrun, "-np", "2", "-H", "localhost:2", "--gloo",
+                           *train_cmd(*args)], env=QUIET_ENV, cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    rows = rank_rows(run_dir)
+    data = ImageSet(digits16)
+    for epoch in (1, 2):
+        r0, r1 = (next(r for r in rows if int(r["epoch"]) == epoch and int(r["rank"]) == k)
+                  for k in (0, 1))
+        assert r0["weights_digest"] == r1["weights_digest"]
+        seen = []
+        for rank, row in ((0, r0), (1, r1)):
+            idx = np.concatenate([data.rank_indices(0, epoch - 1, Split(rank, 2, 32), s)
+                                  for s in range(STEPS)])
+            assert int(row["images"]) == len(idx) == STEPS * 32
+            assert int(row["index_sum"]) == int(idx.sum())  # it read exactly its own slice
+            seen.append(set(idx.tolist()))
+        assert not seen[0] & seen[1]
+    assert digests(run_dir)[1] != digests(run_dir)[2]
+
+
+def test_processes_no_launcher_joins_refuse_to_train_alone(digits16, tmp_path):
+    """Two tasks by Slurm's count (SLURM_NTASKS) but no process manager's rank in the
+    environment: the job's own check refuses before MPI_Init, exit 3 (never requeued), one
+    clear line, nothing written."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(train_cmd(*spec_for(tmp_path, digits16, run_dir)),
+                          env={**QUIET_ENV, "SLURM_NTASKS": "2"}, cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "the launcher started 2 processes but no process manager joins them" in proc.stderr
+    assert "srun --mpi=pmix" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (run_dir / "checkpoints").exists()
+
+
+
+def test_guard_rolls_back_only_the_failing_model_then_stops(digits16, tmp_path, monkeypatch):
+    """An injected collapse: D's loss is forced out of bounds from step 40 on."""
+    import tensorflow as tf
+
+    from gan import distributed, train
+    from gan.guard import GuardStop
+    from jobs.core.loader import load_spec, parse_set_args
+
+    spec = load_spec(ROOT / "jobs/examples/train_cgan_digits.yaml", parse_set_args(spec_for(
+        tmp_path, digits16, tmp_path / "run")[2::2] + [
+        "train.guard.snapshot_every_steps=5", "train.guard.max_failures=3",
+        "train.guard.d_real_band=[0.0, 10.0]", "train.guard.d_fake_band=[0.0, 10.0]",
+        "train.guard.g_band=[0.0, 10.0]"]))
+    trainer = train.Trainer(spec.work, distributed.World(0, 1, 0))
+    real_step = trainer.step_fn
+    before, after = {}, {}  # step -> (D weights, G weights) before/after that step trains
+
+    def weights():
+        return ([v.numpy().copy() for v in trainer.D.weights],
+                [v.numpy().copy() for v in trainer.G.weights])
+
+    def collapsing_step(images, labels, step, stop):
+        k = int(step)  # read first: the step counts itself
+        before[k] = weights()
+        metrics, stops = real_step(images, labels, step, stop)
+        after[k] = weights()
+        if k >= 40:
+            metrics = tf.tensor_scatter_nd_update(metrics, [[0]], [5.0])  # d_real = 5
+        return metrics, stops
+
+    trainer.step_fn = collapsing_step
+    with pytest.raises(GuardStop, match="3 rollbacks without"):
+        trainer.run()
+    assert int(trainer.guard.rollbacks) == 2
+
+    def same(a, b):
+        return all(np.array_equal(x, y) for x, y in zip(a, b))
+
+    # the guard observes step k's losses as global step k+1; its snapshot of step s holds the
+    # weights after training step s-1. The first rollback happened after step 40 trained:
+    snap = int(trainer.guard.slot_step[1])
+    assert 0 < snap < 40
+    d_restored, g_kept = before[41]
+    assert same(d_restored, after[snap - 1][0]), "D was not restored to the older snapshot"
+    assert same(g_kept, after[40][1]), "G was rolled back although its loss was fine"
+    assert not same(d_restored, after[40][0])
+
+
+def test_guard_stop_exits_79_through_the_cli(digits16, tmp_path):
+    """A real stop, decided by steps: D's loss on real digits falls steadily from 0.70 (step 1)
+    to 0.41 (step 112) on these settings, so a lower bound of 0.55 is healthy at step 1 (the
+    one snapshot) and broken near step 30; the rollback restores D, D learns again, breaks the
+    bound again: 2 rollbacks with no snapshot between them -> exit 79, never requeued."""
+    args = spec_for(tmp_path, digits16, tmp_path / "run", "train.guard.d_bounds=[0.55, 10.0]",
+                    "train.guard.g_bounds=[0.0, 10.0]", "train.guard.g_band=[0.0, 10.0]",
+                    "train.guard.d_real_band=[0.0, 10.0]",
+                    "train.guard.d_fake_band=[0.0, 10.0]",
+                    "train.guard.snapshot_every_steps=1000", "train.guard.max_failures=2")
+    proc = run_train(*args)
+    assert proc.returncode == exitcodes.GUARD_STOPPED, proc.stderr[-3000:]
+    assert "guard: rollback 1 at step" in proc.stderr and "restored discriminator" in proc.stderr
+    assert "mode-collapse guard: 2 rollbacks without" in proc.stderr
+    assert "snapshot to restore was from step 1)" in proc.stderr
+
+
+
+def test_mixed_precision_trains(digits16, tmp_path):
+    proc = run_train(*spec_for(tmp_path, digits16, tmp_path / "mp", "train.epochs=1",
+                               "train.mixed_precision=true"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "mp" / "checkpoints" / f"ckpt-{STEPS}.index").exists()
+
+
+
+MODEL_SETS = {  # the registry's other models, on the small test settings of spec_for
+    "dcgan": ["train.model.name=dcgan"],
+    "aeacgan": ["train.model.name=aeacgan", "train.latent.distribution=unit_uniform"],
+    # the generator's moving average and DiffAugment with ADA's p: in the checkpoint, seeded
+    # by the step
+    "cgan-ema-augment": ["train.ema.enabled=true", "train.ema.half_life_kimg=0.5",
+                         "train.augment.policy=[color, translation, cutout]",
+                         "train.augment.adaptive=true", "train.augment.probability=0.3",
+                         "train.augment.speed_kimg=5", "train.metrics.every_epochs=1",
+                         "train.metrics.count=40", "train.checkpoint.keep_best=kid"],
+    # hinge loss with the lazy R1 penalty (second-order gradients, allreduced like the rest)
+    "cgan-hinge-r1": ["train.loss.name=hinge", "train.loss.r1_gamma=1.0",
+                      "train.loss.r1_interval=4"],
+    # XLA-compiled networks (BatchNorm inside them), Horovod's allreduce outside
+    "dcgan-xla": ["train.model.name=dcgan", "train.jit_compile=true"],
+}
+
+
+@pytest.mark.parametrize("model", sorted(MODEL_SETS))
+def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, digits_small,
+                                                                     tmp_path):
+    """The same loop serves every model of the registry: the DCGAN (BatchNorm inside) and the
+    AE-AC-GAN (encoder, three updates per batch, its own optimizer in the checkpoint). On the
+    first 640 digits (10 steps an epoch): the properties are exactness and sync, not
+    learning."""
+    sets = [*MODEL_SETS[model], "train.epochs=2"]
+    straight = run_train(*spec_for(tmp_path, digits_small, tmp_path / "a", *sets))
+    assert straight.returncode == 0, straight.stderr
+    first = run_train(*spec_for(tmp_path, digits_small, tmp_path / "b", *sets, "train.epochs=1"))
+    resumed = run_train(*spec_for(tmp_path, digits_small, tmp_path / "b", *sets))
+    assert first.returncode == 0 and resumed.returncode == 0, resumed.stderr
+    assert digests(tmp_path / "b") == digests(tmp_path / "a")
+    with open(tmp_path / "a" / "metrics.csv") as f:
+        header = f.readline().strip().split(",")
+    if model == "cgan-ema-augment":  # the average is in every checkpoint, apart from G
+        reader = tf_checkpoint_reader(tmp_path / "a")
+        assert any("generator_ema" in name for name in reader)
+        assert any("augment_p" in name for name in reader) and "augment_p" in header
+    if model == "aeacgan":  # its extra losses are logged too
+        assert {"d_attr", "g_attr", "ae_mae"} <= set(header)
+    horovodrun = shutil.which("horovodrun", path=str(Path(sys.executable).parent))
+    two = subprocess.run([horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", *train_cmd(
+        *spec_for(tmp_path, digits_small, tmp_path / "c", *sets, "train.batch_size=32"))],
+        env=QUIET_ENV, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert two.returncode == 0, two.stdout[-3000:]
+    rows = rank_rows(tmp_path / "c")
+    for epoch in ("1", "2"):  # BatchNorm statistics averaged: identical models every epoch
+        assert len({r["weights_digest"] for r in rows if r["epoch"] == epoch}) == 1
+    if model == "cgan-ema-augment":  # quality measured by both ranks, each its share
+        epochs = read_metrics(tmp_path / "c", "epoch")
+        assert all(float(r["kid"]) > 0 and r["face_rate"] != "" for r in epochs), epochs
+        assert (tmp_path / "c" / "best" / "best.json").exists()
+        assert "quality yardstick, 40 real images" in two.stdout + two.stderr
+

@@ -1,0 +1,92 @@
+"""Helpers of the training system tests: the small digits spec they share, running the CLI,
+and reading what a run wrote (per-rank digests, checkpoints, figures)."""
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import QUIET_ENV, ROOT
+
+EPOCHS, STEPS = 4, 28  # digits: 1797 images // batch 64 = 28 steps per epoch
+
+
+def spec_for(folder: Path, data: Path, run_dir: Path, *sets: str) -> list[str]:
+    """CLI args: the digits example spec pointed at test paths, small and fast."""
+    return [str(ROOT / "jobs/examples/train_cgan_digits.yaml"),
+            "--set", f"train.data={data}", "--set", f"train.run_dir={run_dir}",
+            "--set", f"train.epochs={EPOCHS}", "--set", "train.log_every_steps=7",
+            "--set", "train.model.latent_dim=32", "--set", "train.model.embedding_dim=8",
+            "--set", "train.model.generator_filters=[32, 16]",
+            "--set", "train.model.discriminator_filters=[16, 32]",
+            "--set", "train.ema.enabled=false", *sum(
+                (["--set", s] for s in sets), [])]
+
+
+def train_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "jobs", "run", *args]
+
+
+def run_train(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(train_cmd(*args), env=QUIET_ENV, cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def rank_rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "ranks.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def digests(run_dir: Path) -> dict[int, str]:
+    return {int(r["epoch"]): r["weights_digest"] for r in rank_rows(run_dir)
+            if r["rank"] == "0"}
+
+
+def latest_checkpoint_step(run_dir: Path) -> int:
+    """The step of the checkpoint TensorFlow's index file names as the latest."""
+    state = (run_dir / "checkpoints" / "checkpoint").read_text()
+    return int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state).group(1))
+
+
+def wait_for(path_glob: Path, proc: subprocess.Popen, timeout: float = 900) -> None:
+    deadline = time.monotonic() + timeout
+    while not list(path_glob.parent.glob(path_glob.name)):
+        assert proc.poll() is None, "training ended before the expected point"
+        assert time.monotonic() < deadline, f"{path_glob} never appeared"
+        time.sleep(0.01)
+
+
+def tf_checkpoint_reader(run_dir: Path) -> list[str]:
+    """The names of the variables in a run's newest checkpoint (TensorFlow imported only
+    here: the helpers must not slow every test module's import)."""
+    import tensorflow as tf
+
+    path = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    return [name for name, _ in tf.train.list_variables(path)]
+
+
+def figures(run_dir: Path, out: Path, example: str, *sets: str) -> dict:
+    """Run a generate example against a trained run; its figures.json."""
+    proc = run_train(str(ROOT / f"jobs/examples/{example}.yaml"),
+                     "--set", f"generate.run_dir={run_dir}", "--set", f"generate.output_dir={out}",
+                     *sum((["--set", s] for s in sets), []))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((out / "figures.json").read_text())
+
+
+def copy_run_without_its_data(run_dir: Path, copy: Path) -> Path:
+    """A copy of a trained run whose recorded training data no longer exists (as if the data
+    had been moved away): what a run directory alone must be enough for."""
+    shutil.copytree(run_dir, copy)
+    spec = copy / "train_spec.yaml"
+    text = spec.read_text()
+    assert "data: " in text, text
+    spec.write_text("\n".join(
+        f"{line.split('data: ')[0]}data: {copy.parent / 'moved-away.h5'}"
+        if line.lstrip().startswith("data: ") else line for line in text.splitlines()) + "\n")
+    return copy
