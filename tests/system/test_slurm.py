@@ -31,16 +31,19 @@ def write(path: Path, text: str) -> Path:
 
 
 def train_spec(folder: Path, data: Path, run_dir: Path, epochs: int = EPOCHS) -> Path:
-    """A 1-minute job with a generous requeue budget: how many restarts a run needs depends on
+    """A 2-minute job with a generous requeue budget: how many restarts a run needs depends on
     the machine's speed, so the test never counts on a small one. Its walltime signal: the
     controller checks every 30 s and sends it at the first check that finds the job within
-    lead + 30 s of its limit, so with a 20 s lead 10-40 s after the start. Never sooner: a
+    lead + 30 s of its limit, so with a 20 s lead 70-100 s after the start. Not sooner: a
     signal sent in the job's first second, before its batch step or srun's tasks exist, is
-    lost (seen with a 30 s lead, whose window starts at 0 s), and the job runs into its limit."""
+    lost (seen with a 30 s lead, whose window starts at 0 s); and a 1-minute limit was too
+    short on a loaded machine (the suite's other worker training): the signal came during
+    start-up, the first step took 44 s, and the job reached its hard limit before it could
+    checkpoint (TIMEOUT, never requeued)."""
     return write(folder / f"{run_dir.name}.yaml", f"""\
 kind: train
 name: {run_dir.name}
-resources: {{cpus_per_task: 2, mem_gb: 2, time: 1, signal_lead_s: 20, max_requeues: 30}}
+resources: {{cpus_per_task: 2, mem_gb: 2, time: 2, signal_lead_s: 20, max_requeues: 30}}
 train:
   data: {data}
   run_dir: {run_dir}
