@@ -67,7 +67,7 @@ def digits16(tmp_path_factory) -> Path:
 
 
 # the first 640 digits: 10 steps an epoch at a global batch of 64
-SMALL_DIGITS, SMALL_STEPS = 640, 10
+SMALL_DIGITS = 640
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import QUIET_ENV, ROOT
+import yaml
+
+from tests.conftest import ROOT, run_cli
 
 EPOCHS, STEPS = 4, 28  # digits: 1797 images // batch 64 = 28 steps per epoch
 
@@ -33,8 +35,8 @@ def train_cmd(*args: str) -> list[str]:
 
 
 def run_train(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(train_cmd(*args), env=QUIET_ENV, cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    """``python -m jobs run ARGS``, with a hang guard long enough for a loaded machine."""
+    return run_cli("run", *args, timeout=timeout)
 
 
 def rank_rows(run_dir: Path) -> list[dict]:
@@ -83,10 +85,8 @@ def copy_run_without_its_data(run_dir: Path, copy: Path) -> Path:
     """A copy of a trained run whose recorded training data no longer exists (as if the data
     had been moved away): what a run directory alone must be enough for."""
     shutil.copytree(run_dir, copy)
-    spec = copy / "train_spec.yaml"
-    text = spec.read_text()
-    assert "data: " in text, text
-    spec.write_text("\n".join(
-        f"{line.split('data: ')[0]}data: {copy.parent / 'moved-away.h5'}"
-        if line.lstrip().startswith("data: ") else line for line in text.splitlines()) + "\n")
+    spec_file = copy / "train_spec.yaml"
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["data"] = str(copy.parent / "moved-away.h5")
+    spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
     return copy
