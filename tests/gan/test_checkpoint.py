@@ -4,6 +4,7 @@ model is refused; a generator loads from the run directory alone."""
 from __future__ import annotations
 
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -34,11 +35,21 @@ def weights(model) -> list[np.ndarray]:
     return [v.numpy().copy() for v in model.weights]
 
 
+@pytest.fixture(scope="module")
+def trained_two_epochs(tmp_path_factory):
+    """One 2-epoch run for the whole file: each test damages or refuses its own copy."""
+    folder = tmp_path_factory.mktemp("two_epochs")
+    assert trainer(folder, "train.epochs=2").run() == 0
+    return folder
+
+
 @pytest.fixture
-def two_epochs(tmp_path):
-    t = trainer(tmp_path, "train.epochs=2")
-    assert t.run() == 0
-    return tmp_path
+def two_epochs(trained_two_epochs, tmp_path):
+    """A copy of the 2-epoch run in this test's folder (its spec names the original's data
+    and run_dir, so each test reads and writes only its copy through ``trainer``)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_two_epochs, copy)
+    return copy
 
 
 def overwrite(path, data: bytes) -> None:
