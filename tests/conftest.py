@@ -14,6 +14,11 @@ SYSTEM_TESTS = ROOT / "tests" / "system"
 QUIET_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
 
 
+def set_args(sets) -> list[str]:
+    """``--set KEY=VALUE`` for each item: how the CLI takes spec overrides."""
+    return [arg for item in sets for arg in ("--set", item)]
+
+
 def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -m jobs ARGS`` in a subprocess, the way a user (or sbatch) calls it."""
     return subprocess.run([sys.executable, "-m", "jobs", *args], cwd=cwd, env=QUIET_ENV,

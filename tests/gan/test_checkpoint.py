@@ -45,8 +45,8 @@ def trained_two_epochs(tmp_path_factory):
 
 @pytest.fixture
 def two_epochs(trained_two_epochs, tmp_path):
-    """A copy of the 2-epoch run in this test's folder (its spec names the original's data
-    and run_dir, so each test reads and writes only its copy through ``trainer``)."""
+    """A copy of the 2-epoch run (data file and run directory) in this test's folder:
+    ``trainer(copy)`` points the spec at the copy's files, so a test changes only its own."""
     copy = tmp_path / "copy"
     shutil.copytree(trained_two_epochs, copy)
     return copy

@@ -5,7 +5,7 @@ from __future__ import annotations
 from jobs import plan_scaling
 from jobs.core import exitcodes
 from jobs.core.loader import load_spec, parse_set_args
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, set_args
 
 CGAN = ROOT / "jobs/examples/train_cgan_faces.yaml"
 MANY_SMALL = ["resources.nodes=8", "resources.tasks_per_node=4", "resources.gpus_per_node=4",
@@ -80,9 +80,9 @@ def test_sweep_points_and_pipeline_stages_are_checked(write_spec, tmp_path):
 def test_plan_prints_the_warning_and_still_succeeds(tmp_path):
     data = tmp_path / "faces.h5"
     data.write_bytes(b"")
-    proc = run_cli("plan", str(CGAN), "--set", f"train.data={data}", "--set",
-                   f"train.run_dir={tmp_path / 'run'}", *sum((["--set", s] for s in MANY_SMALL),
-                                                             []))
+    proc = run_cli("plan", str(CGAN), *set_args([f"train.data={data}",
+                                                  f"train.run_dir={tmp_path / 'run'}",
+                                                  *MANY_SMALL]))
     assert proc.returncode == exitcodes.OK, proc.stderr
     assert "# warning: 32 GPU ranks at train.batch_size 8" in proc.stdout
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, set_args
 from tests.system.training import run_train
 
 
@@ -53,10 +53,9 @@ def train_example_into(example: str, data: Path, run_dir: Path, epochs: int,
     """An example spec for a fixed number of epochs, with ``sets`` applied (the floors asserted
     after it were measured with margin at that point: bench/bench_models.py has the full runs
     of the examples as they are)."""
-    proc = run_train(str(ROOT / f"jobs/examples/{example}.yaml"), "--set", f"train.data={data}",
-                     "--set", f"train.run_dir={run_dir}", "--set", "train.log_every_steps=1000",
-                     "--set", f"train.epochs={epochs}",
-                     *[arg for item in sets for arg in ("--set", item)], timeout=1800)
+    proc = run_train(str(ROOT / f"jobs/examples/{example}.yaml"), *set_args([
+        f"train.data={data}", f"train.run_dir={run_dir}", "train.log_every_steps=1000",
+        f"train.epochs={epochs}", *sets]), timeout=1800)
     assert proc.returncode == 0, f"{example}: {proc.stderr[-3000:]}"
 
 

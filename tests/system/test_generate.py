@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from jobs.core import exitcodes
-from tests.conftest import QUIET_ENV, ROOT, run_cli
+from tests.conftest import QUIET_ENV, ROOT, run_cli, set_args
 from tests.system.training import copy_run_without_its_data
 
 
@@ -21,7 +21,7 @@ def generate(run_dir: Path, out: Path, task: str, *sets: str):
     args = [f"generate.run_dir={run_dir}", f"generate.output_dir={out}",
             f"generate.task={task}", "generate.steps=5", "generate.samples=300", *sets]
     return run_cli("run", str(ROOT / "jobs/examples/generate_grid.yaml"),
-                   *sum((["--set", a] for a in args), []))
+                   *set_args(args))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import QUIET_ENV, ROOT
+from tests.conftest import QUIET_ENV, ROOT, set_args
 
 HELPER = ROOT / "tests" / "helpers" / "hvd_sync_check.py"
 
@@ -70,7 +70,7 @@ def _train_two_ranks(data: Path, run_dir: Path, compression: str) -> None:
     proc = subprocess.run([_horovodrun(), "-np", "2", "-H", "localhost:2", "--gloo",
                            sys.executable, "-m", "jobs", "run",
                            str(ROOT / "jobs/examples/train_cgan_digits.yaml"),
-                           *sum((["--set", s] for s in sets), [])],
+                           *set_args(sets)],
                           env=QUIET_ENV, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, set_args
 from tests.system.test_horovod import HELPER, assert_synced_and_equal_to_one_process
 from tests.system.test_slurm import (epoch_rows, final_digest, give_time, hold_until_signalled,
                                      job_alive, run_at_step, sacct, signalled_in, submit_sbatch,
@@ -108,8 +108,8 @@ def test_two_node_sbatch_job_requeues_at_walltime_and_resumes_exactly(
 
 def submit_submitit(env: dict, spec: Path, run_dir: Path, *sets: str
                     ) -> tuple[subprocess.Popen, str, Path]:
-    args = sum((["--set", s] for s in [*TWO_NODES, *sets]), [])
-    proc = subprocess.Popen([sys.executable, "-m", "jobs", "submit", str(spec), *args,
+    proc = subprocess.Popen([sys.executable, "-m", "jobs", "submit", str(spec),
+                             *set_args([*TWO_NODES, *sets]),
                              "--executor", "slurm", "--wait"], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     records = run_dir / "logs" / "submissions.jsonl"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, set_args
 
 EPOCHS, STEPS = 4, 28  # digits: 1797 images // batch 64 = 28 steps per epoch
 
@@ -26,8 +26,7 @@ def spec_for(folder: Path, data: Path, run_dir: Path, *sets: str) -> list[str]:
             "--set", "train.model.latent_dim=32", "--set", "train.model.embedding_dim=8",
             "--set", "train.model.generator_filters=[32, 16]",
             "--set", "train.model.discriminator_filters=[16, 32]",
-            "--set", "train.ema.enabled=false", *sum(
-                (["--set", s] for s in sets), [])]
+            "--set", "train.ema.enabled=false", *set_args(sets)]
 
 
 def train_cmd(*args: str) -> list[str]:
@@ -76,7 +75,7 @@ def figures(run_dir: Path, out: Path, example: str, *sets: str) -> dict:
     """Run a generate example against a trained run; its figures.json."""
     proc = run_train(str(ROOT / f"jobs/examples/{example}.yaml"),
                      "--set", f"generate.run_dir={run_dir}", "--set", f"generate.output_dir={out}",
-                     *sum((["--set", s] for s in sets), []))
+                     *set_args(sets))
     assert proc.returncode == 0, proc.stderr
     return json.loads((out / "figures.json").read_text())
 
