@@ -1,6 +1,6 @@
 """The learning floors of the digits AE-AC-GAN, kept honest in CI: the example is trained once per
-suite run (``tests/system/conftest.py``, for the epochs its floors were measured at) and every
-test here reads that run directory. The floors sit well below what the benchmark
+suite run (``tests/system/conftest.py``: at half width, for the epochs its floors were measured
+at) and every test here reads that run directory. The floors sit well below what the benchmark
 (``bench/bench_models.py``) measures. One file per model: the suite's workers train them side
 by side."""
 from __future__ import annotations

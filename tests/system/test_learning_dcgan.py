@@ -1,6 +1,6 @@
 """The learning floors of the 32x32 digits DCGAN, kept honest in CI: the example is trained once per
-suite run (``tests/system/conftest.py``, for the epochs its floors were measured at) and every
-test here reads that run directory. The floors sit well below what the benchmark
+suite run (``tests/system/conftest.py``: at half width, for the epochs its floors were measured
+at) and every test here reads that run directory. The floors sit well below what the benchmark
 (``bench/bench_models.py``) measures. One file per model: the suite's workers train them side
 by side."""
 from __future__ import annotations
@@ -10,9 +10,9 @@ from tests.system.training import figures
 
 def test_dcgan_covers_every_digit_and_its_arithmetic_moves_towards_one(trained_dcgan,
                                                                       tmp_path):
-    """The unconditional DCGAN at 32x32, its example trained to the end of its epochs without
-    the guard stopping it: no mode collapse (every digit among its samples, none above 25%),
-    and z + alpha*v along the "1" direction makes more ones."""
+    """The unconditional DCGAN at 32x32, trained for its epochs without the guard stopping
+    it: no mode collapse (every digit among its samples, none above 25%), and z + alpha*v
+    along the "1" direction makes more ones."""
     from gan.digits import DigitJudge
     from gan.evaluate import generate
     from gan.sampler import Sampler
