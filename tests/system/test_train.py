@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from jobs.core import exitcodes
 from tests.conftest import QUIET_ENV, ROOT
 from tests.system.training import (EPOCHS, STEPS, digests, latest_checkpoint_step, run_train,
-                                   spec_for, train_cmd, wait_for)
+                                   spec_for, train_cmd, wait_for, wait_until_caught)
 
 
 @pytest.fixture(scope="module")
@@ -168,10 +167,10 @@ def test_stop_signal_during_startup_is_not_lost(digits16, tmp_path):
     args = spec_for(tmp_path, digits16, tmp_path / "early")
     proc = subprocess.Popen(train_cmd(*args), env=QUIET_ENV, cwd=ROOT, stderr=subprocess.PIPE,
                             text=True)
-    time.sleep(0.5)
+    wait_until_caught(proc, signal.SIGUSR1)  # the entry point's first act, before TensorFlow
     proc.send_signal(signal.SIGUSR1)
     _, err = proc.communicate(timeout=900)
     assert proc.returncode == exitcodes.REQUEUE, err
-    assert "stopped at epoch 1 step 1/" in err
+    assert "stopped at epoch 1 step 1/" in err  # pending since before the first step
     assert run_train(*args).returncode == 0
 

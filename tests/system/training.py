@@ -62,6 +62,20 @@ def wait_for(path_glob: Path, proc: subprocess.Popen, timeout: float = 900) -> N
         time.sleep(0.01)
 
 
+def wait_until_caught(proc: subprocess.Popen, signum: int, timeout: float = 300) -> None:
+    """Wait until ``proc`` has its handler for ``signum`` (its SigCgt bit in /proc): a process
+    signalled before that dies of the signal's default action however early its code would
+    have caught it, and how soon that is depends on the machine's load, not on the code."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        if int(re.search(r"SigCgt:\s*([0-9a-f]+)", status).group(1), 16) & (1 << (signum - 1)):
+            return
+        assert proc.poll() is None, "the process ended before it caught the signal"
+        assert time.monotonic() < deadline, f"signal {signum} never caught"
+        time.sleep(0.005)
+
+
 def tf_checkpoint_reader(run_dir: Path) -> list[str]:
     """The names of the variables in a run's newest checkpoint (TensorFlow imported only
     here: the helpers must not slow every test module's import)."""
