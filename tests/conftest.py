@@ -31,7 +31,7 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.Co
 SYSTEM_MINUTES = {
     "test_multinode.py": 20, "test_learning_aeacgan.py": 6, "test_train_models.py": 9,
     "test_slurm.py": 8, "test_bench_smoke.py": 7, "test_learning_cgan.py": 7,
-    "test_train.py": 7, "test_learning_dcgan.py": 3, "test_image.py": 6, "test_demo.py": 6,
+    "test_train.py": 7, "test_learning_dcgan.py": 3, "test_image.py": 6, "test_demo.py": 4,
     "test_preprocess.py": 4, "test_train_faces.py": 4, "test_slurm_faults.py": 3,
     "test_horovod.py": 3, "test_generate.py": 3,
 }
