@@ -19,6 +19,7 @@ import pytest
 from jobs.core.loader import load_spec, parse_set_args
 from jobs.submission import sbatch_argv
 from tests.conftest import QUIET_ENV, ROOT
+from tests.system.training import signal_mask
 
 pytestmark = pytest.mark.slow
 EPOCHS, STEPS = 6, 28  # digits: 1797 // 64 = 28 steps an epoch
@@ -159,9 +160,7 @@ def run_at_step(log: Path, proc_alive, start_index: int, timeout: float = 600,
 
 def pending(pid: int) -> int:
     """The signals pending for a (stopped) process, as a bit mask (bit n-1 = signal n)."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"ShdPnd:\s*([0-9a-f]+)", status).group(1), 16) | \
-        int(re.search(r"SigPnd:\s*([0-9a-f]+)", status).group(1), 16)
+    return signal_mask(pid, "ShdPnd", "SigPnd")
 
 
 def hold_until_signalled(pid: int, signum: int, received=lambda: False) -> bool:

@@ -62,15 +62,22 @@ def wait_for(path_glob: Path, proc: subprocess.Popen, timeout: float = 900) -> N
         time.sleep(0.01)
 
 
+def signal_mask(pid: int, *fields: str) -> int:
+    """The union of the signal masks ``fields`` of /proc/PID/status (``SigCgt``: caught,
+    ``SigPnd``/``ShdPnd``: pending), as bits (bit n-1 = signal n)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = 0
+    for field in fields:
+        mask |= int(re.search(rf"{field}:\s*([0-9a-f]+)", status).group(1), 16)
+    return mask
+
+
 def wait_until_caught(proc: subprocess.Popen, signum: int, timeout: float = 300) -> None:
-    """Wait until ``proc`` has its handler for ``signum`` (its SigCgt bit in /proc): a process
-    signalled before that dies of the signal's default action however early its code would
-    have caught it, and how soon that is depends on the machine's load, not on the code."""
+    """Wait until ``proc`` has its handler for ``signum``: a process signalled before that
+    dies of the signal's default action however early its code would have caught it, and
+    how soon that is depends on the machine's load, not on the code."""
     deadline = time.monotonic() + timeout
-    while True:
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        if int(re.search(r"SigCgt:\s*([0-9a-f]+)", status).group(1), 16) & (1 << (signum - 1)):
-            return
+    while not signal_mask(proc.pid, "SigCgt") & (1 << (signum - 1)):
         assert proc.poll() is None, "the process ended before it caught the signal"
         assert time.monotonic() < deadline, f"signal {signum} never caught"
         time.sleep(0.005)
