@@ -132,12 +132,28 @@ def kid(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_size: int = 100
 
 
 def fid(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy import linalg
-
+    """‖μa − μb‖² + tr(Σa + Σb − 2 √(Σa Σb)), the Fréchet distance of the two Gaussians."""
     mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * np.real(root)))
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b)
+                 - 2 * trace_sqrt_product(a - mu_a, b - mu_b, cov_a, cov_b))
+
+
+def trace_sqrt_product(a: np.ndarray, b: np.ndarray, cov_a: np.ndarray,
+                       cov_b: np.ndarray) -> float:
+    """tr √(Σa Σb) of centred features, exactly, without the general matrix square root.
+
+    The eigenvalues of Σa Σb are real and ≥ 0 (it is similar to Σa^½ Σb Σa^½), so the trace is
+    the sum of their roots. With fewer images than dimensions (40 Inception features of 2048)
+    they are the squared singular values of A Bᵀ / √((na−1)(nb−1)), an na × nb matrix; else
+    those of the symmetric Σa^½ Σb Σa^½. Either is an SVD or eigh: scipy's ``sqrtm`` of a
+    2048² product (the usual FID code) took 16 s where this takes well under one."""
+    if min(len(a), len(b)) < a.shape[1]:
+        cross = a @ b.T / np.sqrt((len(a) - 1) * (len(b) - 1))
+        return float(np.linalg.svd(cross, compute_uv=False).sum())
+    w, v = np.linalg.eigh(cov_a)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ cov_b @ root_a), 0, None)).sum())
 
 
 class FaceRate:

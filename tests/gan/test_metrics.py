@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from scipy import linalg
 from skimage import data as skdata
 
 from gan.metrics import FEATURE_DIM, FaceFeatures, FaceRate, InceptionFeatures, fid, kid
@@ -73,3 +74,16 @@ def test_inception_features_come_from_the_users_file_checked_first(tmp_path, fac
     expected = model(tf.image.resize(face[None].astype(np.float32), (299, 299)) / 127.5 - 1)
     assert features.shape == (1, 2048)
     np.testing.assert_allclose(features, np.asarray(expected), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("count, dim", [(40, 256), (300, 32)])
+def test_fid_is_the_frechet_distance_of_the_textbook_formula(count, dim):
+    """Fewer images than dimensions (the n-space form) and more (the d-space one): both give
+    ‖μa − μb‖² + tr(Σa + Σb − 2 √(Σa Σb)) with √ the general matrix square root."""
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(count, dim)) @ rng.normal(size=(dim, dim)) / np.sqrt(dim)
+    b = rng.normal(0.2, size=(count + 7, dim))
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = np.real(linalg.sqrtm(cov_a @ cov_b))
+    textbook = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root)
+    np.testing.assert_allclose(fid(a, b), textbook, rtol=1e-6)
