@@ -14,8 +14,9 @@ import pytest
 from gan.outputs import read_metrics
 from jobs.core import exitcodes
 from tests.conftest import QUIET_ENV, ROOT
-from tests.system.training import (STEPS, digests, rank_rows, run_train, spec_for,
-                                   tf_checkpoint_reader, train_cmd)
+from tests.system.conftest import SMALL_DIGITS
+from tests.system.training import (STEPS, digests, killed_after_epoch, rank_rows, run_train,
+                                   spec_for, tf_checkpoint_reader, train_cmd)
 
 
 def test_two_horovod_ranks_stay_in_sync_on_disjoint_data(digits16, tmp_path):
@@ -162,9 +163,10 @@ def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, digi
     sets = [*MODEL_SETS[model], "train.epochs=2"]
     straight = run_train(*spec_for(tmp_path, digits_small, tmp_path / "a", *sets))
     assert straight.returncode == 0, straight.stderr
-    first = run_train(*spec_for(tmp_path, digits_small, tmp_path / "b", *sets, "train.epochs=1"))
+    killed_after_epoch(tmp_path / "a", tmp_path / "b", 1, SMALL_DIGITS // 64)
     resumed = run_train(*spec_for(tmp_path, digits_small, tmp_path / "b", *sets))
-    assert first.returncode == 0 and resumed.returncode == 0, resumed.stderr
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from ckpt-{SMALL_DIGITS // 64}" in resumed.stderr
     assert digests(tmp_path / "b") == digests(tmp_path / "a")
     with open(tmp_path / "a" / "metrics.csv") as f:
         header = f.readline().strip().split(",")

@@ -83,6 +83,36 @@ def wait_until_caught(proc: subprocess.Popen, signum: int, timeout: float = 300)
         time.sleep(0.005)
 
 
+def killed_after_epoch(run_dir: Path, copy: Path, epoch: int, step: int) -> Path:
+    """A copy of a finished run as a kill just after its step-``step`` checkpoint (the end of
+    ``epoch``) would have left it: the later checkpoints, the later epochs' rows of
+    ``ranks.csv`` and the best snapshot gone, so what the later epochs show in the copy can
+    only come from a process that resumed it. One uninterrupted run then serves as both the
+    reference and the run to resume."""
+    shutil.copytree(run_dir, copy)
+    checkpoints = copy / "checkpoints"
+    for path in checkpoints.glob("ckpt-*"):
+        if int(re.match(r"ckpt-(\d+)", path.name).group(1)) > step:
+            path.unlink()
+    assert list(checkpoints.glob(f"ckpt-{step}.index")), f"{run_dir} has no ckpt-{step}"
+    index = checkpoints / "checkpoint"  # TensorFlow's: newest, all kept, when each was saved
+    text = index.read_text()
+    kept = [(path, stamp) for path, stamp in zip(
+        re.findall(r'all_model_checkpoint_paths: "ckpt-(\d+)"', text),
+        re.findall(r"all_model_checkpoint_timestamps: (\S+)", text)) if int(path) <= step]
+    index.write_text(f'model_checkpoint_path: "ckpt-{step}"\n' + "".join(
+        f'all_model_checkpoint_paths: "ckpt-{p}"\n' for p, _ in kept) + "".join(
+        f"all_model_checkpoint_timestamps: {t}\n" for _, t in kept) + re.search(
+        r"last_preserved_timestamp: \S+\n", text).group(0))
+    rows = [r for r in rank_rows(copy) if int(r["epoch"]) <= epoch]
+    with open(copy / "ranks.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    shutil.rmtree(copy / "best", ignore_errors=True)
+    return copy
+
+
 def tf_checkpoint_reader(run_dir: Path) -> list[str]:
     """The names of the variables in a run's newest checkpoint (TensorFlow imported only
     here: the helpers must not slow every test module's import)."""
