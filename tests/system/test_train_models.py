@@ -138,16 +138,16 @@ def test_mixed_precision_trains(digits16, tmp_path):
 MODEL_SETS = {  # the registry's other models, on the small test settings of spec_for
     "dcgan": ["train.model.name=dcgan"],
     "aeacgan": ["train.model.name=aeacgan", "train.latent.distribution=unit_uniform"],
-    # the generator's moving average and DiffAugment with ADA's p: in the checkpoint, seeded
-    # by the step
-    "cgan-ema-augment": ["train.ema.enabled=true", "train.ema.half_life_kimg=0.5",
-                         "train.augment.policy=[color, translation, cutout]",
-                         "train.augment.adaptive=true", "train.augment.probability=0.3",
-                         "train.augment.speed_kimg=5", "train.metrics.every_epochs=1",
-                         "train.metrics.count=40", "train.checkpoint.keep_best=kid"],
-    # hinge loss with the lazy R1 penalty (second-order gradients, allreduced like the rest)
-    "cgan-hinge-r1": ["train.loss.name=hinge", "train.loss.r1_gamma=1.0",
-                      "train.loss.r1_interval=4"],
+    # every option of the cGAN's step at once: the generator's moving average and DiffAugment
+    # with ADA's p (in the checkpoint, seeded by the step), the hinge loss with the lazy R1
+    # penalty (second-order gradients, allreduced like the rest), quality measured per epoch
+    "cgan-options": ["train.ema.enabled=true", "train.ema.half_life_kimg=0.5",
+                     "train.augment.policy=[color, translation, cutout]",
+                     "train.augment.adaptive=true", "train.augment.probability=0.3",
+                     "train.augment.speed_kimg=5", "train.metrics.every_epochs=1",
+                     "train.metrics.count=40", "train.checkpoint.keep_best=kid",
+                     "train.loss.name=hinge", "train.loss.r1_gamma=1.0",
+                     "train.loss.r1_interval=4"],
     # XLA-compiled networks (BatchNorm inside them), Horovod's allreduce outside
     "dcgan-xla": ["train.model.name=dcgan", "train.jit_compile=true"],
 }
@@ -170,7 +170,7 @@ def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, digi
     assert digests(tmp_path / "b") == digests(tmp_path / "a")
     with open(tmp_path / "a" / "metrics.csv") as f:
         header = f.readline().strip().split(",")
-    if model == "cgan-ema-augment":  # the average is in every checkpoint, apart from G
+    if model == "cgan-options":  # the average is in every checkpoint, apart from G
         reader = tf_checkpoint_reader(tmp_path / "a")
         assert any("generator_ema" in name for name in reader)
         assert any("augment_p" in name for name in reader) and "augment_p" in header
@@ -184,7 +184,7 @@ def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, digi
     rows = rank_rows(tmp_path / "c")
     for epoch in ("1", "2"):  # BatchNorm statistics averaged: identical models every epoch
         assert len({r["weights_digest"] for r in rows if r["epoch"] == epoch}) == 1
-    if model == "cgan-ema-augment":  # quality measured by both ranks, each its share
+    if model == "cgan-options":  # quality measured by both ranks, each its share
         epochs = read_metrics(tmp_path / "c", "epoch")
         assert all(float(r["kid"]) > 0 and r["face_rate"] != "" for r in epochs), epochs
         assert (tmp_path / "c" / "best" / "best.json").exists()
