@@ -25,15 +25,16 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.Co
                           capture_output=True, text=True, timeout=timeout)
 
 
-# What each system test file costs, in minutes of one worker, measured on a 2-core AVX2
-# machine (docs/testing.md has the table). ``./run test`` hands whole files to its workers in
-# this order, longest first, so that no long file starts last; the in-process files follow.
+# What each system test file costs, in minutes of one worker (the sum of its tests), measured
+# with 4 workers on a 2-core AVX-512 machine, the image build cold (docs/testing.md has the
+# table). ``./run test`` hands them to its workers in this order, longest first, so that no
+# long one starts last; the in-process files follow.
 SYSTEM_MINUTES = {
-    "test_multinode.py": 20, "test_learning_aeacgan.py": 6, "test_train_models.py": 9,
-    "test_slurm.py": 8, "test_bench_smoke.py": 7, "test_learning_cgan.py": 7,
-    "test_train.py": 7, "test_learning_dcgan.py": 3, "test_image.py": 6, "test_demo.py": 4,
-    "test_preprocess.py": 4, "test_train_faces.py": 4, "test_slurm_faults.py": 3,
-    "test_horovod.py": 3, "test_generate.py": 3,
+    "test_multinode.py": 20, "test_slurm.py": 16, "test_train_models.py": 16,
+    "test_bench_smoke.py": 13, "test_train.py": 11, "test_learning_cgan.py": 10,
+    "test_image.py": 7, "test_preprocess.py": 6, "test_learning_aeacgan.py": 5.5,
+    "test_demo.py": 4, "test_train_faces.py": 4, "test_generate.py": 4, "test_horovod.py": 3.5,
+    "test_learning_dcgan.py": 3, "test_slurm_faults.py": 1,
 }
 OTHER_MINUTES = {"test_run.py": 5}  # outside tests/system, but slow: a whole ./run setup
 
@@ -43,13 +44,24 @@ def expected_minutes(path: Path) -> float:
         OTHER_MINUTES.get(path.name, 0)
 
 
+# Files whose tests share no module fixture (each trains its own runs): pytest-xdist hands
+# out their tests one by one; every other file goes to one worker whole (its clusters,
+# daemons and module fixtures made once).
+SPREAD_FILES = {"test_train_models.py", "test_bench_smoke.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items) -> None:
     """Everything under tests/system trains in subprocesses or starts Slurm or Docker: it is
     ``slow``, and ``-m "not slow"`` (the fast lane) leaves it out. The longest files first
-    (a stable sort: the tests of a file keep their order)."""
+    (a stable sort: the tests of a file keep their order), each file one ``xdist_group``
+    (``--dist loadgroup``) unless it is in SPREAD_FILES."""
     for item in items:
-        if SYSTEM_TESTS in Path(item.fspath).parents:
+        path = Path(item.fspath)
+        if SYSTEM_TESTS in path.parents:
             item.add_marker(pytest.mark.slow)
+        if path.name not in SPREAD_FILES:
+            item.add_marker(pytest.mark.xdist_group(str(path.relative_to(ROOT))))
     items.sort(key=lambda item: -expected_minutes(Path(item.fspath)))
 
 
