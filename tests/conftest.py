@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_TESTS = ROOT / "tests" / "system"
@@ -50,18 +51,27 @@ def expected_minutes(path: Path) -> float:
 SPREAD_FILES = {"test_train_models.py", "test_bench_smoke.py"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+class FilesOrTests(LoadScopeScheduling):
+    """``--dist loadfile``, but the tests of SPREAD_FILES are units of their own. (xdist's
+    ``loadgroup`` would say the same with markers, but it renames ``item._nodeid``, which
+    pytest 9 no longer reads: its groups are silently ignored.)"""
+
+    def _split_scope(self, nodeid: str) -> str:
+        path = nodeid.split("::", 1)[0]
+        return nodeid if Path(path).name in SPREAD_FILES else path
+
+
+def pytest_xdist_make_scheduler(config, log):
+    return FilesOrTests(config, log) if config.getvalue("dist") == "loadfile" else None
+
+
 def pytest_collection_modifyitems(items) -> None:
     """Everything under tests/system trains in subprocesses or starts Slurm or Docker: it is
     ``slow``, and ``-m "not slow"`` (the fast lane) leaves it out. The longest files first
-    (a stable sort: the tests of a file keep their order), each file one ``xdist_group``
-    (``--dist loadgroup``) unless it is in SPREAD_FILES."""
+    (a stable sort: the tests of a file keep their order)."""
     for item in items:
-        path = Path(item.fspath)
-        if SYSTEM_TESTS in path.parents:
+        if SYSTEM_TESTS in Path(item.fspath).parents:
             item.add_marker(pytest.mark.slow)
-        if path.name not in SPREAD_FILES:
-            item.add_marker(pytest.mark.xdist_group(str(path.relative_to(ROOT))))
     items.sort(key=lambda item: -expected_minutes(Path(item.fspath)))
 
 
