@@ -30,7 +30,8 @@ class Ema:
         self.pairs = list(zip(average.trainable_weights, generator.trainable_weights))
         self.copies = list(zip(average.non_trainable_weights, generator.non_trainable_weights))
         self.images_per_step = float(images_per_step)
-        self.update = tf.function(self.apply)  # on its own, outside a training step
+        # on its own, outside a training step; no AutoGraph, like the steps (gan/steps.py)
+        self.update = tf.function(self.apply, autograph=False)
 
     def beta(self, images_seen: tf.Tensor) -> tf.Tensor:
         half_life = tf.constant(self.spec.half_life_kimg * 1000.0, tf.float64)

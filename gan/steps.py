@@ -16,6 +16,11 @@ average (``train.ema``) and ADA's probability — so the loop around it pays one
 (``bench/bench_step.py`` measures the loop against the bare step). With ``train.jit_compile``
 each network's forward and backward pass is compiled by XLA; the allreduce and the optimizers
 stay outside, where Horovod's ops live.
+
+The steps are traced without AutoGraph (``STEP_FUNCTION``): they have no Python control flow
+that depends on a tensor (the lazy R1 penalty is an explicit ``tf.cond``), and AutoGraph's
+rewriting of every function the step calls was a third of a short run's start-up: the time a
+requeued job pays before its first step, and a test suite on every process.
 """
 from __future__ import annotations
 
@@ -27,6 +32,9 @@ from gan import distributed, sampling
 from gan.augment import augment
 from gan.families import family
 from jobs.core.images import to_signed_unit
+
+# how every step (and the moving average's own update) is traced: see the module's docstring
+STEP_FUNCTION = {"autograph": False}
 
 
 
@@ -67,7 +75,7 @@ class _Compiled:
         self.model = model
         self.trainable_variables = model.trainable_variables
         self._call = tf.function(lambda x, training: model(x, training=training),
-                                 jit_compile=True)
+                                 jit_compile=True, **STEP_FUNCTION)
 
     def __call__(self, x, training: bool = False):
         return self._call(x, training)
@@ -174,7 +182,7 @@ def adversarial(trainer) -> Callable:
     (G, D, _), state = networks(trainer), trainer.state
     sample_conditions = trainer.sampler.sample_conditions
 
-    @tf.function
+    @tf.function(**STEP_FUNCTION)
     def train_step(images, labels, step, stop):
         step = tf.convert_to_tensor(step)  # the step's number, read before it is counted
         real = to_signed_unit(tf.cast(images, tf.float32))
@@ -207,7 +215,7 @@ def autoencoding(trainer) -> Callable:
     sample_conditions = trainer.sampler.sample_conditions
     ae_variables = E.trainable_variables + G.trainable_variables
 
-    @tf.function
+    @tf.function(**STEP_FUNCTION)
     def train_step(images, attributes, step, stop):
         step = tf.convert_to_tensor(step)  # the step's number, read before it is counted
         real = to_signed_unit(tf.cast(images, tf.float32))
