@@ -101,6 +101,9 @@ def test_two_node_sbatch_job_requeues_at_walltime_and_resumes_exactly(
     text = log.read_text()
     assert len([r for r in sacct(env, job, "JobID", "State") if r[1] == "REQUEUED"]) >= 2
     assert text.count("exit 75 to be requeued") >= 2 and "resumed from ckpt-" in text
+    # the batch script's own trap, twice in one job (the one-node test sees it once)
+    assert text.count("walltime signal: asking the job to checkpoint") >= 2, text[-3000:]
+    assert f"job {job} start: restart 2" in text
     assert {m.group(2) for m in RANK.finditer(text)} == {"node1", "node2"}
     assert epoch_rows(tmp_path / "sb2") == list(range(1, EPOCHS + 1))
     assert final_digest(tmp_path / "sb2") == reference["digest"]
