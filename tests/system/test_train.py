@@ -16,7 +16,7 @@ import pytest
 from jobs.core import exitcodes
 from tests.conftest import QUIET_ENV, ROOT
 from tests.system.training import (EPOCHS, STEPS, digests, latest_checkpoint_step, run_train,
-                                   spec_for, train_cmd, wait_for, wait_until_caught)
+                                   spec_for, train_cmd, wait_until_caught)
 
 
 @pytest.fixture(scope="module")
@@ -41,20 +41,6 @@ def test_straight_run_writes_outputs(straight):
     assert [int(r["epoch"]) for r in rows if r["kind"] == "epoch"] == [1, 2, 3, 4]
     ckpts = sorted((straight / "checkpoints").glob("ckpt-*.index"), key=lambda p: int(p.name[5:-6]))
     assert [p.name for p in ckpts] == [f"ckpt-{n}.index" for n in (56, 84, 112)]  # keep=3
-
-
-def test_resume_after_sigkill_is_bitwise_exact(digits16, straight, tmp_path):
-    run_dir = tmp_path / "run"
-    args = spec_for(tmp_path, digits16, run_dir)
-    proc = subprocess.Popen(train_cmd(*args), env=QUIET_ENV, cwd=ROOT,
-                            stderr=subprocess.DEVNULL)
-    wait_for(run_dir / "checkpoints" / f"ckpt-{2 * STEPS}.index", proc)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    resumed = run_train(*args)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resumed from ckpt-" in resumed.stderr
-    assert digests(run_dir) == digests(straight)
 
 
 def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(digits16, straight,
@@ -89,7 +75,8 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(digits16, str
 def test_random_sigkills_always_resume_and_finish(digits16, straight, tmp_path):
     """Three SIGKILLs, each at a random logged step past the last one's checkpoint: every
     restart must resume from a newer checkpoint than the one before (progress is kept), and
-    the run must end bitwise equal to the uninterrupted one."""
+    the run must end bitwise equal to the uninterrupted one, at every epoch. (A resume from
+    an epoch's own checkpoint: the full-disk test here, and every model-registry set.)"""
     run_dir = tmp_path / "run"
     args = spec_for(tmp_path, digits16, run_dir, "train.checkpoint.every_steps=5",
                     "train.log_every_steps=1")
@@ -117,7 +104,7 @@ def test_random_sigkills_always_resume_and_finish(digits16, straight, tmp_path):
     final = run_train(*args)
     assert final.returncode == 0, final.stderr
     assert f"resumed from ckpt-{resumed_from[-1]}" in final.stderr
-    assert digests(run_dir)[EPOCHS] == digests(straight)[EPOCHS]
+    assert digests(run_dir) == digests(straight)
     with open(run_dir / "metrics.csv", newline="") as f:
         steps = [int(r["step"]) for r in csv.DictReader(f) if r["kind"] == "interval"]
     assert steps == list(range(1, EPOCHS * STEPS + 1)), "a step was lost or logged twice"

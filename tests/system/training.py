@@ -54,14 +54,6 @@ def latest_checkpoint_step(run_dir: Path) -> int:
     return int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state).group(1))
 
 
-def wait_for(path_glob: Path, proc: subprocess.Popen, timeout: float = 900) -> None:
-    deadline = time.monotonic() + timeout
-    while not list(path_glob.parent.glob(path_glob.name)):
-        assert proc.poll() is None, "training ended before the expected point"
-        assert time.monotonic() < deadline, f"{path_glob} never appeared"
-        time.sleep(0.01)
-
-
 def signal_mask(pid: int, *fields: str) -> int:
     """The union of the signal masks ``fields`` of /proc/PID/status (``SigCgt``: caught,
     ``SigPnd``/``ShdPnd``: pending), as bits (bit n-1 = signal n)."""
