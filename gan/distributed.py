@@ -53,14 +53,15 @@ class WorldMismatch(RuntimeError):
     train alone, on its own shard, and write the same files. Never worth running."""
 
 
-def init(use_horovod: bool | None = None) -> World:
+def init(use_horovod: bool | None = None, use_gpu: bool = True) -> World:
     """Initialise Horovod when launched as several ranks (or when asked), pin one GPU per local
-    rank, and verify the world size matches the launcher's."""
+    rank (or hide every GPU: ``use_gpu=False``), and verify the world size matches the
+    launcher's."""
     expected = expected_world_size()
     if use_horovod is None:
         use_horovod = (expected or 1) > 1 or "HOROVOD_RANK" in os.environ
     if not use_horovod:
-        _pin_gpu(0)
+        _place(0, use_gpu)
         return World(rank=0, size=1, local_rank=0)
     if (expected or 1) > 1 and not any(var in os.environ for var in PROCESS_MANAGER_RANK):
         # checked before MPI_Init, which would otherwise abort with its own riddle
@@ -73,14 +74,20 @@ def init(use_horovod: bool | None = None) -> World:
     if expected is not None and hvd.size() != expected:
         raise WorldMismatch(f"Horovod started {hvd.size()} rank(s) but the launcher started "
                             f"{expected} processes: each would train alone. {LAUNCH_HINT}")
-    _pin_gpu(hvd.local_rank())
+    _place(hvd.local_rank(), use_gpu)
     return World(rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(), hvd=hvd)
 
 
-def _pin_gpu(local_rank: int) -> None:
+def _place(local_rank: int, use_gpu: bool) -> None:
+    """One GPU per local rank, growing its memory as needed; none at all for a CPU job (a GPU
+    TensorFlow would otherwise place ops on any GPU it sees)."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
+    if not use_gpu:
+        if gpus:
+            tf.config.set_visible_devices([], "GPU")
+        return
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
     if gpus:

@@ -5,7 +5,8 @@ import logging
 import os
 import socket
 
-from jobs.core import exitcodes, files
+from gan import devices, distributed
+from jobs.core import exitcodes, files, runtime
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
 
@@ -23,8 +24,30 @@ def limit_threads_to_allocation() -> None:
         tf.config.threading.set_inter_op_parallelism_threads(min(2, int(cpus)))
 
 
+def start_world(spec: JobSpec) -> distributed.World:
+    """Join the ranks and put each on its device. Raises WorldMismatch or NoDevice (one line
+    each) where the job must not train: a launch mistake, or a GPU job without its GPU."""
+    found = devices.probe()
+    reason = devices.gpu_reason(spec.work.device, spec.resources.gpus_per_node,
+                                bool(found.cuda_version))
+    world = distributed.init(use_gpu=reason is not None)
+    nccl = devices.nccl_version(world.hvd)
+    # every rank says where it runs: the first thing to read when a multi-node job misbehaves
+    log.info("rank %d/%d on %s, pid %d, restart %s", world.rank, world.size,
+             socket.gethostname(), os.getpid(), os.environ.get("SLURM_RESTART_COUNT", "0"))
+    log.info("rank %d %s", world.rank, devices.describe(found, reason is not None, nccl,
+                                                        world.size))
+    problem = devices.refusal(found, reason, world.size, nccl,
+                              spec.work.horovod.host_allreduce)
+    if problem:
+        raise devices.NoDevice(problem)
+    return world
+
+
 def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None) -> int:
-    from gan import distributed
+    if spec.work.device == "gpu" or (spec.work.device == "auto"
+                                     and spec.resources.gpus_per_node):
+        runtime.show_tf_warnings()  # before TensorFlow's import below
     from gan.guard import GuardStop
     from gan.train import SpecMismatch, Trainer
 
@@ -33,14 +56,11 @@ def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None) -> 
 
     limit_threads_to_allocation()
     try:
-        world = distributed.init()
-    except distributed.WorldMismatch as exc:  # a launch mistake: say so, never requeue
+        world = start_world(spec)
+    except (distributed.WorldMismatch, devices.NoDevice) as exc:  # never worth a requeue
         stop.restore()
         log.error("%s", exc)
         return exitcodes.NOT_RUNNABLE
-    # every rank says where it runs: the first thing to read when a multi-node job misbehaves
-    log.info("rank %d/%d on %s, pid %d, restart %s", world.rank, world.size,
-             socket.gethostname(), os.getpid(), os.environ.get("SLURM_RESTART_COUNT", "0"))
     if not world.is_chief:  # only rank 0 logs progress; the others speak up on problems
         logging.getLogger().setLevel(logging.WARNING)
     try:

@@ -126,7 +126,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print()
     print(pipeline.render_plan(spec) if spec.kind == "pipeline" else
           submission.render_plan(spec, args.set))
-    for warning in plan_scaling.plan_warnings(spec):
+    for warning in [*plan_scaling.plan_warnings(spec), *plan_scaling.device_warnings(spec)]:
         print(warning)
     problems = check_paths(spec)
     for problem in problems:

@@ -7,13 +7,16 @@ Nothing is measured here: the step time is estimated from the model's FLOPs at a
 throughput and the link is a default (``gan.scaling.default_link``; environment variables
 override both). Only GPU jobs are checked: a CPU rank computes so slowly that averaging hides
 in its step (bench/scaling.py measures 2 CPU ranks), and the knobs matter where GPUs idle.
+
+It also warns when a spec asks for GPUs and this environment's TensorFlow is the CPU build:
+every rank would stop before training (``gan.devices``) on nodes that share it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from gan import scaling
+from gan import devices, scaling
 from jobs.core.loader import pipeline_stages
 from jobs.core.schema import JobSpec
 from jobs.sweep import expand_points, point_spec
@@ -92,6 +95,27 @@ def train_warning(job: JobSpec) -> str | None:
             f"FACEGAN_GPU_TFLOPS) but averaging {prof.gradient_bytes(compression) / 1e6:.1f} MB "
             f"of gradients takes ~{comm * 1e3:.1f} ms (ring allreduce at {link.gbit_s:g} Gb/s "
             f"{where}; gan/scaling.py). To scale: {_knobs(job, layout)}")
+
+
+def device_warning(job: JobSpec) -> str | None:
+    """A spec that asks for GPUs (a field says so) where TensorFlow is the CPU build."""
+    reason = devices.gpu_reason(job.work.device, job.resources.gpus_per_node, cuda_build=False)
+    if reason is None or devices.tensorflow_cuda_version():
+        return None
+    return (f"# warning: {reason}, but this environment's TensorFlow is the CPU build: on "
+            "nodes that share it every rank stops before training (exit 3). Install "
+            "TensorFlow's GPU build there (tensorflow[and-cuda]), or set train.device: cpu")
+
+
+def device_warnings(job: JobSpec) -> list[str]:
+    """:func:`device_warning` for a train spec, a pipeline's train stage or a sweep's base
+    (its points share the resources)."""
+    if job.kind == "pipeline":
+        job = pipeline_stages(job)[1]
+    elif job.kind == "sweep":
+        job = point_spec(job, 0) if Path(job.work.base).exists() else None
+    found = device_warning(job) if job is not None and job.kind == "train" else None
+    return [found] if found else []
 
 
 def plan_warnings(job: JobSpec) -> list[str]:

@@ -36,6 +36,16 @@ def quiet_before_imports(argv: list[str]) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def show_tf_warnings() -> None:
+    """A GPU job keeps TensorFlow's warnings: "Skipping registering GPU devices" or a CUDA and
+    driver mismatch are the only words TensorFlow says about a GPU it lost. Call it before
+    TensorFlow's import, which reads the level once."""
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")
+    if not level.isdigit() or int(level) > 1:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "1"  # warnings and errors, not its info lines
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+
+
 def show_progress() -> bool:
     """tqdm bars only when a human watches; batch logs get plain lines instead."""
     return sys.stderr.isatty()

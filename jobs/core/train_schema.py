@@ -184,6 +184,10 @@ class HorovodSpec:
                 "identical, but the averaged gradient is rounded to fp16, so training is no "
                 "longer bitwise equal to one process; without loss scaling, gradient values "
                 "below ~6e-8 become 0 (mind a large loss.r1_gamma)")
+    host_allreduce: bool = opt(
+        False, "Let several GPU ranks average their gradients through the host (Gloo or MPI "
+               "over TCP) when Horovod was built without NCCL: every gradient then travels "
+               "GPU -> host -> network -> GPU. Off: such a job stops before training (exit 3)")
 
 
 @dataclass
@@ -207,6 +211,11 @@ class TrainSpec:
                                    "with Horovod). Off by default: on CPU it is 4-6x slower "
                                    "(bench/bench_step.py); try it on GPUs")
     log_every_steps: int = opt(50, "One log line every N steps", ge=1)
+    device: Literal["auto", "gpu", "cpu"] = opt(
+        "auto", "Where each rank trains. gpu: one GPU per rank, and a rank that sees none "
+                "stops before training (exit 3, one line saying why) instead of training on "
+                "the CPU; auto: gpu when resources.gpus_per_node > 0 or TensorFlow is a CUDA "
+                "build, else cpu; cpu: the CPU, even where GPUs are visible")
     model: ModelSpec = section(ModelSpec, "Network architecture")
     optimizer: OptimizerSpec = section(OptimizerSpec, "Optimizer (same settings for G and D)")
     latent: LatentSpec = section(LatentSpec, "Latent and label sampling")

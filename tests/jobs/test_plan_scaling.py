@@ -75,6 +75,18 @@ def test_sweep_points_and_pipeline_stages_are_checked(write_spec, tmp_path):
           train_set: [train.batch_size=1]
         """, "pipeline.yaml")
     assert len(plan_scaling.plan_warnings(load_spec(pipeline))) == 1
+    # this environment's TensorFlow is the CPU build: once for the sweep, once for the stage
+    for job in (load_spec(sweep), load_spec(pipeline)):
+        [warning] = plan_scaling.device_warnings(job)
+        assert warning.startswith("# warning: resources.gpus_per_node is 8, but this "
+                                  "environment's TensorFlow is the CPU build"), warning
+
+
+def test_a_gpu_spec_on_this_cpu_build_warns_and_a_cpu_spec_does_not():
+    [warning] = plan_scaling.device_warnings(spec(CGAN, "train.device=gpu"))
+    assert "train.device is gpu" in warning and "tensorflow[and-cuda]" in warning
+    assert plan_scaling.device_warnings(spec(CGAN)) == []  # 2 CPU ranks, auto: the CPU
+    assert plan_scaling.device_warnings(spec(CGAN, *MANY_SMALL, "train.device=cpu")) == []
 
 
 def test_plan_prints_the_warning_and_still_succeeds(tmp_path):
@@ -85,6 +97,8 @@ def test_plan_prints_the_warning_and_still_succeeds(tmp_path):
                                                   *MANY_SMALL]))
     assert proc.returncode == exitcodes.OK, proc.stderr
     assert "# warning: 32 GPU ranks at train.batch_size 8" in proc.stdout
+    assert "# warning: resources.gpus_per_node is 4, but this environment's TensorFlow is " \
+           "the CPU build" in proc.stdout
 
 
 def test_a_bad_override_is_one_warning_line_not_a_crash(monkeypatch):

@@ -270,6 +270,23 @@ def test_configure_keeps_a_users_tf_log_level(monkeypatch, restore_logging):
         restore_logging()
 
 
+@pytest.mark.parametrize("before, after", [("3", "1"), ("2", "1"), ("x", "1"), ("1", "1"),
+                                           ("0", "0"), (None, "1")])
+def test_a_gpu_job_keeps_tensorflows_warnings(monkeypatch, restore_logging, before, after):
+    """A lost GPU shows only in TensorFlow's warnings: a GPU job lowers the quiet default (3)
+    to warnings (1), and keeps a level that already shows them."""
+    unset(monkeypatch, "TF_CPP_MIN_LOG_LEVEL")
+    if before is not None:
+        monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", before)
+    try:
+        runtime.configure()
+        runtime.show_tf_warnings()
+        assert os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") == after
+        assert logging.getLogger("tensorflow").level == logging.WARNING
+    finally:
+        restore_logging()
+
+
 @pytest.mark.parametrize("tty", [True, False])
 def test_progress_bars_only_on_a_terminal(monkeypatch, tty):
     class Stream:

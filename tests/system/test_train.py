@@ -8,6 +8,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -145,6 +146,21 @@ def test_fresh_refuses_and_model_change_is_rejected(digits16, straight, tmp_path
     assert other.returncode == exitcodes.NOT_RUNNABLE and "another train.model" in other.stderr
     done = run_train(*args)
     assert done.returncode == 0 and "already done" in done.stderr
+    assert "rank 0 device: CPU; TensorFlow " in done.stderr  # every rank names its device
+
+
+def test_a_gpu_spec_on_this_cpu_node_stops_with_one_line(digits16, tmp_path):
+    """resources.gpus_per_node > 0 where TensorFlow sees no GPU (this machine has none, and its
+    TensorFlow is the CPU build): exit 3 before training, one error line naming the host,
+    CUDA_VISIBLE_DEVICES and the build, no traceback, and no run directory that looks begun."""
+    run_dir = tmp_path / "run"
+    proc = run_train(*spec_for(tmp_path, digits16, run_dir, "resources.gpus_per_node=1"))
+    assert proc.returncode == exitcodes.NOT_RUNNABLE, proc.stderr
+    [error] = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert f"{socket.gethostname()}: resources.gpus_per_node is 1, but TensorFlow sees no GPU " \
+           "(CUDA_VISIBLE_DEVICES=unset; TensorFlow " in error, error
+    assert "is the CPU build)" in error and "train.device: cpu" in error
+    assert "Traceback" not in proc.stderr and not run_dir.exists()
 
 
 
