@@ -37,6 +37,19 @@ class Found:
         return f"the CUDA {self.cuda_version} build" if self.cuda_version else "the CPU build"
 
 
+def gpu_environment(home: str | None = None) -> dict[str, str]:
+    """What a GPU rank's environment holds unless the user's (or the spec's ``env:``) says
+    otherwise. TensorFlow's own GPU threads (``gpu_private``) so kernel launches do not queue
+    behind the input pipeline's; NCCL's warnings in the batch log; and a CUDA kernel cache
+    that outlives the job: TensorFlow 2.18 ships only PTX for Hopper, so each H100 process
+    compiles its kernels at start-up, at every requeue, unless they are cached somewhere
+    persistent and big enough (the driver's default is 256 MiB)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path(home or Path.home()) / ".cache")
+    return {"TF_GPU_THREAD_MODE": "gpu_private", "NCCL_DEBUG": "WARN",
+            "CUDA_CACHE_PATH": str(Path(cache) / "facegan-hpc" / "cuda"),
+            "CUDA_CACHE_MAXSIZE": str(4 << 30)}
+
+
 def gpu_reason(device: str, gpus_per_node: int, cuda_build: bool) -> str | None:
     """Why this job must train on a GPU (the spec field that says so), or None for the CPU."""
     if device == "cpu":

@@ -45,9 +45,11 @@ def start_world(spec: JobSpec) -> distributed.World:
 
 
 def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None) -> int:
-    if spec.work.device == "gpu" or (spec.work.device == "auto"
-                                     and spec.resources.gpus_per_node):
-        runtime.show_tf_warnings()  # before TensorFlow's import below
+    if devices.gpu_reason(spec.work.device, spec.resources.gpus_per_node, cuda_build=False):
+        # before TensorFlow's import below; the spec's env: and the user's own values win
+        runtime.show_tf_warnings()
+        for name, value in devices.gpu_environment().items():
+            os.environ.setdefault(name, value)
     from gan.guard import GuardStop
     from gan.train import SpecMismatch, Trainer
 

@@ -26,10 +26,13 @@ SLURM_DIR = PROJECT_ROOT / "slurm"
 SRUN_RANK_ARGS = ("--mpi=pmix", "--kill-on-bad-exit=1")
 
 
-def srun_rank_args() -> list[str]:
-    """SRUN_RANK_ARGS with the MPI plugin the site names in FACEGAN_SRUN_MPI, as common.sh."""
+def srun_rank_args(cpus_per_task: int) -> list[str]:
+    """SRUN_RANK_ARGS with the MPI plugin the site names in FACEGAN_SRUN_MPI, as common.sh,
+    and the CPUs of each rank: since Slurm 22.05 srun no longer inherits --cpus-per-task from
+    the allocation, so without it each rank may be bound to one CPU."""
     mpi = os.environ.get("FACEGAN_SRUN_MPI")
-    return [f"--mpi={mpi}" if mpi and a.startswith("--mpi=") else a for a in SRUN_RANK_ARGS]
+    return [*(f"--mpi={mpi}" if mpi and a.startswith("--mpi=") else a for a in SRUN_RANK_ARGS),
+            f"--cpus-per-task={cpus_per_task}"]
 
 
 def array_size(spec: JobSpec) -> int | None:
@@ -159,7 +162,7 @@ def submitit_parameters(spec: JobSpec) -> dict[str, Any]:
     if res.array_throttle:
         params["slurm_array_parallelism"] = res.array_throttle
     if res.nodes * res.tasks_per_node > 1:  # Horovod ranks: MPI must see every srun task
-        params["slurm_srun_args"] = srun_rank_args()
+        params["slurm_srun_args"] = srun_rank_args(res.cpus_per_task)
     return params
 
 
@@ -203,7 +206,8 @@ def _rank_lines(spec: JobSpec, argv: list[str]) -> list[str]:
     python = str(PROJECT_ROOT / ".venv" / "bin" / "python")  # common.sh's FACEGAN_PYTHON
     lines = [f"# inside the allocation, slurm/common.sh starts {ranks} Horovod ranks "
              f"({res.nodes} node(s) x {res.tasks_per_node}), each with {res.cpus_per_task} "
-             "CPU(s):", shlex.join(["srun", *srun_rank_args(), *container_command(spec), python,
+             "CPU(s):", shlex.join(["srun", *srun_rank_args(res.cpus_per_task),
+                                    *container_command(spec), python,
                                     "-m", "jobs", "run", *spec_and_sets])]
     if res.gpus_per_node and res.gpus_per_node != res.tasks_per_node:
         lines.append(f"# warning: {res.gpus_per_node} GPUs per node but {res.tasks_per_node} "

@@ -26,14 +26,16 @@ own_job_id() {
 
 
 # Start one process per Slurm task: plain for a single task, else srun with PMIx so an MPI
-# build of Horovod sees every rank (Horovod ignores SLURM_* and checks its size at start).
+# build of Horovod sees every rank (Horovod ignores SLURM_* and checks its size at start), with
+# the allocation's CPUs per rank (srun has not inherited --cpus-per-task since Slurm 22.05).
 # `exec`: run in the background (`launch_ranks ... &`), the function's subshell must become
 # the process itself, or a signal meant for the job would only kill the subshell.
 launch_ranks() {
   if [[ "${SLURM_NTASKS:-1}" -le 1 ]]; then
     exec "$@"
   else
-    exec srun --mpi="${FACEGAN_SRUN_MPI:-pmix}" --kill-on-bad-exit=1 "$@"
+    exec srun --mpi="${FACEGAN_SRUN_MPI:-pmix}" --kill-on-bad-exit=1 \
+      ${SLURM_CPUS_PER_TASK:+"--cpus-per-task=$SLURM_CPUS_PER_TASK"} "$@"
   fi
 }
 
@@ -44,7 +46,7 @@ exit_meaning() {
     0) echo "success" ;;
     1) echo "failed with an error (see the log)" ;;
     2) echo "invalid spec or command line; nothing ran" ;;
-    3) echo "cannot run here: inputs missing, disk full, or ranks not joined" ;;
+    3) echo "cannot run here: inputs missing, disk full, ranks not joined, or no GPU" ;;
     75) echo "checkpointed after a stop signal; requeue to continue" ;;
     79) echo "stopped by the mode-collapse guard; do not requeue" ;;
     *) if (("$1" > 128)); then

@@ -5,8 +5,9 @@ The Slurm scripts and the submitit wrapper act on these: only ``REQUEUE`` asks t
 OK = 0
 FAILED = 1            # an unexpected error; the traceback is in the log
 INVALID_SPEC = 2      # the spec (or the command line) is wrong: nothing ran
-NOT_RUNNABLE = 3      # valid spec, but its inputs are missing, its disk full, or the ranks
-                      # were launched without a process manager: rerunning as is won't help
+NOT_RUNNABLE = 3      # valid spec, but its inputs are missing, its disk full, the ranks were
+                      # launched without a process manager, or a GPU job sees no GPU:
+                      # rerunning as is won't help
 REQUEUE = 75          # checkpointed after a stop signal: run me again (EX_TEMPFAIL)
 GUARD_STOPPED = 79    # the mode-collapse guard gave up: do not requeue
 
@@ -14,7 +15,7 @@ DESCRIPTIONS = {
     OK: "success",
     FAILED: "failed with an error (see the log)",
     INVALID_SPEC: "invalid spec or command line; nothing ran",
-    NOT_RUNNABLE: "cannot run here: inputs missing, disk full, or ranks not joined",
+    NOT_RUNNABLE: "cannot run here: inputs missing, disk full, ranks not joined, or no GPU",
     REQUEUE: "checkpointed after a stop signal; requeue to continue",
     GUARD_STOPPED: "stopped by the mode-collapse guard; do not requeue",
 }

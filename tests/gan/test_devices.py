@@ -95,3 +95,14 @@ def test_this_machine_is_what_the_probe_says():
     found = devices.probe()
     assert found.cuda_version == "" and found.gpus == () and found.build == "the CPU build"
     assert devices.refusal(found, "train.device is gpu", 1, "", False).startswith(found.host)
+
+
+def test_a_gpu_rank_gets_private_gpu_threads_nccl_warnings_and_a_lasting_kernel_cache(
+        monkeypatch, tmp_path):
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    env = devices.gpu_environment(str(tmp_path))
+    assert env == {"TF_GPU_THREAD_MODE": "gpu_private", "NCCL_DEBUG": "WARN",
+                   "CUDA_CACHE_PATH": str(tmp_path / ".cache" / "facegan-hpc" / "cuda"),
+                   "CUDA_CACHE_MAXSIZE": str(4 * 1024 ** 3)}
+    monkeypatch.setenv("XDG_CACHE_HOME", "/scratch/me/cache")
+    assert devices.gpu_environment()["CUDA_CACHE_PATH"] == "/scratch/me/cache/facegan-hpc/cuda"

@@ -167,15 +167,17 @@ def test_submitit_asks_for_the_same_allocation(train):
 
 
 def test_srun_uses_pmix_only_with_several_ranks(train, monkeypatch):
-    assert submitit_parameters(train())["slurm_srun_args"] == [  # 1 x 2 tasks
-        "--mpi=pmix", "--kill-on-bad-exit=1"]
+    """...and gives each rank its CPUs: srun has not inherited --cpus-per-task since 22.05."""
+    assert submitit_parameters(train())["slurm_srun_args"] == [  # 1 x 2 tasks, 1 CPU each
+        "--mpi=pmix", "--kill-on-bad-exit=1", "--cpus-per-task=1"]
     assert "slurm_srun_args" not in submitit_parameters(train("resources.tasks_per_node=1"))
-    two_nodes = train("resources.tasks_per_node=1", "resources.nodes=2")
+    two_nodes = train("resources.tasks_per_node=1", "resources.nodes=2",
+                      "resources.cpus_per_task=8")
     assert submitit_parameters(two_nodes)["slurm_srun_args"] == [
-        "--mpi=pmix", "--kill-on-bad-exit=1"]
+        "--mpi=pmix", "--kill-on-bad-exit=1", "--cpus-per-task=8"]
     monkeypatch.setenv("FACEGAN_SRUN_MPI", "pmi2")  # the site's plugin, as common.sh takes it
     assert submitit_parameters(two_nodes)["slurm_srun_args"] == [
-        "--mpi=pmi2", "--kill-on-bad-exit=1"]
+        "--mpi=pmi2", "--kill-on-bad-exit=1", "--cpus-per-task=8"]
 
 
 def test_array_throttle_becomes_array_parallelism(preprocess):
@@ -221,7 +223,8 @@ def test_render_plan_shows_how_the_ranks_start_and_one_rank_per_gpu(train):
     (at,) = [i for i, line in enumerate(plan) if line.startswith("# inside the allocation")]
     assert "starts 4 Horovod ranks (2 node(s) x 2)" in plan[at]
     srun = shlex.split(plan[at + 1])
-    assert srun[:3] == ["srun", *SRUN_RANK_ARGS] and srun[-2:] == ["--set", "train.epochs=3"]
+    assert srun[:4] == ["srun", *SRUN_RANK_ARGS, f"--cpus-per-task={spec.resources.cpus_per_task}"]
+    assert srun[-2:] == ["--set", "train.epochs=3"]
     assert srun[-5:-2] == ["jobs", "run", str(spec.source)]
     assert "4 GPUs per node but 2 ranks per node" in plan[at + 2]
     one_per_gpu = render_plan(train("resources.gpus_per_node=2"))

@@ -64,8 +64,10 @@ def test_shell_scripts_agree_with_the_python_exit_codes_signals_and_defaults():
     for script in ("train.sbatch", "sweep.sbatch"):
         text = (ROOT / "slurm" / script).read_text()
         assert f"#SBATCH --signal=B:{walltime}@{Resources().signal_lead_s}\n" in text, script
-    srun = re.search(r"exec srun (.*) \"\$@\"", common).group(1)
-    assert srun.replace('"${FACEGAN_SRUN_MPI:-pmix}"', "pmix").split() == list(SRUN_RANK_ARGS)
+    srun = re.search(r"exec srun (.*?) \\\n\s+(\S+) \"\$@\"", common)
+    assert srun.group(1).replace('"${FACEGAN_SRUN_MPI:-pmix}"', "pmix").split() == \
+        list(SRUN_RANK_ARGS)
+    assert srun.group(2) == '${SLURM_CPUS_PER_TASK:+"--cpus-per-task=$SLURM_CPUS_PER_TASK"}'
     entry = (ROOT / "containers/entrypoint.sh").read_text()
     assert "exec" in entry  # the job is PID 1's child through tini: signals reach it
 
@@ -73,8 +75,8 @@ def test_shell_scripts_agree_with_the_python_exit_codes_signals_and_defaults():
 @pytest.mark.parametrize("restarts, code, requeued, said", [
     (2, 75, True, "checkpointed; requeueing 7 (restart 3)"),
     (3, 75, False, "the requeue limit 3 is reached: not requeueing"),
-    (0, 3, False, "exit code 3 (cannot run here: inputs missing, disk full, or ranks not "
-                  "joined): not requeued"),
+    (0, 3, False, "exit code 3 (cannot run here: inputs missing, disk full, ranks not "
+                  "joined, or no GPU): not requeued"),
     (0, 79, False, "stopped by the mode-collapse guard: not requeueing"),
     (0, 137, False, "exit code 137 (killed by signal 9; with several ranks srun ends the "
                     "others when one exits"),
