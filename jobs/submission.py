@@ -18,6 +18,7 @@ from jobs.sweep import expand_points
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SLURM_DIR = PROJECT_ROOT / "slurm"
+DOCKER_TASK = PROJECT_ROOT / "containers" / "docker-task.sh"
 
 
 # srun's arguments for Horovod ranks (slurm/common.sh passes the same, checked by a test):
@@ -69,12 +70,11 @@ def container_command(spec: JobSpec) -> list[str]:
     if c.runtime == "apptainer":
         gpu = ["--nv"] if spec.resources.gpus_per_node else []
         return ["apptainer", "exec", *gpu, *[a for b in binds for a in ("-B", b)], c.image]
-    gpu = ["--gpus", "all"] if spec.resources.gpus_per_node else []
-    env = [a for v in ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_CPUS_PER_TASK",
-                       "SLURM_RESTART_COUNT") for a in ("-e", v)]
+    # docker-task.sh adds, on the node as the task starts, the GPUs Slurm gave it, every
+    # SLURM_* variable and the host's IPC namespace
+    gpu = ["--gpus"] if spec.resources.gpus_per_node else []
     mounts = [a for b in binds for a in ("-v", f"{b}:{b}" if ":" not in b else b)]
-    return ["docker", "run", "--rm", "--init", "--network", "host", *gpu, *env, *mounts,
-            c.image]
+    return [str(DOCKER_TASK), *gpu, "--rm", "--init", "--network", "host", *mounts, c.image]
 
 
 def dependency_options(after: str) -> dict[str, str]:

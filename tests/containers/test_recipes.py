@@ -31,7 +31,8 @@ def test_dockerfile_passes_hadolint():
 
 
 def test_container_scripts_pass_shellcheck():
-    scripts = [CONTAINERS / "entrypoint.sh", *sorted((CONTAINERS / "ci").glob("*.sh")),
+    scripts = [CONTAINERS / "entrypoint.sh", CONTAINERS / "docker-task.sh",
+               *sorted((CONTAINERS / "ci").glob("*.sh")),
                *sorted((ROOT / "slurm/testcluster").glob("*.sh"))]
     proc = subprocess.run(["shellcheck", "-x", *map(str, scripts)], capture_output=True,
                           text=True, cwd=ROOT)
@@ -90,5 +91,6 @@ def test_container_field_wraps_only_the_job_command(tmp_path):
     docker = container_command(load_spec(spec_path, parse_set_args(
         sets[:2] + ["resources.container.runtime=docker",
                     "resources.container.image=facegan-hpc:latest"])))
-    assert docker[:3] == ["docker", "run", "--rm"] and docker[-1] == "facegan-hpc:latest"
+    assert docker[0] == str(ROOT / "containers/docker-task.sh") and docker[1] == "--rm"
+    assert docker[-1] == "facegan-hpc:latest"  # no --gpus: the example spec asks for none
     assert f"{data}:{data}" in docker

@@ -139,6 +139,22 @@ def test_inception_weights_are_checked_before_anything_runs(train_spec, tmp_path
          f"train.metrics.inception.sha256={good}"]))) == []
 
 
+def test_horovod_ranks_inside_docker_are_refused_apptainer_and_one_rank_are_not(train_spec):
+    """Ranks srun starts inside Docker cannot join one world (exit 2 before submitting)."""
+    def problems(*sets: str) -> list[str]:
+        return deep_problems(load_spec(train_spec, parse_set_args(
+            ["resources.container.image=facegan-hpc:gpu", *sets])))
+
+    (problem,) = problems("resources.container.runtime=docker", "resources.tasks_per_node=4",
+                          "resources.gpus_per_node=4")
+    assert "resources.container.runtime is docker with 4 Horovod ranks" in problem
+    assert "resources.container.runtime: apptainer" in problem
+    (problem,) = problems("resources.container.runtime=docker", "resources.nodes=2")
+    assert "with 2 Horovod ranks" in problem
+    assert problems("resources.container.runtime=docker") == []  # one rank
+    assert problems("resources.container.runtime=apptainer", "resources.nodes=2") == []
+
+
 def test_generate_checkpoint_is_a_number_or_best(write_spec, tmp_path):
     text = f"""\
         kind: generate

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -122,8 +123,10 @@ def test_container_export_keeps_one_value_per_variable(train, runtime, image):
     items = export_items(sbatch_argv(spec))
     assert items["FACEGAN_PYTHON"] == "python"
     command = items["FACEGAN_CONTAINER"].split()
-    assert command[0] == runtime and command[-1] == image
+    assert Path(command[0]).name == {"docker": "docker-task.sh", "apptainer": "apptainer"}[
+        runtime] and command[-1] == image
     assert ("--nv" in command) == (runtime == "apptainer")
+    assert ("--gpus" in command) == (runtime == "docker")  # the task's own, on the node
 
 
 def test_options_add_replace_and_remove(train):
