@@ -131,16 +131,24 @@ def tensorflow_cuda_version() -> str:
 
 
 def probe() -> Found:
-    """What this process's TensorFlow sees (lists devices without initialising them)."""
+    """What this process's TensorFlow sees, by the GPUs' physical names: listing them does not
+    initialise them, so a CPU job can still hide them (``distributed.init``)."""
     import tensorflow as tf
 
-    cuda = tensorflow_cuda_version()
-    gpus = []
-    for gpu in tf.config.list_physical_devices("GPU"):
+    gpus = tuple(gpu.name for gpu in tf.config.list_physical_devices("GPU"))
+    return Found(host=socket.gethostname(), tensorflow=tf.__version__,
+                 cuda_version=tensorflow_cuda_version(), gpus=gpus, driver=driver_version(),
+                 cuda_visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def pinned_gpus() -> tuple[str, ...]:
+    """The GPUs this rank kept after pinning, by name and compute capability (for its log)."""
+    import tensorflow as tf
+
+    named = []
+    for gpu in tf.config.get_visible_devices("GPU"):
         details = tf.config.experimental.get_device_details(gpu)
         capability = details.get("compute_capability")
-        gpus.append(details.get("device_name", gpu.name) + (
+        named.append(details.get("device_name", gpu.name) + (
             f" (compute capability {capability[0]}.{capability[1]})" if capability else ""))
-    return Found(host=socket.gethostname(), tensorflow=tf.__version__, cuda_version=cuda,
-                 gpus=tuple(gpus), driver=driver_version(),
-                 cuda_visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
+    return tuple(named)

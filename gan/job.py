@@ -1,6 +1,7 @@
 """The ``train`` job kind: what ``python -m jobs run`` and ``slurm/train.sbatch`` call."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -31,6 +32,8 @@ def start_world(spec: JobSpec) -> distributed.World:
     reason = devices.gpu_reason(spec.work.device, spec.resources.gpus_per_node,
                                 bool(found.cuda_version))
     world = distributed.init(use_gpu=reason is not None)
+    if reason is not None and found.gpus:  # the one this rank pinned, named
+        found = dataclasses.replace(found, gpus=devices.pinned_gpus() or found.gpus)
     nccl = devices.nccl_version(world.hvd)
     # every rank says where it runs: the first thing to read when a multi-node job misbehaves
     log.info("rank %d/%d on %s, pid %d, restart %s", world.rank, world.size,

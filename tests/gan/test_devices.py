@@ -94,6 +94,7 @@ def test_this_machine_is_what_the_probe_says():
     """The real probe on this CPU machine: TensorFlow's CPU build, no GPU, no driver."""
     found = devices.probe()
     assert found.cuda_version == "" and found.gpus == () and found.build == "the CPU build"
+    assert devices.pinned_gpus() == ()
     assert devices.refusal(found, "train.device is gpu", 1, "", False).startswith(found.host)
 
 
