@@ -34,6 +34,7 @@ class Found:
 
     @property
     def build(self) -> str:
+        """How a log line names TensorFlow's build."""
         return f"the CUDA {self.cuda_version} build" if self.cuda_version else "the CPU build"
 
 
@@ -50,15 +51,26 @@ def gpu_environment(home: str | None = None) -> dict[str, str]:
             "CUDA_CACHE_MAXSIZE": str(4 << 30)}
 
 
-def gpu_reason(device: str, gpus_per_node: int, cuda_build: bool) -> str | None:
-    """Why this job must train on a GPU (the spec field that says so), or None for the CPU."""
+def gpu_reason(device: str, gpus_per_node: int) -> str | None:
+    """Why this job must train on a GPU (the spec field that says so), or None: then it may
+    train on the CPU (``auto`` still takes a GPU it sees, see :func:`uses_gpu`)."""
     if device == "cpu":
         return None
     if device == "gpu":
         return "train.device is gpu"
-    if gpus_per_node > 0:
-        return f"resources.gpus_per_node is {gpus_per_node}"
-    return "TensorFlow is a CUDA build and train.device is auto" if cuda_build else None
+    return f"resources.gpus_per_node is {gpus_per_node}" if gpus_per_node > 0 else None
+
+
+def uses_gpu(device: str, reason: str | None, found: Found) -> bool:
+    """A job that must have a GPU, or an ``auto`` one where a GPU is seen (a CPU user with a
+    CUDA build of TensorFlow on a CPU node trains on the CPU, as before)."""
+    return reason is not None or (device == "auto" and bool(found.gpus))
+
+
+def first_refusal(problems: list[str | None]) -> str | None:
+    """One decision for all ranks (every rank's :func:`refusal`, gathered): if any rank must
+    not train, none does, so no rank goes on alone into a collective or writes a file."""
+    return next((p for p in problems if p), None)
 
 
 def refusal(found: Found, reason: str | None, ranks: int, nccl: str,
@@ -74,7 +86,8 @@ def refusal(found: Found, reason: str | None, ranks: int, nccl: str,
                    "--gres=gpu:N), that nvidia-smi on this node lists them and that its driver "
                    f"({found.driver or 'not found'}) suits CUDA {found.cuda_version}")
         else:
-            fix = "install TensorFlow's GPU build (tensorflow[and-cuda]) in this environment"
+            fix = ("install TensorFlow's GPU build in this environment (README: Install once "
+                   "on the shared filesystem)")
         return (f"{found.host}: {reason}, but TensorFlow sees no GPU (CUDA_VISIBLE_DEVICES="
                 f"{visible}; TensorFlow {found.tensorflow} is {found.build}): {fix}, or set "
                 "train.device: cpu to train on the CPU")

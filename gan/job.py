@@ -29,28 +29,31 @@ def start_world(spec: JobSpec) -> distributed.World:
     """Join the ranks and put each on its device. Raises WorldMismatch or NoDevice (one line
     each) where the job must not train: a launch mistake, or a GPU job without its GPU."""
     found = devices.probe()
-    reason = devices.gpu_reason(spec.work.device, spec.resources.gpus_per_node,
-                                bool(found.cuda_version))
-    world = distributed.init(use_gpu=reason is not None)
-    if reason is not None and found.gpus:  # the one this rank pinned, named
+    reason = devices.gpu_reason(spec.work.device, spec.resources.gpus_per_node)
+    use_gpu = devices.uses_gpu(spec.work.device, reason, found)
+    world = distributed.init(use_gpu=use_gpu)
+    if use_gpu and found.gpus:  # the one this rank pinned, named
         found = dataclasses.replace(found, gpus=devices.pinned_gpus() or found.gpus)
     nccl = devices.nccl_version(world.hvd)
     # every rank says where it runs: the first thing to read when a multi-node job misbehaves
     log.info("rank %d/%d on %s, pid %d, restart %s", world.rank, world.size,
              socket.gethostname(), os.getpid(), os.environ.get("SLURM_RESTART_COUNT", "0"))
-    log.info("rank %d %s", world.rank, devices.describe(found, reason is not None, nccl,
-                                                        world.size))
+    log.info("rank %d %s", world.rank, devices.describe(found, use_gpu, nccl, world.size))
     problem = devices.refusal(found, reason, world.size, nccl,
                               spec.work.horovod.host_allreduce)
+    if world.hvd is not None:  # one decision for all ranks, before anything else
+        problem = devices.first_refusal(world.hvd.allgather_object(problem, name="devices"))
     if problem:
         raise devices.NoDevice(problem)
     return world
 
 
 def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None) -> int:
-    if devices.gpu_reason(spec.work.device, spec.resources.gpus_per_node, cuda_build=False):
+    """Train ``spec``; an exit code of jobs.core.exitcodes (what the Slurm scripts act on)."""
+    if devices.gpu_reason(spec.work.device, spec.resources.gpus_per_node):
         # before TensorFlow's import below; the spec's env: and the user's own values win
-        runtime.show_tf_warnings()
+        if "TF_CPP_MIN_LOG_LEVEL" not in spec.env:  # (the quiet default is lowered)
+            runtime.show_tf_warnings()
         for name, value in devices.gpu_environment().items():
             os.environ.setdefault(name, value)
     from gan.guard import GuardStop

@@ -98,9 +98,11 @@ def train_warning(job: JobSpec) -> str | None:
 
 
 def device_warning(job: JobSpec) -> str | None:
-    """A spec that asks for GPUs (a field says so) where TensorFlow is the CPU build."""
-    reason = devices.gpu_reason(job.work.device, job.resources.gpus_per_node, cuda_build=False)
-    if reason is None or devices.tensorflow_cuda_version():
+    """A spec that asks for GPUs (a field says so) where TensorFlow is the CPU build (not for
+    a containerised job: its image has its own)."""
+    reason = devices.gpu_reason(job.work.device, job.resources.gpus_per_node)
+    if reason is None or job.resources.container.runtime != "none" or \
+            devices.tensorflow_cuda_version():  # a container brings its own TensorFlow
         return None
     return (f"# warning: {reason}, but this environment's TensorFlow is the CPU build: on "
             "nodes that share it every rank stops before training (exit 3). Install "

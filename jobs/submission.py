@@ -11,6 +11,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from gan.devices import gpu_reason
 from jobs.core.fields import walltime_minutes
 from jobs.core.schema import JobSpec
 from jobs.core.fields import iter_path_fields
@@ -27,13 +28,14 @@ DOCKER_TASK = PROJECT_ROOT / "containers" / "docker-task.sh"
 SRUN_RANK_ARGS = ("--mpi=pmix", "--kill-on-bad-exit=1")
 
 
-def srun_rank_args(cpus_per_task: int) -> list[str]:
-    """SRUN_RANK_ARGS with the MPI plugin the site names in FACEGAN_SRUN_MPI, as common.sh,
-    and the CPUs of each rank: since Slurm 22.05 srun no longer inherits --cpus-per-task from
-    the allocation, so without it each rank may be bound to one CPU."""
+def srun_rank_args(cpus_per_task: int, ranks: int = 2) -> list[str]:
+    """SRUN_RANK_ARGS (for several ranks) with the MPI plugin the site names in
+    FACEGAN_SRUN_MPI, as common.sh, and the CPUs of each task: since Slurm 22.05 srun no longer
+    inherits --cpus-per-task from the allocation, so without it a task may be bound to one
+    CPU (submitit starts even a single task with srun)."""
     mpi = os.environ.get("FACEGAN_SRUN_MPI")
-    return [*(f"--mpi={mpi}" if mpi and a.startswith("--mpi=") else a for a in SRUN_RANK_ARGS),
-            f"--cpus-per-task={cpus_per_task}"]
+    mpi_args = [f"--mpi={mpi}" if mpi and a.startswith("--mpi=") else a for a in SRUN_RANK_ARGS]
+    return [*(mpi_args if ranks > 1 else []), f"--cpus-per-task={cpus_per_task}"]
 
 
 def array_size(spec: JobSpec) -> int | None:
@@ -72,7 +74,8 @@ def container_command(spec: JobSpec) -> list[str]:
         return ["apptainer", "exec", *gpu, *[a for b in binds for a in ("-B", b)], c.image]
     # docker-task.sh adds, on the node as the task starts, the GPUs Slurm gave it, every
     # SLURM_* variable and the host's IPC namespace
-    gpu = ["--gpus"] if spec.resources.gpus_per_node else []
+    device = getattr(spec.work, "device", "auto")  # train's train.device; others: auto
+    gpu = ["--gpus"] if gpu_reason(device, spec.resources.gpus_per_node) else []
     mounts = [a for b in binds for a in ("-v", f"{b}:{b}" if ":" not in b else b)]
     return [str(DOCKER_TASK), *gpu, "--rm", "--init", "--network", "host", *mounts, c.image]
 
@@ -161,8 +164,8 @@ def submitit_parameters(spec: JobSpec) -> dict[str, Any]:
             params[f"slurm_{key}"] = getattr(res, key)
     if res.array_throttle:
         params["slurm_array_parallelism"] = res.array_throttle
-    if res.nodes * res.tasks_per_node > 1:  # Horovod ranks: MPI must see every srun task
-        params["slurm_srun_args"] = srun_rank_args(res.cpus_per_task)
+    # submitit starts its tasks with srun; Horovod ranks need MPI to see every one
+    params["slurm_srun_args"] = srun_rank_args(res.cpus_per_task, res.nodes * res.tasks_per_node)
     return params
 
 

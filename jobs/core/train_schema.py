@@ -214,8 +214,8 @@ class TrainSpec:
     device: Literal["auto", "gpu", "cpu"] = opt(
         "auto", "Where each rank trains. gpu: one GPU per rank, and a rank that sees none "
                 "stops before training (exit 3, one line saying why) instead of training on "
-                "the CPU; auto: gpu when resources.gpus_per_node > 0 or TensorFlow is a CUDA "
-                "build, else cpu; cpu: the CPU, even where GPUs are visible")
+                "the CPU; auto: gpu when resources.gpus_per_node > 0, else a GPU if one is "
+                "seen and the CPU if not; cpu: the CPU, even where GPUs are visible")
     model: ModelSpec = section(ModelSpec, "Network architecture")
     optimizer: OptimizerSpec = section(OptimizerSpec, "Optimizer (same settings for G and D)")
     latent: LatentSpec = section(LatentSpec, "Latent and label sampling")

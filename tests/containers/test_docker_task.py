@@ -25,17 +25,32 @@ def run_task(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProc
 
 
 def test_the_task_gets_its_own_gpus_renumbered_every_slurm_variable_and_host_ipc(tmp_path):
+    cache = tmp_path / "cache" / "facegan-hpc" / "cuda"
     proc = run_task(tmp_path, "--gpus", "--rm", "facegan-hpc:gpu", "run", "spec.yaml",
                     CUDA_VISIBLE_DEVICES="2,3", SLURM_JOB_ID="7", SLURM_PROCID="1",
-                    SLURM_RESTART_COUNT="2", OTHER="x")
+                    SLURM_RESTART_COUNT="2", OTHER="x", XDG_CACHE_HOME=str(tmp_path / "cache"))
     assert proc.returncode == 0, proc.stderr
     argv = proc.stdout.splitlines()
     assert argv[:2] == ["run", "--ipc=host"]
     assert argv[2:6] == ["--gpus", '"device=2,3"', "-e", "CUDA_VISIBLE_DEVICES=0,1"]
+    assert argv[6:10] == ["-v", f"{cache}:{cache}", "-e", f"CUDA_CACHE_PATH={cache}"]
+    assert cache.is_dir()  # the kernel cache outlives the --rm container
     forwarded = {argv[i + 1] for i, a in enumerate(argv) if a == "-e"}
     assert {"SLURM_JOB_ID", "SLURM_PROCID", "SLURM_RESTART_COUNT"} <= forwarded
     assert "OTHER" not in forwarded
     assert argv[-4:] == ["--rm", "facegan-hpc:gpu", "run", "spec.yaml"]
+
+
+def test_slurms_node_numbers_win_over_the_cgroups_renumbered_ones(tmp_path):
+    """With ConstrainDevices the task sees its GPUs as 0,1; the Docker daemon, outside the
+    job's cgroup, needs the node's numbers, which Slurm gives in SLURM_STEP_GPUS."""
+    proc = run_task(tmp_path, "--gpus", "img", CUDA_VISIBLE_DEVICES="0,1",
+                    SLURM_STEP_GPUS="4,5", SLURM_JOB_GPUS="4,5,6,7", HOME=str(tmp_path))
+    assert proc.stdout.splitlines()[2:6] == ["--gpus", '"device=4,5"', "-e",
+                                              "CUDA_VISIBLE_DEVICES=0,1"]
+    proc = run_task(tmp_path, "--gpus", "img", CUDA_VISIBLE_DEVICES="0", SLURM_JOB_GPUS="6",
+                    HOME=str(tmp_path))  # the batch step: the job's
+    assert proc.stdout.splitlines()[3] == '"device=6"'
 
 
 def test_a_cpu_task_gets_no_gpu_option(tmp_path):
@@ -46,7 +61,7 @@ def test_a_cpu_task_gets_no_gpu_option(tmp_path):
 @pytest.mark.parametrize("visible", [None, "", "NoDevFiles"])
 def test_a_gpu_task_slurm_gave_no_gpu_stops_with_one_line(tmp_path, visible):
     env = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
-    proc = run_task(tmp_path, "--gpus", "--rm", "img", "run", **env)
+    proc = run_task(tmp_path, "--gpus", "--rm", "img", "run", HOME=str(tmp_path), **env)
     assert proc.returncode == exitcodes.NOT_RUNNABLE and proc.stdout == ""
     [line] = proc.stderr.splitlines()
     assert "Slurm gave this task none" in line and "--gres=gpu:N" in line

@@ -16,22 +16,34 @@ CUDA_TWO_GPUS = Found(host="gpu3", tensorflow="2.18.1", cuda_version="12.5.1",
                       driver="550.54.15", cuda_visible="0,1")
 
 
-@pytest.mark.parametrize("device, gpus_per_node, cuda_build, wants", [
-    ("auto", 0, False, None),
-    ("auto", 4, False, "resources.gpus_per_node is 4"),
-    ("auto", 0, True, "TensorFlow is a CUDA build and train.device is auto"),
-    ("gpu", 0, False, "train.device is gpu"),
-    ("cpu", 4, True, None),  # cpu wins over both: the user asked for it
+@pytest.mark.parametrize("device, gpus_per_node, wants", [
+    ("auto", 0, None),
+    ("auto", 4, "resources.gpus_per_node is 4"),
+    ("gpu", 0, "train.device is gpu"),
+    ("cpu", 4, None),  # cpu wins: the user asked for it
 ])
-def test_which_specs_want_a_gpu(device, gpus_per_node, cuda_build, wants):
-    assert devices.gpu_reason(device, gpus_per_node, cuda_build) == wants
+def test_which_specs_must_have_a_gpu(device, gpus_per_node, wants):
+    assert devices.gpu_reason(device, gpus_per_node) == wants
+
+
+def test_auto_takes_a_gpu_it_sees_and_a_cuda_build_without_one_trains_on_the_cpu():
+    assert devices.uses_gpu("auto", None, CUDA_TWO_GPUS)
+    assert not devices.uses_gpu("auto", None, CUDA_NO_GPU)  # a CPU node, a CUDA wheel
+    assert devices.refusal(CUDA_NO_GPU, devices.gpu_reason("auto", 0), 1, "", False) is None
+    assert not devices.uses_gpu("cpu", None, CUDA_TWO_GPUS)
+    assert devices.uses_gpu("gpu", "train.device is gpu", CPU_BUILD)  # then refused
+
+
+def test_ranks_take_one_decision_the_first_refusal_of_any():
+    assert devices.first_refusal([None, "node2: no GPU", "node3: no GPU"]) == "node2: no GPU"
+    assert devices.first_refusal([None, None]) is None
 
 
 def test_a_gpu_spec_on_a_cpu_build_stops_with_one_line_naming_host_devices_and_build():
     line = devices.refusal(CPU_BUILD, "resources.gpus_per_node is 4", 1, "", False)
     assert "\n" not in line
     for part in ("node7", "resources.gpus_per_node is 4", "CUDA_VISIBLE_DEVICES=unset",
-                 "TensorFlow 2.18.1 is the CPU build", "tensorflow[and-cuda]",
+                 "TensorFlow 2.18.1 is the CPU build", "TensorFlow's GPU build",
                  "train.device: cpu"):
         assert part in line, (part, line)
 

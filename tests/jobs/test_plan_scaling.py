@@ -87,6 +87,8 @@ def test_a_gpu_spec_on_this_cpu_build_warns_and_a_cpu_spec_does_not():
     assert "train.device is gpu" in warning and "tensorflow[and-cuda]" in warning
     assert plan_scaling.device_warnings(spec(CGAN)) == []  # 2 CPU ranks, auto: the CPU
     assert plan_scaling.device_warnings(spec(CGAN, *MANY_SMALL, "train.device=cpu")) == []
+    in_image = ["resources.container.runtime=apptainer", "resources.container.image=/i.sif"]
+    assert plan_scaling.device_warnings(spec(CGAN, *MANY_SMALL, *in_image)) == []
 
 
 def test_plan_prints_the_warning_and_still_succeeds(tmp_path):

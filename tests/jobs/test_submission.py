@@ -127,6 +127,10 @@ def test_container_export_keeps_one_value_per_variable(train, runtime, image):
         runtime] and command[-1] == image
     assert ("--nv" in command) == (runtime == "apptainer")
     assert ("--gpus" in command) == (runtime == "docker")  # the task's own, on the node
+    cpu_only = train(f"resources.container.runtime={runtime}",
+                     f"resources.container.image={image}", "resources.gpus_per_node=2",
+                     "train.device=cpu")
+    assert "--gpus" not in export_items(sbatch_argv(cpu_only))["FACEGAN_CONTAINER"].split()
 
 
 def test_options_add_replace_and_remove(train):
@@ -173,7 +177,8 @@ def test_srun_uses_pmix_only_with_several_ranks(train, monkeypatch):
     """...and gives each rank its CPUs: srun has not inherited --cpus-per-task since 22.05."""
     assert submitit_parameters(train())["slurm_srun_args"] == [  # 1 x 2 tasks, 1 CPU each
         "--mpi=pmix", "--kill-on-bad-exit=1", "--cpus-per-task=1"]
-    assert "slurm_srun_args" not in submitit_parameters(train("resources.tasks_per_node=1"))
+    assert submitit_parameters(train("resources.tasks_per_node=1"))["slurm_srun_args"] == [
+        "--cpus-per-task=1"]  # submitit starts even one task with srun
     two_nodes = train("resources.tasks_per_node=1", "resources.nodes=2",
                       "resources.cpus_per_task=8")
     assert submitit_parameters(two_nodes)["slurm_srun_args"] == [
