@@ -32,18 +32,19 @@ def docker_ranks_problem(spec: JobSpec) -> list[str]:
 def deep_problems(spec: JobSpec) -> list[str]:
     """Beyond the schema: the model family's rules (``gan.families``) for a train spec, and
     for the specs a sweep or pipeline refers to (when those files exist)."""
-    checksums = [f"{spec.source}: {p}" for where, inc in inception_sections(spec.kind, spec.work)
-                 if inc.weights and (p := wrong_checksum(inc.weights, inc.sha256, where))]
-    checksums += docker_ranks_problem(spec)
+    own = [f"{spec.source}: {p}" for where, inc in inception_sections(spec.kind, spec.work)
+           if inc.weights and (p := wrong_checksum(inc.weights, inc.sha256, where))]
+    own += docker_ranks_problem(spec)
     if spec.kind == "train":
-        return checksums + [f"{spec.source}: {p}" for p in families.problems(
+        return own + [f"{spec.source}: {p}" for p in families.problems(
             spec.work.model.name, spec.work.latent.distribution)]
     if spec.kind == "generate":
-        return checksums
+        return own
     if spec.kind == "sweep" and Path(spec.work.base).exists():
+        # the sweep's own resources apply to every point: said once, naming the sweep
         points = range(len(expand_points(spec.work)))
-        return validate_points(spec) or [f"{p} [sweep point {i}]" for i in points
-                                         for p in deep_problems(point_spec(spec, i))]
+        return own or validate_points(spec) or [f"{p} [sweep point {i}]" for i in points
+                                                for p in deep_problems(point_spec(spec, i))]
     if spec.kind == "pipeline" and all(Path(p).exists() for p in (spec.work.preprocess,
                                                                    spec.work.train)):
         return pipeline_problems(spec) or [f"{p} [pipeline stage]" for p in

@@ -28,7 +28,7 @@ DOCKER_TASK = PROJECT_ROOT / "containers" / "docker-task.sh"
 SRUN_RANK_ARGS = ("--mpi=pmix", "--kill-on-bad-exit=1")
 
 
-def srun_rank_args(cpus_per_task: int, ranks: int = 2) -> list[str]:
+def srun_rank_args(cpus_per_task: int, ranks: int) -> list[str]:
     """SRUN_RANK_ARGS (for several ranks) with the MPI plugin the site names in
     FACEGAN_SRUN_MPI, as common.sh, and the CPUs of each task: since Slurm 22.05 srun no longer
     inherits --cpus-per-task from the allocation, so without it a task may be bound to one
@@ -209,7 +209,7 @@ def _rank_lines(spec: JobSpec, argv: list[str]) -> list[str]:
     python = str(PROJECT_ROOT / ".venv" / "bin" / "python")  # common.sh's FACEGAN_PYTHON
     lines = [f"# inside the allocation, slurm/common.sh starts {ranks} Horovod ranks "
              f"({res.nodes} node(s) x {res.tasks_per_node}), each with {res.cpus_per_task} "
-             "CPU(s):", shlex.join(["srun", *srun_rank_args(res.cpus_per_task),
+             "CPU(s):", shlex.join(["srun", *srun_rank_args(res.cpus_per_task, ranks),
                                     *container_command(spec), python,
                                     "-m", "jobs", "run", *spec_and_sets])]
     if res.gpus_per_node and res.gpus_per_node != res.tasks_per_node:

@@ -155,6 +155,19 @@ def test_horovod_ranks_inside_docker_are_refused_apptainer_and_one_rank_are_not(
     assert problems("resources.container.runtime=apptainer", "resources.nodes=2") == []
 
 
+def test_a_docker_sweep_with_ranks_is_refused_once_naming_the_sweep(write_spec, train_spec,
+                                                                   tmp_path):
+    sweep = write_spec(f"""\
+        kind: sweep
+        name: s
+        resources: {{tasks_per_node: 2, container: {{runtime: docker, image: img}}}}
+        sweep: {{base: {train_spec}, run_root: {tmp_path / 'runs'},
+                 grid: {{train.batch_size: [8, 16, 32]}}}}
+        """, "sweep.yaml")
+    (problem,) = deep_problems(load_spec(sweep))
+    assert problem.startswith(f"{sweep}: resources.container.runtime is docker with 2 ")
+
+
 def test_generate_checkpoint_is_a_number_or_best(write_spec, tmp_path):
     text = f"""\
         kind: generate
