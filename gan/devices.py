@@ -15,11 +15,15 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 DRIVER_VERSION_FILE = Path("/proc/driver/nvidia/version")  # present wherever the driver is
+# ``./run setup`` writes its flavour ("cpu" or "gpu") here in its venv, the GPU image in its own
+FLAVOUR_FILE = ".facegan-flavour"
+GPU_FLAVOUR_REASON = "this environment is the GPU flavour (./run setup --gpu)"
 
 
 @dataclass(frozen=True)
@@ -51,14 +55,27 @@ def gpu_environment(home: str | None = None) -> dict[str, str]:
             "CUDA_CACHE_MAXSIZE": str(4 << 30)}
 
 
-def gpu_reason(device: str, gpus_per_node: int) -> str | None:
-    """Why this job must train on a GPU (the spec field that says so), or None: then it may
-    train on the CPU (``auto`` still takes a GPU it sees, see :func:`uses_gpu`)."""
+def installed_flavour(prefix: str | None = None) -> str:
+    """The flavour this Python environment was set up as ('' when ``./run`` did not make it,
+    e.g. a hand-made venv)."""
+    try:
+        return (Path(prefix or sys.prefix) / FLAVOUR_FILE).read_text().strip()
+    except OSError:
+        return ""
+
+
+def gpu_reason(device: str, gpus_per_node: int, flavour: str = "") -> str | None:
+    """Why this job must train on a GPU (the spec field, or the environment, that says so), or
+    None: then it may train on the CPU (``auto`` still takes a GPU it sees, see
+    :func:`uses_gpu`). Whoever installed the GPU flavour meant to train on GPUs: there ``auto``
+    without a GPU is a mistake, and ``train.device: cpu`` says otherwise on purpose."""
     if device == "cpu":
         return None
     if device == "gpu":
         return "train.device is gpu"
-    return f"resources.gpus_per_node is {gpus_per_node}" if gpus_per_node > 0 else None
+    if gpus_per_node > 0:
+        return f"resources.gpus_per_node is {gpus_per_node}"
+    return GPU_FLAVOUR_REASON if flavour == "gpu" else None
 
 
 def uses_gpu(device: str, reason: str | None, found: Found) -> bool:

@@ -29,7 +29,8 @@ def start_world(spec: JobSpec) -> distributed.World:
     """Join the ranks and put each on its device. Raises WorldMismatch or NoDevice (one line
     each) where the job must not train: a launch mistake, or a GPU job without its GPU."""
     found = devices.probe()
-    reason = devices.gpu_reason(spec.work.device, spec.resources.gpus_per_node)
+    reason = devices.gpu_reason(spec.work.device, spec.resources.gpus_per_node,
+                                devices.installed_flavour())
     use_gpu = devices.uses_gpu(spec.work.device, reason, found)
     world = distributed.init(use_gpu=use_gpu)
     if use_gpu and found.gpus:  # the one this rank pinned, named
@@ -50,7 +51,8 @@ def start_world(spec: JobSpec) -> distributed.World:
 
 def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None) -> int:
     """Train ``spec``; an exit code of jobs.core.exitcodes (what the Slurm scripts act on)."""
-    if devices.gpu_reason(spec.work.device, spec.resources.gpus_per_node):
+    if devices.gpu_reason(spec.work.device, spec.resources.gpus_per_node,
+                          devices.installed_flavour()):
         # before TensorFlow's import below; the spec's env: and the user's own values win
         if "TF_CPP_MIN_LOG_LEVEL" not in spec.env:  # (the quiet default is lowered)
             runtime.show_tf_warnings()

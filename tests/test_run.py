@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.helpers.checkout import copy_checkout
 
 USER = "facegan-user"
 
@@ -25,13 +26,7 @@ def user() -> pwd.struct_passwd:
 
 def checkout_for(user: pwd.struct_passwd, folder: Path) -> Path:
     """The committed files of this checkout (plus the working tree's edits), owned by user."""
-    folder.mkdir(parents=True)
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
-                           check=True).stdout.split(b"\0")
-    for name in filter(None, (f.decode() for f in files)):
-        if (ROOT / name).is_file():
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, folder / name)
+    copy_checkout(folder)
     for path in [folder, *folder.rglob("*")]:
         os.chown(path, user.pw_uid, user.pw_gid)
     folder.chmod(0o755)
@@ -93,3 +88,69 @@ def test_setup_as_a_normal_user_with_the_tools_on_path(user, tmp_path):
     for line in ("[X] TensorFlow", "[X] Gloo", "[X] MPI"):
         assert line in build.stdout, build.stdout
     assert (checkout / ".venv").stat().st_uid == user.pw_uid
+
+
+def sourced_run(script: str, **env: str) -> subprocess.CompletedProcess:
+    """``script`` in a bash that sourced ./run (its functions, not its main)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("FACEGAN_", "HOROVOD_"))}
+    return subprocess.run(["bash", "-c", f'source "{ROOT / "run"}"; {script}'],
+                          env={**clean, **env}, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("option, variable, kept, wants", [
+    ("", "", "", "cpu"),            # a new venv
+    ("", "", "gpu", "gpu"),         # ./run python ... keeps what setup --gpu made
+    ("--cpu", "", "gpu", "cpu"),    # switching back is asked for, never implied
+    ("", "1", "", "gpu"),
+    ("", "0", "gpu", "cpu"),
+    ("--gpu", "0", "", "gpu"),      # the command line wins
+])
+def test_the_flavour_is_kept_unless_asked_for(tmp_path, option, variable, kept, wants):
+    if kept:
+        (tmp_path / ".facegan-flavour").write_text(kept + "\n")
+    proc = sourced_run(f"chosen_flavour {option}", FACEGAN_VENV=str(tmp_path),
+                       FACEGAN_GPU=variable)
+    assert proc.returncode == 0 and proc.stdout.strip() == wants, proc.stderr
+
+
+def test_a_flavour_run_does_not_know_is_refused_with_one_line(tmp_path):
+    proc = sourced_run("chosen_flavour", FACEGAN_VENV=str(tmp_path), FACEGAN_GPU="maybe")
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        "[run] error: FACEGAN_GPU is 'maybe': 1 for the GPU flavour, 0 for the CPU one")
+
+
+def fake_cuda(folder: Path, release: str) -> Path:
+    """A CUDA home whose nvcc says ``release`` (what `module load cuda/X` would put first)."""
+    (folder / "bin").mkdir(parents=True)
+    (folder / "bin/nvcc").write_text(
+        f"#!/bin/sh\necho 'Cuda compilation tools, release {release}, V{release}.1'\n")
+    (folder / "bin/nvcc").chmod(0o755)
+    return folder
+
+
+def test_the_wheel_cache_keys_the_gpu_build_by_its_cuda(tmp_path):
+    """CPU and GPU builds never share a cache entry, nor builds for CUDA 12 and 13."""
+    cuda = fake_cuda(tmp_path / "cuda", "12.4")
+    cpu = sourced_run("horovod_key cpu").stdout.strip()
+    gpu = sourced_run("horovod_key gpu", HOROVOD_CUDA_HOME=str(cuda)).stdout.strip()
+    assert cpu.startswith("horovod-0.28.1-tf-2.18.1-py311-") and "nccl" not in cpu
+    assert gpu == f"{cpu}-nccl-cuda12"
+    assert sourced_run("cuda_arches 12").stdout.strip() == "60,70,75,80,86,89,90"
+    assert sourced_run("cuda_arches 13").stdout.strip() == "75,80,86,89,90,100,120"
+
+
+def test_gpu_setup_without_nvcc_stops_before_installing_anything(tmp_path):
+    """No nvcc (HOROVOD_CUDA_HOME, CUDA_HOME, PATH) and no cached GPU build: one line naming
+    what is missing and what to load, before a venv or a download."""
+    checkout = copy_checkout(tmp_path / "checkout")
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("FACEGAN_", "HOROVOD_", "CUDA_"))}
+    proc = subprocess.run([str(checkout / "run"), "setup", "--gpu"], cwd=checkout,
+                          env={**clean, "PATH": path_without(tmp_path, "nvcc"),
+                               "FACEGAN_WHEEL_CACHE": str(tmp_path / "no-wheels")},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "[run] error: the GPU flavour compiles Horovod's NCCL operations with nvcc, and none "
+        "was found (HOROVOD_CUDA_HOME, CUDA_HOME, PATH): module load cuda, then rerun")
+    assert not (checkout / ".venv").exists()

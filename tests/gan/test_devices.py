@@ -7,6 +7,7 @@ import pytest
 
 from gan import devices
 from gan.devices import Found
+from tests.conftest import ROOT
 
 CPU_BUILD = Found(host="node7", tensorflow="2.18.1", cuda_version="")
 CUDA_NO_GPU = Found(host="gpu3", tensorflow="2.18.1", cuda_version="12.5.1", driver="550.54.15",
@@ -24,6 +25,31 @@ CUDA_TWO_GPUS = Found(host="gpu3", tensorflow="2.18.1", cuda_version="12.5.1",
 ])
 def test_which_specs_must_have_a_gpu(device, gpus_per_node, wants):
     assert devices.gpu_reason(device, gpus_per_node) == wants
+    assert devices.gpu_reason(device, gpus_per_node, "cpu") == wants
+
+
+def test_in_the_gpu_flavour_auto_must_have_a_gpu_and_cpu_stays_the_way_out():
+    """A GPU-flavour environment (./run setup --gpu) was made to train on GPUs: an ``auto``
+    job that sees none stops with the one line; ``train.device: cpu`` still trains."""
+    reason = devices.gpu_reason("auto", 0, "gpu")
+    assert reason == devices.GPU_FLAVOUR_REASON
+    line = devices.refusal(CUDA_NO_GPU, reason, 1, "", False)
+    assert line.startswith("gpu3: this environment is the GPU flavour (./run setup --gpu), "
+                           "but TensorFlow sees no GPU") and "train.device: cpu" in line
+    assert devices.gpu_reason("cpu", 0, "gpu") is None
+    assert devices.gpu_reason("auto", 2, "gpu") == "resources.gpus_per_node is 2"
+
+
+def test_the_flavour_is_read_from_the_environments_own_folder(tmp_path):
+    assert devices.installed_flavour(str(tmp_path)) == ""
+    (tmp_path / devices.FLAVOUR_FILE).write_text("gpu\n")
+    assert devices.installed_flavour(str(tmp_path)) == "gpu"
+
+
+def test_run_and_the_image_write_the_flavour_where_python_reads_it():
+    """One fact in three languages: ./run's FLAVOUR_FILE, the Dockerfile's and devices'."""
+    assert f'FLAVOUR_FILE="$VENV/{devices.FLAVOUR_FILE}"' in (ROOT / "run").read_text()
+    assert f"/opt/venv/{devices.FLAVOUR_FILE}" in (ROOT / "containers/Dockerfile").read_text()
 
 
 def test_auto_takes_a_gpu_it_sees_and_a_cuda_build_without_one_trains_on_the_cpu():

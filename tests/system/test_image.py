@@ -12,10 +12,12 @@ import pytest
 
 from jobs.core import exitcodes
 from tests.conftest import QUIET_ENV, ROOT
+from tests.helpers import gpu_flavour
 
 pytestmark = pytest.mark.slow
 CONTAINERS = ROOT / "containers"
 IMAGE = "facegan-hpc:test"
+GPU_IMAGE = "facegan-hpc:gpu-test"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facegan-hpc"
 
 
@@ -39,22 +41,39 @@ def docker(tmp_path_factory):
         subprocess.run([str(CONTAINERS / "ci/dockerd.sh"), "stop", str(folder)], timeout=120)
 
 
-@pytest.fixture(scope="session")
-def image(docker) -> str:
+def build_image(docker: dict, flavour: str, tag: str, wheels: list[Path]) -> str:
+    """``docker build --build-arg FLAVOR=...`` on the local bookworm base, with the Horovod
+    builds ./run cached here (same Debian, Python, TensorFlow) in its wheel cache: the image
+    installs them instead of compiling again, and still checks them with --check-build."""
     base = subprocess.run([str(CONTAINERS / "ci/base-image.sh"), "local/bookworm:ci",
                            str(CACHE / "rootfs")], env=docker, capture_output=True, text=True,
                           timeout=900)
     assert base.returncode == 0, base.stderr
-    # the Horovod wheel ./run setup compiled here (same Debian, Python, TensorFlow): the image
-    # installs it instead of compiling again, and still checks it with --check-build
-    for wheel in (CACHE / "wheels").glob("horovod-*-gloo-mpi/horovod-*.whl"):
-        shutil.copy2(wheel, CONTAINERS / "wheels" / wheel.name)
+    for old in (CONTAINERS / "wheels").iterdir():  # only this flavour's: a stable layer
+        if old.is_dir():
+            shutil.rmtree(old)
+    for folder in wheels:
+        shutil.copytree(folder, CONTAINERS / "wheels" / folder.name)
     build = subprocess.run([docker_bin(), "build", "--network", "host", "--build-arg",
-                            "BASE_IMAGE=local/bookworm:ci", "-f", "containers/Dockerfile",
-                            "-t", IMAGE, "."], env=docker, cwd=ROOT, capture_output=True,
-                           text=True, timeout=2400)
+                            "BASE_IMAGE=local/bookworm:ci", "--build-arg", f"FLAVOR={flavour}",
+                            "-f", "containers/Dockerfile", "-t", tag, "."], env=docker,
+                           cwd=ROOT, capture_output=True, text=True, timeout=2400)
     assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
-    return IMAGE
+    return tag
+
+
+@pytest.fixture(scope="session")
+def image(docker) -> str:
+    return build_image(docker, "cpu", IMAGE, list((CACHE / "wheels").glob("horovod-*-gloo-mpi")))
+
+
+@pytest.fixture(scope="session")
+def gpu_image(docker, image) -> str:
+    """The GPU flavour's image (after the CPU one: one build at a time), with the NCCL build
+    that ./run setup --gpu made (tests/helpers/gpu_flavour.py)."""
+    setup = gpu_flavour.set_up()
+    assert setup.returncode == 0, setup.stderr[-4000:]
+    return build_image(docker, "gpu", GPU_IMAGE, [gpu_flavour.gpu_wheel_folder()])
 
 
 def docker_run(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -146,3 +165,29 @@ def test_docker_kill_usr1_checkpoints_and_exits_75(docker, image, shared):
              for p in (run_dir / "checkpoints").glob("ckpt-*.index")]
     assert max(steps) >= 28 + 7 and max(steps) % 28, f"not a mid-epoch stop: {steps}"
     assert f"stopped at epoch 2 step {max(steps) - 28}/28" in logs
+
+
+def test_gpu_image_has_nccl_infiniband_and_never_trains_on_the_cpu_silently(docker, gpu_image,
+                                                                           shared):
+    """The GPU image: TensorFlow's CUDA build, Horovod with NCCL, libibverbs for NCCL's
+    InfiniBand transport; with no GPU (this machine) a training stops with the one line."""
+    build = docker_run(docker, gpu_image, "horovodrun", "--check-build")
+    for line in ("[X] TensorFlow", "[X] NCCL", "[X] Gloo", "[X] MPI"):
+        assert line in build.stdout, build.stdout + build.stderr[-2000:]
+    facts = docker_run(docker, gpu_image, "bash", "-c", "cat /opt/venv/.facegan-flavour; "
+                       "ldconfig -p | grep -c 'libibverbs.so.1 '; pip list | grep -ci "
+                       "'^tensorflow-cpu ' || true")
+    assert facts.stdout.split() == ["gpu", "1", "0"], facts.stdout + facts.stderr
+    from gan.digits import write_digits
+
+    if not (shared / "digits.h5").exists():
+        write_digits(shared / "digits.h5")
+        (shared / "digits.h5").chmod(0o666)
+    proc = docker_run(docker, "-v", f"{shared}:{shared}", gpu_image, "run",
+                      "/opt/facegan/jobs/examples/train_cgan_digits.yaml",
+                      "--set", f"train.data={shared / 'digits.h5'}",
+                      "--set", f"train.run_dir={shared / 'gpu-refused'}")
+    assert proc.returncode == exitcodes.NOT_RUNNABLE, proc.stderr[-3000:]
+    assert "this environment is the GPU flavour (./run setup --gpu), but TensorFlow sees no " \
+           "GPU" in proc.stderr and "the CUDA 12.5.1 build" in proc.stderr, proc.stderr[-3000:]
+    assert not (shared / "gpu-refused").exists()
