@@ -103,16 +103,15 @@ def refusal(found: Found, reason: str | None, ranks: int, nccl: str,
                    "--gres=gpu:N), that nvidia-smi on this node lists them and that its driver "
                    f"({found.driver or 'not found'}) suits CUDA {found.cuda_version}")
         else:
-            fix = ("install TensorFlow's GPU build in this environment (README: Install once "
-                   "on the shared filesystem)")
+            fix = "set this environment up with ./run setup --gpu (TensorFlow's CUDA build)"
         return (f"{found.host}: {reason}, but TensorFlow sees no GPU (CUDA_VISIBLE_DEVICES="
                 f"{visible}; TensorFlow {found.tensorflow} is {found.build}): {fix}, or set "
                 "train.device: cpu to train on the CPU")
     if ranks > 1 and not nccl and not host_allreduce:
         return (f"{found.host}: {ranks} GPU ranks, but this Horovod was built without NCCL: "
-                "every gradient would travel GPU -> host -> network -> GPU. Rebuild Horovod "
-                "with HOROVOD_GPU_OPERATIONS=NCCL, or set train.horovod.host_allreduce: true "
-                "to accept the host route")
+                "every gradient would travel GPU -> host -> network -> GPU. Set this "
+                "environment up with ./run setup --gpu (Horovod with NCCL), or set "
+                "train.horovod.host_allreduce: true to accept the host route")
     return None
 
 

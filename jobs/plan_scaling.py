@@ -105,8 +105,8 @@ def device_warning(job: JobSpec) -> str | None:
             devices.tensorflow_cuda_version():  # a container brings its own TensorFlow
         return None
     return (f"# warning: {reason}, but this environment's TensorFlow is the CPU build: on "
-            "nodes that share it every rank stops before training (exit 3). Install "
-            "TensorFlow's GPU build there (tensorflow[and-cuda]), or set train.device: cpu")
+            "nodes that share it every rank stops before training (exit 3). Set it up with "
+            "./run setup --gpu, or set train.device: cpu")
 
 
 def device_warnings(job: JobSpec) -> list[str]:

@@ -63,6 +63,9 @@ def test_apptainer_definition_is_strictly_valid():
     header, sections = parse_def((CONTAINERS / "facegan.def").read_text())
     assert header.get("Bootstrap") in ("docker-daemon", "docker")
     assert header.get("From", "").startswith("facegan-hpc")
+    # either image: facegan-hpc:latest, or --build-arg TAG=gpu for the GPU flavour's
+    assert header["From"] == "facegan-hpc:{{ TAG }}" and "TAG=latest" in sections["%arguments"]
+    assert "[X] NCCL" in sections["%test"].replace("\\", "")
     assert DEF_REQUIRED <= set(sections)
     assert all(sections[s].strip() for s in DEF_REQUIRED), "an empty required section"
     assert ENTRYPOINT in sections["%runscript"]

@@ -69,7 +69,7 @@ def test_a_gpu_spec_on_a_cpu_build_stops_with_one_line_naming_host_devices_and_b
     line = devices.refusal(CPU_BUILD, "resources.gpus_per_node is 4", 1, "", False)
     assert "\n" not in line
     for part in ("node7", "resources.gpus_per_node is 4", "CUDA_VISIBLE_DEVICES=unset",
-                 "TensorFlow 2.18.1 is the CPU build", "TensorFlow's GPU build",
+                 "TensorFlow 2.18.1 is the CPU build", "./run setup --gpu",
                  "train.device: cpu"):
         assert part in line, (part, line)
 
