@@ -76,17 +76,21 @@ def test_gpu_flavour_trains_on_the_cpu_when_the_spec_says_cpu(gpu_setup, digits_
     assert (run_dir / "ranks.csv").read_text().count("\n") == 3  # header + 2 epochs
 
 
-def test_gpu_flavour_without_a_gpu_stops_with_one_line(gpu_setup, digits_small, tmp_path):
-    """``train.device: auto`` (the default) and no GPU spec: the GPU flavour still must not
-    train on the CPU silently."""
+@pytest.mark.parametrize("sets, reason", [
+    ((), "this environment is the GPU flavour (./run setup --gpu)"),  # auto, no GPU asked
+    (("resources.gpus_per_node=1",), "resources.gpus_per_node is 1"),
+])
+def test_gpu_flavour_without_a_gpu_stops_with_one_line(gpu_setup, digits_small, tmp_path,
+                                                       sets, reason):
+    """A spec that asks for a GPU, or ``train.device: auto`` (the default) with none asked:
+    the GPU flavour does not train on the CPU silently."""
     run_dir = tmp_path / "run"
     proc = in_gpu_venv("python", "-m", "jobs", "run",
-                       *spec_for(tmp_path, digits_small, run_dir))
+                       *spec_for(tmp_path, digits_small, run_dir, *sets))
     assert proc.returncode == exitcodes.NOT_RUNNABLE, proc.stderr[-4000:]
     # (TensorFlow's own E lines stay visible in a GPU job: "failed call to cuInit" is one)
     [error] = [line for line in proc.stderr.splitlines() if " ERROR gan.job: " in line]
-    assert (f"{socket.gethostname()}: this environment is the GPU flavour (./run setup --gpu), "
-            "but TensorFlow sees no GPU") in error, error
+    assert f"{socket.gethostname()}: {reason}, but TensorFlow sees no GPU" in error, error
     assert "is the CUDA 12.5.1 build)" in error and "train.device: cpu" in error
     assert "Traceback" not in proc.stderr and not run_dir.exists()
 
