@@ -16,7 +16,7 @@ from pathlib import Path
 
 import submitit
 
-from jobs import runner
+from jobs import progress, runner
 from jobs.checks import raise_problems
 from jobs.core import exitcodes, runtime, signals
 from jobs.core.loader import SpecError, pipeline_stages
@@ -96,6 +96,8 @@ def submit(spec: JobSpec, executor: str = "slurm", wait: bool = False) -> int:
     jobs = _submit_one(spec, executor, SpecTask(spec))
     if not (wait or executor == "local"):  # local jobs are children of this process: wait
         return exitcodes.OK
+    if spec.kind == "train":  # minutes to wait: show its epochs meanwhile
+        progress.follow(jobs[0])
     return wait_all(jobs)
 
 
@@ -139,6 +141,7 @@ def submit_pipeline(job: JobSpec, executor: str, wait: bool) -> int:
                            merge[0].job_id, name=train.name)
     if not (wait or local):
         return exitcodes.OK
+    progress.follow(training[0])
     return wait_all(array + merge + training)
 
 

@@ -7,6 +7,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,10 +31,17 @@ def checkout_for(user: pwd.struct_passwd, folder: Path) -> Path:
     for path in [folder, *folder.rglob("*")]:
         os.chown(path, user.pw_uid, user.pw_gid)
     folder.chmod(0o755)
-    for parent in folder.parents:  # the user must reach it (pytest's folders are root's 0700)
-        if parent.stat().st_uid == 0 and parent != Path("/"):
-            parent.chmod(parent.stat().st_mode | 0o011)
     return folder
+
+
+@pytest.fixture
+def user_tmp():
+    """A folder the user can reach. Not under pytest's: those are root's 0700, and pytest
+    sets them back to 0700 whenever another pytest session starts."""
+    folder = Path(tempfile.mkdtemp(prefix="facegan-user-", dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def as_user(user: pwd.struct_passwd, argv: list[str], path: str, **env: str
@@ -56,11 +64,11 @@ def path_without(tmp_path: Path, *hidden: str) -> str:
     return str(shim)
 
 
-def test_setup_without_cmake_names_it_and_what_to_load(user, tmp_path):
+def test_setup_without_cmake_names_it_and_what_to_load(user, user_tmp):
     """Not root, no sudo, cmake not on PATH: exit 1 before anything is installed, naming
     cmake and `module load`, no traceback."""
-    checkout = checkout_for(user, tmp_path / "checkout")
-    proc = as_user(user, [str(checkout / "run"), "setup"], path_without(tmp_path, "cmake"))
+    checkout = checkout_for(user, user_tmp / "checkout")
+    proc = as_user(user, [str(checkout / "run"), "setup"], path_without(user_tmp, "cmake"))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "cmake >= 3.13 (found: none; e.g. module load cmake)" in proc.stderr
     assert "module load gcc cmake openmpi" in proc.stderr and "Traceback" not in proc.stderr
@@ -68,17 +76,17 @@ def test_setup_without_cmake_names_it_and_what_to_load(user, tmp_path):
 
 
 @pytest.mark.slow
-def test_setup_as_a_normal_user_with_the_tools_on_path(user, tmp_path):
+def test_setup_as_a_normal_user_with_the_tools_on_path(user, user_tmp):
     """A normal user, the tools on PATH, Horovod's wheel from a shared, read-only wheel cache
     (FACEGAN_WHEEL_CACHE: what one build on a shared filesystem gives every user): setup
     completes with no root and no apt, and Horovod has TensorFlow, Gloo and MPI."""
     source = Path(os.environ.get("FACEGAN_WHEEL_CACHE") or
                   Path.home() / ".cache" / "facegan-hpc" / "wheels")
     assert any(source.glob("*/horovod-*.whl")), f"no Horovod wheel in {source}"
-    shared = tmp_path / "shared-wheels"
+    shared = user_tmp / "shared-wheels"
     shutil.copytree(source, shared)
     os.chmod(shared, 0o755)
-    checkout = checkout_for(user, tmp_path / "checkout")
+    checkout = checkout_for(user, user_tmp / "checkout")
     proc = as_user(user, [str(checkout / "run"), "setup"], "/usr/local/bin:/usr/bin:/bin",
                    FACEGAN_WHEEL_CACHE=str(shared))
     assert proc.returncode == 0, proc.stderr[-3000:]

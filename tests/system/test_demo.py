@@ -29,6 +29,11 @@ def test_demo_trains_a_generator_of_faces_and_prints_its_figures(tmp_path):
                           capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "the demo's generator" in proc.stdout and "face rate" in proc.stdout, proc.stdout
+    # training's progress while the demo waits: plain lines here (no terminal), one an epoch,
+    # with the quality figures once measured
+    epochs = [line for line in proc.stderr.splitlines() if " training: epoch " in line]
+    assert len(epochs) == 40 and "training: epoch 40/40 d_real=" in epochs[-1], epochs[-3:]
+    assert "kid=" in epochs[-1], epochs[-1]
     run_dir = repo / "runs" / "demo" / "dcgan32"
     figures = json.loads((run_dir / "metrics" / "figures.json").read_text())
     kid, rate = ({k: v[0] for k, v in figures["kid"].items()}, figures["face_rate"])
