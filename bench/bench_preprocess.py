@@ -117,11 +117,11 @@ def pipeline_steps(big_batch: int) -> list[tuple[str, int, int, object]]:
     """(what, batch, auto_min_face, tuning): before issue #16, each change added in turn (the
     last of them is the new pipeline), and the new pipeline with a bigger batch."""
     from jobs.core.schema import FaceSpec, PreprocessSpec
-    from preprocess.extract import TODAY, Tuning
+    from preprocess.extract import LEGACY, Tuning
 
     auto = FaceSpec().auto_min_face
     batch = PreprocessSpec(input_dir="", output_dir="").batch_size
-    return [("before (in-line decode, mtcnn as shipped, full pyramid)", 32, 0, TODAY),
+    return [("before (in-line decode, mtcnn as shipped, full pyramid)", 32, 0, LEGACY),
             ("+ MTCNN as TF graphs on one float32 batch", 32, 0,
              Tuning(decode_ahead=False)),
             (f"+ min face from the data (auto_min_face {auto})", batch, auto,

@@ -50,7 +50,7 @@ from jobs.core.loader import load_spec, parse_set_args  # noqa: E402
 from jobs.core.signals import StopSignals  # noqa: E402
 
 TABLE = Table()
-MODELS = {  # README's names: (example spec, image size, channels)
+MODELS = {  # docs/benchmarks.md's names: (example spec, image size, channels)
     "64x64 cGAN": ("train_cgan_faces.yaml", 64, 3),
     "32x32 DCGAN (demo)": ("train_demo_faces.yaml", 32, 3),
     "16x16 digits cGAN": ("train_cgan_digits.yaml", 16, 1),

@@ -10,7 +10,8 @@ SMOKE_HELP = ("the fewest steps and images that still print every row (the test 
 
 def add_size_flags(parser: argparse.ArgumentParser, quick_help: str) -> None:
     """``--quick`` (small sizes, for a person in a hurry) or ``--smoke`` (tiny sizes, for the
-    test suite), at most one of them; neither is the full run README's tables come from."""
+    test suite), at most one of them; neither is the full run that docs/benchmarks.md's
+    tables come from."""
     sizes = parser.add_mutually_exclusive_group()
     sizes.add_argument("--quick", action="store_true", help=quick_help)
     sizes.add_argument("--smoke", action="store_true", help=SMOKE_HELP)

@@ -77,9 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="a sweep's last metrics per point (table + CSV)")
     p.add_argument("spec", metavar="SWEEP_SPEC")
     p = sub.add_parser("schema", help="print every spec field with its default and meaning")
-    p.add_argument("--markdown", action="store_true", help="as the README's markdown tables")
-    p.add_argument("--update-readme", metavar="README", help="rewrite the field reference "
-                                                             "in this README")
+    p.add_argument("--markdown", action="store_true",
+                   help="as docs/spec-reference.md's markdown tables")
+    p.add_argument("--update-readme", metavar="FILE",
+                   help="rewrite the field reference in this file (docs/spec-reference.md)")
     return parser
 
 

@@ -1,6 +1,6 @@
 """Render the schema as a field reference (``python -m jobs schema [--markdown]``).
 
-The README's field tables are this output; a test keeps them in sync, so the documented
+docs/spec-reference.md's field tables are this output; a test keeps them in sync, so the documented
 defaults are always the real ones.
 """
 from __future__ import annotations
@@ -69,7 +69,7 @@ README_START, README_END = "<!-- fields:start -->", "<!-- fields:end -->"
 
 
 def update_readme(path) -> None:
-    """Replace the README's field reference with the current schema."""
+    """Replace a page's field reference (docs/spec-reference.md) with the current schema."""
     from pathlib import Path
 
     text = Path(path).read_text()

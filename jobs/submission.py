@@ -1,8 +1,10 @@
 """Turn a spec's ``resources`` into a scheduler request: an ``sbatch`` command line for the
 scripts in ``slurm/`` and the equivalent submitit executor parameters.
 
-Both renderings come from :func:`slurm_options`, so ``plan`` shows exactly what ``submit`` does
-and the sbatch and submitit routes ask Slurm for the same allocation.
+:func:`slurm_options` renders the sbatch options and :func:`submitit_parameters` submitit's;
+both read only ``spec.resources``, and ``test_submitit_asks_for_the_same_allocation`` checks
+that the two routes ask Slurm for the same allocation. ``plan`` prints both, as ``submit``
+sends them.
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Field declarations for the job schema.
 
 Every spec field is declared once with :func:`opt`: its default, a one-line help text and its
-constraints. The validator (``jobs.core.loader``), ``python -m jobs schema`` and the README field
-table all read these declarations, so a default or a range lives in exactly one place.
+constraints. The validator (``jobs.core.loader``), ``python -m jobs schema`` and the field
+table of docs/spec-reference.md all read these declarations, so a default or a range lives in
+exactly one place.
 """
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ def opt(
     le: float | None = None,
     lt: float | None = None,
     path: str | None = None,
-    secret: bool = False,
     parse: Callable[[Any], Any] | None = None,
     example: Any = None,
 ) -> Any:
@@ -32,11 +32,11 @@ def opt(
 
     ``path`` is ``"exists"`` for inputs that must exist when a job is planned or run, or
     ``"output"`` for locations the job creates. ``parse`` normalises a raw YAML value (and
-    raises ``ValueError`` with a message for the user). ``secret`` values are redacted
-    whenever a spec is printed or logged.
+    raises ``ValueError`` with a message for the user). Secrets are ``env:`` values, redacted
+    by name (:func:`is_secret_name`), not spec fields.
     """
-    meta = dict(help=help, ge=ge, gt=gt, le=le, lt=lt, path=path, secret=secret,
-                parse=parse, example=example)
+    meta = dict(help=help, ge=ge, gt=gt, le=le, lt=lt, path=path, parse=parse,
+                example=example)
     if default is _MISSING:
         return dataclasses.field(metadata=meta)
     if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
@@ -49,7 +49,7 @@ def opt(
 def section(cls: type, help: str = "") -> Any:
     """A nested section whose defaults come from its own dataclass."""
     return dataclasses.field(default_factory=cls, metadata=dict(help=help, path=None,
-                                                                 secret=False, parse=None))
+                                                                 parse=None))
 
 
 _WALLTIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<rest>\d+(?::\d+){0,2})$")
@@ -94,27 +94,23 @@ def nearest(key: str, allowed: Iterable[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
-_SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASS", "KEY", "CREDENTIAL")
+# an env: variable whose name holds one of these prints as *** (the spec reference says so)
+SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASS", "KEY", "CREDENTIAL")
 
 
 def is_secret_name(name: str) -> bool:
     upper = name.upper()
-    return any(marker in upper for marker in _SECRET_MARKERS)
+    return any(marker in upper for marker in SECRET_MARKERS)
 
 
-def to_plain(obj: Any, redact: bool = True) -> Any:
-    """Dataclasses to dicts (field order kept), secret fields redacted."""
+def to_plain(obj: Any) -> Any:
+    """Dataclasses to dicts (field order kept)."""
     if is_dataclass(obj):
-        out = {}
-        for f in fields(obj):
-            value = getattr(obj, f.name)
-            out[f.name] = "***" if (redact and f.metadata.get("secret") and value) \
-                else to_plain(value, redact)
-        return out
+        return {f.name: to_plain(getattr(obj, f.name)) for f in fields(obj)}
     if isinstance(obj, list):
-        return [to_plain(v, redact) for v in obj]
+        return [to_plain(v) for v in obj]
     if isinstance(obj, dict):
-        return {k: to_plain(v, redact) for k, v in obj.items()}
+        return {k: to_plain(v) for k, v in obj.items()}
     return obj
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from jobs.core.fields import (is_secret_name, iter_path_fields, nearest, opt, parse_walltime,
-                              section, to_plain)
+from jobs.core.fields import (SECRET_MARKERS, is_secret_name, iter_path_fields, nearest, opt,
+                              parse_walltime, section, to_plain)
 from jobs.core.train_schema import (AUGMENTATIONS, AugmentSpec, CheckpointSpec,  # noqa: F401
                                     EmaSpec, GuardSpec, InceptionSpec, LatentSpec, LossSpec,
                                     MetricsSpec, ModelSpec, OptimizerSpec, TrainSpec)
@@ -245,13 +245,14 @@ class JobSpec:
         """The resolved spec as plain data, secrets replaced by '***'."""
         env = {k: ("***" if redact and is_secret_name(k) else v) for k, v in self.env.items()}
         return {"kind": self.kind, "name": self.name, "resources": to_plain(self.resources),
-                "env": env, self.kind: to_plain(self.work, redact)}
+                "env": env, self.kind: to_plain(self.work)}
 
 
 TOP_LEVEL_HELP = {
     "kind": "What to run: " + ", ".join(WORK_SECTIONS),
     "name": "Job name (Slurm --job-name, run-dir names); letters, digits, '-', '_', '.'",
     "resources": "What to ask the scheduler for (see below)",
-    "env": "Extra environment variables for the job; names containing TOKEN, SECRET, "
-           "PASSWORD, PASS or KEY are shown as *** in plans and logs",
+    "env": "Extra environment variables for the job; names containing "
+           f"{', '.join(SECRET_MARKERS[:-1])} or {SECRET_MARKERS[-1]} are shown as *** in "
+           "plans and logs",
 }

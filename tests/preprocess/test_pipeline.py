@@ -14,7 +14,7 @@ import pytest
 from jobs.core.schema import FaceSpec, PreprocessSpec
 from preprocess.decode import Skip
 from jobs.core.ahead import read_ahead
-from preprocess.extract import TODAY, Tuning, iter_windows, process_shard
+from preprocess.extract import LEGACY, Tuning, iter_windows, process_shard
 from preprocess.faces import MtcnnExtractor
 from preprocess.fixture import build
 from preprocess.inputs import open_photo_set
@@ -96,17 +96,17 @@ def shard_content(path) -> dict:
 def test_a_shard_is_the_same_with_or_without_decoding_ahead(celeba, tmp_path):
     """Fixed crops (no detector): the photos, skips, order and faces are the pipeline's own."""
     outs = {}
-    for tag, tuning in (("today", TODAY), ("ahead", Tuning())):
+    for tag, tuning in (("legacy", LEGACY), ("ahead", Tuning())):
         spec = PreprocessSpec(input_dir=str(celeba), output_dir=str(tmp_path / tag),
                               num_shards=2, batch_size=3,
                               faces=FaceSpec(detector="fixed_crop"))
         outs[tag] = (shard_content(process_shard(spec, 1, tuning)),
                      report_path(spec.output_dir, 1, 2).read_text())
-    (today, today_report), (ahead, ahead_report) = outs["today"], outs["ahead"]
-    assert ahead_report == today_report
-    assert set(ahead) == set(today) and len(today["images"]) > 0
-    for name in today:
-        np.testing.assert_array_equal(ahead[name], today[name], err_msg=name)
+    (legacy, legacy_report), (ahead, ahead_report) = outs["legacy"], outs["ahead"]
+    assert ahead_report == legacy_report
+    assert set(ahead) == set(legacy) and len(legacy["images"]) > 0
+    for name in legacy:
+        np.testing.assert_array_equal(ahead[name], legacy[name], err_msg=name)
 
 
 def test_levels_to_skip_drops_only_levels_for_faces_below_the_floor():

@@ -95,7 +95,7 @@ def digits32(tmp_path_factory) -> Path:
 # its floors were measured at on an AVX2-only CPU with seeds 0 and 7 (the second numeric
 # path; TF_ENABLE_ONEDNN_OPTS=0 gave the cGAN's figures to the last digit). The examples as
 # they are (twice the width, 3-4x the time an epoch) are bench/bench_models.py's, whose
-# figures README shows. The floors sit below the worst seen:
+# figures docs/benchmarks.md shows. The floors sit below the worst seen:
 # - cGAN, also twice its learning rate: conditional accuracy chance until epoch 16, then at
 #   20/24/28/32/36/40 54/80/92/97/97/99% (seed 0) and 46/77/83/93/95/96% (seed 7); floor 90%.
 # - AE-AC-GAN: at 30 epochs accuracy 99.6/98.1%, but its encoder's F1 on real digits 0.77/0.81

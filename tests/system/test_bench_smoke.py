@@ -1,7 +1,7 @@
 """The benchmarks run in their smoke mode (``--smoke``: the fewest steps and images that still
 print every row), which proves each script and its table work. Their figures are not asserted:
 speed is not a test here, and smoke sizes measure nothing; the real runs (full, or ``--quick``)
-are for humans and README's tables."""
+are for humans and docs/benchmarks.md's tables."""
 from __future__ import annotations
 
 import math

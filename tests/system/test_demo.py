@@ -40,7 +40,7 @@ def test_demo_trains_a_generator_of_faces_and_prints_its_figures(tmp_path):
     # at 40 epochs the generator is far from noise (0% faces, the untrained KID; 40% faces and
     # KID x 1000 9.6 measured) but not yet the demo's 72%: the floors leave room for another
     # machine's float order (the run is not deterministic); the demo's own figures at its full
-    # budget are in README
+    # budget are in README's *The demo*
     assert rate["real"] > 0.9 and rate["untrained"] < 0.05, rate
     assert rate["generated"] >= 0.10, rate
     assert kid["real_vs_real"] < kid["generated"] < kid["untrained"] / 3, kid
