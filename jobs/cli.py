@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from jobs.core import exitcodes, runtime
-from jobs import pipeline, plan_scaling, runner, schema_doc, submission
+from jobs import kinds, pipeline, plan_scaling, runner, schema_doc, submission
 from jobs.checks import raise_problems
 from jobs.core.loader import SpecError, check_paths, load_spec, parse_set_args
 from jobs.core.schema import JobSpec
@@ -125,7 +125,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(yaml.safe_dump(spec.to_dict(redact=True), sort_keys=False,
                          default_flow_style=None).rstrip())
     print()
-    print(pipeline.render_plan(spec) if spec.kind == "pipeline" else
+    print(pipeline.render_plan(spec) if kinds.is_(spec, "pipeline") else
           submission.render_plan(spec, args.set))
     for warning in [*plan_scaling.plan_warnings(spec), *plan_scaling.device_warnings(spec)]:
         print(warning)
@@ -165,7 +165,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
-    if spec.kind != "sweep":
+    if not kinds.is_(spec, "sweep"):
         print(f"error: {args.spec} is a '{spec.kind}' spec, not a sweep", file=sys.stderr)
         return exitcodes.INVALID_SPEC
     path, rows = summary(spec)

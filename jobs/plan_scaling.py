@@ -14,12 +14,10 @@ every rank would stop before training (``gan.devices``) on nodes that share it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from gan import devices, scaling
-from jobs.core.loader import pipeline_stages
+from jobs import kinds
 from jobs.core.schema import JobSpec
-from jobs.sweep import expand_points, point_spec
 
 THRESHOLD = 0.70  # below this share of the ideal speed-up, plan warns
 
@@ -110,13 +108,10 @@ def device_warning(job: JobSpec) -> str | None:
 
 
 def device_warnings(job: JobSpec) -> list[str]:
-    """:func:`device_warning` for a train spec, a pipeline's train stage or a sweep's base
-    (its points share the resources)."""
-    if job.kind == "pipeline":
-        job = pipeline_stages(job)[1]
-    elif job.kind == "sweep":
-        job = point_spec(job, 0) if Path(job.work.base).exists() else None
-    found = device_warning(job) if job is not None and job.kind == "train" else None
+    """:func:`device_warning` for the first training the job runs: a train spec, a
+    pipeline's train stage, a sweep's first point (the points share the resources)."""
+    trainings = kinds.of(job).trainings(job)
+    found = device_warning(trainings[0][1]) if trainings else None
     return [found] if found else []
 
 
@@ -130,14 +125,5 @@ def plan_warnings(job: JobSpec) -> list[str]:
 
 
 def _warnings(job: JobSpec) -> list[str]:
-    if job.kind == "train":
-        found = [train_warning(job)]
-    elif job.kind == "pipeline":
-        found = [train_warning(pipeline_stages(job)[1])]
-    elif job.kind == "sweep" and Path(job.work.base).exists():
-        found = [w and f"{w} [sweep point {i}]"
-                 for i in range(len(expand_points(job.work)))
-                 for w in [train_warning(point_spec(job, i))]]
-    else:
-        found = []
-    return [w for w in found if w]
+    found = [(train_warning(spec), label) for label, spec in kinds.of(job).trainings(job)]
+    return [f"{w} [{label}]" if label else w for w, label in found if w]

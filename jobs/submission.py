@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from gan.devices import gpu_reason
+from jobs import kinds
 from jobs.core.fields import walltime_minutes
 from jobs.core.schema import JobSpec
 from jobs.core.fields import iter_path_fields
-from jobs.sweep import expand_points
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SLURM_DIR = PROJECT_ROOT / "slurm"
@@ -42,11 +42,7 @@ def srun_rank_args(cpus_per_task: int, ranks: int) -> list[str]:
 
 def array_size(spec: JobSpec) -> int | None:
     """Tasks in the job's Slurm array, or None for a single job."""
-    if spec.kind == "preprocess":
-        return spec.work.num_shards
-    if spec.kind == "sweep":
-        return len(expand_points(spec.work))
-    return None
+    return kinds.of(spec).array_size(spec)
 
 
 def log_dir(spec: JobSpec) -> Path:
@@ -89,7 +85,7 @@ def dependency_options(after: str) -> dict[str, str]:
 
 def requeues_itself(spec: JobSpec) -> bool:
     """Training (also as sweep points) checkpoints at the walltime signal and requeues."""
-    return spec.kind in ("train", "sweep")
+    return kinds.of(spec).requeues
 
 
 def slurm_options(spec: JobSpec) -> dict[str, str | None]:
@@ -141,7 +137,7 @@ def sbatch_argv(spec: JobSpec, overrides: list[str] = (), *, script: str | None 
     if container:  # the scripts put this before the job's python (no commas: --export splits)
         export += f",FACEGAN_CONTAINER={' '.join(container)},FACEGAN_PYTHON=python"
     argv.append(export)
-    argv.append(str(SLURM_DIR / (script or f"{spec.kind}.sbatch")))
+    argv.append(str(SLURM_DIR / (script or kinds.of(spec).sbatch)))
     argv.append(str(Path(spec.source).resolve()))
     for item in overrides:
         argv += ["--set", item]

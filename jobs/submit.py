@@ -16,7 +16,7 @@ from pathlib import Path
 
 import submitit
 
-from jobs import progress, runner
+from jobs import kinds, progress, runner
 from jobs.checks import raise_problems
 from jobs.core import exitcodes, runtime, signals
 from jobs.core.loader import SpecError, pipeline_stages
@@ -24,7 +24,6 @@ from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
 from jobs.submission import (array_size, dependency_options, log_dir,
                              submitit_executor_args, submitit_parameters)
-from preprocess.job import run_merge
 
 log = logging.getLogger(__name__)
 RECORDS = "submissions.jsonl"
@@ -39,20 +38,16 @@ class JobFailed(RuntimeError):
 
 
 class SpecTask(submitit.helpers.Checkpointable):
-    """What submitit pickles and runs on the node: one spec, optionally one array index;
-    ``mode="merge"`` runs only the merge of a preprocess spec (a pipeline's second stage)."""
+    """What submitit pickles and runs on the node: one spec (any kind, a pipeline's merge
+    too), optionally one array index, through the runner like every other route."""
 
-    def __init__(self, spec: JobSpec, mode: str = "run"):
+    def __init__(self, spec: JobSpec):
         self.spec = spec
-        self.mode = mode
 
     def __call__(self, index: int | None = None) -> int:
         runtime.configure()
         stop = StopSignals()
-        if self.mode == "merge":
-            code = run_merge(self.spec)
-        else:
-            code = runner.run(self.spec, index=index, stop=stop)
+        code = runner.run(self.spec, index=index, stop=stop)
         if code == exitcodes.REQUEUE:
             self._hand_over_stop(stop.signum)
         if code != exitcodes.OK:
@@ -90,13 +85,13 @@ def submit(spec: JobSpec, executor: str = "slurm", wait: bool = False) -> int:
     """Submit ``spec``; arrays (preprocess shards, sweep points) become one Slurm array, a
     pipeline becomes three dependent jobs."""
     raise_problems(spec)
-    if spec.kind == "pipeline":
+    if kinds.is_(spec, "pipeline"):
         return submit_pipeline(spec, executor, wait)
     _refuse_local_ranks(spec, executor)
     jobs = _submit_one(spec, executor, SpecTask(spec))
     if not (wait or executor == "local"):  # local jobs are children of this process: wait
         return exitcodes.OK
-    if spec.kind == "train":  # minutes to wait: show its epochs meanwhile
+    if kinds.of(spec).trainings(spec) == [("", spec)]:  # minutes to wait: show its epochs
         progress.follow(jobs[0])
     return wait_all(jobs)
 
@@ -104,7 +99,7 @@ def submit(spec: JobSpec, executor: str = "slurm", wait: bool = False) -> int:
 def _refuse_local_ranks(spec: JobSpec, executor: str) -> None:
     """submitit's local executor starts tasks without MPI: each would train alone."""
     res = spec.resources
-    if executor == "local" and spec.kind in ("train", "sweep") \
+    if executor == "local" and kinds.of(spec).horovod \
             and res.nodes * res.tasks_per_node > 1:
         raise SpecError([f"{spec.source}: resources.tasks_per_node={res.tasks_per_node}: the "
                          "local executor cannot start Horovod ranks; use --set "
@@ -114,7 +109,7 @@ def _refuse_local_ranks(spec: JobSpec, executor: str) -> None:
 def _submit_one(spec: JobSpec, executor: str, task: SpecTask, after: str | None = None,
                 name: str | None = None) -> list:
     ex = make_executor(spec, executor, after, name)
-    size = array_size(spec) if task.mode == "run" else None
+    size = array_size(spec)
     jobs = ex.map_array(task, range(size)) if size is not None else [ex.submit(task)]
     ids = [job.job_id for job in jobs]
     _record(spec, executor, ids, name or spec.name)
@@ -132,8 +127,8 @@ def submit_pipeline(job: JobSpec, executor: str, wait: bool) -> int:
     if local and wait_all(array):
         return exitcodes.FAILED
     after = None if local else array[0].job_id.split("_")[0]
-    merge = _submit_one(pre, executor, SpecTask(pre, mode="merge"), after,
-                        name=f"{pre.name}-merge")
+    merging = kinds.merge_spec(pre)
+    merge = _submit_one(merging, executor, SpecTask(merging), after)
     if local and wait_all(merge):
         return exitcodes.FAILED
     _refuse_local_ranks(train, executor)

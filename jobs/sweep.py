@@ -14,7 +14,7 @@ from typing import Any
 
 from gan.outputs import quality_summary, read_metrics
 from jobs.core.files import atomic_write_text
-from jobs.core.loader import SpecError, load_spec
+from jobs.core.loader import SpecError, expect_kind, load_spec
 from jobs.core.schema import JobSpec, SweepSpec
 
 
@@ -45,9 +45,8 @@ def point_spec(sweep_job: JobSpec, index: int) -> JobSpec:
     run_dir = Path(sweep_job.work.run_root) / point_name(overrides)
     items = list(overrides.items()) + [("train.run_dir", str(run_dir))]
     spec = load_spec(sweep_job.work.base, items)
-    if spec.kind != "train":
-        raise SpecError([f"{sweep_job.source}: sweep.base: {sweep_job.work.base} is a "
-                         f"'{spec.kind}' spec; a sweep needs a 'train' spec"])
+    expect_kind(spec, "train", f"{sweep_job.source}: sweep.base: {sweep_job.work.base}",
+                "a sweep")
     spec.resources = sweep_job.resources  # the sweep's resources apply to every point
     return spec
 

@@ -13,7 +13,7 @@ import os
 import sys
 
 from jobs.core import exitcodes, runtime
-from jobs.core.loader import SpecError, check_paths, load_spec, parse_set_args
+from jobs.core.loader import SpecError, check_paths, expect_kind, load_spec, parse_set_args
 from preprocess import fixture, job
 
 
@@ -49,20 +49,24 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         print("\n".join(f"error: {p}" for p in exc.problems), file=sys.stderr)
         return exitcodes.INVALID_SPEC
-    if spec.kind != "preprocess":
-        print(f"error: {args.spec} is a '{spec.kind}' spec, not 'preprocess'", file=sys.stderr)
+    try:
+        expect_kind(spec, "preprocess", args.spec, f"python -m preprocess {args.command}")
+    except SpecError as exc:
+        print("\n".join(f"error: {p}" for p in exc.problems), file=sys.stderr)
         return exitcodes.INVALID_SPEC
-    if args.command == "merge":
-        return job.run_merge(spec)
-    index = args.shard if args.shard is not None else runtime.array_index_from_env()
-    if index is None:
+    index = args.shard if getattr(args, "shard", None) is not None else \
+        runtime.array_index_from_env()
+    if args.command == "shard" and index is None:
         print("error: give --shard K or run as a Slurm array task", file=sys.stderr)
         return exitcodes.INVALID_SPEC
-    os.environ.update(spec.env)  # the spec's env:, as every other route applies it
+    # what jobs.runner does on every other route: the inputs checked, the spec's env: applied
     problems = check_paths(spec)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
-    return exitcodes.NOT_RUNNABLE if problems else job.run(spec, index=index)
+    if problems:
+        return exitcodes.NOT_RUNNABLE
+    os.environ.update(spec.env)
+    return job.run_merge(spec) if args.command == "merge" else job.run(spec, index=index)
 
 
 if __name__ == "__main__":

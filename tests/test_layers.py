@@ -5,6 +5,7 @@ import each other, directly or round a longer cycle."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from tests.conftest import ROOT
@@ -114,3 +115,20 @@ def test_no_import_the_graph_cannot_see():
                 if name in ("importlib.import_module", "import_module", "__import__"):
                     hidden.append(f"{module}:{node.lineno} {name}(...)")
     assert not hidden, "\n".join(hidden)
+
+
+JOB_KINDS = "train|sweep|preprocess|merge|generate|pipeline"
+KIND_COMPARISON = re.compile(rf"""\.kind\s*(==|!=)\s*["']({JOB_KINDS})["']"""
+                             rf"""|\.kind\s+(not\s+)?in\s*[(\[{{]\s*["']({JOB_KINDS})["']""")
+
+
+def test_job_kinds_are_told_apart_only_by_their_table():
+    """The orchestration, gan and preprocess branch on a job's kind only through
+    ``jobs/kinds.py``. The base cannot import that table: it keeps its own per-kind facts
+    (the work sections, the pipeline's stages, ``expect_kind``) in jobs/core."""
+    found = [f"{module}:{lineno}: {line.strip()}"
+             for module, path in project_modules().items()
+             if module != "jobs.kinds" and layer(module) != "base"
+             for lineno, line in enumerate(path.read_text().splitlines(), start=1)
+             if KIND_COMPARISON.search(line)]
+    assert not found, "\n".join(found)

@@ -269,20 +269,26 @@ def load_spec(path: str | os.PathLike, overrides: Iterable[tuple[str, Any]] = ()
     return spec
 
 
+def expect_kind(spec: JobSpec, kind: str, where: str, needed_by: str) -> None:
+    """Refuse ``spec`` (named by ``where``, e.g. 'sweep.base: PATH') unless it is a ``kind``
+    spec. The base's one kind comparison besides the pipeline's stages: the orchestration
+    branches on kinds only through jobs/kinds.py."""
+    if spec.kind != kind:
+        raise SpecError([f"{where} is a '{spec.kind}' spec; {needed_by} needs a '{kind}' spec"])
+
+
 def pipeline_stages(job: JobSpec) -> tuple[JobSpec, JobSpec]:
     """A pipeline's (preprocess spec, train spec), overrides applied, ``train.data`` wired to
     the preprocess stage's merged file."""
     pre = load_spec(job.work.preprocess, parse_set_args(job.work.preprocess_set),
                     resolve_stages=False)  # a pipeline naming a pipeline: refused below
-    if pre.kind != "preprocess":
-        raise SpecError([f"{job.source}: pipeline.preprocess: {job.work.preprocess} is a "
-                         f"'{pre.kind}' spec"])
+    expect_kind(pre, "preprocess", f"{job.source}: pipeline.preprocess: {job.work.preprocess}",
+                "a pipeline")
     merged = str(Path(pre.work.output_dir) / facefile.MERGED_NAME)
     train = load_spec(job.work.train, parse_set_args(job.work.train_set)
                       + [("train.data", merged)], resolve_stages=False)
-    if train.kind != "train":
-        raise SpecError([f"{job.source}: pipeline.train: {job.work.train} is a "
-                         f"'{train.kind}' spec"])
+    expect_kind(train, "train", f"{job.source}: pipeline.train: {job.work.train}",
+                "a pipeline")
     return pre, train
 
 

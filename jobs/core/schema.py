@@ -233,13 +233,14 @@ class JobSpec:
     def work_dir(self) -> str:
         """The directory this job writes to (its first output path): logs and submission
         records go under it. A pipeline writes into its train stage's run directory."""
-        if self.kind == "pipeline":
-            if self.stage_work_dir is None:
-                raise SpecError([f"{self.source}: the pipeline's stage specs do not load "
-                                 "(python -m jobs validate names the problems)"])
-            return self.stage_work_dir
-        return next(value for _, value, role in iter_path_fields(self.work, self.kind)
-                    if role == "output")
+        outputs = [value for _, value, role in iter_path_fields(self.work, self.kind)
+                   if role == "output"]
+        if outputs:
+            return outputs[0]
+        if self.stage_work_dir is None:  # a pipeline has no output of its own
+            raise SpecError([f"{self.source}: the pipeline's stage specs do not load "
+                             "(python -m jobs validate names the problems)"])
+        return self.stage_work_dir
 
     def to_dict(self, redact: bool = True) -> dict[str, Any]:
         """The resolved spec as plain data, secrets replaced by '***'."""

@@ -1,0 +1,182 @@
+"""Job kinds: one table, shaped like ``gan/families.py``.
+
+Each kind says everything the orchestration needs to know about it: the code that runs it,
+its sbatch script, its Slurm array size, whether it requeues itself at the walltime, whether
+it starts Horovod ranks, the rules it is checked against before anything runs (beyond the
+schema), and the trainings it runs (what ``plan`` warns about). Its spec section and its
+cross-field rules are the base's (``jobs/core/schema.py``, ``WORK_SECTIONS``); its work
+directory is the spec's first output path (``JobSpec.work_dir``).
+
+Adding a kind touches two files: its section in ``jobs/core/schema.py`` (or
+``train_schema.py``) and its entry here, plus its ``slurm/<kind>.sbatch``. No other module
+compares ``spec.kind`` (``tests/test_layers.py`` checks).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from gan import families
+from jobs.core import exitcodes
+from jobs.core.files import wrong_checksum
+from jobs.core.loader import inception_sections, pipeline_problems, pipeline_stages
+from jobs.core.schema import JobSpec
+from jobs.core.signals import StopSignals
+from jobs.sweep import expand_points, point_spec, validate_points
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What one run of a job is given: its array task (or None), whether to start afresh,
+    the stop signals caught so far, and the runner itself, for the specs a sweep or a
+    pipeline runs in turn (each through every check, as if submitted alone)."""
+    index: int | None
+    fresh: bool
+    stop: StopSignals
+    run: Callable[..., int]
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    run: Callable[[JobSpec, Launch], int]
+    sbatch: str  # in slurm/ ('' for a pipeline: it is submitted as its stages)
+    # beyond the schema, before anything runs or is submitted: (spec, the problems every kind
+    # has found in it, ``deep`` to check another spec) -> all its problems
+    checks: Callable[[JobSpec, list[str], Callable[[JobSpec], list[str]]], list[str]]
+    array_size: Callable[[JobSpec], int | None] = lambda spec: None
+    requeues: bool = False  # checkpoints at the walltime signal and requeues itself
+    horovod: bool = False  # starts Horovod ranks: one per Slurm task
+    # the train specs it runs, each with a label for messages ('' for the only one): plan's
+    # warnings read them
+    trainings: Callable[[JobSpec], list[tuple[str, JobSpec]]] = lambda spec: []
+
+
+def checksum_problems(spec: JobSpec) -> list[str]:
+    """Inception weights a spec names, against their checksum (train and generate)."""
+    return [f"{spec.source}: {p}" for where, inc in inception_sections(spec.kind, spec.work)
+            if inc.weights and (p := wrong_checksum(inc.weights, inc.sha256, where))]
+
+
+# ------------------------------------------------------------------------------ the kinds
+def _run_train(spec: JobSpec, launch: Launch) -> int:
+    from gan import job  # TensorFlow: only where a training runs
+
+    return int(job.run(spec, fresh=launch.fresh, stop=launch.stop))
+
+
+def _check_train(spec: JobSpec, found: list[str], deep) -> list[str]:
+    return found + [f"{spec.source}: {p}" for p in families.problems(
+        spec.work.model.name, spec.work.latent.distribution)]
+
+
+def _run_generate(spec: JobSpec, launch: Launch) -> int:
+    from gan import generate
+
+    return int(generate.run(spec))
+
+
+def _run_preprocess(spec: JobSpec, launch: Launch) -> int:
+    from preprocess import job
+
+    return int(job.run(spec, index=launch.index, fresh=launch.fresh))
+
+
+def _run_merge(spec: JobSpec, launch: Launch) -> int:
+    from preprocess import job
+
+    return int(job.run_merge(spec))
+
+
+def merge_spec(preprocess: JobSpec) -> JobSpec:
+    """A preprocess spec's merge, as a job of its own (a pipeline's second stage)."""
+    return dataclasses.replace(preprocess, kind="merge", name=f"{preprocess.name}-merge")
+
+
+def _run_sweep(spec: JobSpec, launch: Launch) -> int:
+    """Train point ``index`` (an array task), or every point in turn when run locally."""
+    indices = [launch.index] if launch.index is not None else \
+        range(len(expand_points(spec.work)))
+    worst = exitcodes.OK
+    for k in indices:
+        code = launch.run(point_spec(spec, k), fresh=launch.fresh, stop=launch.stop)
+        if code == exitcodes.REQUEUE:
+            return code  # stopped by a signal: the rest resumes after the requeue
+        worst = worst or code
+    return worst
+
+
+def _check_sweep(spec: JobSpec, found: list[str], deep) -> list[str]:
+    if not Path(spec.work.base).exists():
+        return found
+    # the sweep's own resources apply to every point: said once, naming the sweep
+    return found or validate_points(spec) or [
+        f"{p} [{label}]" for label, point in _sweep_points(spec) for p in deep(point)]
+
+
+def _sweep_points(spec: JobSpec) -> list[tuple[str, JobSpec]]:
+    if not Path(spec.work.base).exists():
+        return []
+    return [(f"sweep point {i}", point_spec(spec, i))
+            for i in range(len(expand_points(spec.work)))]
+
+
+def _run_pipeline(spec: JobSpec, launch: Launch) -> int:
+    """Every stage here, one after the other (what the local executor does too)."""
+    pre, train = pipeline_stages(spec)
+    for stage in (pre, merge_spec(pre)):
+        code = launch.run(stage)
+        if code != exitcodes.OK:
+            log.error("%s stage failed (exit %d): not training", stage.kind, code)
+            return code
+    return launch.run(train, fresh=launch.fresh, stop=launch.stop)
+
+
+def _pipeline_stages_exist(spec: JobSpec) -> bool:
+    return all(Path(p).exists() for p in (spec.work.preprocess, spec.work.train))
+
+
+def _check_pipeline(spec: JobSpec, found: list[str], deep) -> list[str]:
+    if not _pipeline_stages_exist(spec):
+        return found
+    return found or pipeline_problems(spec) or [f"{p} [pipeline stage]" for p in
+                                       deep(pipeline_stages(spec)[1])]
+
+
+def _pipeline_training(spec: JobSpec) -> list[tuple[str, JobSpec]]:
+    return [("", pipeline_stages(spec)[1])] if _pipeline_stages_exist(spec) else []
+
+
+def _found(spec: JobSpec, found: list[str], deep) -> list[str]:
+    return found
+
+
+KINDS: dict[str, Kind] = {kind.name: kind for kind in (
+    Kind("train", _run_train, "train.sbatch", _check_train, requeues=True, horovod=True,
+         trainings=lambda spec: [("", spec)]),
+    Kind("sweep", _run_sweep, "sweep.sbatch", _check_sweep, requeues=True, horovod=True,
+         array_size=lambda spec: len(expand_points(spec.work)), trainings=_sweep_points),
+    Kind("preprocess", _run_preprocess, "preprocess.sbatch", _found,
+         array_size=lambda spec: spec.work.num_shards),
+    Kind("merge", _run_merge, "merge.sbatch", _found),
+    Kind("generate", _run_generate, "generate.sbatch", _found),
+    Kind("pipeline", _run_pipeline, "", _check_pipeline,
+         trainings=_pipeline_training),
+)}
+
+
+def of(spec: JobSpec) -> Kind:
+    return KINDS[spec.kind]
+
+
+def is_(spec: JobSpec, name: str) -> bool:
+    """Whether ``spec`` is of kind ``name`` (for the few places that treat one kind apart:
+    they name it through the table, so a misspelt kind fails here, loudly)."""
+    if name not in KINDS:
+        raise KeyError(f"no job kind {name!r}: {', '.join(KINDS)}")
+    return spec.kind == name
