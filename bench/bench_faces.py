@@ -75,14 +75,14 @@ def train(name: str, data: Path, folder: Path, epochs: int | None) -> tuple[Path
 
 
 def measure(run_dir: Path, data: Path, count: int) -> dict:
-    from gan.generate import metrics
+    from gan.generate import quality_metrics
     from gan.sampler import Sampler
     from jobs.core.loader import parse_spec
 
     work = parse_spec({"kind": "generate", "name": "bench", "generate": {
         "run_dir": str(run_dir), "output_dir": str(run_dir / "metrics"), "task": "metrics",
         "count": count, "data": str(data)}}, "bench").work
-    return metrics(Sampler.load(run_dir), work, run_dir / "metrics")
+    return quality_metrics(Sampler.load(run_dir), work, run_dir / "metrics")
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from gan import sampling
+from gan import latents
 from jobs.core.files import atomic_path
 
 FILE = "conditioning.npz"
@@ -114,7 +114,7 @@ class Conditioning:
             rows = tf.random.stateless_uniform((n,), seed, 0, len(self.attribute_rows),
                                                dtype=tf.int32)
             return tf.gather(self.tensors()["rows"], rows)
-        return sampling.class_labels(self.tensors()["probs"], n, seed)
+        return latents.class_labels(self.tensors()["probs"], n, seed)
 
     def for_labels(self, labels) -> tf.Tensor:
         """What G takes for these class labels (an attribute model: each class's typical

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gan import sampling
+from gan import latents
 from jobs.core.images import to_signed_unit, to_uint8_keep_channels
 
 
@@ -15,7 +15,7 @@ def generate(sampler, per_class: int, seed: int = 123) -> tuple[np.ndarray, np.n
     """(images uint8 N×S×S×C, labels) with ``per_class`` images of every class, from a
     sampler's generator (its latent distribution, its way of conditioning)."""
     labels = np.repeat(np.arange(sampler.num_classes, dtype=np.int32), per_class)
-    z = sampler.figure_latent(len(labels), sampling.seed_for(seed, 0, 0, "grid"))
+    z = sampler.figure_latent(len(labels), latents.seed_for(seed, 0, 0, "grid"))
     images = sampler.generate(z, labels)
     return images[..., :sampler.channels], labels  # grey data: one channel back
 

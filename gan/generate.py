@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from gan import export as exporter
-from gan import metrics as quality
-from gan import sampling
+from gan import metrics
+from gan import latents
 from gan.arithmetic import arithmetic as draw_arithmetic
 from gan.conditioning import ConditioningError
 from gan.data import ImageSet
@@ -66,7 +66,7 @@ def grid(sampler, work: GenerateSpec, out: Path) -> dict:
 def interpolate(sampler, work: GenerateSpec, out: Path) -> dict:
     # one row per class; an unconditional model gets one unlabelled row
     names = sampler.grid_names if sampler.conditional else ["sample"]
-    ends = sampler.figure_latent(2, sampling.seed_for(work.seed, 0, 0, "grid")).numpy()
+    ends = sampler.figure_latent(2, latents.seed_for(work.seed, 0, 0, "grid")).numpy()
     ts = np.linspace(0, 1, work.steps)
     figures = {}
     for name, fn in (("linear", lambda t: (1 - t) * ends[0] + t * ends[1]),
@@ -132,22 +132,22 @@ def samples(sampler, work: GenerateSpec, out: Path) -> dict:
     return {"samples": str(path), "count": n}
 
 
-def metrics(sampler, work: GenerateSpec, out: Path) -> dict:
+def quality_metrics(sampler, work: GenerateSpec, out: Path) -> dict:
     """KID and FID (O-Net features, ``gan.metrics``) and the face rate of ``count`` generated
     images, beside the same for the untrained generator and for real images (``generate.data``;
     KID/FID of one half of them against the other: what "indistinguishable" scores)."""
     data = real_data(sampler, work)
-    real = np.asarray(data.images[quality.real_indices(data.num, work.count, work.seed)])
+    real = np.asarray(data.images[metrics.real_indices(data.num, work.count, work.seed)])
     sets = {name: s.draw(*s.random_inputs(work.count, work.seed)) for name, s in
             (("generated", sampler), ("untrained", sampler.untrained()))}
-    rate = quality.FaceRate()
+    rate = metrics.FaceRate()
     result = {"face_rate": {"real": rate(real), **{n: rate(im) for n, im in sets.items()}},
               "real_images": int(len(real)), "generated_images": work.count}
-    for prefix, extract in quality.extractors(work.inception, "generate.inception").items():
+    for prefix, extract in metrics.extractors(work.inception, "generate.inception").items():
         real_f = extract(real)
         half = len(real_f) // 2
-        against = {"real_vs_real": quality.compare(real_f[:half], real_f[half:], work.seed),
-                   **{name: quality.compare(extract(images), real_f, work.seed)
+        against = {"real_vs_real": metrics.compare(real_f[:half], real_f[half:], work.seed),
+                   **{name: metrics.compare(extract(images), real_f, work.seed)
                       for name, images in sets.items()}}
         result[prefix + "features"] = extract.NAME
         result[prefix + "kid"] = {n: (v["kid"], v["kid_std"]) for n, v in against.items()}
@@ -166,7 +166,7 @@ def export(sampler, work: GenerateSpec, out: Path) -> dict:
 
 TASKS = {"grid": grid, "interpolate": interpolate, "arithmetic": arithmetic,
          "classifier_score": classifier_score, "attribute_f1": attribute_f1, "export": export,
-         "samples": samples, "metrics": metrics}
+         "samples": samples, "metrics": quality_metrics}
 
 
 def run(spec: JobSpec) -> int:

@@ -17,7 +17,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from gan import metrics as figures
+from gan import metrics
 from gan.data import ImageSet
 from gan.distributed import World
 from gan.sampler import Sampler
@@ -46,15 +46,15 @@ class QualityMeter:
     def __init__(self, spec: MetricsSpec, seed: int, world: World, data: ImageSet,
                  sampler: Sampler):
         self.spec, self.seed, self.world, self.sampler = spec, seed, world, sampler
-        self.extractors = figures.extractors(spec.inception, "train.metrics.inception")
-        self.face_rate = figures.FaceRate() if spec.face_rate else None
-        chosen = figures.real_indices(data.num, spec.count, seed)
+        self.extractors = metrics.extractors(spec.inception, "train.metrics.inception")
+        self.face_rate = metrics.FaceRate() if spec.face_rate else None
+        chosen = metrics.real_indices(data.num, spec.count, seed)
         self._real_images = lambda: np.asarray(data.images[self._mine(chosen)])
         self._real: dict[str, np.ndarray] | None = None
 
     def columns(self) -> tuple[str, ...]:
         """The figures :meth:`measure` returns, in metrics.csv's order."""
-        names = [f"{p}{k}" for p in self.extractors for k in figures.FIGURES]
+        names = [f"{p}{k}" for p in self.extractors for k in metrics.FIGURES]
         return tuple(names + (["face_rate"] if self.face_rate else []))
 
     def measure(self) -> dict[str, float]:
@@ -67,7 +67,7 @@ class QualityMeter:
         values = {}
         for prefix, extract in self.extractors.items():
             gathered = self._gather(extract(images), f"gen_{prefix}")
-            values.update(figures.compare(gathered, self._real[prefix], self.seed, prefix))
+            values.update(metrics.compare(gathered, self._real[prefix], self.seed, prefix))
         if self.face_rate is not None:
             values["face_rate"] = self._share(self.face_rate.found(images), self.spec.count,
                                               "gen")
@@ -80,7 +80,7 @@ class QualityMeter:
         real = {prefix: self._gather(extract(images), f"real_{prefix}")
                 for prefix, extract in self.extractors.items()}
         f = real[""]
-        kid, _ = figures.kid(f[:len(f) // 2], f[len(f) // 2:], seed=self.seed)
+        kid, _ = metrics.kid(f[:len(f) // 2], f[len(f) // 2:], seed=self.seed)
         rate = self._share(self.face_rate.found(images), len(f), "real") \
             if self.face_rate else None
         log.info("quality yardstick, %d real images: KID x1000 of one half against the "

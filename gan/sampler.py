@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from gan import models, sampling
+from gan import latents, models
 from gan.families import family
 from gan.checkpoint import SPEC_FILE, read_best, restore_newest
 from gan.outputs import BEST_DIR, BEST_RECORD
@@ -77,7 +77,7 @@ class Sampler:
 
     # ------------------------------------------------------------------- what G is fed
     def latent(self, n: int, seed: tf.Tensor) -> tf.Tensor:
-        return sampling.latent(self.spec.latent.distribution, n, self.spec.model.latent_dim,
+        return latents.latent(self.spec.latent.distribution, n, self.spec.model.latent_dim,
                                seed)
 
     def figure_latent(self, n: int, seed: tf.Tensor) -> tf.Tensor:
@@ -85,7 +85,7 @@ class Sampler:
         (a batch-coverage device that puts n points on a fixed grid — two points would be
         exact opposites at ±3) is drawn from its marginal, uniform over [-3, 3]."""
         if self.spec.latent.distribution == "stratified":
-            return 3.0 * sampling.latent("uniform", n, self.spec.model.latent_dim, seed)
+            return 3.0 * latents.latent("uniform", n, self.spec.model.latent_dim, seed)
         return self.latent(n, seed)
 
     def sample_conditions(self, n: int, seed: tf.Tensor) -> tf.Tensor:
@@ -95,8 +95,8 @@ class Sampler:
         """n latents and conditions as the generator meets them (figures' latents, the
         training distribution of conditions), from draws ``first`` and ``first + 1`` of
         ``seed``: what samples, metrics, scores and arithmetic draw from."""
-        return (self.figure_latent(n, sampling.seed_for(seed, 0, first, "grid")),
-                self.sample_conditions(n, sampling.seed_for(seed, 0, first + 1, "grid")))
+        return (self.figure_latent(n, latents.seed_for(seed, 0, first, "grid")),
+                self.sample_conditions(n, latents.seed_for(seed, 0, first + 1, "grid")))
 
     def generate(self, z, labels) -> np.ndarray:
         """uint8 RGB images for latents and class labels."""
@@ -119,7 +119,7 @@ class Sampler:
         rows differ only by the label; an unconditional one gets fresh latents per row."""
         rows = len(self.grid_names)
         z = self.figure_latent(per_class * (1 if self.conditional else rows),
-                               sampling.seed_for(seed, 0, 0, "grid"))
+                               latents.seed_for(seed, 0, 0, "grid"))
         if self.conditional:
             z = tf.tile(z, [rows, 1])
         labels = tf.repeat(tf.range(rows, dtype=tf.int32) % self.num_classes, per_class)

@@ -28,7 +28,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from gan import distributed, sampling
+from gan import distributed, latents
 from gan.augment import augment
 from gan.families import family
 from jobs.core.images import to_signed_unit
@@ -109,7 +109,7 @@ class _Parts:
         self.sampler = trainer.sampler
 
     def seed_for(self, step, purpose: str):
-        return sampling.seed_for(self.seed, self.rank, step, purpose)
+        return latents.seed_for(self.seed, self.rank, step, purpose)
 
     def latent(self, step, purpose: str):
         return self.sampler.latent(self.batch, self.seed_for(step, purpose))

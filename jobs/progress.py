@@ -50,17 +50,25 @@ class EpochLines:
     """Turns the log's lines into progress: each finished epoch, with the latest quality."""
     show: Callable[[int, int, str], None]
     quality: str = ""
+    quality_epoch: int = 0
     seen: set = field(default_factory=set)
 
     def read(self, lines: list[str]) -> None:
         for line in lines:
             if match := QUALITY.search(line):
-                self.quality = match.group(2)
+                self.quality, self.quality_epoch = match.group(2), int(match.group(1))
             elif (match := EPOCH_DONE.search(line)) and match.group(1) not in self.seen:
                 self.seen.add(match.group(1))  # a requeued run logs no epoch twice anyway
                 epoch, epochs = int(match.group(1)), int(match.group(2))
                 losses = f"d_real={match.group(3)} d_fake={match.group(4)} g={match.group(5)}"
-                self.show(epoch, epochs, losses + (f" {self.quality}" if self.quality else ""))
+                self.show(epoch, epochs, losses + self._latest_quality(epoch))
+
+    def _latest_quality(self, epoch: int) -> str:
+        """The figures last measured, saying when if that was an earlier epoch."""
+        if not self.quality:
+            return ""
+        when = "" if self.quality_epoch == epoch else f" (epoch {self.quality_epoch})"
+        return f" {self.quality}{when}"
 
 
 def plain_lines() -> Callable[[int, int, str], None]:

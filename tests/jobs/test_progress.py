@@ -27,9 +27,11 @@ def test_each_epoch_once_with_the_latest_quality_figures():
     shown = []
     lines = progress.EpochLines(lambda *args: shown.append(args))
     lines.read([EPOCH.format(n=1), "2026 INFO gan.train: epoch 2/40 it 7/8 d_real=0.5",
-                QUALITY, EPOCH.format(n=2), EPOCH.format(n=2)])
+                QUALITY, EPOCH.format(n=2), EPOCH.format(n=2), EPOCH.format(n=3)])
     assert shown == [(1, 40, "d_real=0.611 d_fake=0.402 g=1.21"),
-                     (2, 40, "d_real=0.612 d_fake=0.402 g=1.22 kid=0.0123 face_rate=0.4")]
+                     (2, 40, "d_real=0.612 d_fake=0.402 g=1.22 kid=0.0123 face_rate=0.4"),
+                     (3, 40, "d_real=0.613 d_fake=0.402 g=1.23 kid=0.0123 face_rate=0.4 "
+                             "(epoch 2)")]
 
 
 class FakeJob:
