@@ -63,6 +63,7 @@ def train(name: str, data: Path, folder: Path, epochs: int | None) -> tuple[Path
     from gan import distributed
     from gan.train import Trainer
     from jobs.core.loader import load_spec
+    from jobs.core.signals import StopSignals
 
     run_dir = folder / name.replace(" ", "").replace("+", "_")
     sets = [("train.data", str(data)), ("train.run_dir", str(run_dir)),
@@ -70,7 +71,7 @@ def train(name: str, data: Path, folder: Path, epochs: int | None) -> tuple[Path
             ("train.checkpoint.keep_best", "none"), *VARIANTS[name]]
     spec = load_spec(SPEC, sets + ([("train.epochs", epochs)] if epochs else []))
     t = time.perf_counter()
-    assert Trainer(spec.work, distributed.World(0, 1, 0)).run() == 0
+    assert Trainer(spec.work, distributed.World(0, 1, 0)).run(StopSignals()) == 0
     return run_dir, time.perf_counter() - t
 
 

@@ -73,6 +73,7 @@ def train(model: str, folder: Path, sizes: Sizes):
     from gan import distributed
     from gan.train import Trainer
     from jobs.core.loader import load_spec
+    from jobs.core.signals import StopSignals
 
     example = ROOT / "jobs/examples" / f"{EXAMPLES[model]}.yaml"
     spec = load_spec(example)
@@ -83,7 +84,7 @@ def train(model: str, folder: Path, sizes: Sizes):
     spec = load_spec(example, sets)
     t = time.perf_counter()
     trainer = Trainer(spec.work, distributed.World(0, 1, 0))
-    assert trainer.run() == 0
+    assert trainer.run(StopSignals()) == 0
     return trainer, time.perf_counter() - t, spec.work.epochs
 
 

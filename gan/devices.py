@@ -18,7 +18,6 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 DRIVER_VERSION_FILE = Path("/proc/driver/nvidia/version")  # present wherever the driver is
 # ``./run setup`` writes its flavour ("cpu" or "gpu") here in its venv, the GPU image in its own
@@ -132,9 +131,9 @@ def describe(found: Found, use_gpu: bool, nccl: str, ranks: int) -> str:
     return line
 
 
-def nccl_version(hvd: Any) -> str:
-    """The NCCL version Horovod was built with ('' without NCCL, or without Horovod)."""
-    code = int(hvd.nccl_built()) if hvd is not None else 0
+def nccl_version(code: int) -> str:
+    """The NCCL version Horovod was built with, from its code (``World.nccl_built``; '' for
+    0: without NCCL, or without Horovod)."""
     if not code:
         return ""
     return f"{code // 10000}.{code % 10000 // 100}.{code % 100}" if code >= 10000 else \

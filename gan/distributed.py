@@ -21,7 +21,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class World:
-    """Where this process sits in the job. ``hvd`` is None for a plain single process."""
+    """Where this process sits in the job, and its collectives. ``hvd`` is None for a plain
+    single process: then each collective is what it means for one rank (a sum or a mean of
+    one value is that value, a gather is the rank's own), so no code outside this module
+    asks whether Horovod is there. Every rank must call a collective, with the same name."""
     rank: int
     size: int
     local_rank: int
@@ -31,6 +34,35 @@ class World:
     def is_chief(self) -> bool:
         """Only the chief (rank 0) writes files and logs progress."""
         return self.rank == 0
+
+    @property
+    def nccl_built(self) -> int:
+        """Horovod's NCCL code (0 without NCCL, or without Horovod)."""
+        return 0 if self.hvd is None else int(self.hvd.nccl_built())
+
+    def sum(self, value: Any, name: str) -> Any:
+        """The tensor summed over the ranks (in a ``tf.function`` too)."""
+        return value if self.hvd is None else \
+            self.hvd.allreduce(value, op=self.hvd.Sum, name=name)
+
+    def mean(self, value: Any, name: str) -> Any:
+        return value if self.hvd is None else \
+            self.hvd.allreduce(value, op=self.hvd.Average, name=name)
+
+    def gather(self, value: Any, name: str) -> Any:
+        """Every rank's tensor, concatenated along the first axis in rank order."""
+        return value if self.hvd is None else self.hvd.allgather(value, name=name)
+
+    def gather_object(self, obj: Any, name: str) -> list:
+        """Every rank's (picklable) object, in rank order."""
+        return [obj] if self.hvd is None else self.hvd.allgather_object(obj, name=name)
+
+    def barrier(self, name: str = "barrier") -> None:
+        """Ranks wait here for each other (e.g. for rank 0 to finish a checkpoint)."""
+        if self.hvd is not None:
+            import tensorflow as tf  # as everywhere in this module: only once training
+
+            self.hvd.allreduce(tf.constant(0.0), name=name)
 
 
 def expected_world_size() -> int | None:

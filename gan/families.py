@@ -27,6 +27,12 @@ class Family:
     latent_distributions: tuple[str, ...] | None = None  # allowed ones; None: any
     why_latent: str = ""
 
+    @property
+    def own_metrics(self) -> tuple[str, ...]:
+        """The metrics beyond the adversarial five every family has (what its epoch line
+        adds after them)."""
+        return tuple(m for m in self.metrics if m not in ADVERSARIAL_METRICS)
+
 
 FAMILIES: dict[str, Family] = {
     "cgan": Family("the embedding cGAN: labels embedded into G's first map and D's input",

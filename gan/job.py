@@ -35,15 +35,15 @@ def start_world(spec: JobSpec) -> distributed.World:
     world = distributed.init(use_gpu=use_gpu)
     if use_gpu and found.gpus:  # the one this rank pinned, named
         found = dataclasses.replace(found, gpus=devices.pinned_gpus() or found.gpus)
-    nccl = devices.nccl_version(world.hvd)
+    nccl = devices.nccl_version(world.nccl_built)
     # every rank says where it runs: the first thing to read when a multi-node job misbehaves
     log.info("rank %d/%d on %s, pid %d, restart %s", world.rank, world.size,
              socket.gethostname(), os.getpid(), os.environ.get("SLURM_RESTART_COUNT", "0"))
     log.info("rank %d %s", world.rank, devices.describe(found, use_gpu, nccl, world.size))
     problem = devices.refusal(found, reason, world.size, nccl,
                               spec.work.horovod.host_allreduce)
-    if world.hvd is not None:  # one decision for all ranks, before anything else
-        problem = devices.first_refusal(world.hvd.allgather_object(problem, name="devices"))
+    # one decision for all ranks, before anything else
+    problem = devices.first_refusal(world.gather_object(problem, name="devices"))
     if problem:
         raise devices.NoDevice(problem)
     return world

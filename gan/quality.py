@@ -94,14 +94,11 @@ class QualityMeter:
         return np.array_split(items, self.world.size)[self.world.rank]
 
     def _gather(self, features: np.ndarray, name: str) -> np.ndarray:
-        if self.world.hvd is None:
+        if self.world.size == 1:
             return features
-        return self.world.hvd.allgather(tf.constant(features), name=f"quality_{name}").numpy()
+        return self.world.gather(tf.constant(features), name=f"quality_{name}").numpy()
 
     def _share(self, found: int, total: int, name: str) -> float:
         """Faces found by all ranks together, as a share of ``total`` images."""
-        if self.world.hvd is not None:
-            found = int(self.world.hvd.allreduce(tf.constant(found, tf.int64),
-                                                 op=self.world.hvd.Sum,
-                                                 name=f"quality_faces_{name}"))
+        found = int(self.world.sum(tf.constant(found, tf.int64), name=f"quality_faces_{name}"))
         return found / total

@@ -95,7 +95,7 @@ class _Parts:
 
     def __init__(self, trainer):
         spec, world = trainer.spec, trainer.world
-        self.world, self.hvd = world, world.hvd
+        self.world = world
         self.state, self.ema, self.ada = trainer.state, trainer.ema, trainer.ada
         self.compression = spec.horovod.compression
         self.acc_real = trainer.metric_names.index("d_acc_real")
@@ -159,9 +159,9 @@ class _Parts:
         1/size, as Horovod's Average scales it), then the step's bookkeeping: counters, G's
         average after ``step + 1`` steps, ADA's probability from the averaged D accuracy."""
         metrics = tf.stack(values)
-        if self.hvd is not None:
-            both = self.hvd.allreduce(tf.concat([metrics, tf.reshape(stop, [1])], 0),
-                                      op=self.hvd.Sum, name="metrics_and_stop")
+        if self.world.size > 1:  # one process: nothing to average, nothing to add
+            both = self.world.sum(tf.concat([metrics, tf.reshape(stop, [1])], 0),
+                                  name="metrics_and_stop")
             metrics, stop = both[:-1] * (1.0 / self.world.size), both[-1]
         self.state.global_step.assign_add(1)
         self.state.step_in_epoch.assign_add(1)

@@ -114,21 +114,18 @@ class Trainer:
     def _average_statistics(self) -> None:
         """BatchNorm's moving statistics are not trained, so Horovod never averages them:
         average them across ranks every epoch so every rank holds the same model."""
-        if self.world.hvd is None:
-            return
+        if self.world.size == 1:
+            return  # nothing to average
         for model in self.state.networks:
             for i, v in enumerate(model.non_trainable_weights):
-                v.assign(self.world.hvd.allreduce(v.value, op=self.world.hvd.Average,
-                                                  name=f"{model.name}_stat_{i}"))
+                v.assign(self.world.mean(v.value, name=f"{model.name}_stat_{i}"))
 
     def _rank_check(self, seen: list[np.ndarray]) -> tuple[bool, list]:
         """All ranks: same weights? Which images did each see? (rank 0 gets every rank's)"""
         idx = np.concatenate(seen) if seen else np.zeros(0, np.int64)
         mine = tf.constant([[_weights_digest(*self.state.networks), len(idx), int(idx.sum()),
                              int((idx.astype(np.int64) ** 2).sum())]], tf.int64)
-        rows = mine if self.world.hvd is None else self.world.hvd.allgather(
-            mine, name="rank_check")
-        rows = rows.numpy().tolist()
+        rows = self.world.gather(mine, name="rank_check").numpy().tolist()
         return len({r[0] for r in rows}) == 1, rows
 
     def save(self, reason: str, counted: bool = False) -> None:
@@ -138,12 +135,13 @@ class Trainer:
 
     def barrier(self) -> None:
         """Ranks wait here for rank 0 (e.g. to finish a checkpoint before anyone exits)."""
-        if self.world.hvd is not None:
-            self.world.hvd.allreduce(tf.constant(0.0), name="barrier")
+        self.world.barrier()
 
-    def run(self, stop: StopSignals | None = None) -> int:
-        """Train to ``spec.epochs``. ``stop`` lets the caller catch signals from before the
-        trainer was built (startup takes seconds; a preemption may land in them)."""
+    def run(self, stop: StopSignals) -> int:
+        """Train to ``spec.epochs``, checkpointing and returning REQUEUE once ``stop`` holds a
+        signal. The caller owns ``stop`` (``gan/job.py`` arms it before the trainer is built,
+        as startup takes seconds and a preemption may land in them, and restores it); an
+        unarmed one, as benchmarks pass, leaves the signals alone."""
         spec = self.spec
         start_epoch, start_step = int(self.state.epoch), int(self.state.step_in_epoch)
         if self.resumed_from:
@@ -157,17 +155,13 @@ class Trainer:
         if start_epoch >= spec.epochs:
             log.info("all %d epochs already done in %s", spec.epochs, self.run_dir)
             return exitcodes.OK
-        stop = stop or StopSignals().arm()
         t0 = time.monotonic()
-        try:
-            for epoch in range(start_epoch, spec.epochs):
-                seen = self._train_epoch(epoch, start_step, stop, outputs, t0)
-                if seen is None:
-                    return exitcodes.REQUEUE
-                start_step = 0
-                self._end_epoch(epoch, seen, outputs, t0, stop)
-        finally:
-            stop.restore()
+        for epoch in range(start_epoch, spec.epochs):
+            seen = self._train_epoch(epoch, start_step, stop, outputs, t0)
+            if seen is None:
+                return exitcodes.REQUEUE
+            start_step = 0
+            self._end_epoch(epoch, seen, outputs, t0, stop)
         self.barrier()
         log.info("training finished: %d epochs, %d steps, %d checkpoints, %d rollbacks -> %s",
                  spec.epochs, int(self.state.global_step), int(self.state.saves),
@@ -241,10 +235,8 @@ class Trainer:
         if self.quality is None or not quality.is_due(self.spec.metrics, epoch + 1,
                                                       after - per_epoch, after):
             return {}
-        pending = tf.constant(float(stop.requested))
-        if self.world.hvd is not None:  # every rank is here: is_due is the same on all
-            pending = self.world.hvd.allreduce(pending, op=self.world.hvd.Sum,
-                                               name="quality_stop")
+        # every rank is here: is_due is the same on all
+        pending = self.world.sum(tf.constant(float(stop.requested)), name="quality_stop")
         if float(pending) > 0:
             log.warning("epoch %d: stop requested, quality not measured", epoch + 1)
             return {}
@@ -280,7 +272,7 @@ class Trainer:
         m = outputs.epoch_end(epoch + 1, int(self.state.global_step), extra,
                               self.sampler.sample_images(), GRID_PER_CLASS, figures)
         outputs.write_ranks(epoch + 1, ranks)
-        more = "".join(f" {k}={m[k]:.3f}" for k in self.metric_names[5:])  # model-specific
+        more = "".join(f" {k}={m[k]:.3f}" for k in family(self.spec.model.name).own_metrics)
         log.info("epoch %d/%d done: d_real=%.3f d_fake=%.3f g=%.3f acc_real=%.2f "
                  "acc_fake=%.2f%s secs=%s rollbacks=%d saves=%d", epoch + 1, self.spec.epochs,
                  m["d_real"], m["d_fake"], m["g"], m["d_acc_real"], m["d_acc_fake"], more,

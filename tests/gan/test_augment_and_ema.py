@@ -11,6 +11,7 @@ from gan.augment import OPS, Adaptive, augment
 from gan.ema import Ema, copy_of
 from gan.outputs import read_metrics
 from jobs.core.schema import EmaSpec
+from jobs.core.signals import StopSignals
 from tests.gan.test_checkpoint import trainer
 
 SEED = tf.constant([3, 4], tf.int64)
@@ -110,7 +111,7 @@ def test_ada_in_training_is_checkpointed_and_logged(tmp_path):
     t = trainer(tmp_path, "train.epochs=1", "train.augment.policy=[translation, cutout]",
                 "train.augment.adaptive=true", "train.augment.probability=0.0",
                 "train.augment.speed_kimg=1.0")
-    assert t.run() == 0
+    assert t.run(StopSignals()) == 0
     p = float(t.state.augment_p.numpy())
     assert 0.0 < p <= 1.0  # D calls the first reals real at once: p rises from 0
     resumed = trainer(tmp_path, "train.epochs=1", "train.augment.policy=[translation, cutout]",

@@ -15,6 +15,7 @@ from gan.digits import write_digits
 from gan.sampler import Sampler
 from gan.train import Trainer
 from jobs.core.loader import load_spec, parse_set_args
+from jobs.core.signals import StopSignals
 from tests.conftest import ROOT
 
 SMALL = ["train.batch_size=64", "train.model.latent_dim=8", "train.model.embedding_dim=4",
@@ -39,7 +40,7 @@ def weights(model) -> list[np.ndarray]:
 def trained_two_epochs(tmp_path_factory):
     """One 2-epoch run for the whole file: each test damages or refuses its own copy."""
     folder = tmp_path_factory.mktemp("two_epochs")
-    assert trainer(folder, "train.epochs=2").run() == 0
+    assert trainer(folder, "train.epochs=2").run(StopSignals()) == 0
     return folder
 
 

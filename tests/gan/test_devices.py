@@ -7,6 +7,7 @@ import pytest
 
 from gan import devices
 from gan.devices import Found
+from gan.distributed import World
 from tests.conftest import ROOT
 
 CPU_BUILD = Found(host="node7", tensorflow="2.18.1", cuda_version="")
@@ -101,18 +102,10 @@ def test_each_rank_logs_its_device_driver_build_and_nccl():
     assert devices.describe(CPU_BUILD, False, "", 2).endswith("; Horovod without NCCL")
 
 
-class FakeHorovod:
-    def __init__(self, code: int):
-        self.code = code
-
-    def nccl_built(self) -> int:
-        return self.code
-
-
 @pytest.mark.parametrize("code, version", [(0, ""), (22105, "2.21.5"), (2804, "2.8.4")])
 def test_nccl_version_codes_before_and_after_nccl_2_9(code, version):
-    assert devices.nccl_version(FakeHorovod(code)) == version
-    assert devices.nccl_version(None) == ""
+    assert devices.nccl_version(code) == version
+    assert World(rank=0, size=1, local_rank=0).nccl_built == 0  # no Horovod
 
 
 @pytest.mark.parametrize("text, version", [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typing
 
 import pytest
+import tensorflow as tf
 
 from gan import distributed
 from jobs.core.train_schema import HorovodSpec
@@ -22,3 +23,16 @@ def test_an_unknown_compression_is_refused_and_the_spec_offers_the_same_choices(
     assert HorovodSpec().compression == "none"
     choices = typing.get_args(typing.get_type_hints(HorovodSpec)["compression"])
     assert choices == distributed.COMPRESSIONS
+
+
+def test_one_process_collectives_are_what_they_mean_for_one_rank():
+    """No code outside gan/distributed.py asks whether Horovod is there: for one process a
+    sum or a mean of one value is that value, a gather is the rank's own, a barrier waits
+    for no one."""
+    world = distributed.World(rank=0, size=1, local_rank=0)
+    value = tf.constant([[1.5, 2.0]])
+    for collective in (world.sum, world.mean, world.gather):
+        assert collective(value, name="x") is value
+    assert world.gather_object({"a": 1}, name="x") == [{"a": 1}]
+    world.barrier()
+    assert world.nccl_built == 0 and world.is_chief

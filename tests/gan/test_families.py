@@ -6,6 +6,7 @@ import inspect
 
 from gan import families, models, steps
 from jobs.core import exitcodes
+from jobs.sweep import SUMMARY_COLUMNS
 from tests.conftest import ROOT, run_cli
 
 
@@ -15,6 +16,12 @@ def test_every_family_names_a_builder_and_a_step_that_exist():
         assert inspect.isfunction(getattr(steps, fam.step, None)), name
         assert fam.condition in ("label", "none", "attributes"), name
         assert fam.metrics[:3] == ("d_real", "d_fake", "g"), name  # what the guard reads
+        # the adversarial five head every family's metrics (the epoch line, the step's
+        # D accuracy for ADA, a sweep's summary columns); its own follow them
+        assert fam.metrics[:5] == families.ADVERSARIAL_METRICS, name
+        assert fam.metrics == families.ADVERSARIAL_METRICS + fam.own_metrics, name
+    assert families.FAMILIES["aeacgan"].own_metrics == ("d_attr", "g_attr", "ae_mae")
+    assert SUMMARY_COLUMNS[-5:] == list(families.ADVERSARIAL_METRICS)
 
 
 def test_family_rules_are_reported_with_file_field_and_choices(write_spec, tmp_path):

@@ -83,7 +83,7 @@ def test_a_best_of_another_figure_or_an_earlier_run_is_set_aside(tmp_path, caplo
 def measured_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("quality")
     t = trainer(tmp, "train.epochs=3", *MEASURED)
-    assert t.run() == 0
+    assert t.run(StopSignals()) == 0
     return tmp, weights(t.G)
 
 
@@ -107,7 +107,7 @@ def test_figures_each_epoch_and_the_best_snapshot_loads(measured_run):
 def test_measuring_does_not_change_the_training(measured_run, tmp_path):
     _, measured = measured_run
     plain = trainer(tmp_path, "train.epochs=3")
-    assert plain.run() == 0
+    assert plain.run(StopSignals()) == 0
     for a, b in zip(weights(plain.G), measured):
         np.testing.assert_array_equal(a, b)
 

@@ -15,6 +15,7 @@ import pytest
 from gan.data import ImageSet, Split
 from gan.outputs import read_metrics
 from jobs.core import exitcodes
+from jobs.core.signals import StopSignals
 from tests.conftest import QUIET_ENV, ROOT
 from tests.system.conftest import SMALL_DIGITS
 from tests.system.training import (STEPS, digests, killed_after_epoch, rank_rows, run_train,
@@ -86,7 +87,7 @@ def test_guard_rolls_back_only_the_failing_model_then_stops(digits16, tmp_path, 
 
     trainer.step_fn = collapsing_step
     with pytest.raises(GuardStop, match="3 rollbacks without"):
-        trainer.run()
+        trainer.run(StopSignals())
     assert int(trainer.guard.rollbacks) == 2
 
     def same(a, b):
