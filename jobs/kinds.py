@@ -127,13 +127,13 @@ def _sweep_points(spec: JobSpec) -> list[tuple[str, JobSpec]]:
 
 
 def _run_pipeline(spec: JobSpec, launch: Launch) -> int:
-    """Every stage here, one after the other (what the local executor does too)."""
+    """Both stages here, one after the other: the preprocess run without an index writes
+    every shard and merges them itself (what the local executor does in three jobs)."""
     pre, train = pipeline_stages(spec)
-    for stage in (pre, merge_spec(pre)):
-        code = launch.run(stage)
-        if code != exitcodes.OK:
-            log.error("%s stage failed (exit %d): not training", stage.kind, code)
-            return code
+    code = launch.run(pre)
+    if code != exitcodes.OK:
+        log.error("preprocess stage failed (exit %d): not training", code)
+        return code
     return launch.run(train, fresh=launch.fresh, stop=launch.stop)
 
 

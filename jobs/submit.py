@@ -91,7 +91,7 @@ def submit(spec: JobSpec, executor: str = "slurm", wait: bool = False) -> int:
     jobs = _submit_one(spec, executor, SpecTask(spec))
     if not (wait or executor == "local"):  # local jobs are children of this process: wait
         return exitcodes.OK
-    if kinds.of(spec).trainings(spec) == [("", spec)]:  # minutes to wait: show its epochs
+    if kinds.is_(spec, "train"):  # minutes to wait: show its epochs meanwhile
         progress.follow(jobs[0])
     return wait_all(jobs)
 
