@@ -16,6 +16,16 @@ from jobs.core.fields import nearest
 
 ADVERSARIAL_METRICS = ("d_real", "d_fake", "g", "d_acc_real", "d_acc_fake")
 
+# What each consumer of a step's metrics reads of them, by name: every family's ``metrics``
+# must hold them all (``tests/gan/test_families.py``), whatever else it adds.
+READS = {
+    "guard": ("d_real", "d_fake", "g"),           # gan.guard: the losses it bounds
+    "progress": ("d_real", "d_fake", "g"),        # the tqdm bar and the interval log line
+    "ada": ("d_acc_real",),                       # gan.augment.Adaptive: D's sign on reals
+    "epoch_line": ADVERSARIAL_METRICS,            # then the family's own_metrics
+    "sweep_summary": ADVERSARIAL_METRICS,         # jobs.sweep's summary.csv columns
+}
+
 
 @dataclass(frozen=True)
 class Family:

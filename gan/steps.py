@@ -11,8 +11,12 @@ takes the same decision) and the summed stop flag, both in one allreduce. All ra
 are stateless, seeded by (seed, rank, step, purpose): a resumed run draws exactly what it would
 have drawn.
 
-Everything that happens once per step happens inside it — the counters, the generator's
-average (``train.ema``) and ADA's probability — so the loop around it pays one call per step
+A step is built from explicit inputs (``make_step``): the networks, one optimizer per update,
+the ``World`` it averages over, a ``StepConfig`` of the spec's few numbers, where its latents
+and conditions come from, and an ``after_step`` hook. The losses live in ``gan/loss.py``.
+
+Everything that happens once per step happens inside it — the hook counts the step, moves the
+generator's average (``train.ema``) and ADA's probability — so the loop pays one call per step
 (``bench/bench_step.py`` measures the loop against the bare step). With ``train.jit_compile``
 each network's forward and backward pass is compiled by XLA; the allreduce and the optimizers
 stay outside, where Horovod's ops live.
@@ -24,47 +28,65 @@ requeued job pays before its first step, and a test suite on every process.
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Protocol
 
 import tensorflow as tf
 
 from gan import distributed, latents
 from gan.augment import augment
 from gan.families import family
+from gan.loss import Loss, accuracies, attribute_bce
+from gan.models import Networks
 from jobs.core.images import to_signed_unit
+from jobs.core.schema import TrainSpec
 
 # how every step (and the moving average's own update) is traced: see the module's docstring
 STEP_FUNCTION = {"autograph": False}
 
 
+@dataclass(frozen=True)
+class StepConfig:
+    """The few numbers a step reads from the spec, besides its networks and optimizers."""
+    family: str
+    batch: int
+    seed: int
+    rank: int
+    loss: Loss
+    input_noise: float = 0.0         # train.disc_input_noise
+    augment_policy: tuple[str, ...] = ()
+    # ADA's variable is read at every call of the step; else a constant in the graph
+    augment_probability: float | tf.Variable = 0.0
+    compression: str = "none"        # train.horovod.compression
+    jit_compile: bool = False
 
-def bce(target: float, logits) -> tf.Tensor:
-    """Mean binary cross-entropy of logits against one constant target."""
-    logits = tf.cast(logits, tf.float32)
-    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
-        labels=tf.fill(tf.shape(logits), target), logits=logits))
+    @classmethod
+    def from_spec(cls, spec: TrainSpec, rank: int, augment_p: tf.Variable | None
+                  ) -> StepConfig:
+        return cls(spec.model.name, spec.batch_size, spec.seed, rank,
+                   Loss.from_spec(spec.loss, spec.label_smoothing), spec.disc_input_noise,
+                   tuple(spec.augment.policy),
+                   spec.augment.probability if augment_p is None else augment_p,
+                   spec.horovod.compression, spec.jit_compile)
 
 
-def hinge_d(real_logits, fake_logits) -> tf.Tensor:
-    """D's hinge loss: real logits pushed above 1, fake ones below -1."""
-    return (tf.reduce_mean(tf.nn.relu(1.0 - tf.cast(real_logits, tf.float32)))
-            + tf.reduce_mean(tf.nn.relu(1.0 + tf.cast(fake_logits, tf.float32))))
+class Optimizers(NamedTuple):
+    """One optimizer per update of the step."""
+    generator: tf.keras.optimizers.Optimizer
+    discriminator: tf.keras.optimizers.Optimizer
+    autoencoder: tf.keras.optimizers.Optimizer | None = None
 
 
-def r1_penalty(d_call: Callable, x: tf.Tensor) -> tf.Tensor:
-    """Mean over images of |∇ₓ D(x)|² (Mescheder et al. 2018): keeps D flat on the real data,
-    which stops it from overfitting small sets. Its gradients flow into D's update."""
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        total = tf.reduce_sum(tf.cast(d_call(x), tf.float32))  # inside: the tape must see it
-    grads = tape.gradient(total, x)
-    return tf.reduce_mean(tf.reduce_sum(tf.square(tf.cast(grads, tf.float32)), axis=[1, 2, 3]))
+class Draws(Protocol):
+    """Where a step's latents and conditions come from (``gan.sampler.Sampler``)."""
+
+    def latent(self, n: int, seed) -> tf.Tensor: ...
+
+    def sample_conditions(self, n: int, seed) -> tf.Tensor: ...
 
 
-def attribute_bce(attributes, logits) -> tf.Tensor:
-    """Multi-label binary cross-entropy, averaged over attributes and images."""
-    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
-        labels=tf.cast(attributes, tf.float32), logits=tf.cast(logits, tf.float32)))
+# called inside the step, once traced: (the step's number, the rank-averaged metrics)
+AfterStep = Callable[[tf.Tensor, tf.Tensor], None]
 
 
 class _Compiled:
@@ -81,138 +103,97 @@ class _Compiled:
         return self._call(x, training)
 
 
-def networks(trainer) -> tuple:
+def callable_networks(nets: Networks, jit_compile: bool) -> tuple:
     """(G, D, E) as the step calls them: compiled by XLA or plain."""
-    nets = (trainer.state.G, trainer.state.D, trainer.state.E)
-    if not trainer.spec.jit_compile:
-        return nets
-    return tuple(None if m is None else _Compiled(m) for m in nets)
+    plain = (nets.generator, nets.discriminator, nets.encoder)
+    if not jit_compile:
+        return plain
+    return tuple(None if m is None else _Compiled(m) for m in plain)
 
 
 class _Parts:
-    """What both step families share: seeds, latents, D-input noise, updates, reductions, and
-    the once-per-step bookkeeping that runs inside the step."""
+    """What both step families share: seeds, latents, D-input noise and augmentation, the
+    updates, and the one allreduce of the metrics and the stop flag."""
 
-    def __init__(self, trainer):
-        spec, world = trainer.spec, trainer.world
-        self.world = world
-        self.state, self.ema, self.ada = trainer.state, trainer.ema, trainer.ada
-        self.compression = spec.horovod.compression
-        self.acc_real = trainer.metric_names.index("d_acc_real")
-        self.batch, self.seed, self.rank = spec.batch_size, spec.seed, world.rank
-        self.noise, self.smooth = spec.disc_input_noise, spec.label_smoothing
-        self.policy = spec.augment.policy
-        # ADA's variable is read at every call of the step; else a constant in the graph
-        adaptive = trainer.state.augment_p
-        self.probability = spec.augment.probability if adaptive is None else adaptive
-        self.loss = spec.loss
-        self.sampler = trainer.sampler
+    def __init__(self, config: StepConfig, world: distributed.World, draws: Draws,
+                 after_step: AfterStep):
+        self.config, self.world, self.draws, self.after_step = config, world, draws, after_step
+        self.loss = config.loss
 
     def seed_for(self, step, purpose: str):
-        return latents.seed_for(self.seed, self.rank, step, purpose)
+        return latents.seed_for(self.config.seed, self.config.rank, step, purpose)
 
     def latent(self, step, purpose: str):
-        return self.sampler.latent(self.batch, self.seed_for(step, purpose))
+        return self.draws.latent(self.config.batch, self.seed_for(step, purpose))
 
-    def noisy(self, x, step, purpose: str):
-        """What D sees of x: augmented (``train.augment``), then with input noise. The
-        augmentation's seeds derive from the noise's, so no existing draw changes."""
-        seed = self.seed_for(step, purpose)
-        x = augment(x, self.policy, self.probability,
-                    tf.random.experimental.stateless_fold_in(seed, 1))
-        if self.noise <= 0:
-            return x
-        return x + self.noise * tf.random.stateless_normal(tf.shape(x), seed)
+    def conditions(self, step, purpose: str):
+        return self.draws.sample_conditions(self.config.batch, self.seed_for(step, purpose))
 
     def augmented(self, x, step, purpose: str):
-        """G's fakes as D sees them in G's update: augmented like every input of D (no input
-        noise here, as before augmentation existed)."""
-        return augment(x, self.policy, self.probability,
+        """x as D sees it, augmented like every input of D (``train.augment``); G's fakes in
+        G's update get no input noise, as before augmentation existed."""
+        c = self.config
+        return augment(x, list(c.augment_policy), c.augment_probability,
                        tf.random.experimental.stateless_fold_in(self.seed_for(step, purpose), 1))
 
-    def d_loss(self, d_real, d_fake, real_logits, fake_logits, d_call, real_in, step):
-        """D's training loss: the cross-entropy terms (always what is reported) or hinge, plus
-        the lazy R1 penalty on the real images as D saw them."""
-        loss = hinge_d(real_logits, fake_logits) if self.loss.name == "hinge" \
-            else d_real + d_fake
-        if self.loss.r1_gamma <= 0:
-            return loss
-        k = self.loss.r1_interval
-        weight = 0.5 * self.loss.r1_gamma * k
-        return loss + tf.cond(tf.equal(step % k, 0),
-                              lambda: weight * r1_penalty(d_call, real_in),
-                              lambda: tf.constant(0.0))
-
-    def g_loss(self, g_bce, logits):
-        """G's training loss: the cross-entropy (reported either way) or hinge's -D(fake)."""
-        if self.loss.name == "hinge":
-            return -tf.reduce_mean(tf.cast(logits, tf.float32))
-        return g_bce
+    def noisy(self, x, step, purpose: str):
+        """What D sees of x in D's update: augmented, then with input noise. The
+        augmentation's seeds derive from the noise's, so no existing draw changes."""
+        x = self.augmented(x, step, purpose)
+        if self.config.input_noise <= 0:
+            return x
+        return x + self.config.input_noise * tf.random.stateless_normal(
+            tf.shape(x), self.seed_for(step, purpose))
 
     def update(self, opt, variables: list, tape, loss) -> None:
-        grads = distributed.gradient_tape(self.world, tape, self.compression).gradient(
+        grads = distributed.gradient_tape(self.world, tape, self.config.compression).gradient(
             loss, distributed.tf_variables(variables))
         opt.apply_gradients(list(zip(grads, variables)))  # a list: some optimizers read twice
 
     def finish(self, values: list, stop, step):
         """Rank-average the metrics and sum the stop flags in one allreduce (the sum times
-        1/size, as Horovod's Average scales it), then the step's bookkeeping: counters, G's
-        average after ``step + 1`` steps, ADA's probability from the averaged D accuracy."""
+        1/size, as Horovod's Average scales it), then the caller's once-per-step bookkeeping
+        (``after_step``: counters, G's average, ADA's probability)."""
         metrics = tf.stack(values)
         if self.world.size > 1:  # one process: nothing to average, nothing to add
             both = self.world.sum(tf.concat([metrics, tf.reshape(stop, [1])], 0),
                                   name="metrics_and_stop")
             metrics, stop = both[:-1] * (1.0 / self.world.size), both[-1]
-        self.state.global_step.assign_add(1)
-        self.state.step_in_epoch.assign_add(1)
-        if self.ema is not None:
-            self.ema.apply(step + 1)
-        if self.ada is not None:
-            self.ada.apply(metrics[self.acc_real])
+        self.after_step(step, metrics)
         return metrics, stop
 
 
-def _accuracies(real_logits, fake_logits) -> list:
-    return [tf.reduce_mean(tf.cast(tf.cast(real_logits, tf.float32) > 0, tf.float32)),
-            tf.reduce_mean(tf.cast(tf.cast(fake_logits, tf.float32) < 0, tf.float32))]
-
-
-def adversarial(trainer) -> Callable:
-    p = _Parts(trainer)
-    (G, D, _), state = networks(trainer), trainer.state
-    sample_conditions = trainer.sampler.sample_conditions
+def adversarial(p: _Parts, nets: tuple, opts: Optimizers) -> Callable:
+    G, D, _ = nets
 
     @tf.function(**STEP_FUNCTION)
     def train_step(images, labels, step, stop):
         step = tf.convert_to_tensor(step)  # the step's number, read before it is counted
         real = to_signed_unit(tf.cast(images, tf.float32))
-        fake_labels = sample_conditions(p.batch, p.seed_for(step, "d_labels"))
+        fake_labels = p.conditions(step, "d_labels")
         fake = G([p.latent(step, "d_latent"), fake_labels], training=True)
         real_in = p.noisy(real, step, "noise_real")
         with tf.GradientTape() as tape:  # separate calls: BatchNorm must not mix them
             real_logits = D([real_in, labels], training=True)
             fake_logits = D([p.noisy(fake, step, "noise_fake"), fake_labels], training=True)
-            d_real, d_fake = bce(p.smooth, real_logits), bce(0.0, fake_logits)
-            d_loss = p.d_loss(d_real, d_fake, real_logits, fake_logits,
-                              lambda x: D([x, labels], training=True), real_in, step)
-        p.update(state.d_opt, D.trainable_variables, tape, d_loss)
-        g_labels = sample_conditions(p.batch, p.seed_for(step, "g_labels"))
+            d_loss, d_real, d_fake = p.loss.discriminator(
+                real_logits, fake_logits, lambda x: D([x, labels], training=True), real_in,
+                step)
+        p.update(opts.discriminator, D.trainable_variables, tape, d_loss)
+        g_labels = p.conditions(step, "g_labels")
         with tf.GradientTape() as tape:
             fake = G([p.latent(step, "g_latent"), g_labels], training=True)
             logits = D([p.augmented(fake, step, "g_latent"), g_labels], training=True)
-            g_loss = bce(1.0, logits)
-            g_train = p.g_loss(g_loss, logits)
-        p.update(state.g_opt, G.trainable_variables, tape, g_train)
-        return p.finish([d_real, d_fake, g_loss, *_accuracies(real_logits, fake_logits)],
+            g_train, g_loss = p.loss.generator(logits)
+        p.update(opts.generator, G.trainable_variables, tape, g_train)
+        return p.finish([d_real, d_fake, g_loss, *accuracies(real_logits, fake_logits)],
                         stop, step)
 
     return train_step
 
 
-def autoencoding(trainer) -> Callable:
-    p = _Parts(trainer)
-    (G, D, E), state = networks(trainer), trainer.state
-    sample_conditions = trainer.sampler.sample_conditions
+def autoencoding(p: _Parts, nets: tuple, opts: Optimizers) -> Callable:
+    G, D, E = nets
     ae_variables = E.trainable_variables + G.trainable_variables
 
     @tf.function(**STEP_FUNCTION)
@@ -220,36 +201,42 @@ def autoencoding(trainer) -> Callable:
         step = tf.convert_to_tensor(step)  # the step's number, read before it is counted
         real = to_signed_unit(tf.cast(images, tf.float32))
         attributes = tf.cast(attributes, tf.float32)
-        fake_attrs = sample_conditions(p.batch, p.seed_for(step, "d_labels"))
+        fake_attrs = p.conditions(step, "d_labels")
         fake = G([p.latent(step, "d_latent"), fake_attrs], training=True)
         real_in = p.noisy(real, step, "noise_real")
         with tf.GradientTape() as tape:  # D: real/fake on both, attributes on real photos
             real_logits, real_attr_logits = D(real_in, training=True)
             fake_logits, _ = D(p.noisy(fake, step, "noise_fake"), training=True)
-            d_real, d_fake = bce(p.smooth, real_logits), bce(0.0, fake_logits)
+            adversarial_loss, d_real, d_fake = p.loss.discriminator(
+                real_logits, fake_logits, lambda x: D(x, training=True)[0], real_in, step)
             d_attr = attribute_bce(attributes, real_attr_logits)
-            d_loss = p.d_loss(d_real, d_fake, real_logits, fake_logits,
-                              lambda x: D(x, training=True)[0], real_in, step) + d_attr
-        p.update(state.d_opt, D.trainable_variables, tape, d_loss)
-        g_attrs = sample_conditions(p.batch, p.seed_for(step, "g_labels"))
+            d_loss = adversarial_loss + d_attr
+        p.update(opts.discriminator, D.trainable_variables, tape, d_loss)
+        g_attrs = p.conditions(step, "g_labels")
         with tf.GradientTape() as tape:  # G through D (this tape trains only G)
             fake = G([p.latent(step, "g_latent"), g_attrs], training=True)
             logits, attr_logits = D(p.augmented(fake, step, "g_latent"), training=True)
-            g_loss, g_attr = bce(1.0, logits), attribute_bce(g_attrs, attr_logits)
-            g_total = p.g_loss(g_loss, logits) + g_attr
-        p.update(state.g_opt, G.trainable_variables, tape, g_total)
+            g_train, g_loss = p.loss.generator(logits)
+            g_attr = attribute_bce(g_attrs, attr_logits)
+            g_total = g_train + g_attr
+        p.update(opts.generator, G.trainable_variables, tape, g_total)
         with tf.GradientTape() as tape:  # the autoencoder: photo -> (attributes, z) -> photo
             e_attr_logits, z = E(real, training=True)
             recon = G([z, tf.sigmoid(e_attr_logits)], training=True)
             ae_mae = tf.reduce_mean(tf.abs(tf.cast(recon, tf.float32) - real))
             ae_loss = ae_mae + attribute_bce(attributes, e_attr_logits)
-        p.update(state.ae_opt, ae_variables, tape, ae_loss)
-        return p.finish([d_real, d_fake, g_loss, *_accuracies(real_logits, fake_logits),
+        p.update(opts.autoencoder, ae_variables, tape, ae_loss)
+        return p.finish([d_real, d_fake, g_loss, *accuracies(real_logits, fake_logits),
                          d_attr, g_attr, ae_mae], stop, step)
 
     return train_step
 
 
-def make_step(trainer) -> Callable:
-    """The family's step (``gan.families``: its ``step`` names one of the functions above)."""
-    return globals()[family(trainer.spec.model.name).step](trainer)
+def make_step(config: StepConfig, nets: Networks, opts: Optimizers, world: distributed.World,
+              draws: Draws, after_step: AfterStep) -> Callable:
+    """The family's step (``gan.families``: its ``step`` names one of the functions above):
+    ``(images uint8, condition, step, stop) -> (metrics, summed stop)``, the metrics in the
+    order of the family's ``metrics``."""
+    build = globals()[family(config.family).step]
+    return build(_Parts(config, world, draws, after_step),
+                 callable_networks(nets, config.jit_compile), opts)

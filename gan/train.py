@@ -31,8 +31,9 @@ from gan.checkpoint import BestSnapshot, RunCheckpoints, SpecMismatch
 from gan.conditioning import Conditioning
 from gan.data import ImageSet, Split
 from gan.ema import Ema
-from gan.families import family
+from gan.families import READS, family
 from gan.guard import Guard
+from gan.models import Networks
 from gan.outputs import QUALITY, RunOutputs
 from gan.sampler import GRID_PER_CLASS, Sampler
 from gan.state import TrainState, configure_tensorflow
@@ -94,7 +95,22 @@ class Trainer:
             self.conditioning.save(self.run_dir)
         distributed.broadcast(world, st.variables() + list(self.guard.variables))
         self.metric_names = family(spec.model.name).metrics
-        self.step_fn = steps.make_step(self)
+        # built last only because it reads what is above, and nothing of the Trainer itself
+        self.step_fn = steps.make_step(
+            steps.StepConfig.from_spec(spec, world.rank, st.augment_p),
+            Networks(st.G, st.D, st.E), steps.Optimizers(st.g_opt, st.d_opt, st.ae_opt),
+            world, self.sampler, self._after_step)
+
+    def _after_step(self, step: tf.Tensor, metrics: tf.Tensor) -> None:
+        """The once-per-step bookkeeping, traced into the step: the counters, G's average
+        after ``step + 1`` steps, ADA's probability from the rank-averaged D accuracy."""
+        self.state.global_step.assign_add(1)
+        self.state.step_in_epoch.assign_add(1)
+        if self.ema is not None:
+            self.ema.apply(step + 1)
+        if self.ada is not None:
+            (reads,) = READS["ada"]
+            self.ada.apply(metrics[self.metric_names.index(reads)])
 
     def _check_data(self) -> None:
         s, size = self.spec, self.data.shape
@@ -185,11 +201,10 @@ class Trainer:
                 # the step counted itself (global_step, step_in_epoch), averaged G, moved ADA
                 values = dict(zip(self.metric_names, metrics.numpy().tolist()))
                 seen.append(idx)
-                self.guard.observe(int(st.global_step), values["d_real"], values["d_fake"],
-                                   values["g"])
+                self.guard.observe(int(st.global_step), *(values[k] for k in READS["guard"]))
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix({k: f"{values[k]:.3f}" for k in ("d_real", "d_fake", "g")})
+                    bar.set_postfix({k: f"{values[k]:.3f}" for k in READS["progress"]})
                 if outputs is not None:
                     outputs.add_step(values)
                     if (s + 1) % spec.log_every_steps == 0:

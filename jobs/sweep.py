@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from gan.families import ADVERSARIAL_METRICS
+from gan.families import READS
 from gan.outputs import quality_summary, read_metrics
 from jobs.core.files import atomic_write_text
 from jobs.core.loader import SpecError, expect_kind, load_spec
@@ -63,7 +63,7 @@ def validate_points(sweep_job: JobSpec) -> list[str]:
     return problems
 
 
-SUMMARY_COLUMNS = ["point", "run_dir", "epoch", "step", *ADVERSARIAL_METRICS]
+SUMMARY_COLUMNS = ["point", "run_dir", "epoch", "step", *READS["sweep_summary"]]
 QUALITY_COLUMNS = ["kid", "best_kid", "fid", "best_fid", "face_rate", "best_face_rate"]
 
 

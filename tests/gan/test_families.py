@@ -15,13 +15,23 @@ def test_every_family_names_a_builder_and_a_step_that_exist():
         assert inspect.isfunction(getattr(models, fam.builder, None)), name
         assert inspect.isfunction(getattr(steps, fam.step, None)), name
         assert fam.condition in ("label", "none", "attributes"), name
-        assert fam.metrics[:3] == ("d_real", "d_fake", "g"), name  # what the guard reads
-        # the adversarial five head every family's metrics (the epoch line, the step's
-        # D accuracy for ADA, a sweep's summary columns); its own follow them
+        for consumer, names in families.READS.items():  # the guard, ADA, the sweep summary...
+            assert set(names) <= set(fam.metrics), (name, consumer)
+        # the adversarial five head every family's metrics; its own follow them
         assert fam.metrics[:5] == families.ADVERSARIAL_METRICS, name
         assert fam.metrics == families.ADVERSARIAL_METRICS + fam.own_metrics, name
     assert families.FAMILIES["aeacgan"].own_metrics == ("d_attr", "g_attr", "ae_mae")
-    assert SUMMARY_COLUMNS[-5:] == list(families.ADVERSARIAL_METRICS)
+    assert SUMMARY_COLUMNS[-5:] == list(families.READS["sweep_summary"])
+
+
+def test_consumers_read_metrics_by_the_names_the_table_declares():
+    """No consumer slices the metrics by position or spells a name the table does not hold."""
+    for path in ("gan/train.py", "gan/steps.py", "jobs/sweep.py"):
+        text = (ROOT / path).read_text()
+        assert "metric_names[" not in text and "metrics[:" not in text, path
+    train = (ROOT / "gan/train.py").read_text()
+    for consumer in ("guard", "progress", "ada"):
+        assert f'READS["{consumer}"]' in train, consumer
 
 
 def test_family_rules_are_reported_with_file_field_and_choices(write_spec, tmp_path):

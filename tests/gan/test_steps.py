@@ -1,0 +1,90 @@
+"""A training step is built from explicit inputs (networks, optimizers, a World, a small config,
+draws and a hook), not from a Trainer; the loss is one object that the step asks and never
+branches on."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gan import distributed, latents, models, steps
+from gan.families import FAMILIES
+from gan.loss import Loss, bce, hinge_d
+from jobs.core.train_schema import LossSpec, ModelSpec
+
+LOGITS = (tf.constant([2.0, -0.5, 0.3]), tf.constant([-1.5, 0.2, 0.9]))
+
+
+def test_non_saturating_trains_on_what_it_reports():
+    loss, d_real, d_fake = Loss().discriminator(*LOGITS, None, None, tf.constant(1))
+    assert float(d_real) == pytest.approx(float(bce(0.9, LOGITS[0])))
+    assert float(d_fake) == pytest.approx(float(bce(0.0, LOGITS[1])))
+    assert float(loss) == pytest.approx(float(d_real + d_fake))
+    g_train, g_bce = Loss().generator(LOGITS[1])
+    assert float(g_train) == float(g_bce) == pytest.approx(float(bce(1.0, LOGITS[1])))
+
+
+def test_hinge_trains_on_hinge_and_still_reports_cross_entropy():
+    hinge = Loss.from_spec(LossSpec(name="hinge"), label_smoothing=1.0)
+    loss, d_real, _ = hinge.discriminator(*LOGITS, None, None, tf.constant(1))
+    assert float(loss) == pytest.approx(float(hinge_d(*LOGITS)))
+    assert float(d_real) == pytest.approx(float(bce(1.0, LOGITS[0])))
+    g_train, g_bce = hinge.generator(LOGITS[1])
+    assert float(g_train) == pytest.approx(-float(tf.reduce_mean(LOGITS[1])))
+    assert float(g_bce) == pytest.approx(float(bce(1.0, LOGITS[1])))
+
+
+def test_lazy_r1_is_added_on_its_interval_only_and_scaled_by_it():
+    """D(x) = 3·sum(x): |∇D|² = 9 per pixel, 9·4 over a 2x2x1 image; weight γ/2 · interval."""
+    r1 = Loss(r1_gamma=2.0, r1_interval=4)
+    d_call = lambda x: 3.0 * tf.reduce_sum(x, axis=[1, 2, 3])  # noqa: E731
+    x = tf.ones((3, 2, 2, 1))
+    plain, *_ = Loss().discriminator(*LOGITS, d_call, x, tf.constant(8))
+    on, *_ = r1.discriminator(*LOGITS, d_call, x, tf.constant(8))
+    off, *_ = r1.discriminator(*LOGITS, d_call, x, tf.constant(9))
+    assert float(off) == pytest.approx(float(plain))
+    assert float(on) == pytest.approx(float(plain) + 0.5 * 2.0 * 4 * 36.0)
+
+
+class LabelDraws:
+    """Latents and class labels straight from ``gan.latents`` (what the Sampler draws)."""
+
+    def __init__(self, latent_dim: int, num_classes: int):
+        self.dim, self.probabilities = latent_dim, tf.fill([num_classes], 1.0 / num_classes)
+
+    def latent(self, n, seed):
+        return latents.latent("normal", n, self.dim, seed)
+
+    def sample_conditions(self, n, seed):
+        return latents.class_labels(self.probabilities, n, seed)
+
+
+def test_a_step_needs_no_trainer_and_calls_its_hook_once_per_step():
+    model = ModelSpec(name="cgan", image_size=8, latent_dim=4, embedding_dim=2,
+                      generator_filters=[4], discriminator_filters=[4])
+    tf.keras.utils.set_random_seed(0)
+    nets = models.build(model, num_classes=3, channels=1)
+    opts = steps.Optimizers(tf.keras.optimizers.Adam(1e-3), tf.keras.optimizers.Adam(1e-3))
+    opts.generator.build(nets.generator.trainable_variables)  # as gan.state builds them
+    opts.discriminator.build(nets.discriminator.trainable_variables)
+    seen, counted = [], tf.Variable(0)
+
+    def after_step(step, metrics):
+        seen.append(metrics.shape)
+        counted.assign_add(1)
+
+    config = steps.StepConfig("cgan", batch=4, seed=1, rank=0, loss=Loss())
+    step = steps.make_step(config, nets, opts, distributed.World(0, 1, 0),
+                           LabelDraws(4, 3), after_step)
+    images = tf.constant(np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1)), tf.uint8)
+    before = [w.numpy().copy() for w in nets.generator.trainable_weights]
+    for i in range(2):
+        metrics, stop = step(images, tf.constant([0, 1, 2, 0]), tf.constant(i, tf.int64),
+                             tf.constant(0.0))
+    assert metrics.shape == (len(FAMILIES["cgan"].metrics),) and float(stop) == 0.0
+    assert np.all(np.isfinite(metrics.numpy()))
+    # traced once into the graph, then run by every call: no Python call per step
+    assert seen == [metrics.shape] and int(counted) == 2
+    assert any(not np.array_equal(b, w.numpy())
+               for b, w in zip(before, nets.generator.trainable_weights))
+    assert int(opts.generator.iterations) == int(opts.discriminator.iterations) == 2
