@@ -60,8 +60,8 @@ def faces(folder: Path, photos: int | None = None) -> Path:
 
 
 def train(name: str, data: Path, folder: Path, epochs: int | None) -> tuple[Path, float]:
-    from gan import distributed
-    from gan.train import Trainer
+    from gan.parallel import distributed
+    from gan.training.loop import Trainer
     from jobs.core.loader import load_spec
     from jobs.core.signals import StopSignals
 
@@ -77,7 +77,7 @@ def train(name: str, data: Path, folder: Path, epochs: int | None) -> tuple[Path
 
 def measure(run_dir: Path, data: Path, count: int) -> dict:
     from gan.generate import quality_metrics
-    from gan.sampler import Sampler
+    from gan.models.sampler import Sampler
     from jobs.core.loader import parse_spec
 
     work = parse_spec({"kind": "generate", "name": "bench", "generate": {

@@ -49,7 +49,7 @@ class Sizes(NamedTuple):
 def digits_file(folder: Path, size: int, count: int | None) -> Path:
     """scikit-learn's digits at ``size`` px, written once per run: all of them, or the first
     ``count`` (a smoke run trains on a few batches; DigitJudge still learns from all)."""
-    from gan.digits import write_digits
+    from gan.quality.digits import write_digits
     from jobs.core import facefile
 
     data = folder / f"digits{size}.h5"
@@ -70,8 +70,8 @@ def digits_file(folder: Path, size: int, count: int | None) -> Path:
 
 def train(model: str, folder: Path, sizes: Sizes):
     """Train one example to the end; (trainer holding the final weights, seconds, epochs)."""
-    from gan import distributed
-    from gan.train import Trainer
+    from gan.parallel import distributed
+    from gan.training.loop import Trainer
     from jobs.core.loader import load_spec
     from jobs.core.signals import StopSignals
 
@@ -90,7 +90,7 @@ def train(model: str, folder: Path, sizes: Sizes):
 
 def last_epoch_secs(run_dir: Path) -> float:
     """The last epoch's training time, from metrics.csv (no startup, tracing or figures)."""
-    from gan.outputs import read_metrics
+    from gan.training.outputs import read_metrics
 
     secs = [float(r["secs"]) for r in read_metrics(run_dir, "epoch")]
     return secs[-1] - secs[-2]
@@ -105,7 +105,7 @@ def always_present_f1(attributes: np.ndarray) -> float:
 
 
 def conditional_rows(model: str, trainer, judge, label: str, samples: int) -> None:
-    from gan.evaluate import classifier_score, conditional_accuracy
+    from gan.quality.evaluate import classifier_score, conditional_accuracy
 
     acc = conditional_accuracy(trainer.sampler, judge, samples // 10)
     TABLE.add(f"{label}: conditional accuracy vs the judge's on real digits", 100 * acc,
@@ -117,7 +117,7 @@ def conditional_rows(model: str, trainer, judge, label: str, samples: int) -> No
 
 
 def arithmetic_row(model: str, trainer, attribute: str, samples: int) -> None:
-    from gan.arithmetic import arithmetic
+    from gan.quality.arithmetic import arithmetic
 
     try:
         # alphas -2, -1, 0, 1, 2
@@ -137,8 +137,8 @@ def arithmetic_row(model: str, trainer, attribute: str, samples: int) -> None:
 
 def bench_conditional(folder: Path, sizes: Sizes) -> None:
     """The cgan's and aeacgan's rows, and the checkpoint row (on the trained cgan)."""
-    from gan.digits import DigitJudge
-    from gan.evaluate import attribute_f1
+    from gan.quality.digits import DigitJudge
+    from gan.quality.evaluate import attribute_f1
 
     samples = sizes.samples
     trained = {}
@@ -165,8 +165,8 @@ def bench_conditional(folder: Path, sizes: Sizes) -> None:
 
 def bench_unconditional(folder: Path, sizes: Sizes) -> None:
     """The dcgan's rows: mode collapse, and whether its samples look like digits at all."""
-    from gan.digits import DigitJudge
-    from gan.evaluate import generate
+    from gan.quality.digits import DigitJudge
+    from gan.quality.evaluate import generate
 
     trainer, secs, n = train("dcgan", folder, sizes)
     judge = DigitJudge(size=trainer.spec.model.image_size)

@@ -32,7 +32,7 @@ def when(line: str) -> dt.datetime:
 
 
 def main() -> None:
-    from gan.digits import write_digits
+    from gan.quality.digits import write_digits
     from jobs.core.loader import load_spec
     from jobs.submission import sbatch_argv
 

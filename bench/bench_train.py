@@ -60,8 +60,8 @@ MODELS = {  # name: (image size, channels, generator filters, discriminator filt
 def bench_step_vs_train_on_batch(folder: Path, steps: int, model: str) -> None:
     import tensorflow as tf
 
-    from gan import distributed
-    from gan.train import Trainer
+    from gan.parallel import distributed
+    from gan.training.loop import Trainer
 
     size, channels, g_filters, d_filters = MODELS[model]
     data = random_images(folder / f"step{size}.h5", 256, size, channels)
@@ -134,7 +134,7 @@ def bench_horovod(folder: Path, data: Path, batch: int) -> None:
                           "--set", f"train.run_dir={folder / 'hvd2'}"],
                          env={**ENV, "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"},
                          capture_output=True, text=True, cwd=ROOT)
-    from gan.data import ImageSet
+    from gan.training.data import ImageSet
 
     n = ImageSet(data).num
     one_rate = (n // batch) * batch / _train_secs(one)

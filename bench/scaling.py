@@ -123,8 +123,8 @@ def worker_steps(args: argparse.Namespace) -> dict:
     import horovod.tensorflow as hvd
     import tensorflow as tf
 
-    from gan import distributed
-    from gan.train import Trainer
+    from gan.parallel import distributed
+    from gan.training.loop import Trainer
 
     world = distributed.init(use_horovod=True)
 
@@ -208,11 +208,11 @@ def measure_link(folder: Path, args: argparse.Namespace) -> scaling.Link:
 
 def count_parameters(key: str) -> scaling.StepProfile:
     """The formula's profile of a model, its parameter count checked against the built one."""
-    from gan import models
+    from gan.models import builders
 
     label, _, _, channels, classes, _ = MODELS[key]
     spec = model_spec(key).work.model
-    nets = models.build(spec, classes, channels)
+    nets = builders.build(spec, classes, channels)
     built = sum(int(np.prod(v.shape)) for m in (nets.generator, nets.discriminator)
                 for v in m.trainable_variables)
     prof = scaling.profile(spec, channels, classes)

@@ -1,10 +1,10 @@
 """The model families: one entry each, and everything else follows from it.
 
-An entry names the function in ``gan/models.py`` that builds its networks, what its generator
-is conditioned on (``label``: an int class; ``none``: nothing, the input is ignored;
-``attributes``: a 0/1 vector per data attribute), the function in ``gan/steps.py`` that makes
-its training step, the metrics that step returns (the columns of ``metrics.csv``), and the spec
-rules it needs. Adding a model = a builder function and one entry here.
+An entry names the function in ``gan/models/builders.py`` that builds its networks, what its
+generator is conditioned on (``label``: an int class; ``none``: nothing, the input is ignored;
+``attributes``: a 0/1 vector per data attribute), the function in ``gan/training/steps.py``
+that makes its training step, the metrics that step returns (the columns of ``metrics.csv``),
+and the spec rules it needs. Adding a model = a builder function and one entry here.
 
 No TensorFlow here: the orchestration validates specs with this table in milliseconds.
 """
@@ -19,9 +19,9 @@ ADVERSARIAL_METRICS = ("d_real", "d_fake", "g", "d_acc_real", "d_acc_fake")
 # What each consumer of a step's metrics reads of them, by name: every family's ``metrics``
 # must hold them all (``tests/gan/test_families.py``), whatever else it adds.
 READS = {
-    "guard": ("d_real", "d_fake", "g"),           # gan.guard: the losses it bounds
+    "guard": ("d_real", "d_fake", "g"),           # gan.training.guard: the losses it bounds
     "progress": ("d_real", "d_fake", "g"),        # the tqdm bar and the interval log line
-    "ada": ("d_acc_real",),                       # gan.augment.Adaptive: D's sign on reals
+    "ada": ("d_acc_real",),                       # gan.training.augment.Adaptive: D's sign on reals
     "epoch_line": ADVERSARIAL_METRICS,            # then the family's own_metrics
     "sweep_summary": ADVERSARIAL_METRICS,         # jobs.sweep's summary.csv columns
 }
@@ -30,9 +30,9 @@ READS = {
 @dataclass(frozen=True)
 class Family:
     summary: str
-    builder: str                      # function in gan.models: (model spec, ...) -> Networks
+    builder: str                      # in gan.models.builders: (model spec, ...) -> Networks
     condition: str                    # label | none | attributes
-    step: str                         # function in gan.steps: trainer -> tf.function step
+    step: str                         # function in gan.training.steps: trainer -> tf.function step
     metrics: tuple[str, ...] = ADVERSARIAL_METRICS
     latent_distributions: tuple[str, ...] | None = None  # allowed ones; None: any
     why_latent: str = ""

@@ -4,14 +4,15 @@
   only by the label), the class name stamped on each image.
 * ``interpolate``: "vectorizing face to face" — ``steps`` points between two latents, linear
   and spherical, one row per class with the same latents.
-* ``arithmetic``: ``z + α·v`` rows along an attribute's latent direction (``gan.arithmetic``).
+* ``arithmetic``: ``z + α·v`` rows along an attribute's latent direction
+  (``gan.quality.arithmetic``).
 * ``classifier_score``: a classifier trained on generated images only, tested on held-out real
-  images, beside the same classifier trained on real images (``gan.evaluate``).
-* ``attribute_f1``: per-attribute F1 of an aeacgan's attribute heads (``gan.evaluate``).
+  images, beside the same classifier trained on real images (``gan.quality.evaluate``).
+* ``attribute_f1``: per-attribute F1 of an aeacgan's attribute heads (``gan.quality.evaluate``).
 * ``export``: the generator as a standalone Keras file and a JSON of what it needs
   (``gan.export``): it loads with plain Keras, without this project.
 
-The generator comes from the run directory alone (``gan.sampler.Sampler.load``). Only the
+The generator comes from the run directory alone (``gan.models.sampler.Sampler.load``). Only the
 tasks that compare with real images read a data file: ``generate.data``, by default the run's
 training data. Writes PNGs and ``figures.json`` (what was drawn from what, and every number)
 into ``output_dir``, never into the run directory.
@@ -24,14 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from gan import export as exporter
-from gan import metrics
-from gan import latents
-from gan.arithmetic import arithmetic as draw_arithmetic
-from gan.conditioning import ConditioningError
-from gan.data import ImageSet
-from gan.evaluate import attribute_f1 as f1_scores
-from gan.evaluate import classifier_score as score
-from gan.sampler import NoCheckpoint, Sampler
+from gan.quality import metrics
+from gan.models import latents
+from gan.quality.arithmetic import arithmetic as draw_arithmetic
+from gan.models.conditioning import ConditioningError
+from gan.training.data import ImageSet
+from gan.quality.evaluate import attribute_f1 as f1_scores
+from gan.quality.evaluate import classifier_score as score
+from gan.models.sampler import NoCheckpoint, Sampler
 from jobs.core import exitcodes, facefile
 from jobs.core.files import atomic_write_json
 from jobs.core.grids import save_grid
@@ -133,9 +134,10 @@ def samples(sampler, work: GenerateSpec, out: Path) -> dict:
 
 
 def quality_metrics(sampler, work: GenerateSpec, out: Path) -> dict:
-    """KID and FID (O-Net features, ``gan.metrics``) and the face rate of ``count`` generated
-    images, beside the same for the untrained generator and for real images (``generate.data``;
-    KID/FID of one half of them against the other: what "indistinguishable" scores)."""
+    """KID and FID (O-Net features, ``gan.quality.metrics``) and the face rate of ``count``
+    generated images, beside the same for the untrained generator and for real images
+    (``generate.data``; KID/FID of one half of them against the other: what
+    "indistinguishable" scores)."""
     data = real_data(sampler, work)
     real = np.asarray(data.images[metrics.real_indices(data.num, work.count, work.seed)])
     sets = {name: s.draw(*s.random_inputs(work.count, work.seed)) for name, s in

@@ -6,7 +6,7 @@ import logging
 import os
 import socket
 
-from gan import devices, distributed
+from gan.parallel import devices, distributed
 from jobs.core import exitcodes, files, runtime
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
@@ -58,8 +58,8 @@ def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None) -> 
             runtime.show_tf_warnings()
         for name, value in devices.gpu_environment().items():
             os.environ.setdefault(name, value)
-    from gan.guard import GuardStop
-    from gan.train import SpecMismatch, Trainer
+    from gan.training.guard import GuardStop
+    from gan.training.loop import SpecMismatch, Trainer
 
     # from here on a stop signal means "checkpoint as soon as you can"
     stop = (stop or StopSignals()).arm()

@@ -21,8 +21,9 @@ update must finish before G's pass through D, so little would overlap. Not model
 ranks waiting for the slowest one at every collective. On dedicated GPUs that is small; on a
 shared, busy machine it dominates (bench/scaling.py measures both parts on 2 CPU ranks).
 
-Parameter counts and FLOPs come from the layer shapes of ``gan/models.py`` (no TensorFlow, so
-``plan`` stays instant); ``tests/gan/test_scaling.py`` checks them against the built models.
+Parameter counts and FLOPs come from the layer shapes of ``gan/models/builders.py`` (no
+TensorFlow, so ``plan`` stays instant); ``tests/gan/test_scaling.py`` checks them against the
+built models.
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def efficiency(step_s: float, comm_s: float) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# what a step of each family computes and sends (the shapes of gan/models.py)
+# what a step of each family computes and sends (the shapes of gan/models/builders.py)
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Cost:
@@ -138,8 +139,8 @@ def networks(spec: ModelSpec, channels: int = 3, num_classes: int = 10,
             "encoder": down + _dense(flat, num_attributes) + _dense(flat, spec.latent_dim)}
 
 
-# Per step family (gan/steps.py): the networks each update averages, one collective each, and
-# the forward passes per image in forward-equivalents (a backward pass costs about two).
+# Per step family (gan/training/steps.py): the networks each update averages, one collective
+# each, and the forward passes per image in forward-equivalents (a backward pass costs about two).
 UPDATES = {"adversarial": (("discriminator",), ("generator",)),
            "autoencoding": (("discriminator",), ("generator",), ("encoder", "generator"))}
 PASSES = {  # adversarial: G for D's fakes 1, D on real and fake 2 x 3, G 3 + D's input grads 2

@@ -9,13 +9,15 @@ override both). Only GPU jobs are checked: a CPU rank computes so slowly that av
 in its step (bench/scaling.py measures 2 CPU ranks), and the knobs matter where GPUs idle.
 
 It also warns when a spec asks for GPUs and this environment's TensorFlow is the CPU build:
-every rank would stop before training (``gan.devices``) on nodes that share it.
+every rank would stop before training (``gan.parallel.devices``) on nodes that share it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gan import devices, scaling
+from gan.parallel import devices
+
+from gan import scaling
 from jobs import kinds
 from jobs.core.schema import JobSpec
 

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from gan.outputs import BEST_DIR, BEST_RECORD, RANKED, quality_summary, read_metrics
+from gan.training.outputs import BEST_DIR, BEST_RECORD, RANKED, quality_summary, read_metrics
 from jobs.submit import RECORDS
 
 

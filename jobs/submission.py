@@ -13,7 +13,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from gan.devices import gpu_reason
+from gan.parallel.devices import gpu_reason
 from jobs import kinds
 from jobs.core.fields import walltime_minutes
 from jobs.core.schema import JobSpec

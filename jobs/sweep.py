@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gan.families import READS
-from gan.outputs import quality_summary, read_metrics
+from gan.training.outputs import quality_summary, read_metrics
 from jobs.core.files import atomic_write_text
 from jobs.core.loader import SpecError, expect_kind, load_spec
 from jobs.core.schema import JobSpec, SweepSpec

@@ -1,5 +1,5 @@
 """Read ahead: the next items of an iterator made by a worker thread while the caller works on
-the current one. Training reads batches from HDF5 while the step runs (``gan/data.py``);
+the current one. Training reads batches from HDF5 while the step runs (``gan/training/data.py``);
 preprocessing decodes photos while MTCNN runs (``preprocess/extract.py``). Both libraries
 release the GIL while they work, so the reading hides behind the computing.
 """

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import inspect
 
-from gan import families, models, steps
+from gan import families
+
+from gan.models import builders
+
+from gan.training import steps
 from jobs.core import exitcodes
 from jobs.sweep import SUMMARY_COLUMNS
 from tests.conftest import ROOT, run_cli
@@ -12,7 +16,7 @@ from tests.conftest import ROOT, run_cli
 
 def test_every_family_names_a_builder_and_a_step_that_exist():
     for name, fam in families.FAMILIES.items():
-        assert inspect.isfunction(getattr(models, fam.builder, None)), name
+        assert inspect.isfunction(getattr(builders, fam.builder, None)), name
         assert inspect.isfunction(getattr(steps, fam.step, None)), name
         assert fam.condition in ("label", "none", "attributes"), name
         for consumer, names in families.READS.items():  # the guard, ADA, the sweep summary...
@@ -26,10 +30,10 @@ def test_every_family_names_a_builder_and_a_step_that_exist():
 
 def test_consumers_read_metrics_by_the_names_the_table_declares():
     """No consumer slices the metrics by position or spells a name the table does not hold."""
-    for path in ("gan/train.py", "gan/steps.py", "jobs/sweep.py"):
+    for path in ("gan/training/loop.py", "gan/training/steps.py", "jobs/sweep.py"):
         text = (ROOT / path).read_text()
         assert "metric_names[" not in text and "metrics[:" not in text, path
-    train = (ROOT / "gan/train.py").read_text()
+    train = (ROOT / "gan/training/loop.py").read_text()
     for consumer in ("guard", "progress", "ada"):
         assert f'READS["{consumer}"]' in train, consumer
 

@@ -1,5 +1,5 @@
 """The scaling formula (gan/scaling.py) on known values, and the parameter counts and FLOPs it
-reads from the layer shapes against the models gan/models.py really builds."""
+reads from the layer shapes against the models gan/models/builders.py really builds."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from gan import families, models, scaling
+from gan import families, scaling
+
+from gan.models import builders
 from jobs.core.loader import load_spec, parse_set_args
 from tests.conftest import ROOT
 
@@ -67,7 +69,7 @@ def test_every_family_has_a_step_profile():
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_parameter_counts_match_the_built_models(name):
     spec, channels, classes, attributes = SMALL[name], 3, 7, 40
-    nets = models.build(spec, classes, channels, attributes)
+    nets = builders.build(spec, classes, channels, attributes)
     counted = scaling.networks(spec, channels, classes, attributes)
     for net in ("generator", "discriminator", "encoder"):
         model = getattr(nets, net)
@@ -85,7 +87,7 @@ def test_forward_flops_match_tensorflows_count_within_a_percent(name):
         convert_variables_to_constants_v2
 
     spec, side = SMALL[name], SMALL[name].image_size
-    nets = models.build(spec, 7, 3, 40)
+    nets = builders.build(spec, 7, 3, 40)
     counted = scaling.networks(spec, 3, 7, 40)
     condition = tf.TensorSpec((1, 40)) if name == "aeacgan" else tf.TensorSpec((1,), tf.int32)
     image = [tf.TensorSpec((1, side, side, 3))] + ([] if name == "aeacgan" else [condition])

@@ -17,7 +17,7 @@ runtime.configure()
 
 import tensorflow as tf  # noqa: E402
 
-from gan import distributed  # noqa: E402
+from gan.parallel import distributed  # noqa: E402
 
 STEPS, BATCH, FEATURES = 5, 16, 8
 

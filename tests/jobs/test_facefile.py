@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from gan.data import ImageSet
+from gan.training.data import ImageSet
 from jobs.core import facefile
 
 

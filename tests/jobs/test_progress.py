@@ -7,9 +7,10 @@ from types import SimpleNamespace
 
 from jobs import progress
 
-EPOCH = ("2026-12-06 10:00:0{n} INFO gan.train: epoch {n}/40 done: d_real=0.61{n} "
+EPOCH = ("2026-12-06 10:00:0{n} INFO gan.training.loop: epoch {n}/40 done: d_real=0.61{n} "
          "d_fake=0.402 g=1.2{n} acc_real=0.71 acc_fake=0.80 secs=3.{n} rollbacks=0 saves={n}")
-QUALITY = "2026-12-06 10:00:02 INFO gan.train: epoch 2 quality: kid=0.0123 face_rate=0.4 (4.2 s)"
+QUALITY = ("2026-12-06 10:00:02 INFO gan.training.loop: epoch 2 quality: kid=0.0123 "
+           "face_rate=0.4 (4.2 s)")
 
 
 def test_only_complete_lines_are_read_and_each_once(tmp_path):
@@ -26,7 +27,7 @@ def test_only_complete_lines_are_read_and_each_once(tmp_path):
 def test_each_epoch_once_with_the_latest_quality_figures():
     shown = []
     lines = progress.EpochLines(lambda *args: shown.append(args))
-    lines.read([EPOCH.format(n=1), "2026 INFO gan.train: epoch 2/40 it 7/8 d_real=0.5",
+    lines.read([EPOCH.format(n=1), "2026 INFO gan.training.loop: epoch 2/40 it 7/8 d_real=0.5",
                 QUALITY, EPOCH.format(n=2), EPOCH.format(n=2), EPOCH.format(n=3)])
     assert shown == [(1, 40, "d_real=0.611 d_fake=0.402 g=1.21"),
                      (2, 40, "d_real=0.612 d_fake=0.402 g=1.22 kid=0.0123 face_rate=0.4"),

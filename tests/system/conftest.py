@@ -62,7 +62,7 @@ def train_example_into(example: str, data: Path, run_dir: Path, epochs: int,
 @pytest.fixture(scope="session")
 def digits16(tmp_path_factory) -> Path:
     """scikit-learn's digits at 16x16 in the preprocessing layout (1,797 images)."""
-    from gan.digits import write_digits
+    from gan.quality.digits import write_digits
 
     return made_once(tmp_path_factory, "digits16", lambda d: write_digits(
         d / "digits.h5")) / "digits.h5"
@@ -76,7 +76,7 @@ SMALL_DIGITS = 640
 def digits_small(tmp_path_factory) -> Path:
     """The first 640 digits at 16x16: for the runs that check mechanics (exact resume, ranks in
     sync), not learning."""
-    from gan.digits import write_digits
+    from gan.quality.digits import write_digits
 
     return made_once(tmp_path_factory, "digits_small", lambda d: write_digits(
         d / "digits.h5", count=SMALL_DIGITS)) / "digits.h5"
@@ -85,7 +85,7 @@ def digits_small(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def digits32(tmp_path_factory) -> Path:
     """The same digits at 32x32, for the DCGAN example."""
-    from gan.digits import write_digits
+    from gan.quality.digits import write_digits
 
     return made_once(tmp_path_factory, "digits32", lambda d: write_digits(
         d / "digits32.h5", 32)) / "digits32.h5"

@@ -70,7 +70,7 @@ def test_samples_file_has_the_preprocessing_layout(runs):
     import h5py
     import numpy as np
 
-    from gan.data import ImageSet
+    from gan.training.data import ImageSet
 
     out = runs["tmp"] / "samples"
     proc = generate(runs["cgan"], out, "samples", "generate.count=50")

@@ -94,7 +94,7 @@ def test_fp16_compression_keeps_ranks_identical_and_close_to_uncompressed(tmp_pa
     """train.horovod.compression: fp16 rounds what travels, not what each rank ends up with:
     the ranks stay bitwise identical every epoch, and the weights differ from an uncompressed
     run by far less than one epoch of training moves them."""
-    from gan.digits import write_digits
+    from gan.quality.digits import write_digits
 
     data = write_digits(tmp_path / "digits.h5")  # 1797 digits: 28 steps of 2 x 32 per epoch
     for compression in ("none", "fp16"):

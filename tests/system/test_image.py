@@ -133,7 +133,7 @@ def test_image_trains_with_two_horovod_ranks(docker, image, shared):
 def test_docker_kill_usr1_checkpoints_and_exits_75(docker, image, shared):
     """USR1 sent to the container at a logged mid-epoch step (never at an epoch's end, where
     the stop and the epoch checkpoint would coincide) reaches the training through tini."""
-    from gan.digits import write_digits
+    from gan.quality.digits import write_digits
 
     write_digits(shared / "digits.h5")
     (shared / "digits.h5").chmod(0o666)
@@ -181,7 +181,7 @@ def test_gpu_image_has_nccl_infiniband_and_never_trains_on_the_cpu_silently(dock
                        "ldconfig -p | grep -c 'libibverbs.so.1 '; pip list | grep -ci "
                        "'^tensorflow-cpu ' || true")
     assert facts.stdout.split() == ["gpu", "1", "0"], facts.stdout + facts.stderr
-    from gan.digits import write_digits
+    from gan.quality.digits import write_digits
 
     if not (shared / "digits.h5").exists():
         write_digits(shared / "digits.h5")

@@ -38,7 +38,7 @@ DEAD_RANK_BUDGET_S = 180
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory) -> Path:
-    from gan.digits import write_digits
+    from gan.quality.digits import write_digits
 
     return write_digits(tmp_path_factory.mktemp("mdigits") / "digits.h5")
 

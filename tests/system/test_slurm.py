@@ -196,7 +196,7 @@ def give_time(env: dict, job: str, minutes: int = 20) -> None:
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory) -> Path:
-    from gan.digits import write_digits
+    from gan.quality.digits import write_digits
 
     return write_digits(tmp_path_factory.mktemp("sdigits") / "digits.h5")
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import tensorflow as tf
 import yaml
 
-from gan import distributed
-from gan.outputs import BEST_DIR, BEST_RECORD, better
+from gan.parallel import distributed
+from gan.training.outputs import BEST_DIR, BEST_RECORD, better
 from jobs.core.files import atomic_write_json, atomic_write_text, why
 from jobs.core.schema import TrainSpec
 from jobs.core.fields import to_plain

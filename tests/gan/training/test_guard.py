@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gan.guard import Guard, GuardStop
+from gan.training.guard import Guard, GuardStop
 from jobs.core.schema import GuardSpec
 
 EVERY = 10  # snapshot_every_steps of the spec below

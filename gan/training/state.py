@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from gan import distributed, ema, models
-from gan.conditioning import Conditioning
+from gan.parallel import distributed
+
+from gan.training import ema
+
+from gan.models import builders
+from gan.models.conditioning import Conditioning
 from jobs.core.schema import TrainSpec
 
 
@@ -35,7 +39,7 @@ def make_optimizer(spec: TrainSpec, world_size: int, variables: list, lr_ratio: 
 class TrainState:
     def __init__(self, spec: TrainSpec, world_size: int, conditioning: Conditioning):
         tf.keras.utils.set_random_seed(spec.seed)  # same initial weights on every start
-        nets = models.build_for(spec.model, conditioning)
+        nets = builders.build_for(spec.model, conditioning)
         self.G, self.D, self.E = nets.generator, nets.discriminator, nets.encoder
         self.networks = [m for m in (self.G, self.D, self.E) if m is not None]
         self.g_opt = make_optimizer(spec, world_size, self.G.trainable_variables)
@@ -47,7 +51,7 @@ class TrainState:
                                          + self.G.trainable_variables,
                                          spec.optimizer.autoencoder_lr_ratio)
             self.optimizers.append(self.ae_opt)
-        # the average of G (gan/ema.py): what grids, figures and export use when enabled
+        # the average of G (gan/training/ema.py): what grids, figures and export use when enabled
         self.G_ema = ema.copy_of(self.G) if spec.ema.enabled else None
         if self.G_ema is not None:
             self.networks.append(self.G_ema)
@@ -55,7 +59,7 @@ class TrainState:
         self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.saves = tf.Variable(0, dtype=tf.int64, trainable=False)
-        # ADA's augmentation probability (gan/augment.py: Adaptive), tuned as training goes
+        # ADA's augmentation probability (gan/training/augment.py: Adaptive), tuned as training goes
         self.augment_p = tf.Variable(spec.augment.probability, dtype=tf.float32,
                                      trainable=False) if spec.augment.adaptive else None
 

@@ -1,8 +1,8 @@
 """The model registry: ``model.name`` in a train spec picks a builder here.
 
 A builder returns ``Networks`` with a fixed calling convention, so one training loop (and one
-step per family, ``gan/steps.py``) serves every model: ``generator([z, condition])`` → images
-in [-1, 1], where the condition is what the family's ``condition`` says (``gan.families``):
+step per family, ``gan/training/steps.py``) serves every model: ``generator([z, condition])``
+→ images in [-1, 1], where the condition is what the family's ``condition`` says (``gan.families``):
 
 * ``label``: an int class label (the embedding cGAN); ``discriminator([images, labels])`` →
   one logit per image.
@@ -160,7 +160,7 @@ def build_aeacgan(spec: ModelSpec, num_classes: int, channels: int, num_attribut
 
 
 def build_for(spec: ModelSpec, conditioning) -> Networks:
-    """The networks for data described by a ``gan.conditioning.Conditioning`` (its classes,
+    """The networks for data described by a ``gan.models.conditioning.Conditioning`` (its classes,
     channels and attributes): what training, sampling and the untrained baseline all build."""
     return build(spec, conditioning.num_classes, conditioning.image_shape[-1],
                  conditioning.num_attributes)

@@ -1,4 +1,4 @@
-"""The training loop: one ``tf.function`` step per batch (``gan/steps.py``), Horovod
+"""The training loop: one ``tf.function`` step per batch (``gan/training/steps.py``), Horovod
 data-parallel, checkpoints that resume exactly, the mode-collapse guard, and a clean stop on
 signals.
 
@@ -24,19 +24,21 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from gan import distributed, steps
-from gan import quality
-from gan.augment import Adaptive
-from gan.checkpoint import BestSnapshot, RunCheckpoints, SpecMismatch
-from gan.conditioning import Conditioning
-from gan.data import ImageSet, Split
-from gan.ema import Ema
+from gan.parallel import distributed
+
+from gan.training import steps
+from gan.quality import meter
+from gan.training.augment import Adaptive
+from gan.training.checkpoint import BestSnapshot, RunCheckpoints, SpecMismatch
+from gan.models.conditioning import Conditioning
+from gan.training.data import ImageSet, Split
+from gan.training.ema import Ema
 from gan.families import READS, family
-from gan.guard import Guard
-from gan.models import Networks
-from gan.outputs import QUALITY, RunOutputs
-from gan.sampler import GRID_PER_CLASS, Sampler
-from gan.state import TrainState, configure_tensorflow
+from gan.training.guard import Guard
+from gan.models.builders import Networks
+from gan.training.outputs import QUALITY, RunOutputs
+from gan.models.sampler import GRID_PER_CLASS, Sampler
+from gan.training.state import TrainState, configure_tensorflow
 from jobs.core import exitcodes, runtime
 from jobs.core.signals import StopSignals
 from jobs.core.schema import TrainSpec
@@ -53,8 +55,9 @@ def _weights_digest(*model_list) -> int:
 
 
 class Trainer:
-    """The data, the state (``gan.state``), its checkpoints (``gan.checkpoint``), the guard,
-    the sampler for grids (``gan.sampler``) and the loop that drives them."""
+    """The data, the state (``gan.training.state``), its checkpoints
+    (``gan.training.checkpoint``), the guard, the sampler for grids (``gan.models.sampler``)
+    and the loop that drives them."""
 
     def __init__(self, spec: TrainSpec, world: distributed.World, fresh: bool = False):
         self.spec = spec
@@ -85,8 +88,8 @@ class Trainer:
         self.checkpoints = RunCheckpoints(spec, {**st.checkpoint_objects(), "guard": self.guard},
                                           world)
         self.resumed_from = self.checkpoints.restore()
-        self.quality = quality.QualityMeter(spec.metrics, spec.seed, world, self.data,
-                                            self.sampler) if quality.enabled(spec.metrics) else None
+        self.quality = meter.QualityMeter(spec.metrics, spec.seed, world, self.data,
+                                            self.sampler) if meter.enabled(spec.metrics) else None
         keep = spec.checkpoint.keep_best
         self.best = None if keep == "none" else BestSnapshot(
             self.run_dir, self.checkpoints.ckpt, keep, QUALITY[keep], world.is_chief,
@@ -120,7 +123,7 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise SpecMismatch(f"{self.data.num} images are fewer than one step needs "
                                f"(batch_size {s.batch_size} x {self.world.size} ranks)")
-        if s.metrics.count < self.world.size and quality.enabled(s.metrics):
+        if s.metrics.count < self.world.size and meter.enabled(s.metrics):
             raise SpecMismatch(f"train.metrics.count {s.metrics.count} is fewer than the "
                                f"{self.world.size} ranks that share the measurement")
         if s.model.num_classes and self.data.labels.max() >= s.model.num_classes:
@@ -247,7 +250,7 @@ class Trainer:
         step checkpoints and exits (a measurement can take minutes)."""
         per_epoch = self.steps_per_epoch * self.spec.batch_size * self.world.size
         after = int(self.state.global_step) * self.spec.batch_size * self.world.size
-        if self.quality is None or not quality.is_due(self.spec.metrics, epoch + 1,
+        if self.quality is None or not meter.is_due(self.spec.metrics, epoch + 1,
                                                       after - per_epoch, after):
             return {}
         # every rank is here: is_due is the same on all

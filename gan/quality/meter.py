@@ -1,9 +1,9 @@
 """Quality measured during training: KID, FID and the face rate every N epochs or K kimg.
 
-The figures are those of ``generate.task: metrics`` (``gan.metrics``: O-Net features that need
-no network, Inception-v3 from a user's weights file), of the generator users get (the moving
-average with ``train.ema``), on a fixed set of latents and a fixed set of real images chosen once
-per run from its seed: successive figures differ by G alone, not by the draw.
+The figures are those of ``generate.task: metrics`` (``gan.quality.metrics``: O-Net features
+that need no network, Inception-v3 from a user's weights file), of the generator users get
+(the moving average with ``train.ema``), on a fixed set of latents and a fixed set of real
+images chosen once per run from its seed: successive figures differ by G alone, not by the draw.
 
 All ranks share the work: each generates and embeds its slice of the latents (and, once, of
 the real images); Horovod gathers the features and adds up the face counts; every rank then
@@ -17,10 +17,10 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from gan import metrics
-from gan.data import ImageSet
-from gan.distributed import World
-from gan.sampler import Sampler
+from gan.quality import metrics
+from gan.training.data import ImageSet
+from gan.parallel.distributed import World
+from gan.models.sampler import Sampler
 from jobs.core.schema import MetricsSpec
 
 log = logging.getLogger(__name__)

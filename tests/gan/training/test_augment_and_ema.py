@@ -7,12 +7,12 @@ import pytest
 import tensorflow as tf
 from tensorflow import keras
 
-from gan.augment import OPS, Adaptive, augment
-from gan.ema import Ema, copy_of
-from gan.outputs import read_metrics
+from gan.training.augment import OPS, Adaptive, augment
+from gan.training.ema import Ema, copy_of
+from gan.training.outputs import read_metrics
 from jobs.core.schema import EmaSpec
 from jobs.core.signals import StopSignals
-from tests.gan.test_checkpoint import trainer
+from tests.gan.training.test_checkpoint import trainer
 
 SEED = tf.constant([3, 4], tf.int64)
 
@@ -67,7 +67,7 @@ def test_ema_follows_the_half_life_with_its_rampup():
 def test_hinge_and_r1_on_a_linear_discriminator():
     """For D(x) = w·x the R1 penalty is |w|² whatever x is; hinge is 0 once real > 1 and fake
     < -1 and grows linearly inside the margin."""
-    from gan.loss import hinge_d, r1_penalty
+    from gan.training.loss import hinge_d, r1_penalty
 
     w = tf.constant(np.arange(1, 13, dtype=np.float32).reshape(2, 2, 3))
     d_call = lambda x: tf.reduce_sum(x * w, axis=[1, 2, 3])  # noqa: E731

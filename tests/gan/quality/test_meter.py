@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gan.checkpoint import BestSnapshot
-from gan.outputs import best_row, quality_summary, read_metrics
-from gan.quality import is_due
-from gan.sampler import Sampler
+from gan.training.checkpoint import BestSnapshot
+from gan.training.outputs import best_row, quality_summary, read_metrics
+from gan.quality.meter import is_due
+from gan.models.sampler import Sampler
 from jobs.core.schema import MetricsSpec
 from jobs.core.signals import StopSignals
-from tests.gan.test_checkpoint import trainer, weights
+from tests.gan.training.test_checkpoint import trainer, weights
 
 MEASURED = ["train.metrics.every_epochs=1", "train.metrics.count=40",
             "train.metrics.face_rate=false", "train.checkpoint.keep_best=kid",

@@ -5,7 +5,8 @@
 ``run_dir/loss_curve.png``  the losses over steps, redrawn every epoch
 ``run_dir/samples/epoch_NNNN.png``  a fixed latent per column, one row per class, labelled
 ``run_dir/tensorboard/``  the same scalars for TensorBoard
-``run_dir/best/``  the ``checkpoint.keep_best`` snapshot and ``best.json`` (``gan.checkpoint``)
+``run_dir/best/``  the ``checkpoint.keep_best`` snapshot and ``best.json``
+                  (``gan.training.checkpoint``)
 
 On resume, rows past the checkpoint's step are dropped (they will be recomputed), so a
 restarted run's CSV has every step exactly once.
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 EXTRA = ["secs", "rollbacks", "saves", "ranks_in_sync"]
 METRICS_FILE = "metrics.csv"
 BEST_DIR, BEST_RECORD = "best", "best.json"
-# quality figures (gan.quality) and which way is better: True = lower
+# quality figures (gan.quality.meter) and which way is better: True = lower
 QUALITY = {"kid": True, "kid_std": None, "fid": True, "face_rate": False,
            "inception_kid": True, "inception_kid_std": None, "inception_fid": True}
 RANKED = tuple(f for f, lower in QUALITY.items() if lower is not None)  # have a best

@@ -8,10 +8,10 @@ import h5py
 import numpy as np
 import pytest
 
-import gan.data
+import gan.training.data
 from jobs.core import facefile
 from jobs.core.ahead import read_ahead
-from gan.data import ImageSet, Split
+from gan.training.data import ImageSet, Split
 
 N = 300
 LABELS = np.where(np.arange(N) < 60, 0, np.where(np.arange(N) < 150, 1, 2))
@@ -144,7 +144,7 @@ def test_images_and_labels_match_their_indices(data):
 
 
 def test_streamed_order_shuffles_whole_blocks(open_set, monkeypatch):
-    monkeypatch.setattr(gan.data, "BLOCK", 16)
+    monkeypatch.setattr(gan.training.data, "BLOCK", 16)
     data = open_set(in_memory_max_gb=0)
     order = data.epoch_order(2, 0)
     assert sorted(order.tolist()) == list(range(N))
@@ -167,7 +167,7 @@ def test_streamed_order_shuffles_whole_blocks(open_set, monkeypatch):
 
 
 def test_in_memory_order_is_not_blocked(open_set, monkeypatch):
-    monkeypatch.setattr(gan.data, "BLOCK", 16)
+    monkeypatch.setattr(gan.training.data, "BLOCK", 16)
     order = open_set().epoch_order(2, 0)
     blocks = order // 16
     runs = 1 + int(np.count_nonzero(blocks[1:] != blocks[:-1]))

@@ -14,13 +14,13 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from gan import latents, models
+from gan.models import builders, latents
 from gan.families import family
-from gan.checkpoint import SPEC_FILE, read_best, restore_newest
-from gan.outputs import BEST_DIR, BEST_RECORD
-from gan.conditioning import Conditioning, ConditioningError
-from gan.data import ImageSet
-from gan.state import configure_tensorflow
+from gan.training.checkpoint import SPEC_FILE, read_best, restore_newest
+from gan.training.outputs import BEST_DIR, BEST_RECORD
+from gan.models.conditioning import Conditioning, ConditioningError
+from gan.training.data import ImageSet
+from gan.training.state import configure_tensorflow
 from jobs.core.images import to_uint8
 from jobs.core.loader import parse_spec
 from jobs.core.schema import TrainSpec
@@ -56,7 +56,7 @@ class Sampler:
         spec = load_train_spec(run_dir)
         configure_tensorflow(spec)  # the run's precision and determinism, as in training
         cond = load_conditioning(run_dir, spec)
-        nets = models.build_for(spec.model, cond)
+        nets = builders.build_for(spec.model, cond)
         # the moving average of G when the run kept one: it is the better generator
         wanted = {"generator_ema" if spec.ema.enabled else "generator": nets.generator}
         if nets.encoder is not None:
@@ -73,7 +73,7 @@ class Sampler:
         every quality figure is read against."""
         tf.keras.utils.set_random_seed(self.spec.seed)
         return Sampler(self.spec, self.conditioning,
-                       models.build_for(self.spec.model, self.conditioning).generator)
+                       builders.build_for(self.spec.model, self.conditioning).generator)
 
     # ------------------------------------------------------------------- what G is fed
     def latent(self, n: int, seed: tf.Tensor) -> tf.Tensor:

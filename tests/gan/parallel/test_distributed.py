@@ -1,5 +1,5 @@
-"""gan.distributed.gradient_tape's compression argument (train.horovod.compression); what it
-does across 2 real ranks is tests/system/test_horovod.py."""
+"""gan.parallel.distributed.gradient_tape's compression argument (train.horovod.compression);
+what it does across 2 real ranks is tests/system/test_horovod.py."""
 from __future__ import annotations
 
 import typing
@@ -7,7 +7,7 @@ import typing
 import pytest
 import tensorflow as tf
 
-from gan import distributed
+from gan.parallel import distributed
 from jobs.core.train_schema import HorovodSpec
 
 
@@ -26,7 +26,7 @@ def test_an_unknown_compression_is_refused_and_the_spec_offers_the_same_choices(
 
 
 def test_one_process_collectives_are_what_they_mean_for_one_rank():
-    """No code outside gan/distributed.py asks whether Horovod is there: for one process a
+    """No code outside gan/parallel/distributed.py asks whether Horovod is there: for one process a
     sum or a mean of one value is that value, a gather is the rank's own, a barrier waits
     for no one."""
     world = distributed.World(rank=0, size=1, local_rank=0)

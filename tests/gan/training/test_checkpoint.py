@@ -9,11 +9,11 @@ import shutil
 import numpy as np
 import pytest
 
-from gan import distributed
-from gan.checkpoint import SpecMismatch
-from gan.digits import write_digits
-from gan.sampler import Sampler
-from gan.train import Trainer
+from gan.parallel import distributed
+from gan.training.checkpoint import SpecMismatch
+from gan.quality.digits import write_digits
+from gan.models.sampler import Sampler
+from gan.training.loop import Trainer
 from jobs.core.loader import load_spec, parse_set_args
 from jobs.core.signals import StopSignals
 from tests.conftest import ROOT

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from gan.distributed import tf_variables
+from gan.parallel.distributed import tf_variables
 from jobs.core.schema import GuardSpec
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gan import distributed, latents, models, steps
+from gan.parallel import distributed
+
+from gan.models import builders, latents
+
+from gan.training import steps
 from gan.families import FAMILIES
-from gan.loss import Loss, bce, hinge_d
+from gan.training.loss import Loss, bce, hinge_d
 from jobs.core.train_schema import LossSpec, ModelSpec
 
 LOGITS = (tf.constant([2.0, -0.5, 0.3]), tf.constant([-1.5, 0.2, 0.9]))
@@ -47,7 +51,7 @@ def test_lazy_r1_is_added_on_its_interval_only_and_scaled_by_it():
 
 
 class LabelDraws:
-    """Latents and class labels straight from ``gan.latents`` (what the Sampler draws)."""
+    """Latents and class labels straight from ``gan.models.latents`` (what the Sampler draws)."""
 
     def __init__(self, latent_dim: int, num_classes: int):
         self.dim, self.probabilities = latent_dim, tf.fill([num_classes], 1.0 / num_classes)
@@ -63,9 +67,9 @@ def test_a_step_needs_no_trainer_and_calls_its_hook_once_per_step():
     model = ModelSpec(name="cgan", image_size=8, latent_dim=4, embedding_dim=2,
                       generator_filters=[4], discriminator_filters=[4])
     tf.keras.utils.set_random_seed(0)
-    nets = models.build(model, num_classes=3, channels=1)
+    nets = builders.build(model, num_classes=3, channels=1)
     opts = steps.Optimizers(tf.keras.optimizers.Adam(1e-3), tf.keras.optimizers.Adam(1e-3))
-    opts.generator.build(nets.generator.trainable_variables)  # as gan.state builds them
+    opts.generator.build(nets.generator.trainable_variables)  # as gan.training.state builds them
     opts.discriminator.build(nets.discriminator.trainable_variables)
     seen, counted = [], tf.Variable(0)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gan import latents
+from gan.models import latents
 from jobs.core.images import to_signed_unit, to_uint8_keep_channels
 
 

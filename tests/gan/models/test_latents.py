@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from gan import latents
+from gan.models import latents
 
 
 def draw(kind: str, step: int = 3, rank: int = 0, batch: int = 64, dim: int = 5) -> np.ndarray:

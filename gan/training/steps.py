@@ -1,4 +1,5 @@
-"""One training step per model family, each a single ``tf.function`` (see ``gan/models.py``).
+"""One training step per model family, each a single ``tf.function`` (the networks:
+``gan/models/builders.py``).
 
 ``adversarial``  (cgan, dcgan): D on real and fake, then G through D.
 ``autoencoding`` (aeacgan): D on real and fake (real/fake head + attribute head), G through D
@@ -13,7 +14,7 @@ have drawn.
 
 A step is built from explicit inputs (``make_step``): the networks, one optimizer per update,
 the ``World`` it averages over, a ``StepConfig`` of the spec's few numbers, where its latents
-and conditions come from, and an ``after_step`` hook. The losses live in ``gan/loss.py``.
+and conditions come from, and an ``after_step`` hook. The losses live in ``gan/training/loss.py``.
 
 Everything that happens once per step happens inside it — the hook counts the step, moves the
 generator's average (``train.ema``) and ADA's probability — so the loop pays one call per step
@@ -33,11 +34,13 @@ from typing import Callable, NamedTuple, Protocol
 
 import tensorflow as tf
 
-from gan import distributed, latents
-from gan.augment import augment
+from gan.parallel import distributed
+
+from gan.models import latents
+from gan.training.augment import augment
 from gan.families import family
-from gan.loss import Loss, accuracies, attribute_bce
-from gan.models import Networks
+from gan.training.loss import Loss, accuracies, attribute_bce
+from gan.models.builders import Networks
 from jobs.core.images import to_signed_unit
 from jobs.core.schema import TrainSpec
 
@@ -78,7 +81,7 @@ class Optimizers(NamedTuple):
 
 
 class Draws(Protocol):
-    """Where a step's latents and conditions come from (``gan.sampler.Sampler``)."""
+    """Where a step's latents and conditions come from (``gan.models.sampler.Sampler``)."""
 
     def latent(self, n: int, seed) -> tf.Tensor: ...
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from gan import latents
+from gan.models import latents
 from jobs.core.files import atomic_path
 
 FILE = "conditioning.npz"

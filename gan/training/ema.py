@@ -30,7 +30,7 @@ class Ema:
         self.pairs = list(zip(average.trainable_weights, generator.trainable_weights))
         self.copies = list(zip(average.non_trainable_weights, generator.non_trainable_weights))
         self.images_per_step = float(images_per_step)
-        # on its own, outside a training step; no AutoGraph, like the steps (gan/steps.py)
+        # on its own, outside a training step; no AutoGraph, like the steps (gan/training/steps.py)
         self.update = tf.function(self.apply, autograph=False)
 
     def beta(self, images_seen: tf.Tensor) -> tf.Tensor:
@@ -42,7 +42,7 @@ class Ema:
 
     def apply(self, global_step: tf.Tensor) -> None:
         """After step ``global_step`` (counted from 1) has trained G; runs inside the training
-        step (``gan/steps.py``), so it costs no call of its own."""
+        step (``gan/training/steps.py``), so it costs no call of its own."""
         images_seen = tf.cast(global_step, tf.float64) * self.images_per_step
         beta = self.beta(images_seen)
         for avg, live in self.pairs:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from gan import devices
-from gan.devices import Found
-from gan.distributed import World
+from gan.parallel import devices
+from gan.parallel.devices import Found
+from gan.parallel.distributed import World
 from tests.conftest import ROOT
 
 CPU_BUILD = Found(host="node7", tensorflow="2.18.1", cuda_version="")

@@ -10,7 +10,7 @@ from PIL import Image
 from scipy import linalg
 from skimage import data as skdata
 
-from gan.metrics import FEATURE_DIM, FaceFeatures, FaceRate, InceptionFeatures, fid, kid
+from gan.quality.metrics import FEATURE_DIM, FaceFeatures, FaceRate, InceptionFeatures, fid, kid
 from jobs.core.files import sha256_of
 
 
