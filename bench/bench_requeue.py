@@ -34,7 +34,7 @@ def when(line: str) -> dt.datetime:
 def main() -> None:
     from gan.quality.digits import write_digits
     from jobs.core.loader import load_spec
-    from jobs.submission import sbatch_argv
+    from jobs.scheduler import sbatch_argv
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

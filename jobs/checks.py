@@ -2,7 +2,12 @@
 (``jobs/kinds.py``: the model family's for a train spec, the same for every spec a sweep or a
 pipeline refers to) and no Horovod ranks inside Docker. ``validate``, ``plan``, ``run`` (every
 route: CLI, sbatch, submitit) and ``submit`` call this, so a spec the family cannot train
-never reaches a node (exit 2, field named)."""
+never reaches a node (exit 2, field named).
+
+A spec is checked once per command: ``ensure_checked`` marks it (``JobSpec.checked``), and the
+specs a checked sweep or pipeline makes for its points and stages inherit the mark, as the
+deep check covered them. A spec loaded afresh (the sbatch script's ``python -m jobs run`` on
+the node) is checked again, where it will run."""
 from __future__ import annotations
 
 from jobs import kinds
@@ -32,7 +37,11 @@ def deep_problems(spec: JobSpec) -> list[str]:
     return kinds.of(spec).checks(spec, found, deep_problems)
 
 
-def raise_problems(spec: JobSpec) -> None:
+def ensure_checked(spec: JobSpec) -> None:
+    """Raise the problems of a spec not yet checked in this command; mark it checked."""
+    if spec.checked:
+        return
     problems = deep_problems(spec)
     if problems:
         raise SpecError(problems)
+    spec.checked = True

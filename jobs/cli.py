@@ -13,8 +13,8 @@ from pathlib import Path
 import yaml
 
 from jobs.core import exitcodes, runtime
-from jobs import kinds, pipeline, plan_scaling, runner, schema_doc, submission
-from jobs.checks import raise_problems
+from jobs import kinds, pipeline, plan_scaling, runner, schema_doc, scheduler
+from jobs.checks import ensure_checked
 from jobs.core.loader import SpecError, check_paths, load_spec, parse_set_args
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None, stop: StopSignals | None = None) -> int:
 def _load(args: argparse.Namespace, path: str) -> JobSpec:
     """Load and check a spec, including the rules of the specs it refers to."""
     spec = load_spec(path, parse_set_args(args.set))
-    raise_problems(spec)
+    ensure_checked(spec)
     return spec
 
 
@@ -126,7 +126,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                          default_flow_style=None).rstrip())
     print()
     print(pipeline.render_plan(spec) if kinds.is_(spec, "pipeline") else
-          submission.render_plan(spec, args.set))
+          scheduler.render_plan(spec, args.set))
     for warning in [*plan_scaling.plan_warnings(spec), *plan_scaling.device_warnings(spec)]:
         print(warning)
     problems = check_paths(spec)

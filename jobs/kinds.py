@@ -63,6 +63,13 @@ def checksum_problems(spec: JobSpec) -> list[str]:
             if inc.weights and (p := wrong_checksum(inc.weights, inc.sha256, where))]
 
 
+def checked_like(parent: JobSpec, child: JobSpec) -> JobSpec:
+    """A sweep's point or a pipeline's stage: checked when its parent was, since the parent's
+    check covered it (``jobs/checks.py``)."""
+    child.checked = parent.checked
+    return child
+
+
 # ------------------------------------------------------------------------------ the kinds
 def _run_train(spec: JobSpec, launch: Launch) -> int:
     from gan import job  # TensorFlow: only where a training runs
@@ -104,7 +111,8 @@ def _run_sweep(spec: JobSpec, launch: Launch) -> int:
         range(len(expand_points(spec.work)))
     worst = exitcodes.OK
     for k in indices:
-        code = launch.run(point_spec(spec, k), fresh=launch.fresh, stop=launch.stop)
+        code = launch.run(checked_like(spec, point_spec(spec, k)), fresh=launch.fresh,
+                          stop=launch.stop)
         if code == exitcodes.REQUEUE:
             return code  # stopped by a signal: the rest resumes after the requeue
         worst = worst or code
@@ -129,7 +137,7 @@ def _sweep_points(spec: JobSpec) -> list[tuple[str, JobSpec]]:
 def _run_pipeline(spec: JobSpec, launch: Launch) -> int:
     """Both stages here, one after the other: the preprocess run without an index writes
     every shard and merges them itself (what the local executor does in three jobs)."""
-    pre, train = pipeline_stages(spec)
+    pre, train = (checked_like(spec, stage) for stage in pipeline_stages(spec))
     code = launch.run(pre)
     if code != exitcodes.OK:
         log.error("preprocess stage failed (exit %d): not training", code)

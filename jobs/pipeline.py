@@ -12,7 +12,7 @@ import shlex
 
 from jobs.core.loader import pipeline_stages
 from jobs.core.schema import JobSpec
-from jobs.submission import dependency_options, log_dir, sbatch_argv
+from jobs.scheduler import dependency_options, log_dir, sbatch_argv
 
 
 def render_plan(job: JobSpec) -> str:

@@ -9,9 +9,9 @@ import logging
 import os
 
 from jobs import kinds
-from jobs.checks import deep_problems
+from jobs.checks import ensure_checked
 from jobs.core import exitcodes
-from jobs.core.loader import check_paths
+from jobs.core.loader import SpecError, check_paths
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
 
@@ -22,10 +22,11 @@ def run(spec: JobSpec, index: int | None = None, fresh: bool = False,
         stop: StopSignals | None = None) -> int:
     """Run ``spec`` (array task ``index`` if given) and return an exit code from
     :mod:`jobs.core.exitcodes`. ``stop`` holds stop signals caught before the job started."""
-    invalid = deep_problems(spec)
-    for problem in invalid:
-        log.error(problem)
-    if invalid:
+    try:
+        ensure_checked(spec)  # nothing to do when this command has checked it already
+    except SpecError as exc:
+        for problem in exc.problems:
+            log.error(problem)
         return exitcodes.INVALID_SPEC
     problems = check_paths(spec)
     if problems:

@@ -17,12 +17,12 @@ from pathlib import Path
 import submitit
 
 from jobs import kinds, progress, runner
-from jobs.checks import raise_problems
+from jobs.checks import ensure_checked
 from jobs.core import exitcodes, runtime, signals
 from jobs.core.loader import SpecError, pipeline_stages
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
-from jobs.submission import (array_size, dependency_options, log_dir,
+from jobs.scheduler import (array_size, dependency_options, log_dir,
                              submitit_executor_args, submitit_parameters)
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def make_executor(spec: JobSpec, executor: str, after: str | None = None,
 def submit(spec: JobSpec, executor: str = "slurm", wait: bool = False) -> int:
     """Submit ``spec``; arrays (preprocess shards, sweep points) become one Slurm array, a
     pipeline becomes three dependent jobs."""
-    raise_problems(spec)
+    ensure_checked(spec)
     if kinds.is_(spec, "pipeline"):
         return submit_pipeline(spec, executor, wait)
     _refuse_local_ranks(spec, executor)
@@ -121,7 +121,7 @@ def _submit_one(spec: JobSpec, executor: str, task: SpecTask, after: str | None 
 def submit_pipeline(job: JobSpec, executor: str, wait: bool) -> int:
     """Preprocess array → merge (afterok:array) → train (afterok:merge). Locally, stage by
     stage, stopping at the first failure."""
-    pre, train = pipeline_stages(job)
+    pre, train = (kinds.checked_like(job, stage) for stage in pipeline_stages(job))
     local = executor == "local"
     array = _submit_one(pre, executor, SpecTask(pre))
     if local and wait_all(array):

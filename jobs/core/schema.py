@@ -7,7 +7,7 @@ its settings from these dataclasses; defaults and ranges are declared here and n
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from jobs.core.fields import (SECRET_MARKERS, is_secret_name, iter_path_fields, nearest, opt,
@@ -228,6 +228,8 @@ class JobSpec:
     work: Any
     source: str = "<memory>"
     stage_work_dir: str | None = None  # a pipeline's: its train stage's (set by the loader)
+    # passed the rules beyond the schema (jobs/checks.py) in this command: not checked again
+    checked: bool = field(default=False, compare=False, repr=False)
 
     @property
     def work_dir(self) -> str:

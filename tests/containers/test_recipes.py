@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 from jobs.core.loader import load_spec, parse_set_args
-from jobs.submission import container_command, sbatch_argv, submitit_executor_args
+from jobs.scheduler import container_command, sbatch_argv, submitit_executor_args
 from tests.conftest import ROOT
 
 CONTAINERS = ROOT / "containers"

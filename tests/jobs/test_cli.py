@@ -9,7 +9,7 @@ import yaml
 from jobs.core import exitcodes
 from jobs.core.loader import load_spec
 from jobs.schema_doc import render
-from jobs.submission import sbatch_argv, submitit_parameters
+from jobs.scheduler import sbatch_argv, submitit_parameters
 from tests.conftest import ROOT, run_cli
 
 EXAMPLES = sorted(str(p) for p in (ROOT / "jobs" / "examples").glob("*.yaml"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from jobs import kinds
 from jobs.core.loader import load_spec, parse_set_args
 from jobs.core.schema import WORK_SECTIONS
-from jobs.submission import array_size, requeues_itself, sbatch_argv, slurm_options
+from jobs.scheduler import array_size, requeues_itself, sbatch_argv, slurm_options
 from tests.conftest import ROOT
 
 EXAMPLES = ROOT / "jobs/examples"

@@ -46,7 +46,7 @@ def test_shell_scripts_agree_with_the_python_exit_codes_signals_and_defaults():
 
     from jobs.core import exitcodes, signals
     from jobs.core.schema import Resources
-    from jobs.submission import SRUN_RANK_ARGS
+    from jobs.scheduler import SRUN_RANK_ARGS
 
     common = (ROOT / "slurm/common.sh").read_text()
     meaning, requeueable = (re.search(rf"^{name}\(\) {{\n(.*?)^}}", common, flags=re.M | re.S)

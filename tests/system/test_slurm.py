@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from jobs.core.loader import load_spec, parse_set_args
-from jobs.submission import sbatch_argv
+from jobs.scheduler import sbatch_argv
 from tests.conftest import QUIET_ENV, ROOT
 from tests.system.training import signal_mask
 

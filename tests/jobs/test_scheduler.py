@@ -9,7 +9,7 @@ import pytest
 
 from jobs.core.fields import walltime_minutes
 from jobs.core.loader import load_spec, parse_set_args
-from jobs.submission import (PROJECT_ROOT, SLURM_DIR, SRUN_RANK_ARGS, dependency_options,
+from jobs.scheduler import (PROJECT_ROOT, SLURM_DIR, SRUN_RANK_ARGS, dependency_options,
                              render_plan, sbatch_argv, slurm_options, submitit_executor_args,
                              submitit_parameters)
 from tests.conftest import ROOT
