@@ -60,16 +60,15 @@ def test_guard_rolls_back_only_the_failing_model_then_stops(digits16, tmp_path, 
     import tensorflow as tf
 
     from gan.parallel import distributed
-
     from gan.training import loop
     from gan.training.guard import GuardStop
     from jobs.core.loader import load_spec, parse_set_args
 
     spec = load_spec(ROOT / "jobs/examples/train_cgan_digits.yaml", parse_set_args(spec_for(
         tmp_path, digits16, tmp_path / "run")[2::2] + [
-        "loop.guard.snapshot_every_steps=5", "loop.guard.max_failures=3",
-        "loop.guard.d_real_band=[0.0, 10.0]", "loop.guard.d_fake_band=[0.0, 10.0]",
-        "loop.guard.g_band=[0.0, 10.0]"]))
+        "train.guard.snapshot_every_steps=5", "train.guard.max_failures=3",
+        "train.guard.d_real_band=[0.0, 10.0]", "train.guard.d_fake_band=[0.0, 10.0]",
+        "train.guard.g_band=[0.0, 10.0]"]))
     trainer = loop.Trainer(spec.work, distributed.World(0, 1, 0))
     real_step = trainer.step_fn
     before, after = {}, {}  # step -> (D weights, G weights) before/after that step trains
@@ -110,11 +109,11 @@ def test_guard_stop_exits_79_through_the_cli(digits16, tmp_path):
     to 0.41 (step 112) on these settings, so a lower bound of 0.55 is healthy at step 1 (the
     one snapshot) and broken near step 30; the rollback restores D, D learns again, breaks the
     bound again: 2 rollbacks with no snapshot between them -> exit 79, never requeued."""
-    args = spec_for(tmp_path, digits16, tmp_path / "run", "loop.guard.d_bounds=[0.55, 10.0]",
-                    "loop.guard.g_bounds=[0.0, 10.0]", "loop.guard.g_band=[0.0, 10.0]",
-                    "loop.guard.d_real_band=[0.0, 10.0]",
-                    "loop.guard.d_fake_band=[0.0, 10.0]",
-                    "loop.guard.snapshot_every_steps=1000", "loop.guard.max_failures=2")
+    args = spec_for(tmp_path, digits16, tmp_path / "run", "train.guard.d_bounds=[0.55, 10.0]",
+                    "train.guard.g_bounds=[0.0, 10.0]", "train.guard.g_band=[0.0, 10.0]",
+                    "train.guard.d_real_band=[0.0, 10.0]",
+                    "train.guard.d_fake_band=[0.0, 10.0]",
+                    "train.guard.snapshot_every_steps=1000", "train.guard.max_failures=2")
     proc = run_train(*args)
     assert proc.returncode == exitcodes.GUARD_STOPPED, proc.stderr[-3000:]
     assert "guard: rollback 1 at step" in proc.stderr and "restored discriminator" in proc.stderr
@@ -124,28 +123,28 @@ def test_guard_stop_exits_79_through_the_cli(digits16, tmp_path):
 
 
 def test_mixed_precision_trains(digits16, tmp_path):
-    proc = run_train(*spec_for(tmp_path, digits16, tmp_path / "mp", "loop.epochs=1",
-                               "loop.mixed_precision=true"))
+    proc = run_train(*spec_for(tmp_path, digits16, tmp_path / "mp", "train.epochs=1",
+                               "train.mixed_precision=true"))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "mp" / "checkpoints" / f"ckpt-{STEPS}.index").exists()
 
 
 
 MODEL_SETS = {  # the registry's other models, on the small test settings of spec_for
-    "dcgan": ["loop.model.name=dcgan"],
-    "aeacgan": ["loop.model.name=aeacgan", "loop.latent.distribution=unit_uniform"],
+    "dcgan": ["train.model.name=dcgan"],
+    "aeacgan": ["train.model.name=aeacgan", "train.latent.distribution=unit_uniform"],
     # every option of the cGAN's step at once: the generator's moving average and DiffAugment
     # with ADA's p (in the checkpoint, seeded by the step), the hinge loss with the lazy R1
     # penalty (second-order gradients, allreduced like the rest), quality measured per epoch
-    "cgan-options": ["loop.ema.enabled=true", "loop.ema.half_life_kimg=0.5",
-                     "loop.augment.policy=[color, translation, cutout]",
-                     "loop.augment.adaptive=true", "loop.augment.probability=0.3",
-                     "loop.augment.speed_kimg=5", "loop.metrics.every_epochs=1",
-                     "loop.metrics.count=40", "loop.checkpoint.keep_best=kid",
-                     "loop.loss.name=hinge", "loop.loss.r1_gamma=1.0",
-                     "loop.loss.r1_interval=4"],
+    "cgan-options": ["train.ema.enabled=true", "train.ema.half_life_kimg=0.5",
+                     "train.augment.policy=[color, translation, cutout]",
+                     "train.augment.adaptive=true", "train.augment.probability=0.3",
+                     "train.augment.speed_kimg=5", "train.metrics.every_epochs=1",
+                     "train.metrics.count=40", "train.checkpoint.keep_best=kid",
+                     "train.loss.name=hinge", "train.loss.r1_gamma=1.0",
+                     "train.loss.r1_interval=4"],
     # XLA-compiled networks (BatchNorm inside them), Horovod's allreduce outside
-    "dcgan-xla": ["loop.model.name=dcgan", "loop.jit_compile=true"],
+    "dcgan-xla": ["train.model.name=dcgan", "train.jit_compile=true"],
 }
 
 
@@ -156,7 +155,7 @@ def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, digi
     AE-AC-GAN (encoder, three updates per batch, its own optimizer in the checkpoint). On the
     first 640 digits (10 steps an epoch): the properties are exactness and sync, not
     learning."""
-    sets = [*MODEL_SETS[model], "loop.epochs=2"]
+    sets = [*MODEL_SETS[model], "train.epochs=2"]
     straight = run_train(*spec_for(tmp_path, digits_small, tmp_path / "a", *sets))
     assert straight.returncode == 0, straight.stderr
     killed_after_epoch(tmp_path / "a", tmp_path / "b", 1, SMALL_DIGITS // 64)
@@ -174,7 +173,7 @@ def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, digi
         assert {"d_attr", "g_attr", "ae_mae"} <= set(header)
     horovodrun = shutil.which("horovodrun", path=str(Path(sys.executable).parent))
     two = subprocess.run([horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", *train_cmd(
-        *spec_for(tmp_path, digits_small, tmp_path / "c", *sets, "loop.batch_size=32"))],
+        *spec_for(tmp_path, digits_small, tmp_path / "c", *sets, "train.batch_size=32"))],
         env=QUIET_ENV, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert two.returncode == 0, two.stdout[-3000:]
     rows = rank_rows(tmp_path / "c")
