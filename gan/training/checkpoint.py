@@ -119,6 +119,12 @@ class RunCheckpoints:
             if saved.get("model") != current["model"]:
                 raise SpecMismatch(f"{self.run_dir} was trained with another train.model "
                                    f"({saved.get('model')}); use a new run_dir")
+            was = saved.get("precision", "float32")
+            if (was == "float16") != (current["precision"] == "float16"):
+                raise SpecMismatch(f"{self.run_dir} was trained with train.precision {was}: "
+                                   "float16's loss scale changes what a checkpoint holds, so "
+                                   f"it cannot resume as {current['precision']}; use a new "
+                                   "run_dir or the run's precision")
         if self.is_chief:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))

@@ -5,9 +5,12 @@ batches it would have seen, from any step. Each epoch, step *s* of rank *r* take
 ``[(s·R + r)·B, (s·R + r + 1)·B)`` of the epoch's order: ranks never share an image within an
 epoch. Images stay uint8 until they reach the training step (4× less memory and bandwidth).
 
-Small sets (``in_memory_max_gb``) are loaded whole; larger ones are read as contiguous blocks
-(HDF5 reads random single images ≈ 100× slower than blocks): the epoch's order shuffles
-blocks, then images inside each block.
+Small sets (``in_memory_max_gb``) are loaded whole; larger ones are streamed in blocks of
+``BLOCK`` images: the epoch's order shuffles the blocks, then the images inside each, so a
+batch falls in at most two blocks. Each block is read whole, as one contiguous slice of whole
+chunks (the shards' chunks divide it), and the batches are cut from it in memory: HDF5 reads
+a selection of single images scattered through a chunk many times slower, and re-reads (and
+re-checksums) a chunk for every batch that touches it once the chunk outgrows its cache.
 """
 from __future__ import annotations
 
@@ -31,6 +34,31 @@ class Split:
     rank: int
     size: int
     batch: int
+
+
+class BlockReader:
+    """Images by index from a streamed set, each ``BLOCK`` read whole once and kept while the
+    epoch's order is inside it (the two latest: a batch spans at most two). One per reading
+    thread (``ImageSet.batches`` makes its own)."""
+
+    def __init__(self, images):
+        self.images = images
+        self.blocks: dict[int, np.ndarray] = {}
+
+    def block(self, b: int) -> np.ndarray:
+        if b not in self.blocks:
+            if len(self.blocks) >= 2:
+                del self.blocks[next(iter(self.blocks))]  # the older
+            self.blocks[b] = self.images[b * BLOCK:(b + 1) * BLOCK]
+        return self.blocks[b]
+
+    def __call__(self, idx: np.ndarray) -> np.ndarray:
+        blocks = idx // BLOCK
+        out = np.empty((len(idx), *self.images.shape[1:]), self.images.dtype)
+        for b in np.unique(blocks):
+            inside = blocks == b
+            out[inside] = self.block(int(b))[idx[inside] - b * BLOCK]
+        return out
 
 
 class ImageSet:
@@ -98,24 +126,15 @@ class ImageSet:
         """(images uint8, labels int32, indices) for this rank, from ``start_step`` on, read
         ``ahead`` batches in advance by a background thread (0: in the caller's thread)."""
         order = self.epoch_order(seed, epoch)
+        pick = (lambda idx: self.images[idx]) if self.in_memory else BlockReader(self.images)
 
         def read() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
             for step in range(start_step, self.steps_per_epoch(split)):
                 start = (step * split.size + split.rank) * split.batch
                 idx = order[start:start + split.batch]
-                yield self._read(idx), self.labels[idx], idx
+                yield pick(idx), self.labels[idx], idx
 
         return read_ahead(read(), ahead, "prefetch") if ahead > 0 else read()
-
-    def _read(self, idx: np.ndarray) -> np.ndarray:
-        if self.in_memory:
-            return self.images[idx]
-        # h5py wants increasing indices; blocks keep them close together
-        sorter = np.argsort(idx)
-        data = self.images[idx[sorter]]
-        out = np.empty_like(data)
-        out[sorter] = data
-        return out
 
     def close(self) -> None:
         self.file.close()

@@ -12,6 +12,10 @@ long after the last rollback starts the count afresh); after ``max_failures`` ro
 no such healthy stretch between them, the run stops with exit code 79 (which the Slurm layer
 never requeues): retrying forever would only burn the allocation.
 
+The host reads the losses every ``train.read_every_steps`` steps, all at once, so that a GPU
+never waits for it: the guard then judges that window (``observe_window``), rolling back as
+soon as it reads a loss out of its bounds (at most N - 1 steps after it left them).
+
 Snapshots and counters are ``tf.Variable``s inside a ``tf.Module``, so they are part of every
 checkpoint; all ranks take the same decisions because they see the same (allreduced) losses.
 """
@@ -65,24 +69,41 @@ class Guard(tf.Module):
     def _inside(value: float, band) -> bool:
         return band[0] < value < band[1]
 
-    def observe(self, step: int, d_real: float, d_fake: float, g: float) -> Decision:
-        """Look at this step's (rank-averaged) losses; snapshot, roll back or do nothing."""
-        if not self.spec.enabled:
-            return Decision("ok")
-        s = self.spec
-        failed = []
+    def _failed(self, d_real: float, d_fake: float, g: float) -> tuple[str, ...]:
+        s, failed = self.spec, []
         if not (self._inside(d_real, s.d_bounds) and self._inside(d_fake, s.d_bounds)):
             failed.append("discriminator")
         if not self._inside(g, s.g_bounds):
             failed.append("generator")
-        if failed:
-            return self._rollback(step, tuple(failed), d_real, d_fake, g)
+        return tuple(failed)
+
+    def observe(self, step: int, d_real: float, d_fake: float, g: float) -> Decision:
+        """Look at this step's (rank-averaged) losses; snapshot, roll back or do nothing."""
+        return self.observe_window(step, [(d_real, d_fake, g)])
+
+    def observe_window(self, last_step: int, losses: list[tuple[float, float, float]]
+                       ) -> Decision:
+        """The (d_real, d_fake, g) of consecutive steps up to ``last_step``, read together
+        (``train.read_every_steps``). A loss out of its bounds at any of them rolls back now
+        every network that failed in the window; a snapshot, of the weights as they are now,
+        needs the last step healthy. One step's window is the per-step guard exactly."""
+        if not self.spec.enabled:
+            return Decision("ok")
+        first = last_step - len(losses) + 1
+        failing = [(first + i, self._failed(*row), row) for i, row in enumerate(losses)
+                   if self._failed(*row)]
+        if failing:
+            failed = tuple(n for n in ("discriminator", "generator")
+                           if any(n in f for _, f, _ in failing))
+            step, _, row = failing[0]
+            return self._rollback(step, last_step, failed, *row)
+        s, (d_real, d_fake, g) = self.spec, losses[-1]
         healthy = (self._inside(d_real, s.d_real_band) and self._inside(d_fake, s.d_fake_band)
                    and self._inside(g, s.g_band))
         newest = int(self.slot_step[0])
-        if healthy and (newest < 0 or step - newest >= s.snapshot_every_steps):
-            self._snapshot(step)
-            return Decision("snapshot", snapshot_step=step)
+        if healthy and (newest < 0 or last_step - newest >= s.snapshot_every_steps):
+            self._snapshot(last_step)
+            return Decision("snapshot", snapshot_step=last_step)
         return Decision("ok")
 
     def _snapshot(self, step: int) -> None:
@@ -96,7 +117,9 @@ class Guard(tf.Module):
         if last < 0 or step - last >= 2 * self.spec.snapshot_every_steps:
             self.failures.assign(0)  # healthy for a while: a fresh start for the count
 
-    def _rollback(self, step: int, failed: tuple, d_real, d_fake, g) -> Decision:
+    def _rollback(self, step: int, now: int, failed: tuple, d_real, d_fake, g) -> Decision:
+        """``step``: the first step out of bounds; ``now``: the step the host read it at,
+        whose weights are restored."""
         newer, older = (int(v) for v in self.slot_step.numpy())
         target = 1 if older >= 0 else 0
         target_step = older if older >= 0 else newer
@@ -122,9 +145,9 @@ class Guard(tf.Module):
                     newer_copy.assign(older_copy)
             self.slot_step.assign([older, older])
         self.rollbacks.assign_add(1)
-        self.last_rollback.assign(step)
-        log.warning("guard: rollback %d at step %d: %s out of bounds, restored %s from the "
+        self.last_rollback.assign(now)
+        log.warning("guard: rollback %d at step %d: %s out of bounds%s, restored %s from the "
                     "snapshot of step %d (failure %d/%d)", int(self.rollbacks), step, losses,
-                    " and ".join(failed), target_step, int(self.failures),
-                    self.spec.max_failures)
+                    f" (read at step {now})" if now != step else "", " and ".join(failed),
+                    target_step, int(self.failures), self.spec.max_failures)
         return Decision("rollback", models=failed, snapshot_step=target_step)

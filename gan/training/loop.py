@@ -37,6 +37,7 @@ from gan.families import READS, family
 from gan.training.guard import Guard
 from gan.models.builders import Networks
 from gan.training.outputs import QUALITY, RunOutputs
+from gan.training.pending import PendingSteps, read_due
 from gan.models.sampler import GRID_PER_CLASS, Sampler
 from gan.training.state import TrainState, configure_tensorflow
 from jobs.core import exitcodes, runtime
@@ -190,40 +191,53 @@ class Trainer:
     def _train_epoch(self, epoch: int, start_step: int, stop: StopSignals,
                      outputs: RunOutputs | None, t0: float) -> list[np.ndarray] | None:
         """One epoch from ``start_step``: the indices each step read, or None when a stop
-        signal ended it (after a checkpoint every rank waited for)."""
+        signal ended it (after a checkpoint every rank waited for). The host reads the
+        steps' results only every ``train.read_every_steps`` (``gan/training/pending.py``)."""
         spec, st, seen = self.spec, self.state, []
         bar = self._progress(epoch, start_step)
         attributes = self.conditioning.kind == "attributes"
+        pending = PendingSteps(self.metric_names)
+        before = int(st.global_step) - start_step  # the global step this epoch started at
+        every = spec.checkpoint.every_steps
         # closed on every way out (a stop, the guard, an error): the reader thread ends now
         with contextlib.closing(self.data.batches(spec.seed, epoch, self.split,
                                                   start_step)) as batches:
             for s, (images, labels, idx) in enumerate(batches, start=start_step):
                 condition = self.data.attributes[idx] if attributes else labels
-                metrics, stops = self.step_fn(images, condition, st.global_step.read_value(),
-                                              tf.constant(float(stop.requested)))
-                # the step counted itself (global_step, step_in_epoch), averaged G, moved ADA
-                values = dict(zip(self.metric_names, metrics.numpy().tolist()))
+                # the step counts itself (global_step, step_in_epoch), averages G, moves ADA
+                pending.add(*self.step_fn(images, condition, st.global_step.read_value(),
+                                          tf.constant(float(stop.requested))))
                 seen.append(idx)
-                self.guard.observe(int(st.global_step), *(values[k] for k in READS["guard"]))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix({k: f"{values[k]:.3f}" for k in READS["progress"]})
-                if outputs is not None:
-                    outputs.add_step(values)
-                    if (s + 1) % spec.log_every_steps == 0:
-                        self._log_interval(outputs, epoch, s + 1, t0)
-                if float(stops) > 0:
+                done, step = s + 1, before + s + 1
+                if not read_due(done, self.steps_per_epoch, spec.read_every_steps, step, every):
+                    continue
+                if self._read(pending, epoch, done, step, bar, outputs, t0):
                     self.save("stop signal")
                     self.barrier()
                     log.warning("stopped at epoch %d step %d/%d: exit %d to be requeued",
-                                epoch + 1, s + 1, self.steps_per_epoch, exitcodes.REQUEUE)
+                                epoch + 1, done, self.steps_per_epoch, exitcodes.REQUEUE)
                     return None
-                every = spec.checkpoint.every_steps
-                if every and int(st.global_step) % every == 0 and s + 1 < self.steps_per_epoch:
+                if every and step % every == 0 and done < self.steps_per_epoch:
                     self.save(f"every {every} steps")
         if bar is not None:
             bar.close()
         return seen
+
+    def _read(self, pending: PendingSteps, epoch: int, done: int, step: int, bar,
+              outputs: RunOutputs | None, t0: float) -> bool:
+        """Read the pending steps up to the epoch's ``done``-th (global ``step``): the guard
+        judges them, the bar and the logs show them. Whether any rank asked to stop."""
+        rows, stopped = pending.read()
+        self.guard.observe_window(step, [tuple(r[k] for k in READS["guard"]) for r in rows])
+        if bar is not None:
+            bar.update(len(rows))
+            bar.set_postfix({k: f"{rows[-1][k]:.3f}" for k in READS["progress"]})
+        if outputs is not None:
+            for i, values in enumerate(rows, start=done - len(rows) + 1):
+                outputs.add_step(values)
+                if i % self.spec.log_every_steps == 0:
+                    self._log_interval(outputs, epoch, i, step - done + i, t0)
+        return stopped
 
     def _end_epoch(self, epoch: int, seen: list[np.ndarray], outputs: RunOutputs | None,
                    t0: float, stop: StopSignals) -> None:
@@ -276,9 +290,10 @@ class Trainer:
         return {"secs": f"{time.monotonic() - t0:.1f}", "rollbacks": int(self.guard.rollbacks),
                 "saves": int(self.state.saves), "ranks_in_sync": in_sync}
 
-    def _log_interval(self, outputs: RunOutputs, epoch: int, it: int, t0: float) -> None:
+    def _log_interval(self, outputs: RunOutputs, epoch: int, it: int, step: int,
+                      t0: float) -> None:
         extra = self._extra(t0)
-        m = outputs.interval(epoch + 1, int(self.state.global_step), extra)
+        m = outputs.interval(epoch + 1, step, extra)
         log.info("epoch %d/%d it %d/%d d_real=%.2f d_fake=%.2f g=%.2f secs=%s rollbacks=%d "
                  "saves=%d", epoch + 1, self.spec.epochs, it, self.steps_per_epoch,
                  m["d_real"], m["d_fake"], m["g"], extra["secs"], extra["rollbacks"],

@@ -14,16 +14,21 @@ from gan.models.conditioning import Conditioning
 from jobs.core.schema import TrainSpec
 
 
+# train.precision -> Keras' policy: float32 weights always, the compute in the named type
+POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+
 def configure_tensorflow(spec: TrainSpec) -> None:
     """Process-wide TensorFlow settings a run asks for (training and sampling alike)."""
-    # Grappler's remapper fails on the GAN step's graph ("Mutation::Apply error") and logs a
-    # C++ error every run; it rewrites nothing here, so skip it.
-    tf.config.optimizer.set_experimental_options({"remapping": False})
+    if not tf.config.list_physical_devices("GPU"):
+        # On the CPU, grappler's remapper fails on the GAN step's graph ("Mutation::Apply
+        # error", still so with TensorFlow 2.18) and logs a C++ error every run, having
+        # rewritten nothing. On a GPU it fuses Conv+BiasAdd+activation and BatchNorm: keep it.
+        tf.config.optimizer.set_experimental_options({"remapping": False})
     if spec.deterministic:
         tf.config.experimental.enable_op_determinism()
-    if spec.mixed_precision:
-        # bfloat16 keeps float32's range: no loss scaling needed (A100/H100, recent CPUs)
-        tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    # process-wide: set every time, so a run in a process that ran another gets its own
+    tf.keras.mixed_precision.set_global_policy(POLICIES[spec.precision])
 
 
 def make_optimizer(spec: TrainSpec, world_size: int, variables: list, lr_ratio: float = 1.0
@@ -32,8 +37,21 @@ def make_optimizer(spec: TrainSpec, world_size: int, variables: list, lr_ratio: 
     lr = o.learning_rate * lr_ratio * (world_size if o.scale_lr_by_ranks else 1)
     cls = {"adam": tf.keras.optimizers.Adam, "adamax": tf.keras.optimizers.Adamax}[o.name]
     opt = cls(learning_rate=lr, beta_1=o.beta_1, beta_2=o.beta_2)
+    if spec.precision == "float16":
+        # float16's gradients underflow: Keras scales the loss up, unscales the (rank-averaged)
+        # gradients, skips a step whose gradients overflowed and halves the scale; every rank
+        # sees the same averaged gradients, so every rank decides alike. The steps scale
+        # through ``loss_scale`` below.
+        opt = tf.keras.mixed_precision.LossScaleOptimizer(opt)
     opt.build(variables)
     return opt
+
+
+def loss_scale(opt: tf.keras.optimizers.Optimizer) -> tf.Tensor | None:
+    """The factor a float16 run's backward pass starts from (None: no loss scaling)."""
+    if isinstance(opt, tf.keras.mixed_precision.LossScaleOptimizer):
+        return tf.convert_to_tensor(opt.dynamic_scale)
+    return None
 
 
 class TrainState:

@@ -40,6 +40,7 @@ from gan.models import latents
 from gan.training.augment import augment
 from gan.families import family
 from gan.training.loss import Loss, accuracies, attribute_bce
+from gan.training.state import loss_scale
 from gan.models.builders import Networks
 from jobs.core.images import to_signed_unit
 from jobs.core.schema import TrainSpec
@@ -149,8 +150,13 @@ class _Parts:
             tf.shape(x), self.seed_for(step, purpose))
 
     def update(self, opt, variables: list, tape, loss) -> None:
+        """Rank-averaged gradients of ``loss``, applied. With float16's loss scaling the
+        backward pass starts from the scale instead of 1 (the gradient of scale x loss), and
+        the optimizer unscales what the ranks averaged."""
+        scale = loss_scale(opt)
         grads = distributed.gradient_tape(self.world, tape, self.config.compression).gradient(
-            loss, distributed.tf_variables(variables))
+            loss, distributed.tf_variables(variables),
+            output_gradients=None if scale is None else tf.cast(scale, loss.dtype))
         opt.apply_gradients(list(zip(grads, variables)))  # a list: some optimizers read twice
 
     def finish(self, values: list, stop, step):

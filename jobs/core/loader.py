@@ -233,6 +233,11 @@ def _check_cross_fields(v: _Validator, kind: str, work: Any) -> None:
                    "every_kimg: the best snapshot is chosen by the figures measured there")
         if work.checkpoint.keep_best == "face_rate" and not metrics.face_rate:
             v.fail("train.checkpoint.keep_best", "face_rate needs train.metrics.face_rate")
+        if work.mixed_precision and work.precision == "float16":
+            v.fail("train.mixed_precision", "true is the older name of train.precision: "
+                   "bfloat16, but train.precision is float16; set train.precision alone")
+        elif work.mixed_precision:
+            work.precision = "bfloat16"  # the alias resolves here, once
         probs = work.latent.class_probabilities
         if probs is not None and (any(p < 0 for p in probs) or abs(sum(probs) - 1) > 1e-6):
             v.fail("train.latent.class_probabilities", "must be non-negative and sum to 1")

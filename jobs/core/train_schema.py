@@ -203,14 +203,25 @@ class TrainSpec:
     disc_input_noise: float = opt(0.0, "Std of Gaussian noise added to D's inputs", ge=0)
     in_memory_max_gb: float = opt(4.0, "Load the data into memory if it is smaller than this, "
                                        "else stream contiguous blocks", ge=0)
-    mixed_precision: bool = opt(False, "bfloat16 compute, float32 weights (GPUs with bf16, "
-                                       "recent CPUs)")
+    precision: Literal["float32", "bfloat16", "float16"] = opt(
+        "float32", "What the networks compute in; weights stay float32 either way. bfloat16: "
+                   "float32's range, no loss scaling (A100, H100, recent CPUs); float16: for "
+                   "V100, T4 and RTX GPUs, with dynamic loss scaling (the scaled gradients are "
+                   "averaged across ranks, so every rank unscales, skips or applies alike; the "
+                   "scale is in the checkpoint)")
+    mixed_precision: bool = opt(False, "The older name of precision: bfloat16 (true means "
+                                       "bfloat16)")
     deterministic: bool = opt(False, "TensorFlow op determinism (bitwise-reproducible on CPU)")
     jit_compile: bool = opt(False, "Compile each network's forward and backward pass with XLA "
                                    "(the allreduce and the optimizer stay outside, so it works "
                                    "with Horovod). Off by default: on CPU it is 4-6x slower "
                                    "(bench/bench_step.py); try it on GPUs")
     log_every_steps: int = opt(50, "One log line every N steps", ge=1)
+    read_every_steps: int = opt(
+        16, "The host reads the steps' losses and stop flags every N steps (and at each "
+            "epoch's end), all N in one transfer: in between, the device runs ahead and never "
+            "waits on the host. The guard and a stop signal act at these reads, so N bounds "
+            "their delay in steps; 1 reads every step", ge=1)
     device: Literal["auto", "gpu", "cpu"] = opt(
         "auto", "Where each rank trains. gpu: one GPU per rank, and a rank that sees none "
                 "stops before training (exit 3, one line saying why) instead of training on "

@@ -117,6 +117,19 @@ def test_cross_field_rules(train_spec):
     assert "train.checkpoint.keep_best" in problem and "train.metrics.every_epochs" in problem
 
 
+def test_precision_and_its_older_alias(train_spec):
+    assert load_spec(train_spec).work.precision == "float32"
+    spec = load_spec(train_spec, parse_set_args(["train.mixed_precision=true"]))
+    assert spec.work.precision == "bfloat16"  # the alias resolves in the loader, once
+    assert load_spec(train_spec, parse_set_args(
+        ["train.precision=float16"])).work.precision == "float16"
+    (problem,) = problems_of(train_spec, parse_set_args(["train.mixed_precision=true",
+                                                         "train.precision=float16"]))
+    assert "train.mixed_precision" in problem and "set train.precision alone" in problem
+    (problem,) = problems_of(train_spec, parse_set_args(["train.precision=fp8"]))
+    assert "train.precision" in problem and "float16" in problem
+
+
 def test_inception_weights_are_checked_before_anything_runs(train_spec, tmp_path):
     """Named field, exit 2 material: no weights file, no checksum, or the wrong file."""
     weights, sha_key = tmp_path / "inception.h5", "train.metrics.inception.sha256="

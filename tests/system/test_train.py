@@ -16,8 +16,8 @@ import pytest
 
 from jobs.core import exitcodes
 from tests.conftest import QUIET_ENV, ROOT
-from tests.system.training import (EPOCHS, STEPS, digests, latest_checkpoint_step, run_train,
-                                   spec_for, train_cmd, wait_until_caught)
+from tests.system.training import (EPOCHS, READ_EVERY, STEPS, digests, latest_checkpoint_step,
+                                   run_train, spec_for, train_cmd, wait_until_caught)
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +174,7 @@ def test_stop_signal_during_startup_is_not_lost(digits16, tmp_path):
     proc.send_signal(signal.SIGUSR1)
     _, err = proc.communicate(timeout=900)
     assert proc.returncode == exitcodes.REQUEUE, err
-    assert "stopped at epoch 1 step 1/" in err  # pending since before the first step
+    # pending since before the first step: acted on at the first read
+    assert f"stopped at epoch 1 step {READ_EVERY}/" in err
     assert run_train(*args).returncode == 0
 

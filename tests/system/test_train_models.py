@@ -18,8 +18,8 @@ from jobs.core import exitcodes
 from jobs.core.signals import StopSignals
 from tests.conftest import QUIET_ENV, ROOT
 from tests.system.conftest import SMALL_DIGITS
-from tests.system.training import (STEPS, digests, killed_after_epoch, rank_rows, run_train,
-                                   spec_for, tf_checkpoint_reader, train_cmd)
+from tests.system.training import (READ_EVERY, STEPS, digests, killed_after_epoch, rank_rows,
+                                   run_train, spec_for, tf_checkpoint_reader, train_cmd)
 
 
 def assert_ranks_read_disjoint_slices(run_dir: Path, data: Path, epochs: int, batch: int
@@ -68,7 +68,7 @@ def test_guard_rolls_back_only_the_failing_model_then_stops(digits16, tmp_path, 
         tmp_path, digits16, tmp_path / "run")[2::2] + [
         "train.guard.snapshot_every_steps=5", "train.guard.max_failures=3",
         "train.guard.d_real_band=[0.0, 10.0]", "train.guard.d_fake_band=[0.0, 10.0]",
-        "train.guard.g_band=[0.0, 10.0]"]))
+        "train.guard.g_band=[0.0, 10.0]", "train.read_every_steps=1"]))  # judged per step
     trainer = loop.Trainer(spec.work, distributed.World(0, 1, 0))
     real_step = trainer.step_fn
     before, after = {}, {}  # step -> (D weights, G weights) before/after that step trains
@@ -106,9 +106,10 @@ def test_guard_rolls_back_only_the_failing_model_then_stops(digits16, tmp_path, 
 
 def test_guard_stop_exits_79_through_the_cli(digits16, tmp_path):
     """A real stop, decided by steps: D's loss on real digits falls steadily from 0.70 (step 1)
-    to 0.41 (step 112) on these settings, so a lower bound of 0.55 is healthy at step 1 (the
-    one snapshot) and broken near step 30; the rollback restores D, D learns again, breaks the
-    bound again: 2 rollbacks with no snapshot between them -> exit 79, never requeued."""
+    to 0.41 (step 112) on these settings, so a lower bound of 0.55 is healthy at the first
+    read (step READ_EVERY, the one snapshot) and broken near step 30; the rollback restores D,
+    D learns again, breaks the bound again: 2 rollbacks with no snapshot between them -> exit
+    79, never requeued."""
     args = spec_for(tmp_path, digits16, tmp_path / "run", "train.guard.d_bounds=[0.55, 10.0]",
                     "train.guard.g_bounds=[0.0, 10.0]", "train.guard.g_band=[0.0, 10.0]",
                     "train.guard.d_real_band=[0.0, 10.0]",
@@ -118,7 +119,7 @@ def test_guard_stop_exits_79_through_the_cli(digits16, tmp_path):
     assert proc.returncode == exitcodes.GUARD_STOPPED, proc.stderr[-3000:]
     assert "guard: rollback 1 at step" in proc.stderr and "restored discriminator" in proc.stderr
     assert "mode-collapse guard: 2 rollbacks without" in proc.stderr
-    assert "snapshot to restore was from step 1)" in proc.stderr
+    assert f"snapshot to restore was from step {READ_EVERY})" in proc.stderr  # the first read
 
 
 
@@ -145,6 +146,10 @@ MODEL_SETS = {  # the registry's other models, on the small test settings of spe
                      "train.loss.r1_interval=4"],
     # XLA-compiled networks (BatchNorm inside them), Horovod's allreduce outside
     "dcgan-xla": ["train.model.name=dcgan", "train.jit_compile=true"],
+    # float16 with dynamic loss scaling (the scale in the checkpoint, unscaled alike on every
+    # rank), and bfloat16 with BatchNorm in it
+    "cgan-float16": ["train.precision=float16"],
+    "dcgan-bfloat16": ["train.model.name=dcgan", "train.precision=bfloat16"],
 }
 
 
@@ -169,6 +174,8 @@ def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, digi
         reader = tf_checkpoint_reader(tmp_path / "a")
         assert any("generator_ema" in name for name in reader)
         assert any("augment_p" in name for name in reader) and "augment_p" in header
+    if model == "cgan-float16":  # each optimizer's loss scale is in the checkpoint
+        assert sum("dynamic_scale" in name for name in tf_checkpoint_reader(tmp_path / "a")) == 2
     if model == "aeacgan":  # its extra losses are logged too
         assert {"d_attr", "g_attr", "ae_mae"} <= set(header)
     horovodrun = shutil.which("horovodrun", path=str(Path(sys.executable).parent))

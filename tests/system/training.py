@@ -18,11 +18,16 @@ from tests.conftest import ROOT, run_cli, set_args
 EPOCHS, STEPS = 4, 28  # digits: 1797 images // batch 64 = 28 steps per epoch
 
 
+READ_EVERY = 4
+
+
 def spec_for(folder: Path, data: Path, run_dir: Path, *sets: str) -> list[str]:
     """CLI args: the digits example spec pointed at test paths, small and fast."""
     return [str(ROOT / "jobs/examples/train_cgan_digits.yaml"),
             "--set", f"train.data={data}", "--set", f"train.run_dir={run_dir}",
             "--set", f"train.epochs={EPOCHS}", "--set", "train.log_every_steps=7",
+            # the host reads the steps every READ_EVERY: stops, the guard and resume at reads
+            "--set", f"train.read_every_steps={READ_EVERY}",
             "--set", "train.model.latent_dim=32", "--set", "train.model.embedding_dim=8",
             "--set", "train.model.generator_filters=[32, 16]",
             "--set", "train.model.discriminator_filters=[16, 32]",

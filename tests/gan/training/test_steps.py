@@ -14,7 +14,8 @@ from gan.models import builders, latents
 from gan.training import steps
 from gan.families import FAMILIES
 from gan.training.loss import Loss, bce, hinge_d
-from jobs.core.train_schema import LossSpec, ModelSpec
+from gan.training.state import POLICIES, loss_scale, make_optimizer
+from jobs.core.train_schema import LossSpec, ModelSpec, TrainSpec
 
 LOGITS = (tf.constant([2.0, -0.5, 0.3]), tf.constant([-1.5, 0.2, 0.9]))
 
@@ -92,3 +93,48 @@ def test_a_step_needs_no_trainer_and_calls_its_hook_once_per_step():
     assert any(not np.array_equal(b, w.numpy())
                for b, w in zip(before, nets.generator.trainable_weights))
     assert int(opts.generator.iterations) == int(opts.discriminator.iterations) == 2
+
+
+@pytest.fixture
+def float16_policy():
+    """Keras' policy is process-wide: set for one test, restored for the next."""
+    tf.keras.mixed_precision.set_global_policy(POLICIES["float16"])
+    yield
+    tf.keras.mixed_precision.set_global_policy("float32")
+
+
+def test_float16_scales_the_loss_skips_an_overflowing_step_and_halves_the_scale(
+        float16_policy, tmp_path):
+    model = ModelSpec(name="cgan", image_size=8, latent_dim=4, embedding_dim=2,
+                      generator_filters=[4], discriminator_filters=[4])
+    tf.keras.utils.set_random_seed(0)
+    nets = builders.build(model, num_classes=3, channels=1)
+    spec = TrainSpec(data="x", run_dir="y", precision="float16")
+    opts = steps.Optimizers(
+        make_optimizer(spec, 1, nets.generator.trainable_variables),
+        make_optimizer(spec, 1, nets.discriminator.trainable_variables))
+    assert float(loss_scale(opts.generator)) == 2.0 ** 15
+    config = steps.StepConfig("cgan", batch=4, seed=1, rank=0, loss=Loss())
+    step = steps.make_step(config, nets, opts, distributed.World(0, 1, 0), LabelDraws(4, 3),
+                           lambda s, m: None)
+    images = tf.constant(np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1)), tf.uint8)
+    labels = tf.constant([0, 1, 2, 0])
+
+    def g_weights():
+        return [w.numpy().copy() for w in nets.generator.trainable_weights]
+
+    before = g_weights()
+    step(images, labels, tf.constant(0, tf.int64), tf.constant(0.0))
+    assert any(not np.array_equal(b, a) for b, a in zip(before, g_weights()))  # applied
+    assert float(loss_scale(opts.generator)) == 2.0 ** 15
+    opts.generator.dynamic_scale.assign(3e38)  # scale x gradient overflows float32: inf
+    before = g_weights()
+    step(images, labels, tf.constant(1, tf.int64), tf.constant(0.0))
+    assert all(np.array_equal(b, a) for b, a in zip(before, g_weights()))  # skipped
+    assert float(loss_scale(opts.generator)) == pytest.approx(1.5e38)  # halved
+    assert int(opts.generator.inner_optimizer.iterations) == 1
+    # the scale and its growth counter are in the checkpoint with the optimizer
+    path = tf.train.Checkpoint(g=opts.generator).write(str(tmp_path / "ckpt"))
+    fresh = make_optimizer(spec, 1, nets.generator.trainable_variables)
+    tf.train.Checkpoint(g=fresh).read(path).assert_consumed()
+    assert float(loss_scale(fresh)) == pytest.approx(1.5e38)
