@@ -64,7 +64,11 @@ class BlockReader:
 class ImageSet:
     """``images`` (N, S, S, C) uint8 and ``labels`` (N,) from a merged file or one shard."""
 
-    def __init__(self, path: str | Path, in_memory_max_gb: float = 4.0):
+    def __init__(self, path: str | Path, in_memory_max_gb: float = 4.0,
+                 staged: Path | None = None):
+        """``staged``: a node-local copy of the images (``gan/training/staging.py``), mapped
+        instead of loaded or streamed; the epoch's order stays what ``in_memory_max_gb``
+        makes it, so a run reads the same batches staged or not."""
         self.path = Path(path)
         self.file = facefile.open_h5(self.path)
         try:
@@ -81,12 +85,23 @@ class ImageSet:
         self.attributes = self.file[facefile.ATTRIBUTES][:] \
             if facefile.ATTRIBUTES in self.file else None
         self.attribute_names = facefile.names(self.file, facefile.ATTRIBUTE_NAMES)
+        # the order's kind: a permutation of all images, or shuffled blocks when streamed
         self.in_memory = images.size <= in_memory_max_gb * 2**30
-        self.images = images[:] if self.in_memory else images
+        self.staged = staged
+        if staged is not None:
+            self.images = np.load(staged, mmap_mode="r")
+        else:
+            self.images = images[:] if self.in_memory else images
         log.info("data %s: %d images %s, %d classes, %s", self.path.name, self.num, self.shape,
-                 len(self.class_names), "in memory" if self.in_memory else "streamed in blocks")
+                 len(self.class_names), f"mapped from the staged {staged}" if staged else
+                 "in memory" if self.in_memory else "streamed in blocks")
         if self.num == 0:
             raise ValueError(f"{self.path} holds no images")
+
+    @property
+    def streamed(self) -> bool:
+        """Read from the HDF5 file as the steps go (neither loaded nor mapped)."""
+        return not self.in_memory and self.staged is None
 
     @property
     def num_classes(self) -> int:
@@ -126,7 +141,7 @@ class ImageSet:
         """(images uint8, labels int32, indices) for this rank, from ``start_step`` on, read
         ``ahead`` batches in advance by a background thread (0: in the caller's thread)."""
         order = self.epoch_order(seed, epoch)
-        pick = (lambda idx: self.images[idx]) if self.in_memory else BlockReader(self.images)
+        pick = BlockReader(self.images) if self.streamed else lambda idx: self.images[idx]
 
         def read() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
             for step in range(start_step, self.steps_per_epoch(split)):

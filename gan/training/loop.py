@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from gan.parallel import distributed
 
-from gan.training import steps
+from gan.training import staging, steps
 from gan.quality import meter
 from gan.training.augment import Adaptive
 from gan.training.checkpoint import BestSnapshot, RunCheckpoints, SpecMismatch
@@ -68,7 +68,9 @@ class Trainer:
             raise SpecMismatch(f"--fresh: {self.run_dir} already holds checkpoints; remove "
                                "it or drop --fresh to resume")
         configure_tensorflow(spec)
-        self.data = ImageSet(spec.data, spec.in_memory_max_gb)
+        staged = staging.stage_for_node(Path(spec.data), spec.stage_dir, world) \
+            if spec.stage == "local" else None
+        self.data = ImageSet(spec.data, spec.in_memory_max_gb, staged)
         self.split = Split(world.rank, world.size, spec.batch_size)
         self.steps_per_epoch = self.data.steps_per_epoch(self.split)
         self._check_data()

@@ -203,6 +203,14 @@ class TrainSpec:
     disc_input_noise: float = opt(0.0, "Std of Gaussian noise added to D's inputs", ge=0)
     in_memory_max_gb: float = opt(4.0, "Load the data into memory if it is smaller than this, "
                                        "else stream contiguous blocks", ge=0)
+    stage: Literal["none", "local"] = opt(
+        "none", "local: before training, copy the images once per node to the node's own "
+                "disk (stage_dir), uncompressed and checked against the source, and let every "
+                "rank of the node map that copy: batches at memory speed, and one copy in the "
+                "node's memory however many ranks it runs. A requeued job finds it intact or "
+                "copies again; without room, the shared file is read, with a warning")
+    stage_dir: str | None = opt(None, "Where stage: local copies to (default: $SLURM_TMPDIR, "
+                                      "else $TMPDIR, else /tmp)", example="/local/scratch")
     precision: Literal["float32", "bfloat16", "float16"] = opt(
         "float32", "What the networks compute in; weights stay float32 either way. bfloat16: "
                    "float32's range, no loss scaling (A100, H100, recent CPUs); float16: for "

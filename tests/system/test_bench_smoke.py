@@ -18,7 +18,8 @@ from tests.conftest import QUIET_ENV, ROOT
 @pytest.mark.parametrize("bench, rows", [("bench_preprocess.py", 21), ("bench_train.py", 2),
                                          ("bench_step.py", 4),
                                          ("bench_models.py", 10),
-                                         ("bench_faces.py", 4), ("scaling.py", 7)])
+                                         ("bench_faces.py", 4), ("scaling.py", 7),
+                                         ("bench_loader.py", 10)])
 def test_benchmark_runs_and_prints_its_table(bench, rows):
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / bench), "--smoke"],
                           env=QUIET_ENV, cwd=ROOT, capture_output=True, text=True, timeout=600)

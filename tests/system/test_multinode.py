@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from gan.training import staging
 from tests.conftest import ROOT, set_args
 from tests.system.test_horovod import HELPER, assert_synced_and_equal_to_one_process
 from tests.system.test_slurm import (epoch_rows, final_digest, give_time, hold_until_signalled,
@@ -86,9 +87,13 @@ def test_srun_ranks_on_two_nodes_equal_one_process_on_the_global_batch(two_node_
 
 def test_two_node_sbatch_job_requeues_at_walltime_and_resumes_exactly(
         two_node_cluster, digits, reference, tmp_path):
-    env = two_node_cluster["env"]
+    """Staged on each node's own disk (the cluster's TmpFS: one folder per node, bound in
+    each node's mount namespace): each node copies once, each restart finds its copy intact,
+    and the staged run ends where the reference, which read the shared file, did."""
+    env, cluster_dir = two_node_cluster["env"], two_node_cluster["dir"]
     spec = train_spec(tmp_path, digits, tmp_path / "sb2", epochs=EPOCHS)
-    job, log = sbatch_job(two_node_cluster, spec, tmp_path)
+    job, log = sbatch_job(two_node_cluster, spec, tmp_path, "train.stage=local",
+                          f"train.stage_dir={cluster_dir / 'tmpfs'}")
 
     start = 0
     for held in range(2):  # rank 0 paused until Slurm's walltime signal reached it via srun
@@ -107,6 +112,11 @@ def test_two_node_sbatch_job_requeues_at_walltime_and_resumes_exactly(
     assert {m.group(2) for m in RANK.finditer(text)} == {"node1", "node2"}
     assert epoch_rows(tmp_path / "sb2") == list(range(1, EPOCHS + 1))
     assert final_digest(tmp_path / "sb2") == reference["digest"]
+    assert text.count("staged: ") == 2 and text.count("staged copy found intact") >= 4
+    for node in ("node1", "node2"):  # a copy on each node's own disk, and none elsewhere
+        [folder] = (cluster_dir / "tmp" / node).glob("facegan-stage-*")
+        assert staging.intact(folder, digits), node
+    assert not list((cluster_dir / "tmpfs").iterdir())
 
 
 def submit_submitit(env: dict, spec: Path, run_dir: Path, *sets: str
