@@ -123,11 +123,15 @@ wait_for 10 munge munge --socket="$MUNGE_SOCKET" --string=ok
 # --- MariaDB for slurmdbd ----------------------------------------------------------------------
 DB_PORT="$(free_port)"
 DB_PASS="facegan-$RANDOM$RANDOM"
+# MariaDB's temporary tables go in the cluster's own folder: clusters started in the same
+# second (parallel test workers) collided on their names in /tmp and failed to install
+mkdir -p "$DIR/run/dbtmp"
 if [[ ! -d "$DIR/mysql/mysql" ]]; then
-  mysql_install_db --no-defaults --datadir="$DIR/mysql" --user=root \
+  TMPDIR="$DIR/run/dbtmp" mysql_install_db --no-defaults --datadir="$DIR/mysql" --user=root \
     --auth-root-authentication-method=socket >"$DIR/log/mysql_install.log" 2>&1
 fi
 "${RUN[@]}" mariadbd --no-defaults --datadir="$DIR/mysql" --user=root --bind-address=127.0.0.1 \
+  --tmpdir="$DIR/run/dbtmp" \
   --port="$DB_PORT" --socket="$DIR/run/mysqld.sock" --pid-file="$DIR/run/mariadbd.pid" \
   --log-error="$DIR/log/mariadb.log" --innodb-buffer-pool-size=64M \
   >>"$DIR/log/mariadb.log" 2>&1 &

@@ -112,7 +112,8 @@ def test_two_node_sbatch_job_requeues_at_walltime_and_resumes_exactly(
     assert {m.group(2) for m in RANK.finditer(text)} == {"node1", "node2"}
     assert epoch_rows(tmp_path / "sb2") == list(range(1, EPOCHS + 1))
     assert final_digest(tmp_path / "sb2") == reference["digest"]
-    assert text.count("staged: ") == 2 and text.count("staged copy found intact") >= 4
+    # rank 0 logs (node1's copy made once, then found at each restart); node2's rank is quiet
+    assert text.count("staged: ") == 1 and text.count("staged copy found intact") >= 2
     for node in ("node1", "node2"):  # a copy on each node's own disk, and none elsewhere
         [folder] = (cluster_dir / "tmp" / node).glob("facegan-stage-*")
         assert staging.intact(folder, digits), node
