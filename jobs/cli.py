@@ -19,7 +19,7 @@ from jobs.core.loader import SpecError, check_paths, load_spec, parse_set_args
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
 from jobs.status import status
-from jobs.submit import submit
+from jobs.submit import preflight, submit
 from jobs.core.runtime import array_index_from_env
 from jobs.sweep import format_table, summary, summary_columns
 
@@ -33,6 +33,7 @@ examples:
   python -m jobs plan jobs/examples/train_cgan_faces.yaml --set train.epochs=5
   python -m jobs run jobs/examples/preprocess_faces.yaml
   python -m jobs submit jobs/examples/train_cgan_faces.yaml --executor slurm
+  python -m jobs preflight jobs/examples/train_cgan_faces.yaml   # a minute, every rank
   python -m jobs status /scratch/$USER/runs/cgan64
   python -m jobs summary jobs/examples/sweep_cgan_lr.yaml
   python -m jobs schema            # every field, its default and meaning
@@ -72,6 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=("slurm", "local"), default="slurm",
                    help="slurm (default) or local (no Slurm needed; runs on this machine)")
     p.add_argument("--wait", action="store_true", help="wait for the jobs and report results")
+    p.add_argument("--preflight", action="store_true",
+                   help="a train spec: run its preflight first (as the preflight command) and "
+                        "submit only if it passes")
+    p = sub.add_parser("preflight", help="prove an allocation before a long run: a short job "
+                                         "on a train spec's resources checks every rank "
+                                         "(device, allreduce, data rate, step); exit 3 names "
+                                         "a failed check and its rank")
+    with_spec(p)
+    p.add_argument("--executor", choices=("slurm", "local", "here"), default="slurm",
+                   help="slurm (default): a job on the spec's resources; local: submitit's "
+                        "local executor (one rank); here: this process, or the ranks srun "
+                        "or horovodrun started inside an allocation")
     p = sub.add_parser("status", help="state of the jobs submitted for a spec or run directory")
     p.add_argument("target", metavar="SPEC_OR_DIR")
     p = sub.add_parser("summary", help="a sweep's last metrics per point (table + CSV)")
@@ -150,7 +163,27 @@ def cmd_submit(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
         return exitcodes.NOT_RUNNABLE
+    if args.preflight:
+        if not kinds.is_(spec, "train"):
+            print(f"error: --preflight checks a train spec; {args.spec} is a '{spec.kind}' "
+                  "spec", file=sys.stderr)
+            return exitcodes.INVALID_SPEC
+        code = preflight(spec, args.executor)
+        if code != exitcodes.OK:
+            return code
     return submit(spec, executor=args.executor, wait=args.wait)
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    spec = _load(args, args.spec)
+    if not kinds.is_(spec, "train"):
+        print(f"error: {args.spec} is a '{spec.kind}' spec; preflight checks a train spec",
+              file=sys.stderr)
+        return exitcodes.INVALID_SPEC
+    problems = check_paths(spec)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return exitcodes.NOT_RUNNABLE if problems else preflight(spec, args.executor)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -183,4 +216,5 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "submit": cmd_submit,
+            "preflight": cmd_preflight,
             "status": cmd_status, "summary": cmd_summary, "schema": cmd_schema}

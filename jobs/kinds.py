@@ -55,6 +55,9 @@ class Kind:
     # the train specs it runs, each with a label for messages ('' for the only one): plan's
     # warnings read them
     trainings: Callable[[JobSpec], list[tuple[str, JobSpec]]] = lambda spec: []
+    # checks its inputs itself on every rank and reports them together (the runner does not:
+    # a rank stopping alone would end the others before the report)
+    checks_own_inputs: bool = False
 
 
 def checksum_problems(spec: JobSpec) -> list[str]:
@@ -80,6 +83,24 @@ def _run_train(spec: JobSpec, launch: Launch) -> int:
 def _check_train(spec: JobSpec, found: list[str], deep) -> list[str]:
     return found + [f"{spec.source}: {p}" for p in families.problems(
         spec.work.model.name, spec.work.latent.distribution)]
+
+
+def _run_preflight(spec: JobSpec, launch: Launch) -> int:
+    from gan import preflight  # TensorFlow: only where the checks run
+
+    return int(preflight.run(spec))
+
+
+PREFLIGHT_TIME = "00:15:00"  # a minute or two of checks, queued as a short job
+
+
+def preflight_spec(train: JobSpec) -> JobSpec:
+    """A train spec's preflight, as a job of its own on the same resources (a short time
+    limit); its logs go beside the run directory, never into it."""
+    work = dataclasses.replace(train.work, run_dir=f"{train.work.run_dir}.preflight")
+    return dataclasses.replace(
+        train, kind="preflight", name=f"{train.name}-preflight", work=work,
+        resources=dataclasses.replace(train.resources, time=PREFLIGHT_TIME, max_requeues=0))
 
 
 def _run_generate(spec: JobSpec, launch: Launch) -> int:
@@ -172,6 +193,7 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("preprocess", _run_preprocess, "preprocess.sbatch", _found,
          array_size=lambda spec: spec.work.num_shards),
     Kind("merge", _run_merge, "merge.sbatch", _found),
+    Kind("preflight", _run_preflight, "", _check_train, horovod=True, checks_own_inputs=True),
     Kind("generate", _run_generate, "generate.sbatch", _found),
     Kind("pipeline", _run_pipeline, "", _check_pipeline,
          trainings=_pipeline_training),

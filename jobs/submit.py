@@ -27,6 +27,7 @@ from jobs.scheduler import (array_size, dependency_options, log_dir,
 
 log = logging.getLogger(__name__)
 RECORDS = "submissions.jsonl"
+REPORT_MARK = " gan.preflight: "  # the logger of the preflight's report lines
 
 
 class JobFailed(RuntimeError):
@@ -94,6 +95,21 @@ def submit(spec: JobSpec, executor: str = "slurm", wait: bool = False) -> int:
     if kinds.is_(spec, "train"):  # minutes to wait: show its epochs meanwhile
         progress.follow(jobs[0])
     return wait_all(jobs)
+
+
+def preflight(train: JobSpec, executor: str) -> int:
+    """A train spec's preflight (``gan/preflight.py``) on its own resources, waited for: its
+    report printed, its exit code returned. ``here``: in this process (or allocation)."""
+    spec = kinds.checked_like(train, kinds.preflight_spec(train))
+    if executor == "here":
+        return runner.run(spec)
+    _refuse_local_ranks(spec, executor)
+    jobs = _submit_one(spec, executor, SpecTask(spec))
+    code = wait_all(jobs)
+    for line in (jobs[0].stderr() or "").splitlines():  # rank 0's report
+        if REPORT_MARK in line:
+            print(line.split(REPORT_MARK, 1)[1])
+    return code
 
 
 def _refuse_local_ranks(spec: JobSpec, executor: str) -> None:

@@ -6,13 +6,15 @@ from jobs import kinds
 from jobs.core.loader import load_spec, parse_set_args
 from jobs.core.schema import WORK_SECTIONS
 from jobs.scheduler import array_size, requeues_itself, sbatch_argv, slurm_options
-from tests.conftest import ROOT
+from jobs.core import exitcodes
+from tests.conftest import ROOT, run_cli
 
 EXAMPLES = ROOT / "jobs/examples"
 
 
 def test_every_kind_a_spec_can_name_has_an_entry_and_its_script():
-    assert set(WORK_SECTIONS) | {"merge"} == set(kinds.KINDS)
+    # a pipeline's merge and a train spec's preflight are kinds made from another spec
+    assert set(WORK_SECTIONS) | {"merge", "preflight"} == set(kinds.KINDS)
     for kind in kinds.KINDS.values():
         assert kind.sbatch == "" or (ROOT / "slurm" / kind.sbatch).is_file(), kind.name
     assert kinds.KINDS["pipeline"].sbatch == ""  # submitted as its stages (jobs/pipeline.py)
@@ -58,3 +60,20 @@ def test_a_misspelt_kind_fails_loudly():
         assert "no job kind 'trian'" in str(exc)
     else:
         raise AssertionError("a misspelt kind was accepted")
+
+
+def test_a_preflight_is_the_train_spec_on_its_resources_with_logs_beside_the_run(tmp_path):
+    train = load_spec(EXAMPLES / "train_cgan_faces.yaml", parse_set_args(
+        [f"train.data={__file__}", f"train.run_dir={tmp_path / 'run'}",
+         "resources.nodes=2", "resources.tasks_per_node=4"]))
+    spec = kinds.preflight_spec(train)
+    assert spec.kind == "preflight" and kinds.of(spec).horovod
+    assert spec.resources.nodes == 2 and spec.resources.tasks_per_node == 4
+    assert spec.resources.time == kinds.PREFLIGHT_TIME and spec.resources.max_requeues == 0
+    assert spec.work_dir == f"{tmp_path / 'run'}.preflight" and spec.work.data == __file__
+
+
+def test_only_a_train_spec_has_a_preflight():
+    proc = run_cli("preflight", str(EXAMPLES / "preprocess_faces.yaml"))
+    assert proc.returncode == exitcodes.INVALID_SPEC
+    assert "preflight checks a train spec" in proc.stderr and "Traceback" not in proc.stderr

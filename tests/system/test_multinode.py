@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -276,3 +277,36 @@ def test_a_node_with_a_stale_view_restores_the_checkpoint_rank_0_chose(
                      rf"\S*{new}", text), text[-3000:]
     assert epoch_rows(run_dir) == list(range(1, EPOCHS + 1))
     assert final_digest(run_dir) == reference["digest"]
+
+
+def preflight(env: dict, spec: Path, *sets: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jobs", "preflight", str(spec),
+                           *set_args([*TWO_NODES, *sets])], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_preflight_proves_both_nodes_and_names_a_broken_rank(two_node_cluster, digits,
+                                                             tmp_path):
+    """``python -m jobs preflight``: a short submitit job on the spec's 2 nodes; every rank
+    reports, nothing is written into the run directory. Then the data only on node1's own
+    disk (the login node validates its own copy): exit 3 naming the data check and rank 1."""
+    env, cluster_dir = two_node_cluster["env"], two_node_cluster["dir"]
+    spec = train_spec(tmp_path, digits, tmp_path / "pf")
+    proc = preflight(env, spec)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert "preflight rank 0 on node1: CPU, Horovod " in out
+    assert "preflight rank 1 on node2: CPU, Horovod " in out
+    assert out.count("GB/s bus") == 2 and out.count("img/s), alone") == 2
+    assert "preflight scaling: " in out and "preflight passed on 2 ranks" in out
+    assert not (tmp_path / "pf").exists() and (tmp_path / "pf.preflight").is_dir()
+    login_copy = cluster_dir / "tmpfs" / "digits.h5"  # under each node's own TmpFS mount
+    shutil.copy(digits, login_copy)
+    shutil.copy(digits, cluster_dir / "tmp" / "node1" / "digits.h5")
+    try:
+        proc = preflight(env, spec, f"train.data={login_copy}")
+    finally:
+        login_copy.unlink()
+    assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "preflight failed: data on rank 1 (node2): " in proc.stdout, proc.stdout
+    assert "step: skipped" not in proc.stdout  # the consequence is not the verdict

@@ -1,0 +1,242 @@
+"""The ``preflight`` kind: prove an allocation in a minute or two, before a 24-hour run.
+
+``python -m jobs preflight SPEC`` runs this on the train spec's own resources (every rank,
+every node). Each rank checks and measures, in order, and every rank takes part in every
+collective, so one broken rank is named instead of hanging the others:
+
+1. **build**: its host, its device and Horovod's build (NCCL, MPI, Gloo) — a GPU job without
+   its GPU has stopped before this, as training would (``gan/job.py``);
+2. **allreduce**: a 16 MB sum whose result every rank verifies, and its bus bandwidth (NCCL's
+   measure: the algorithm bandwidth × 2(n − 1)/n);
+3. **data**: the spec's file opened and a few hundred of this rank's images read, as training
+   reads them, in images/s;
+4. **step**: the spec's own training step on random images (speed does not depend on their
+   content), timed with the ranks averaging and with each rank alone: the measured scaling
+   efficiency, beside what ``gan/scaling.py``'s formula (``plan``'s) predicts for that step
+   time; and the MFU, the step's FLOPs against the device's measured matmul peak.
+
+The data must keep up with the step: a rank whose reader is slower than its step consumes
+fails. Nothing is written into the run directory (the job's logs go beside it). The step is
+skipped when a rank could not read the data: the report names that rank.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+
+from gan import scaling
+from gan.families import family
+from gan.job import limit_threads_to_allocation, start_world
+from gan.models.builders import Networks
+from gan.models.conditioning import Conditioning
+from gan.models.sampler import Sampler
+from gan.parallel import devices, distributed
+from gan.training import steps
+from gan.training.data import ImageSet, Split
+from gan.training.state import TrainState, configure_tensorflow
+from jobs.core import exitcodes
+from jobs.core.files import why
+from jobs.core.schema import JobSpec
+
+log = logging.getLogger(__name__)
+ALLREDUCE_MB = 16
+DATA_IMAGES = 512
+STEPS = 5          # timed steps (after WARMUP), for each of: the ranks together, each alone
+WARMUP = 2
+
+
+@dataclass
+class RankReport:
+    rank: int
+    host: str
+    device: str = ""
+    build: str = ""
+    failed: dict[str, str] = field(default_factory=dict)   # check -> why
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+def horovod_build(world: distributed.World) -> str:
+    if world.hvd is None:
+        return "one process"
+    built = [name for name, test in (("NCCL", world.hvd.nccl_built), ("MPI",
+             world.hvd.mpi_built), ("Gloo", world.hvd.gloo_built)) if test()]
+    return "Horovod " + "+".join(built)
+
+
+def check_allreduce(world: distributed.World, report: RankReport) -> None:
+    n = ALLREDUCE_MB * 2**20 // 4
+    mine = tf.fill([n], float(world.rank + 1))
+    expected = world.size * (world.size + 1) / 2
+    total = world.sum(mine, name="preflight_check").numpy()
+    if not np.all(total == expected):
+        wrong = int(np.sum(total != expected))
+        report.failed["allreduce"] = f"{wrong} of {n} values differ from {expected:g}"
+        return
+    if world.size == 1:
+        return
+    best = float("inf")
+    for i in range(3):
+        t = time.perf_counter()
+        world.sum(mine, name=f"preflight_time_{i}").numpy()
+        best = min(best, time.perf_counter() - t)
+    algbw = n * 4 / best / 1e9
+    report.figures["allreduce_busbw_gb_s"] = algbw * 2 * (world.size - 1) / world.size
+
+
+def check_data(spec: JobSpec, world: distributed.World, report: RankReport) -> None:
+    work = spec.work
+    try:
+        data = ImageSet(work.data, work.in_memory_max_gb)
+        split = Split(world.rank, world.size, work.batch_size)
+        steps = min(data.steps_per_epoch(split), max(1, DATA_IMAGES // work.batch_size))
+        t, count = time.perf_counter(), 0
+        for images, _, _ in data.batches(work.seed, 0, split):
+            count += len(images)
+            if count >= steps * work.batch_size:
+                break
+        report.figures["data_img_s"] = count / (time.perf_counter() - t)
+        data.close()
+    except Exception as exc:  # any way the file fails this rank: named, never a hang
+        report.failed["data"] = f"{work.data}: {why(exc)}"
+
+
+def device_peak_flops(dtype: str) -> float:
+    """The device's matmul FLOP/s in the compute type: the best of 5 n² products."""
+    n = 2048
+    a = tf.cast(tf.random.stateless_normal((n, n), [1, 2]), dtype)
+    b = tf.cast(tf.random.stateless_normal((n, n), [3, 4]), dtype)
+    tf.matmul(a, b).numpy()
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        tf.matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * n ** 3 / best
+
+
+def timed_steps(step, images, condition) -> float:
+    """Seconds per step, the last read back so that the device has finished."""
+    stop = tf.constant(0.0)
+    for i in range(WARMUP):
+        step(images, condition, tf.constant(i, tf.int64), stop)[0].numpy()
+    t = time.perf_counter()
+    for i in range(STEPS):
+        metrics, _ = step(images, condition, tf.constant(WARMUP + i, tf.int64), stop)
+    metrics.numpy()
+    return (time.perf_counter() - t) / STEPS
+
+
+def check_step(spec: JobSpec, world: distributed.World, report: RankReport) -> None:
+    """The spec's step on random images, with the ranks and alone; MFU against the device."""
+    work = spec.work
+    configure_tensorflow(work)
+    data = ImageSet(work.data, work.in_memory_max_gb)
+    conditioning = Conditioning.from_data(data, family(work.model.name).condition,
+                                          work.model.num_classes,
+                                          work.latent.class_probabilities)
+    data.close()
+    state = TrainState(work, world.size, conditioning)
+    nets = Networks(state.G, state.D, state.E)
+    opts = steps.Optimizers(state.g_opt, state.d_opt, state.ae_opt)
+    sampler = Sampler(work, conditioning, state.G, state.E, state.D)
+    config = steps.StepConfig.from_spec(work, world.rank, state.augment_p)
+    rng = np.random.default_rng(world.rank)
+    images = tf.constant(rng.integers(0, 256, (work.batch_size, *data.shape), np.uint8))
+    condition = sampler.sample_conditions(work.batch_size, tf.constant([7, world.rank],
+                                                                       tf.int64))
+    together = timed_steps(steps.make_step(config, nets, opts, world, sampler, _no_hook),
+                           images, condition)
+    world.barrier(name="preflight_alone")  # every rank alone at the same time
+    alone = timed_steps(steps.make_step(config, nets, opts, distributed.World(0, 1, 0),
+                                        sampler, _no_hook), images, condition)
+    prof = scaling.profile(work.model, data.shape[-1], conditioning.num_classes or 10)
+    link = scaling.default_link(spec.resources.nodes)
+    comm = scaling.comm_s(prof, world.size, link, work.horovod.compression)
+    peak = device_peak_flops("float32" if work.precision == "float32" else work.precision)
+    report.figures.update(
+        step_ms=together * 1e3, alone_ms=alone * 1e3, step_img_s=work.batch_size / together,
+        efficiency=alone / together, predicted=scaling.efficiency(alone, comm),
+        mfu=prof.flops_per_image * work.batch_size / alone / peak)
+
+
+def _no_hook(step, metrics) -> None:
+    """The preflight's steps count nothing: it keeps no state."""
+
+
+def checks(spec: JobSpec, world: distributed.World) -> list[RankReport]:
+    """Every check on this rank, every rank's report gathered (in rank order)."""
+    report = RankReport(world.rank, socket.gethostname(), build=horovod_build(world))
+    gpus = tf.config.list_logical_devices("GPU")
+    report.device = gpus[0].name if gpus else "CPU"
+    check_allreduce(world, report)
+    check_data(spec, world, report)
+    unread = [r for r in world.gather_object(report, name="preflight_data") if r.failed]
+    if unread:  # the step's allreduce needs every rank: skip it, named below
+        report.failed["step"] = "skipped: " + ", ".join(
+            f"rank {r.rank} failed {', '.join(r.failed)}" for r in unread)
+    else:
+        try:
+            check_step(spec, world, report)
+        except Exception as exc:  # after the collectives: this rank fails, the others end
+            report.failed["step"] = why(exc)
+    if "step_img_s" in report.figures and "data_img_s" in report.figures \
+            and report.figures["data_img_s"] < report.figures["step_img_s"]:
+        report.failed["data rate"] = (f"{report.figures['data_img_s']:,.0f} img/s read, the "
+                                      f"step takes {report.figures['step_img_s']:,.0f}: "
+                                      "stage the data (train.stage: local)")
+    return world.gather_object(report, name="preflight_reports")
+
+
+def describe(reports: list[RankReport]) -> list[str]:
+    """The report's lines: one per rank, then the verdict."""
+    lines = []
+    for r in reports:
+        f = r.figures
+        lines.append(
+            f"preflight rank {r.rank} on {r.host}: {r.device}, {r.build}; allreduce "
+            + (f"ok {f['allreduce_busbw_gb_s']:.2f} GB/s bus" if "allreduce_busbw_gb_s" in f
+               else "ok" if "allreduce" not in r.failed else "FAILED")
+            + (f"; data {f['data_img_s']:,.0f} img/s" if "data_img_s" in f else "")
+            + (f"; step {f['step_ms']:.1f} ms ({f['step_img_s']:,.0f} img/s), alone "
+               f"{f['alone_ms']:.1f} ms; MFU {f['mfu']:.1%}" if "step_ms" in f else ""))
+    chief = reports[0].figures
+    if "efficiency" in chief:
+        lines.append(f"preflight scaling: {chief['efficiency']:.0%} measured on "
+                     f"{len(reports)} ranks, {chief['predicted']:.0%} predicted for this step "
+                     "time (gan/scaling.py, plan's formula)")
+    return lines
+
+
+def verdict(reports: list[RankReport]) -> tuple[int, str]:
+    """(exit code, its line): 0, or 3 naming the first failed check and its rank."""
+    for r in reports:
+        for check, reason in r.failed.items():
+            if not reason.startswith("skipped"):
+                return exitcodes.NOT_RUNNABLE, (f"preflight failed: {check} on rank {r.rank} "
+                                                f"({r.host}): {reason}")
+    return exitcodes.OK, f"preflight passed on {len(reports)} ranks"
+
+
+def run(spec: JobSpec) -> int:
+    """The preflight job on this rank (every rank of the allocation runs it)."""
+    limit_threads_to_allocation()
+    try:
+        world = start_world(spec)
+    except (distributed.WorldMismatch, devices.NoDevice) as exc:
+        log.error("preflight failed: build on %s: %s", socket.gethostname(), exc)
+        return exitcodes.NOT_RUNNABLE
+    reports = checks(spec, world)
+    code, line = verdict(reports)
+    if not world.is_chief:
+        # the verdict is the chief's to give (every rank holds the same one): a rank ending
+        # non-zero first would make srun (--kill-on-bad-exit) end the chief mid-report
+        return exitcodes.OK
+    for text in describe(reports):
+        log.info("%s", text)
+    (log.info if code == exitcodes.OK else log.error)("%s", line)
+    return code
