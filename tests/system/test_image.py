@@ -143,7 +143,8 @@ def test_docker_kill_usr1_checkpoints_and_exits_75(docker, image, shared):
                     image, "run", "/opt/facegan/jobs/examples/train_cgan_digits.yaml",
                     "--set", f"train.data={shared / 'digits.h5'}",
                     "--set", f"train.run_dir={run_dir}", "--set", "train.epochs=500",
-                    "--set", "train.log_every_steps=7"],
+                    # read every 4 steps: step 7's line comes at step 8, the stop at step 12
+                    "--set", "train.log_every_steps=7", "--set", "train.read_every_steps=4"],
                    env=docker, check=True, capture_output=True)
     follow = subprocess.Popen([docker_bin(), "logs", "-f", name], env=docker,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
