@@ -114,6 +114,9 @@ def slurm_options(spec: JobSpec) -> dict[str, str | None]:
         opts["signal"] = f"B:USR1@{res.signal_lead_s}"
         opts["requeue"] = None
         opts["open-mode"] = "append"
+    for key, value in res.slurm_extra.items():  # a typed gres replaces gpu:N
+        if value is not False:
+            opts[key] = None if value is True else str(value)
     return opts
 
 
@@ -162,6 +165,13 @@ def submitit_parameters(spec: JobSpec) -> dict[str, Any]:
             params[f"slurm_{key}"] = getattr(res, key)
     if res.array_throttle:
         params["slurm_array_parallelism"] = res.array_throttle
+    extra = {k: (True if v is True else str(v)) for k, v in res.slurm_extra.items()
+             if v is not False}
+    if "gres" in extra:  # a typed gres, in place of submitit's --gpus-per-node
+        params["gpus_per_node"] = 0
+        params["slurm_gres"] = extra.pop("gres")
+    if extra:
+        params["slurm_additional_parameters"] = extra
     # submitit starts its tasks with srun; Horovod ranks need MPI to see every one
     params["slurm_srun_args"] = srun_rank_args(res.cpus_per_task, res.nodes * res.tasks_per_node)
     return params

@@ -18,7 +18,8 @@ from typing import Any, Iterable, Literal
 
 from jobs.core import facefile
 from jobs.core.fields import iter_path_fields, nearest
-from jobs.core.schema import TOP_LEVEL_HELP, WORK_SECTIONS, JobSpec, Resources, SpecError
+from jobs.core.schema import (MANAGED_SBATCH_OPTIONS, TOP_LEVEL_HELP, WORK_SECTIONS, JobSpec,
+                              Resources, SpecError)
 from jobs.core.specfile import parse_scalar, parse_yaml, read_spec_text
 
 __all__ = ["SpecError", "load_spec", "parse_spec", "parse_set_args", "check_paths",
@@ -174,6 +175,29 @@ class _Validator:
                 self.fail(where, f"{value!r} is out of range: must be {word} {bound}")
 
 
+OPTION_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+GPU_GRES = re.compile(r"^gpu(?::[\w.-]+)?:(\d+)$")  # gpu:4, gpu:a100:4
+
+
+def _check_slurm_extra(v: _Validator, res: Resources) -> None:
+    """``resources.slurm_extra``: long option names that no field of the spec already sets,
+    and a typed gres whose GPU count is ``gpus_per_node`` (which the device checks read)."""
+    for key, value in res.slurm_extra.items():
+        where = f"resources.slurm_extra.{key}"
+        if not OPTION_NAME.match(key):
+            v.fail(where, "give an sbatch option's long name without '--', e.g. constraint "
+                          "or mail-type")
+        elif key in MANAGED_SBATCH_OPTIONS:
+            v.fail(where, f"--{key} is set by {MANAGED_SBATCH_OPTIONS[key]}: set it there")
+        elif key == "gres":
+            gpus = sum(int(m.group(1)) for part in str(value).split(",")
+                       if (m := GPU_GRES.match(part.strip())))
+            if gpus != res.gpus_per_node:
+                v.fail(where, f"{value!r} asks for {gpus} GPU(s) per node but "
+                              f"resources.gpus_per_node is {res.gpus_per_node}: make them "
+                              "agree (the device checks read resources.gpus_per_node)")
+
+
 def parse_spec(data: Any, source: str = "<memory>") -> JobSpec:
     """Validate already-parsed YAML data (a dict) into a JobSpec, or raise SpecError."""
     v = _Validator(source)
@@ -195,6 +219,8 @@ def parse_spec(data: Any, source: str = "<memory>") -> JobSpec:
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         v.fail("name", f"expected a job name of letters, digits, '-', '_', '.', got {name!r}")
     resources = v.build(Resources, data.get("resources"), "resources")
+    if isinstance(resources, Resources):
+        _check_slurm_extra(v, resources)
     env = v.check_type(dict[str, str], data.get("env") or {}, "env")
     if kind not in data:
         v.fail(kind, f"the work section '{kind}:' is missing")

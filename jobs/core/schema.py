@@ -81,7 +81,36 @@ class Resources:
     max_requeues: int = opt(10, "Stop requeueing a job after this many restarts", ge=0)
     signal_lead_s: int = opt(120, "Seconds before the walltime that the job is told to "
                                   "checkpoint and requeue", ge=10)
+    slurm_extra: dict[str, str | int | bool] = opt(
+        {}, "Any other sbatch option by its long name, without '--', for both sbatch and "
+            "submitit (slurm_additional_parameters): constraint, exclude, nodelist, "
+            "reservation, mail-type, mail-user, a typed gres (gpu:a100:4, its count equal to "
+            "gpus_per_node), ...; true is a bare flag, false leaves it out. The options this "
+            "spec sets through its own fields are refused, naming the field",
+        example="{constraint: a100, mail-type: END}")
     container: ContainerSpec = section(ContainerSpec, "Optional container for the job")
+
+
+# The sbatch options a spec sets through its own fields (or the project sets itself), each with
+# what owns it: resources.slurm_extra may not name them. jobs/scheduler.py renders them, and
+# tests/jobs/test_scheduler.py checks that every option it renders is here.
+MANAGED_SBATCH_OPTIONS = {
+    "job-name": "name", "nodes": "resources.nodes", "ntasks": "resources.nodes and "
+    "resources.tasks_per_node", "ntasks-per-node": "resources.tasks_per_node",
+    "cpus-per-task": "resources.cpus_per_task", "mem": "resources.mem_gb",
+    "mem-per-cpu": "resources.mem_gb", "mem-per-gpu": "resources.mem_gb",
+    "time": "resources.time", "partition": "resources.partition",
+    "account": "resources.account", "qos": "resources.qos",
+    "gpus": "resources.gpus_per_node", "gpus-per-node": "resources.gpus_per_node",
+    "gpus-per-task": "resources.gpus_per_node",
+    "array": "the job's kind (preprocess shards, sweep points) and resources.array_throttle",
+    "dependency": "a pipeline's chain", "signal": "resources.signal_lead_s",
+    "requeue": "the job's kind (training requeues itself)",
+    "no-requeue": "the job's kind (training requeues itself)",
+    "open-mode": "the job's logs", "output": "the job's logs (RUN_DIR/logs)",
+    "error": "the job's logs (RUN_DIR/logs)", "export": "env:", "wrap": "the scripts in slurm/",
+    "chdir": "the scripts in slurm/",
+}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from jobs.core import exitcodes
 from jobs.core.fields import walltime_minutes
 from jobs.core.loader import load_spec, parse_set_args
+from jobs.core.schema import MANAGED_SBATCH_OPTIONS
 from jobs.scheduler import (PROJECT_ROOT, SLURM_DIR, SRUN_RANK_ARGS, dependency_options,
                              render_plan, sbatch_argv, slurm_options, submitit_executor_args,
                              submitit_parameters)
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 
 EXAMPLES = ROOT / "jobs" / "examples"
 TRAIN = EXAMPLES / "train_cgan_faces.yaml"          # 1 node x 2 tasks, 02:00:00, 20 requeues
@@ -252,3 +254,51 @@ def test_unquoted_hh_mm_ss_walltime_is_not_read_as_sexagesimal(train):
     """YAML 1.1 would read an unquoted 1:30:00 as the base-60 integer 5400 (minutes!)."""
     assert slurm_options(train("resources.time=1:30:00"))["time"] == "01:30:00"
     assert slurm_options(train("resources.time=90:00"))["time"] == "01:30:00"
+
+
+EXTRA = ("resources.slurm_extra={constraint: a100, mail-type: 'END,FAIL', exclusive: true, "
+         "hold: false, gres: 'gpu:a100:2'}")
+
+
+def test_any_other_sbatch_option_reaches_both_routes_and_plan(train):
+    spec = train(EXTRA, "resources.gpus_per_node=2")
+    opts = options_of(sbatch_argv(spec))
+    assert opts["constraint"] == "a100" and opts["mail-type"] == "END,FAIL"
+    assert "exclusive" in opts and opts["exclusive"] is None and "hold" not in opts
+    assert opts["gres"] == "gpu:a100:2"  # the typed gres in place of gpu:2
+    params = submitit_parameters(spec)
+    assert params["slurm_additional_parameters"] == {
+        "constraint": "a100", "mail-type": "END,FAIL", "exclusive": True}
+    assert params["slurm_gres"] == "gpu:a100:2" and params["gpus_per_node"] == 0
+    plan = render_plan(spec)
+    assert "--constraint=a100" in plan and "'constraint': 'a100'" in plan
+    assert "slurm_additional_parameters" not in submitit_parameters(train())
+
+
+def test_every_option_the_spec_sets_itself_is_owned_by_a_field(train, preprocess):
+    """What jobs/scheduler.py renders from the spec's own fields is what slurm_extra refuses."""
+    rendered = set()
+    for spec in (train("resources.gpus_per_node=2", "resources.partition=p",
+                       "resources.account=a", "resources.qos=q"), preprocess()):
+        rendered |= set(options_of(sbatch_argv(spec))) - {"export"}
+    assert rendered - {"gres"} <= set(MANAGED_SBATCH_OPTIONS), rendered
+
+
+@pytest.mark.parametrize("extra, says", [
+    ("{time: '10:00:00'}", "resources.slurm_extra.time: --time is set by resources.time"),
+    ("{requeue: true}", "--requeue is set by the job's kind"),
+    ("{array: 0-3}", "--array is set by the job's kind"),
+    ("{'--constraint': a100}", "long name without '--'"),
+    ("{gres: 'gpu:a100:4'}", "asks for 4 GPU(s) per node but resources.gpus_per_node is 0"),
+])
+def test_an_option_the_spec_owns_elsewhere_is_refused_naming_its_field(write_spec, tmp_path,
+                                                                       extra, says):
+    spec = write_spec(f"""\
+        kind: train
+        name: t
+        resources: {{slurm_extra: {extra}}}
+        train: {{data: {tmp_path / 'x.h5'}, run_dir: {tmp_path / 'run'}}}
+        """)
+    proc = run_cli("validate", str(spec))
+    assert proc.returncode == exitcodes.INVALID_SPEC and says in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -436,3 +436,32 @@ def test_sbatch_two_ranks_with_srun_pmix(slurm_cluster, digits, tmp_path):
     for epoch in ("1", "2"):
         digests = {r["weights_digest"] for r in rows if r["epoch"] == epoch}
         assert len(digests) == 1, rows
+
+
+def test_slurm_extra_options_reach_slurm_through_sbatch_and_submitit(slurm_cluster, digits,
+                                                                      tmp_path):
+    """resources.slurm_extra as the controller records it, on both routes: a comment and a
+    begin time an hour away (which keeps the jobs pending: nothing runs), then cancelled."""
+    env = slurm_cluster["env"]
+    extra = "resources.slurm_extra={comment: facegan-extra-test, begin: now+1hour}"
+    jobs = []
+    for route in ("sbatch", "submitit"):
+        run_dir = tmp_path / route
+        spec = train_spec(tmp_path, digits, run_dir)
+        (run_dir / "logs").mkdir(parents=True)
+        if route == "sbatch":
+            jobs.append(submit_sbatch(env, spec, tmp_path, [extra]))
+        else:
+            proc = subprocess.run([sys.executable, "-m", "jobs", "submit", str(spec), "--set",
+                                   extra, "--executor", "slurm"], env=env, cwd=ROOT,
+                                  capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            jobs.append(re.search(r"\(slurm\): (\d+)", proc.stdout).group(1))
+    try:
+        for route, job in zip(("sbatch", "submitit"), jobs):
+            shown = subprocess.run(["scontrol", "show", "job", job], env=env,
+                                   capture_output=True, text=True, check=True).stdout
+            assert "Comment=facegan-extra-test" in shown, (route, shown)
+            assert "JobState=PENDING" in shown and "Reason=BeginTime" in shown, (route, shown)
+    finally:
+        subprocess.run(["scancel", *jobs], env=env, capture_output=True)
