@@ -8,7 +8,7 @@ collective, so one broken rank is named instead of hanging the others:
    its GPU has stopped before this, as training would (``gan/job.py``);
 2. **allreduce**: a 16 MB sum whose result every rank verifies, and its bus bandwidth (NCCL's
    measure: the algorithm bandwidth × 2(n − 1)/n);
-3. **data**: the spec's file opened and a few hundred of this rank's images read, as training
+3. **data**: the spec's file opened and up to 4,096 of this rank's images read, as training
    reads them, in images/s;
 4. **step**: the spec's own training step on random images (speed does not depend on their
    content), timed with the ranks averaging and with each rank alone: the measured scaling
@@ -16,8 +16,11 @@ collective, so one broken rank is named instead of hanging the others:
    time; and the MFU, the step's FLOPs against the device's measured matmul peak.
 
 The data must keep up with the step: a rank whose reader is slower than its step consumes
-fails. Nothing is written into the run directory (the job's logs go beside it). The step is
-skipped when a rank could not read the data: the report names that rank.
+fails (unless the spec stages: the node's copy reads at memory speed, and the shared file's
+rate is only shown). Nothing is written into the run directory (the job's logs go beside
+it). The step is skipped when a rank could not read the data or build the step: the report
+names that rank. (A rank that fails inside a step, after building it, still leaves the
+others waiting in its allreduce until the job's limit.)
 """
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ from jobs.core.schema import JobSpec
 
 log = logging.getLogger(__name__)
 ALLREDUCE_MB = 16
-DATA_IMAGES = 512
+DATA_IMAGES = 4096  # four of the reader's blocks when streamed
 STEPS = 5          # timed steps (after WARMUP), for each of: the ranks together, each alone
 WARMUP = 2
 
@@ -131,8 +134,20 @@ def timed_steps(step, images, condition) -> float:
     return (time.perf_counter() - t) / STEPS
 
 
-def check_step(spec: JobSpec, world: distributed.World, report: RankReport) -> None:
-    """The spec's step on random images, with the ranks and alone; MFU against the device."""
+@dataclass
+class StepRig:
+    """The spec's step built twice (with the ranks, and alone) and a batch to feed it."""
+    together: object
+    alone: object
+    images: tf.Tensor
+    condition: tf.Tensor
+    channels: int
+    num_classes: int
+
+
+def build_step(spec: JobSpec, world: distributed.World) -> StepRig:
+    """Networks, optimizers and the two steps; no collective yet, so a rank that fails here
+    is told apart before any rank waits in the step's allreduce."""
     work = spec.work
     configure_tensorflow(work)
     data = ImageSet(work.data, work.in_memory_max_gb)
@@ -146,15 +161,22 @@ def check_step(spec: JobSpec, world: distributed.World, report: RankReport) -> N
     sampler = Sampler(work, conditioning, state.G, state.E, state.D)
     config = steps.StepConfig.from_spec(work, world.rank, state.augment_p)
     rng = np.random.default_rng(world.rank)
-    images = tf.constant(rng.integers(0, 256, (work.batch_size, *data.shape), np.uint8))
-    condition = sampler.sample_conditions(work.batch_size, tf.constant([7, world.rank],
-                                                                       tf.int64))
-    together = timed_steps(steps.make_step(config, nets, opts, world, sampler, _no_hook),
-                           images, condition)
+    return StepRig(
+        steps.make_step(config, nets, opts, world, sampler, _no_hook),
+        steps.make_step(config, nets, opts, distributed.World(0, 1, 0), sampler, _no_hook),
+        tf.constant(rng.integers(0, 256, (work.batch_size, *data.shape), np.uint8)),
+        sampler.sample_conditions(work.batch_size, tf.constant([7, world.rank], tf.int64)),
+        data.shape[-1], conditioning.num_classes or 10)
+
+
+def check_step(spec: JobSpec, world: distributed.World, rig: StepRig,
+               report: RankReport) -> None:
+    """The step timed with the ranks and alone; MFU against the device's peak."""
+    work = spec.work
+    together = timed_steps(rig.together, rig.images, rig.condition)
     world.barrier(name="preflight_alone")  # every rank alone at the same time
-    alone = timed_steps(steps.make_step(config, nets, opts, distributed.World(0, 1, 0),
-                                        sampler, _no_hook), images, condition)
-    prof = scaling.profile(work.model, data.shape[-1], conditioning.num_classes or 10)
+    alone = timed_steps(rig.alone, rig.images, rig.condition)
+    prof = scaling.profile(work.model, rig.channels, rig.num_classes)
     link = scaling.default_link(spec.resources.nodes)
     comm = scaling.comm_s(prof, world.size, link, work.horovod.compression)
     peak = device_peak_flops("float32" if work.precision == "float32" else work.precision)
@@ -162,6 +184,30 @@ def check_step(spec: JobSpec, world: distributed.World, report: RankReport) -> N
         step_ms=together * 1e3, alone_ms=alone * 1e3, step_img_s=work.batch_size / together,
         efficiency=alone / together, predicted=scaling.efficiency(alone, comm),
         mfu=prof.flops_per_image * work.batch_size / alone / peak)
+
+
+def step_checks(spec: JobSpec, world: distributed.World, report: RankReport) -> None:
+    """Build on every rank, agree that all built, then time; a rank that could not read the
+    data or build the step is named, and no rank is left waiting in an allreduce."""
+    unread = [r for r in world.gather_object(report, name="preflight_data") if r.failed]
+    if unread:  # the step's allreduce needs every rank: skip it, named below
+        report.failed["step"] = "skipped: " + ", ".join(
+            f"rank {r.rank} failed {', '.join(r.failed)}" for r in unread)
+        return
+    rig, problem = None, None
+    try:
+        rig = build_step(spec, world)
+    except Exception as exc:  # before any collective of the step
+        problem = why(exc)
+    failed = [(r, p) for r, p in enumerate(world.gather_object(problem, name="preflight_built"))
+              if p]
+    if failed:
+        report.failed["step"] = problem or f"skipped: rank {failed[0][0]} could not build it"
+        return
+    try:
+        check_step(spec, world, rig, report)
+    except Exception as exc:  # inside the step: this rank fails, named (the others may wait)
+        report.failed["step"] = why(exc)
 
 
 def _no_hook(step, metrics) -> None:
@@ -175,16 +221,10 @@ def checks(spec: JobSpec, world: distributed.World) -> list[RankReport]:
     report.device = gpus[0].name if gpus else "CPU"
     check_allreduce(world, report)
     check_data(spec, world, report)
-    unread = [r for r in world.gather_object(report, name="preflight_data") if r.failed]
-    if unread:  # the step's allreduce needs every rank: skip it, named below
-        report.failed["step"] = "skipped: " + ", ".join(
-            f"rank {r.rank} failed {', '.join(r.failed)}" for r in unread)
-    else:
-        try:
-            check_step(spec, world, report)
-        except Exception as exc:  # after the collectives: this rank fails, the others end
-            report.failed["step"] = why(exc)
-    if "step_img_s" in report.figures and "data_img_s" in report.figures \
+    step_checks(spec, world, report)
+    # staged, training reads the node's copy at memory speed: the shared file's rate is shown
+    if spec.work.stage != "local" and "step_img_s" in report.figures \
+            and "data_img_s" in report.figures \
             and report.figures["data_img_s"] < report.figures["step_img_s"]:
         report.failed["data rate"] = (f"{report.figures['data_img_s']:,.0f} img/s read, the "
                                       f"step takes {report.figures['step_img_s']:,.0f}: "

@@ -77,7 +77,8 @@ def make_executor(spec: JobSpec, executor: str, after: str | None = None,
     if name:
         params["name"] = name
     if after and executor == "slurm":
-        params["slurm_additional_parameters"] = dependency_options(after)
+        params["slurm_additional_parameters"] = {  # the spec's own extra options kept
+            **params.get("slurm_additional_parameters", {}), **dependency_options(after)}
     ex.update_parameters(**params)
     return ex
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from jobs.core import facefile
-from jobs.core.files import atomic_write_json, temp_name, why
+from jobs.core.files import atomic_write_json, remove_stale_temps, temp_name, why
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,10 @@ def stage(source: Path, directory: Path) -> Path | None:
         log.info("staged copy found intact: %s", folder / IMAGES)
         return folder / IMAGES
     try:
+        # not intact: no record may point the node's other ranks at it, and a copy killed
+        # mid-way (its temporary file) must not take the room of the next
+        (folder / RECORD).unlink(missing_ok=True)
+        remove_stale_temps(folder / IMAGES)
         folder.mkdir(parents=True, exist_ok=True)
         need, free = needed_bytes(source), shutil.disk_usage(folder).free
         if free < need + MARGIN_BYTES:
@@ -163,7 +167,13 @@ def stage_for_node(source: Path, configured_dir: str | None, world) -> Path | No
     """Local rank 0 of each node stages while the node's other ranks wait; then every rank
     opens what it left: the copy, or (no record) the shared file. Every rank must call it."""
     directory = default_dir(configured_dir)
-    path = stage(source, directory) if world.local_rank == 0 else None
+    path = None
+    if world.local_rank == 0:
+        try:
+            path = stage(source, directory)
+        except Exception as exc:  # never skip the barrier the node's other ranks wait at
+            log.warning("train.stage: cannot stage %s (%s): reading the shared file instead",
+                        source, why(exc))
     world.barrier()
     if world.local_rank != 0:
         folder = folder_for(source, directory)

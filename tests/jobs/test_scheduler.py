@@ -14,6 +14,7 @@ from jobs.core.schema import MANAGED_SBATCH_OPTIONS
 from jobs.scheduler import (PROJECT_ROOT, SLURM_DIR, SRUN_RANK_ARGS, dependency_options,
                              render_plan, sbatch_argv, slurm_options, submitit_executor_args,
                              submitit_parameters)
+from jobs.submit import make_executor
 from tests.conftest import ROOT, run_cli
 
 EXAMPLES = ROOT / "jobs" / "examples"
@@ -302,3 +303,10 @@ def test_an_option_the_spec_owns_elsewhere_is_refused_naming_its_field(write_spe
     proc = run_cli("validate", str(spec))
     assert proc.returncode == exitcodes.INVALID_SPEC and says in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_chained_job_keeps_its_extra_options_beside_the_dependency(train):
+    spec = train("resources.slurm_extra={constraint: a100}")
+    params = make_executor(spec, "slurm", after="123")._executor.parameters
+    assert params["additional_parameters"]["constraint"] == "a100"
+    assert params["additional_parameters"]["dependency"] == "afterok:123"

@@ -107,3 +107,33 @@ def test_the_default_directory_is_the_nodes_own(monkeypatch):
     assert staging.default_dir("/mine").as_posix() == "/mine"
     monkeypatch.delenv("SLURM_TMPDIR")
     assert staging.default_dir(None).as_posix() == "/scratch/tmp"
+
+
+def test_a_damaged_copy_without_room_to_redo_it_loses_its_record(source, small_disk):
+    """The node's other ranks read the record, never the copy's bytes: a copy found damaged
+    must lose its record at once, even when there is no room to make it again; and a copy
+    killed mid-way (its temporary file) must not keep the room of the next."""
+    disk, resize = small_disk
+    resize(300 * 2**20)
+    staged = staging.stage(source, disk)
+    assert staged is not None
+    killed = temp_name(staged)
+    killed.write_bytes(b"\0" * 2**20)
+    with open(staged, "r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        f.write(b"\x7f")
+    (disk / "filler").write_bytes(b"\0" * (100 * 2**20))  # now no room for copy + margin
+    assert staging.stage(source, disk) is None
+    assert staging.recorded(staged.parent, source) is None and not killed.exists()
+    assert staging.stage_for_node(source, str(disk), World(1, 2, 1)) is None
+
+
+def test_any_error_while_staging_leaves_the_shared_file(tmp_path, caplog):
+    """A file without the images dataset (its readability is checked later, by ImageSet):
+    local rank 0 still reaches the barrier the node's other ranks wait at."""
+    odd = tmp_path / "odd.h5"
+    with h5py.File(odd, "w") as f:
+        f["something"] = np.zeros(3)
+    with caplog.at_level(logging.WARNING, "gan.training.staging"):
+        assert staging.stage_for_node(odd, str(tmp_path / "node"), World(0, 1, 0)) is None
+    assert "cannot stage" in caplog.text
