@@ -92,6 +92,9 @@ def run_test_cluster(folder: Path, nodes: int = 1):
     enter the head namespace); stop it by PID afterwards."""
     start = subprocess.run([str(ROOT / "slurm/testcluster/start.sh"), str(folder),
                             "--nodes", str(nodes)], capture_output=True, text=True, timeout=600)
+    if start.returncode != 0:  # stop what did start (munged before a failed MariaDB install)
+        subprocess.run([str(ROOT / "slurm/testcluster/stop.sh"), str(folder)],
+                       capture_output=True, timeout=120)
     assert start.returncode == 0, start.stderr[-3000:]
     env = {**QUIET_ENV, "SLURM_CONF": str(folder / "etc/slurm.conf"),
            "FACEGAN_PYTHON": sys.executable}
