@@ -29,7 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +40,7 @@ from gan.training import staging  # noqa: E402
 from gan.training.data import ImageSet, Split  # noqa: E402
 from jobs.core import facefile  # noqa: E402
 from jobs.core.loader import load_spec, parse_set_args  # noqa: E402
+from preprocess.shards import ShardWriter  # noqa: E402
 
 SIZES = {  # image side: the example model a set of that size trains
     64: "train_cgan_faces.yaml",
@@ -51,19 +51,15 @@ MODES = ("streamed", "staged", "in memory")
 
 
 def write_shard_like(path: Path, n: int, side: int) -> None:
-    """Random images in the layout preprocessing writes: chunks of 256, Fletcher-32."""
+    """A shard as preprocessing writes it (its ``ShardWriter``: chunks of 256, Fletcher-32),
+    of random images."""
     rng = np.random.default_rng(side)
-    with h5py.File(path, "w") as f:
-        images = f.create_dataset(facefile.IMAGES, (n, side, side, 3), np.uint8,
-                                  chunks=(256, side, side, 3), fletcher32=True)
-        for start in range(0, n, 1024):
-            count = min(1024, n - start)
-            images[start:start + count] = rng.integers(0, 256, (count, side, side, 3),
-                                                       dtype=np.uint8)
-        f.create_dataset(facefile.LABELS, data=np.zeros(n, np.int16), fletcher32=True,
-                         chunks=(256,))
-        f.attrs["class_names"] = ["all"]
-        facefile.stamp(f.attrs)
+    writer = ShardWriter(path, side, 0, 256, "none", {"class_names": ["all"]})
+    for start in range(0, n, 1024):
+        count = min(1024, n - start)
+        writer.append({facefile.IMAGES: rng.integers(0, 256, (count, side, side, 3), np.uint8),
+                       facefile.LABELS: np.zeros(count, np.int16)})
+    writer.commit({})
 
 
 def open_set(path: Path, mode: str, staged: Path) -> ImageSet:

@@ -43,6 +43,7 @@ import tensorflow as tf  # noqa: E402
 from bench.bench_train import random_images  # noqa: E402
 from bench.table import Table, add_size_flags, by_size  # noqa: E402
 from gan.parallel import distributed  # noqa: E402
+from gan.preflight import device_peak_flops  # noqa: E402
 from gan.training.outputs import RunOutputs  # noqa: E402
 from gan.training.loop import Trainer  # noqa: E402
 from jobs.core import runtime  # noqa: E402
@@ -55,19 +56,6 @@ MODELS = {  # docs/benchmarks.md's names: (example spec, image size, channels)
     "32x32 DCGAN (demo)": ("train_demo_faces.yaml", 32, 3),
     "16x16 digits cGAN": ("train_cgan_digits.yaml", 16, 1),
 }
-
-
-def peak_flops(repeats: int = 7, n: int = 4096) -> float:
-    """The machine's float32 FLOP/s: the best of ``repeats`` timings of an n² matmul."""
-    a = tf.random.stateless_normal((n, n), [1, 2])
-    b = tf.random.stateless_normal((n, n), [3, 4])
-    tf.matmul(a, b).numpy()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        tf.matmul(a, b).numpy()
-        best = min(best, time.perf_counter() - t)
-    return 2.0 * n ** 3 / best
 
 
 def trainer_for(model: str, folder: Path, *sets: str, batches: int = 12) -> Trainer:
@@ -169,7 +157,8 @@ def main() -> None:
     digits = ["16x16 digits cGAN"]
     models = by_size(args, list(MODELS), digits, digits)
     repeats, batches = by_size(args, (3, 12), (2, 12), (1, 2))
-    measure_peak = functools.partial(peak_flops, *by_size(args, (7, 4096), (7, 4096), (2, 1024)))
+    measure_peak = functools.partial(device_peak_flops, "float32",
+                                     *by_size(args, (4096, 7), (4096, 7), (1024, 2)))
     peaks, results = [measure_peak()], []
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:

@@ -91,8 +91,11 @@ def check_allreduce(world: distributed.World, report: RankReport) -> None:
     report.figures["allreduce_busbw_gb_s"] = algbw * 2 * (world.size - 1) / world.size
 
 
-def check_data(spec: JobSpec, world: distributed.World, report: RankReport) -> None:
-    work = spec.work
+def check_data(spec: JobSpec, world: distributed.World, report: RankReport
+               ) -> ImageSet | None:
+    """The data read as training reads it; the open set (the step is built from it), or
+    None when this rank cannot read it."""
+    work, data = spec.work, None
     try:
         data = ImageSet(work.data, work.in_memory_max_gb)
         split = Split(world.rank, world.size, work.batch_size)
@@ -103,19 +106,22 @@ def check_data(spec: JobSpec, world: distributed.World, report: RankReport) -> N
             if count >= steps * work.batch_size:
                 break
         report.figures["data_img_s"] = count / (time.perf_counter() - t)
-        data.close()
+        return data
     except Exception as exc:  # any way the file fails this rank: named, never a hang
         report.failed["data"] = f"{work.data}: {why(exc)}"
+        if data is not None:
+            data.close()
+        return None
 
 
-def device_peak_flops(dtype: str) -> float:
-    """The device's matmul FLOP/s in the compute type: the best of 5 n² products."""
-    n = 2048
+def device_peak_flops(dtype: str = "float32", n: int = 2048, repeats: int = 5) -> float:
+    """The device's matmul FLOP/s in the compute type: the best of ``repeats`` n² products
+    (``bench/bench_step.py`` measures its MFU baseline with this too)."""
     a = tf.cast(tf.random.stateless_normal((n, n), [1, 2]), dtype)
     b = tf.cast(tf.random.stateless_normal((n, n), [3, 4]), dtype)
     tf.matmul(a, b).numpy()
     best = float("inf")
-    for _ in range(5):
+    for _ in range(repeats):
         t = time.perf_counter()
         tf.matmul(a, b).numpy()
         best = min(best, time.perf_counter() - t)
@@ -145,16 +151,14 @@ class StepRig:
     num_classes: int
 
 
-def build_step(spec: JobSpec, world: distributed.World) -> StepRig:
+def build_step(spec: JobSpec, world: distributed.World, data: ImageSet) -> StepRig:
     """Networks, optimizers and the two steps; no collective yet, so a rank that fails here
     is told apart before any rank waits in the step's allreduce."""
     work = spec.work
     configure_tensorflow(work)
-    data = ImageSet(work.data, work.in_memory_max_gb)
     conditioning = Conditioning.from_data(data, family(work.model.name).condition,
                                           work.model.num_classes,
                                           work.latent.class_probabilities)
-    data.close()
     state = TrainState(work, world.size, conditioning)
     nets = Networks(state.G, state.D, state.E)
     opts = steps.Optimizers(state.g_opt, state.d_opt, state.ae_opt)
@@ -179,14 +183,15 @@ def check_step(spec: JobSpec, world: distributed.World, rig: StepRig,
     prof = scaling.profile(work.model, rig.channels, rig.num_classes)
     link = scaling.default_link(spec.resources.nodes)
     comm = scaling.comm_s(prof, world.size, link, work.horovod.compression)
-    peak = device_peak_flops("float32" if work.precision == "float32" else work.precision)
+    peak = device_peak_flops(work.precision)
     report.figures.update(
         step_ms=together * 1e3, alone_ms=alone * 1e3, step_img_s=work.batch_size / together,
         efficiency=alone / together, predicted=scaling.efficiency(alone, comm),
         mfu=prof.flops_per_image * work.batch_size / alone / peak)
 
 
-def step_checks(spec: JobSpec, world: distributed.World, report: RankReport) -> None:
+def step_checks(spec: JobSpec, world: distributed.World, data: ImageSet | None,
+                report: RankReport) -> None:
     """Build on every rank, agree that all built, then time; a rank that could not read the
     data or build the step is named, and no rank is left waiting in an allreduce."""
     unread = [r for r in world.gather_object(report, name="preflight_data") if r.failed]
@@ -196,7 +201,7 @@ def step_checks(spec: JobSpec, world: distributed.World, report: RankReport) -> 
         return
     rig, problem = None, None
     try:
-        rig = build_step(spec, world)
+        rig = build_step(spec, world, data)
     except Exception as exc:  # before any collective of the step
         problem = why(exc)
     failed = [(r, p) for r, p in enumerate(world.gather_object(problem, name="preflight_built"))
@@ -220,8 +225,12 @@ def checks(spec: JobSpec, world: distributed.World) -> list[RankReport]:
     gpus = tf.config.list_logical_devices("GPU")
     report.device = gpus[0].name if gpus else "CPU"
     check_allreduce(world, report)
-    check_data(spec, world, report)
-    step_checks(spec, world, report)
+    data = check_data(spec, world, report)
+    try:
+        step_checks(spec, world, data, report)
+    finally:
+        if data is not None:
+            data.close()
     # staged, training reads the node's copy at memory speed: the shared file's rate is shown
     if spec.work.stage != "local" and "step_img_s" in report.figures \
             and "data_img_s" in report.figures \

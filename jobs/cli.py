@@ -142,6 +142,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
           scheduler.render_plan(spec, args.set))
     for warning in [*plan_scaling.plan_warnings(spec), *plan_scaling.device_warnings(spec)]:
         print(warning)
+    return _paths_code(spec)
+
+
+def _paths_code(spec: JobSpec) -> int:
+    """The spec's inputs and outputs checked here: each problem printed, exit 3 if any."""
     problems = check_paths(spec)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
@@ -158,32 +163,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     spec = _load(args, args.spec)
-    problems = check_paths(spec)
-    if problems:
-        for problem in problems:
-            print(f"error: {problem}", file=sys.stderr)
-        return exitcodes.NOT_RUNNABLE
-    if args.preflight:
-        if not kinds.is_(spec, "train"):
-            print(f"error: --preflight checks a train spec; {args.spec} is a '{spec.kind}' "
-                  "spec", file=sys.stderr)
-            return exitcodes.INVALID_SPEC
-        code = preflight(spec, args.executor)
-        if code != exitcodes.OK:
-            return code
-    return submit(spec, executor=args.executor, wait=args.wait)
+    code = _preflight(spec, args.spec, args.executor) if args.preflight else _paths_code(spec)
+    return code if code != exitcodes.OK else submit(spec, executor=args.executor,
+                                                    wait=args.wait)
+
+
+def _preflight(spec: JobSpec, path: str, executor: str) -> int:
+    """A train spec's preflight, waited for: the command, and ``submit --preflight``."""
+    if not kinds.is_(spec, "train"):
+        print(f"error: {path} is a '{spec.kind}' spec; preflight checks a train spec",
+              file=sys.stderr)
+        return exitcodes.INVALID_SPEC
+    code = _paths_code(spec)
+    return code if code != exitcodes.OK else preflight(spec, executor)
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
-    spec = _load(args, args.spec)
-    if not kinds.is_(spec, "train"):
-        print(f"error: {args.spec} is a '{spec.kind}' spec; preflight checks a train spec",
-              file=sys.stderr)
-        return exitcodes.INVALID_SPEC
-    problems = check_paths(spec)
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
-    return exitcodes.NOT_RUNNABLE if problems else preflight(spec, args.executor)
+    return _preflight(_load(args, args.spec), args.spec, args.executor)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

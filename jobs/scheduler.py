@@ -16,7 +16,7 @@ from typing import Any
 from gan.parallel.devices import gpu_reason
 from jobs import kinds
 from jobs.core.fields import walltime_minutes
-from jobs.core.schema import JobSpec
+from jobs.core.schema import JobSpec, Resources
 from jobs.core.fields import iter_path_fields
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -114,10 +114,16 @@ def slurm_options(spec: JobSpec) -> dict[str, str | None]:
         opts["signal"] = f"B:USR1@{res.signal_lead_s}"
         opts["requeue"] = None
         opts["open-mode"] = "append"
-    for key, value in res.slurm_extra.items():  # a typed gres replaces gpu:N
-        if value is not False:
-            opts[key] = None if value is True else str(value)
+    for key, value in extra_options(res).items():  # a typed gres replaces gpu:N
+        opts[key] = None if value is True else value
     return opts
+
+
+def extra_options(res: Resources) -> dict[str, str | bool]:
+    """``resources.slurm_extra`` as both routes pass it: true a bare flag, false left out,
+    every other value as text."""
+    return {key: True if value is True else str(value)
+            for key, value in res.slurm_extra.items() if value is not False}
 
 
 def sbatch_argv(spec: JobSpec, overrides: list[str] = (), *, script: str | None = None,
@@ -165,8 +171,7 @@ def submitit_parameters(spec: JobSpec) -> dict[str, Any]:
             params[f"slurm_{key}"] = getattr(res, key)
     if res.array_throttle:
         params["slurm_array_parallelism"] = res.array_throttle
-    extra = {k: (True if v is True else str(v)) for k, v in res.slurm_extra.items()
-             if v is not False}
+    extra = extra_options(res)
     if "gres" in extra:  # a typed gres, in place of submitit's --gpus-per-node
         params["gpus_per_node"] = 0
         params["slurm_gres"] = extra.pop("gres")

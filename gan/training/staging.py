@@ -136,29 +136,35 @@ def needed_bytes(source: Path) -> int:
 
 def stage(source: Path, directory: Path) -> Path | None:
     """(Local rank 0.) The node's intact copy of ``source``'s images, made if need be; None
-    (and a warning) when it cannot be had, and the ranks read ``source`` itself."""
+    (and a warning) when it cannot be had, and the ranks read ``source`` itself. Never
+    raises: staging is an optimisation, and the node's other ranks wait for this."""
+    try:
+        return _stage(source, directory)
+    except Exception as exc:  # any way it fails (a full disk, a damaged chunk, an odd file)
+        log.warning("train.stage: cannot stage %s to %s (%s): reading the shared file "
+                    "instead", source, directory, why(exc))
+        return None
+
+
+def _stage(source: Path, directory: Path) -> Path | None:
+    """``stage`` without its safety net."""
     folder = folder_for(source, directory)
     if intact(folder, source):
         log.info("staged copy found intact: %s", folder / IMAGES)
         return folder / IMAGES
-    try:
-        # not intact: no record may point the node's other ranks at it, and a copy killed
-        # mid-way (its temporary file) must not take the room of the next
-        (folder / RECORD).unlink(missing_ok=True)
-        remove_stale_temps(folder / IMAGES)
-        folder.mkdir(parents=True, exist_ok=True)
-        need, free = needed_bytes(source), shutil.disk_usage(folder).free
-        if free < need + MARGIN_BYTES:
-            log.warning("train.stage: %s has %.1f GB free, the copy needs %.1f GB (and %d MB "
-                        "to spare): reading the shared %s instead", folder, free / 2**30,
-                        need / 2**30, MARGIN_BYTES // 2**20, source)
-            return None
-        log.info("staging %s (%.2f GB) to %s", source, need / 2**30, folder)
-        _copy(source, folder)
-    except OSError as exc:
-        log.warning("train.stage: cannot stage %s to %s (%s): reading the shared file "
-                    "instead", source, folder, why(exc))
+    # not intact: no record may point the node's other ranks at it, and a copy killed
+    # mid-way (its temporary file) must not take the room of the next
+    (folder / RECORD).unlink(missing_ok=True)
+    remove_stale_temps(folder / IMAGES)
+    folder.mkdir(parents=True, exist_ok=True)
+    need, free = needed_bytes(source), shutil.disk_usage(folder).free
+    if free < need + MARGIN_BYTES:
+        log.warning("train.stage: %s has %.1f GB free, the copy needs %.1f GB (and %d MB "
+                    "to spare): reading the shared %s instead", folder, free / 2**30,
+                    need / 2**30, MARGIN_BYTES // 2**20, source)
         return None
+    log.info("staging %s (%.2f GB) to %s", source, need / 2**30, folder)
+    _copy(source, folder)
     log.info("staged: %s", folder / IMAGES)
     return folder / IMAGES
 
@@ -167,13 +173,7 @@ def stage_for_node(source: Path, configured_dir: str | None, world) -> Path | No
     """Local rank 0 of each node stages while the node's other ranks wait; then every rank
     opens what it left: the copy, or (no record) the shared file. Every rank must call it."""
     directory = default_dir(configured_dir)
-    path = None
-    if world.local_rank == 0:
-        try:
-            path = stage(source, directory)
-        except Exception as exc:  # never skip the barrier the node's other ranks wait at
-            log.warning("train.stage: cannot stage %s (%s): reading the shared file instead",
-                        source, why(exc))
+    path = stage(source, directory) if world.local_rank == 0 else None
     world.barrier()
     if world.local_rank != 0:
         folder = folder_for(source, directory)
