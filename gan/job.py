@@ -7,7 +7,7 @@ import os
 import socket
 
 from gan.parallel import devices, distributed
-from jobs.core import exitcodes, files, runtime
+from jobs.core import chain, exitcodes, files, runlock, runtime
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
 
@@ -49,8 +49,10 @@ def start_world(spec: JobSpec) -> distributed.World:
     return world
 
 
-def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None) -> int:
-    """Train ``spec``; an exit code of jobs.core.exitcodes (what the Slurm scripts act on)."""
+def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None,
+        link: chain.Link = chain.NO_CHAIN) -> int:
+    """Train ``spec``; an exit code of jobs.core.exitcodes (what the Slurm scripts act on).
+    ``link``: which link of a resubmit chain this job is (``resources.resubmit``)."""
     if devices.gpu_reason(spec.work.device, spec.resources.gpus_per_node,
                           devices.installed_flavour()):
         # before TensorFlow's import below; the spec's env: and the user's own values win
@@ -58,25 +60,58 @@ def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None) -> 
             runtime.show_tf_warnings()
         for name, value in devices.gpu_environment().items():
             os.environ.setdefault(name, value)
+    # from here on a stop signal means "checkpoint as soon as you can"
+    stop = (stop or StopSignals()).arm()
+    limit_threads_to_allocation()
+    try:
+        try:
+            world = start_world(spec)
+        except (distributed.WorldMismatch, devices.NoDevice) as exc:  # never worth a requeue
+            log.error("%s", exc)
+            return exitcodes.NOT_RUNNABLE
+        if not world.is_chief:  # only rank 0 logs progress; the others speak up on problems
+            logging.getLogger().setLevel(logging.WARNING)
+        lock, problem = take_run_dir(spec, world, link)
+        if problem:
+            log.error("%s", problem)
+            return exitcodes.NOT_RUNNABLE
+        code = exitcodes.FAILED
+        try:
+            code = train(spec, world, fresh, stop)
+            return code
+        finally:
+            if lock is not None:  # rank 0: what the next job in this run directory reads
+                chain.record_outcome(spec.work.run_dir, code, lock.me.shown, lock.me.host)
+                lock.keep() if code == exitcodes.REQUEUE else lock.release()
+    finally:
+        stop.restore()
+
+
+def take_run_dir(spec: JobSpec, world: distributed.World,
+                 link: chain.Link) -> tuple[runlock.RunLock | None, str | None]:
+    """Rank 0 locks the run directory (one job per run directory); every rank learns whether
+    it may train. The lock, on rank 0, and the refusal, if any, on every rank."""
+    lock, problem = None, None
+    if world.is_chief:
+        lock = runlock.RunLock(spec.work.run_dir, runlock.this_process(link))
+        try:
+            lock.acquire()
+        except (runlock.RunDirInUse, OSError) as exc:
+            lock, problem = None, str(exc)
+    problem = devices.first_refusal(world.gather_object(problem, name="run_lock"))
+    if problem and lock is not None:  # (only if another rank refused)
+        lock.release()
+    return lock, problem
+
+
+def train(spec: JobSpec, world: distributed.World, fresh: bool, stop: StopSignals) -> int:
+    """The training itself, in a run directory this job holds."""
     from gan.training.guard import GuardStop
     from gan.training.loop import SpecMismatch, Trainer
 
-    # from here on a stop signal means "checkpoint as soon as you can"
-    stop = (stop or StopSignals()).arm()
-
-    limit_threads_to_allocation()
-    try:
-        world = start_world(spec)
-    except (distributed.WorldMismatch, devices.NoDevice) as exc:  # never worth a requeue
-        stop.restore()
-        log.error("%s", exc)
-        return exitcodes.NOT_RUNNABLE
-    if not world.is_chief:  # only rank 0 logs progress; the others speak up on problems
-        logging.getLogger().setLevel(logging.WARNING)
     try:
         trainer = Trainer(spec.work, world, fresh=fresh)
     except (SpecMismatch, OSError, ValueError) as exc:
-        stop.restore()
         log.error("%s", exc)
         return exitcodes.NOT_RUNNABLE
     try:
@@ -93,5 +128,3 @@ def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None) -> 
             spec.work.run_dir, exc, f"The last complete checkpoint, {kept}, is kept and a "
             "resubmitted job resumes from it." if kept else "No checkpoint was completed yet."))
         return exitcodes.NOT_RUNNABLE
-    finally:
-        stop.restore()

@@ -30,10 +30,19 @@ def docker_ranks_problem(spec: JobSpec) -> list[str]:
             "resources.tasks_per_node=1)"]
 
 
+def resubmit_problem(spec: JobSpec) -> list[str]:
+    """A resubmit chain resumes a training; other kinds have nothing to resume."""
+    if not spec.resources.resubmit or kinds.of(spec).requeues:
+        return []
+    return [f"{spec.source}: resources.resubmit: only train and sweep jobs resume, not a "
+            f"{spec.kind} job" + (" (set it in the pipeline's train stage spec)"
+                                  if kinds.is_(spec, "pipeline") else "")]
+
+
 def deep_problems(spec: JobSpec) -> list[str]:
-    """Inception checksums, the Docker rule, then the kind's own rules; a sweep's points and
-    a pipeline's train stage are checked through this too."""
-    found = kinds.checksum_problems(spec) + docker_ranks_problem(spec)
+    """Inception checksums, the Docker and resubmit rules, then the kind's own rules; a
+    sweep's points and a pipeline's train stage are checked through this too."""
+    found = kinds.checksum_problems(spec) + docker_ranks_problem(spec) + resubmit_problem(spec)
     return kinds.of(spec).checks(spec, found, deep_problems)
 
 

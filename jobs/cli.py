@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from jobs.core import exitcodes, runtime
+from jobs.core import chain, exitcodes, runtime
 from jobs import kinds, pipeline, plan_scaling, runner, schema_doc, scheduler
 from jobs.checks import ensure_checked
 from jobs.core.loader import SpecError, check_paths, load_spec, parse_set_args
@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="array task to run (default: $SLURM_ARRAY_TASK_ID, else all tasks)")
     p.add_argument("--fresh", action="store_true",
                    help="training: refuse to reuse an existing run directory")
+    p.add_argument("--chain", type=_chain_link, default=chain.NO_CHAIN, metavar="FIRST:K",
+                   help="link K of the resubmit chain that job FIRST started "
+                        "(resources.resubmit): exit at once if the run ended, else resume")
     p = sub.add_parser("submit", help="submit through submitit to Slurm or run with its local "
                                       "executor")
     with_spec(p)
@@ -158,7 +161,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     index = args.index if args.index is not None else array_index_from_env()
     log.info("running %s '%s' from %s%s", spec.kind, spec.name, spec.source,
              f" (array task {index})" if index is not None else "")
-    return runner.run(spec, index=index, fresh=args.fresh, stop=args.stop)
+    return runner.run(spec, index=index, fresh=args.fresh, stop=args.stop, link=args.chain)
+
+
+def _chain_link(text: str) -> chain.Link:
+    try:
+        return chain.parse_link(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from gan import families
-from jobs.core import exitcodes
+from jobs.core import chain, exitcodes
 from jobs.core.files import wrong_checksum
 from jobs.core.loader import inception_sections, pipeline_problems, pipeline_stages
 from jobs.core.schema import JobSpec
@@ -33,12 +33,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Launch:
     """What one run of a job is given: its array task (or None), whether to start afresh,
-    the stop signals caught so far, and the runner itself, for the specs a sweep or a
-    pipeline runs in turn (each through every check, as if submitted alone)."""
+    the stop signals caught so far, the runner itself, for the specs a sweep or a pipeline
+    runs in turn (each through every check, as if submitted alone), and its place in a
+    resubmit chain."""
     index: int | None
     fresh: bool
     stop: StopSignals
     run: Callable[..., int]
+    link: chain.Link = chain.NO_CHAIN
 
 
 @dataclass(frozen=True)
@@ -75,9 +77,12 @@ def checked_like(parent: JobSpec, child: JobSpec) -> JobSpec:
 
 # ------------------------------------------------------------------------------ the kinds
 def _run_train(spec: JobSpec, launch: Launch) -> int:
+    code = chain.link_exit(spec.work.run_dir, launch.link)  # a link after the run ended
+    if code is not None:
+        return code
     from gan import job  # TensorFlow: only where a training runs
 
-    return int(job.run(spec, fresh=launch.fresh, stop=launch.stop))
+    return int(job.run(spec, fresh=launch.fresh, stop=launch.stop, link=launch.link))
 
 
 def _check_train(spec: JobSpec, found: list[str], deep) -> list[str]:
@@ -133,7 +138,7 @@ def _run_sweep(spec: JobSpec, launch: Launch) -> int:
     worst = exitcodes.OK
     for k in indices:
         code = launch.run(checked_like(spec, point_spec(spec, k)), fresh=launch.fresh,
-                          stop=launch.stop)
+                          stop=launch.stop, link=launch.link)
         if code == exitcodes.REQUEUE:
             return code  # stopped by a signal: the rest resumes after the requeue
         worst = worst or code
@@ -163,7 +168,7 @@ def _run_pipeline(spec: JobSpec, launch: Launch) -> int:
     if code != exitcodes.OK:
         log.error("preprocess stage failed (exit %d): not training", code)
         return code
-    return launch.run(train, fresh=launch.fresh, stop=launch.stop)
+    return launch.run(train, fresh=launch.fresh, stop=launch.stop, link=launch.link)
 
 
 def _pipeline_stages_exist(spec: JobSpec) -> bool:

@@ -10,7 +10,7 @@ import os
 
 from jobs import kinds
 from jobs.checks import ensure_checked
-from jobs.core import exitcodes
+from jobs.core import chain, exitcodes
 from jobs.core.loader import SpecError, check_paths
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
@@ -19,9 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def run(spec: JobSpec, index: int | None = None, fresh: bool = False,
-        stop: StopSignals | None = None) -> int:
+        stop: StopSignals | None = None, link: chain.Link = chain.NO_CHAIN) -> int:
     """Run ``spec`` (array task ``index`` if given) and return an exit code from
-    :mod:`jobs.core.exitcodes`. ``stop`` holds stop signals caught before the job started."""
+    :mod:`jobs.core.exitcodes`. ``stop`` holds stop signals caught before the job started;
+    ``link``: the job's place in a resubmit chain (``resources.resubmit``)."""
     try:
         ensure_checked(spec)  # nothing to do when this command has checked it already
     except SpecError as exc:
@@ -34,5 +35,6 @@ def run(spec: JobSpec, index: int | None = None, fresh: bool = False,
             log.error(problem)
         return exitcodes.NOT_RUNNABLE
     os.environ.update(spec.env)  # inside the job, never on a command line (secrets)
-    launch = kinds.Launch(index=index, fresh=fresh, stop=stop or StopSignals(), run=run)
+    launch = kinds.Launch(index=index, fresh=fresh, stop=stop or StopSignals(), run=run,
+                          link=link)
     return kinds.of(spec).run(spec, launch)

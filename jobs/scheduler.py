@@ -78,9 +78,10 @@ def container_command(spec: JobSpec) -> list[str]:
     return [str(DOCKER_TASK), *gpu, "--rm", "--init", "--network", "host", *mounts, c.image]
 
 
-def dependency_options(after: str) -> dict[str, str]:
-    """Start only after job ``after`` succeeded; cancel (not pend forever) if it failed."""
-    return {"dependency": f"afterok:{after}", "kill-on-invalid-dep": "yes"}
+def dependency_options(after: str, condition: str = "afterok") -> dict[str, str]:
+    """Start only after job ``after`` succeeded (``afterok``; cancelled, not pending forever,
+    if it failed), or after it ended in any way (``afterany``: a resubmit chain's link)."""
+    return {"dependency": f"{condition}:{after}", "kill-on-invalid-dep": "yes"}
 
 
 def requeues_itself(spec: JobSpec) -> bool:
@@ -208,7 +209,27 @@ def render_plan(spec: JobSpec, overrides: list[str] = ()) -> str:
     size = array_size(spec)
     lines.append(f"executor.map_array(task, range({size}))  # one Slurm array"
                  if size is not None else "executor.submit(task)")
-    return "\n".join(lines)
+    return "\n".join(lines + _chain_lines(spec, argv))
+
+
+def chain_argv(argv: list[str], previous: str, link: str) -> list[str]:
+    """A resubmit chain's link: the job's sbatch line, after ``previous`` ends in any way,
+    told which link it is (``python -m jobs run --chain FIRST:K``)."""
+    deps = [f"--{k}={v}" for k, v in dependency_options(previous, "afterany").items()]
+    return [argv[0], "--parsable", *deps, *argv[1:], "--chain", link]
+
+
+def _chain_lines(spec: JobSpec, argv: list[str]) -> list[str]:
+    """``resources.resubmit``: the sbatch lines of the chain, as a shell loop."""
+    n = spec.resources.resubmit
+    if not n or not requeues_itself(spec):
+        return []
+    first = " ".join(shlex.quote(a) for a in [argv[0], "--parsable", *argv[1:]])
+    link = " ".join(shlex.quote(a) for a in chain_argv(argv, "@P", "@L"))
+    link = link.replace("@P", "${prev%%;*}").replace("@L", '"${first%%;*}:$k"')
+    return ["", f"# resources.resubmit: {n} successor(s), each after the one before ends "
+                "(sbatch route):", f"first=$({first})", "prev=$first",
+            f"for k in $(seq 1 {n}); do prev=$({link}); done"]
 
 
 def _rank_lines(spec: JobSpec, argv: list[str]) -> list[str]:

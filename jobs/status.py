@@ -5,12 +5,15 @@ says of them (state, restarts), and the training progress on disk (last checkpoi
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 from pathlib import Path
 
 from gan.training.outputs import BEST_DIR, BEST_RECORD, RANKED, quality_summary, read_metrics
+from jobs.core import runlock
+from jobs.core.chain import read_outcome
 from jobs.submit import RECORDS
 
 
@@ -29,8 +32,22 @@ def status(work_dir: Path) -> str:
     slurm_ids = [i for rec in records if rec["executor"] == "slurm" for i in rec["job_ids"]]
     if slurm_ids:
         lines += ["", _sacct(slurm_ids)]
-    lines += _progress(work_dir)
+    lines += _progress(work_dir) + _holder_and_outcome(work_dir)
     return "\n".join(lines)
+
+
+def _holder_and_outcome(work_dir: Path) -> list[str]:
+    """Which job holds the run directory now, and how the last one there ended."""
+    out = []
+    lock = work_dir / runlock.LOCK_NAME
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        out.append(f"held by: {runlock.Holder(**json.loads(lock.read_text())).describe()} "
+                   f"({lock})")
+    outcome = read_outcome(work_dir)
+    if outcome:
+        out.append(f"last job to end here: {outcome.get('job') or 'a run outside Slurm'}, "
+                   f"exit {outcome.get('exit')} ({outcome.get('meaning')}), {outcome.get('time')}")
+    return [""] + out if out else []
 
 
 def _progress(work_dir: Path) -> list[str]:

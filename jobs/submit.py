@@ -18,7 +18,7 @@ import submitit
 
 from jobs import kinds, progress, runner
 from jobs.checks import ensure_checked
-from jobs.core import exitcodes, runtime, signals
+from jobs.core import chain, exitcodes, runtime, signals
 from jobs.core.loader import SpecError, pipeline_stages
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
@@ -42,13 +42,13 @@ class SpecTask(submitit.helpers.Checkpointable):
     """What submitit pickles and runs on the node: one spec (any kind, a pipeline's merge
     too), optionally one array index, through the runner like every other route."""
 
-    def __init__(self, spec: JobSpec):
-        self.spec = spec
+    def __init__(self, spec: JobSpec, link: chain.Link = chain.NO_CHAIN):
+        self.spec, self.link = spec, link
 
     def __call__(self, index: int | None = None) -> int:
         runtime.configure()
         stop = StopSignals()
-        code = runner.run(self.spec, index=index, stop=stop)
+        code = runner.run(self.spec, index=index, stop=stop, link=self.link)
         if code == exitcodes.REQUEUE:
             self._hand_over_stop(stop.signum)
         if code != exitcodes.OK:
@@ -69,7 +69,7 @@ class SpecTask(submitit.helpers.Checkpointable):
 
 
 def make_executor(spec: JobSpec, executor: str, after: str | None = None,
-                  name: str | None = None) -> submitit.AutoExecutor:
+                  name: str | None = None, condition: str = "afterok") -> submitit.AutoExecutor:
     args = submitit_executor_args(spec)
     Path(args["folder"]).parent.mkdir(parents=True, exist_ok=True)
     ex = submitit.AutoExecutor(cluster=executor, **args)
@@ -78,7 +78,8 @@ def make_executor(spec: JobSpec, executor: str, after: str | None = None,
         params["name"] = name
     if after and executor == "slurm":
         params["slurm_additional_parameters"] = {  # the spec's own extra options kept
-            **params.get("slurm_additional_parameters", {}), **dependency_options(after)}
+            **params.get("slurm_additional_parameters", {}),
+            **dependency_options(after, condition)}
     ex.update_parameters(**params)
     return ex
 
@@ -124,15 +125,32 @@ def _refuse_local_ranks(spec: JobSpec, executor: str) -> None:
 
 
 def _submit_one(spec: JobSpec, executor: str, task: SpecTask, after: str | None = None,
-                name: str | None = None) -> list:
-    ex = make_executor(spec, executor, after, name)
+                name: str | None = None, condition: str = "afterok") -> list:
+    ex = make_executor(spec, executor, after, name, condition)
     size = array_size(spec)
     jobs = ex.map_array(task, range(size)) if size is not None else [ex.submit(task)]
     ids = [job.job_id for job in jobs]
     _record(spec, executor, ids, name or spec.name)
     print(f"submitted {spec.kind} '{name or spec.name}' ({executor}): {', '.join(ids)}"
-          + (f" after {after}" if after else ""), flush=True)
+          + (f" {condition} {after}" if after else ""), flush=True)
+    if task.link.index == 0 and kinds.of(spec).requeues and spec.resources.resubmit:
+        _submit_chain(spec, executor, jobs[0].job_id.split("_")[0], name)
     return jobs
+
+
+def _submit_chain(spec: JobSpec, executor: str, first: str, name: str | None) -> None:
+    """``resources.resubmit`` successors, each ``afterany`` of the one before: where
+    preemption cancels, each resumes the run (or exits at once once it ended:
+    ``jobs/core/chain.py``)."""
+    if executor != "slurm":
+        log.info("resources.resubmit: a chain needs Slurm; the local executor runs the job "
+                 "once")
+        return
+    previous = first
+    for k in range(1, spec.resources.resubmit + 1):
+        jobs = _submit_one(spec, executor, SpecTask(spec, chain.Link(first, k)), previous,
+                           name, condition="afterany")
+        previous = jobs[0].job_id.split("_")[0]
 
 
 def submit_pipeline(job: JobSpec, executor: str, wait: bool) -> int:

@@ -79,6 +79,10 @@ class Resources:
     array_throttle: int | None = opt(None, "Max array tasks running at once (the %K of "
                                            "--array); none = no limit", ge=1)
     max_requeues: int = opt(10, "Stop requeueing a job after this many restarts", ge=0)
+    resubmit: int = opt(0, "Training: also submit N successor jobs, each starting when the "
+                           "one before ends in any way (afterany), for sites where preemption "
+                           "cancels instead of requeueing: each resumes the run, or exits at "
+                           "once if it has ended", ge=0, le=100)
     signal_lead_s: int = opt(120, "Seconds before the walltime that the job is told to "
                                   "checkpoint and requeue", ge=10)
     slurm_extra: dict[str, str | int | bool] = opt(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+from jobs.core import runlock
+from jobs.core.chain import record_outcome
 from jobs.core.loader import load_spec
 from jobs.status import _progress, sacct_table, status
 from jobs.sweep import expand_points, point_name, summary, summary_columns
@@ -85,3 +87,14 @@ def test_sweep_summary_gains_the_quality_columns_its_points_measured(write_spec,
     assert (table[0]["kid"], table[0]["best_kid"], table[0]["best_face_rate"]) == \
         ("0.020", "0.012", "0.55")
     assert table[1]["epoch"] == "1" and table[1]["kid"] == ""
+
+
+def test_status_names_the_lock_holder_and_the_last_outcome(tmp_path):
+    lock = runlock.RunLock(tmp_path, runlock.this_process())
+    lock.acquire()
+    record_outcome(tmp_path, 75, "88", "n3")
+    text = status(tmp_path)
+    lock.release()
+    assert f"held by: a run outside Slurm on host {lock.me.host} (pid {lock.me.pid})" in text
+    assert "last job to end here: 88, exit 75 (checkpointed after a stop signal" in text
+    assert "held by" not in status(tmp_path)

@@ -1,5 +1,7 @@
 """Faults a cluster throws at a job, on the real test cluster: the controller restarting
-under running and pending jobs, and a job that cannot run at all (never requeued)."""
+under running and pending jobs, a job that cannot run at all (never requeued), a second job
+into a running job's run directory (stopped at once, naming the holder), and a job cancelled
+instead of requeued (as where preemption cancels), carried on by its resubmit chain."""
 from __future__ import annotations
 
 import json
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from jobs.core import exitcodes
 from tests.conftest import ROOT
 from tests.system.test_slurm import (digits, epoch_rows, run_at_step,  # noqa: F401 - fixture
                                      sacct, submit_sbatch, train_spec, wait_state)
@@ -91,3 +94,61 @@ def test_a_job_that_cannot_run_is_not_requeued(slurm_cluster, digits, tmp_path):
     assert "job failed with exit code 3 (cannot run here: inputs missing" in text
     assert "not requeued" in text and "requeueing" not in text
     assert [r[1] for r in sacct(env, job, "JobID", "State")] == ["FAILED"]
+
+
+ONE_CPU = ["resources.cpus_per_task=1", "resources.time=20"]  # two jobs fit the node at once
+
+
+def submitted_ids(run_dir) -> list[str]:
+    """Every job id ``jobs submit`` recorded, in submission order."""
+    records = (run_dir / "logs" / "submissions.jsonl").read_text().splitlines()
+    return [i for line in records for i in json.loads(line)["job_ids"]]
+
+
+def submitit_log(run_dir, job: str):
+    return run_dir / "logs" / "submitit" / job / f"{job}_0_log.err"
+
+
+def test_one_job_per_run_dir_and_a_cancelled_job_goes_on_in_its_chain(
+        slurm_cluster, digits, tmp_path):  # noqa: F811
+    """``resources.resubmit: 2``: the job and two links. A manual sbatch into its run
+    directory meanwhile is refused; the job is cancelled (scancel: SIGTERM, a checkpoint, no
+    requeue); link 1 takes over its lock and finishes the run, every epoch once; link 2 finds
+    the run over and exits at once."""
+    env = slurm_cluster["env"]
+    run_dir = tmp_path / "chained"
+    spec = train_spec(tmp_path, digits, run_dir, epochs=2)
+    sets = [a for s in [*ONE_CPU, "resources.resubmit=2"] for a in ("--set", s)]
+    proc = subprocess.run([sys.executable, "-m", "jobs", "submit", str(spec), *sets],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, link1, link2 = submitted_ids(run_dir)
+    assert f"afterany {first}" in proc.stdout and f"afterany {link1}" in proc.stdout
+    run_at_step(submitit_log(run_dir, first), lambda: True, 0)
+
+    # a second job into the same run directory (a manual sbatch): refused at once, exit 3
+    intruder = submit_sbatch(env, spec, tmp_path, ONE_CPU)
+    assert wait_state(env, intruder, DONE, 300) == "FAILED"
+    text = (run_dir / "logs" / f"{run_dir.name}-{intruder}.out").read_text()
+    assert f"is in use by job {first} on host" in text and "Traceback" not in text, text
+    assert f"job failed with exit code {exitcodes.NOT_RUNNABLE}" in text
+
+    # cancelled, not requeued: it checkpoints on SIGTERM, and the chain's next link resumes
+    subprocess.run(["scancel", first], env=env, check=True)
+    assert wait_state(env, first, DONE, 300) == "CANCELLED"
+    assert wait_state(env, link1, DONE, 900) == "COMPLETED", \
+        submitit_log(run_dir, link1).read_text()[-3000:]
+    resumed = submitit_log(run_dir, link1).read_text()
+    assert "the run is not finished" in resumed and "resumed from ckpt-" in resumed
+    assert "taking over the lock" in resumed and "earlier link" in resumed
+    assert epoch_rows(run_dir) == [1, 2], "an epoch was lost or repeated"
+
+    # the last link finds the run over: exit 0 at once, no training
+    assert wait_state(env, link2, DONE, 300) == "COMPLETED"
+    last = submitit_log(run_dir, link2).read_text()
+    assert f"the run finished in job {link1}: nothing to do" in last
+    assert "rank 0/1" not in last
+    assert not (run_dir / "job.lock").exists()
+    status = subprocess.run([sys.executable, "-m", "jobs", "status", str(run_dir)], env=env,
+                            capture_output=True, text=True, cwd=ROOT).stdout
+    assert f"last job to end here: {link1}, exit 0" in status, status

@@ -1,0 +1,103 @@
+"""Resubmit chains: a later link reads how the run directory's last job ended and exits at
+once when the run is over, resumes otherwise; the field is refused where nothing resumes;
+plan prints the chain's sbatch lines; submitit gets the successors' dependencies."""
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from jobs.checks import deep_problems
+from jobs.core import chain, exitcodes, runlock
+from jobs.core.chain import Link, link_exit, parse_link, record_outcome
+from jobs.core.loader import load_spec, parse_set_args
+from jobs.scheduler import render_plan
+from jobs.submit import make_executor
+from tests.conftest import run_cli
+from tests.jobs.test_scheduler import preprocess, train  # noqa: F401 - fixtures
+
+
+@pytest.mark.parametrize("last, expected", [
+    (None, None), (exitcodes.REQUEUE, None),  # killed outright / checkpointed: resume
+    (exitcodes.OK, exitcodes.OK), (exitcodes.GUARD_STOPPED, exitcodes.GUARD_STOPPED),
+    (exitcodes.NOT_RUNNABLE, exitcodes.NOT_RUNNABLE), (exitcodes.FAILED, exitcodes.FAILED),
+])
+def test_a_later_link_exits_at_once_unless_the_run_can_go_on(tmp_path, last, expected):
+    if last is not None:
+        record_outcome(tmp_path, last, "77", "n1")
+    assert link_exit(tmp_path, Link("77", 1)) == expected
+    assert link_exit(tmp_path, Link()) is None  # the first job, or no chain: always runs
+
+
+def test_the_outcome_names_the_job_and_its_meaning(tmp_path):
+    record_outcome(tmp_path, exitcodes.GUARD_STOPPED, "77_2", "n1")
+    outcome = chain.read_outcome(tmp_path)
+    assert outcome["job"] == "77_2" and outcome["exit"] == 79
+    assert outcome["meaning"] == exitcodes.DESCRIPTIONS[79]
+
+
+def test_parse_link():
+    assert parse_link("123:2") == Link("123", 2) and str(Link("123", 2)) == "123:2"
+    for bad in ("123", "a:1", "1:-1", ""):
+        with pytest.raises(ValueError, match="FIRST_JOB_ID:LINK"):
+            parse_link(bad)
+
+
+def test_run_with_chain_exits_at_once_on_a_finished_run(write_spec, tmp_path):
+    """The sbatch route: ``python -m jobs run SPEC --chain FIRST:K``, decided before any
+    training starts: nothing is written into the run directory."""
+    data = tmp_path / "x.h5"
+    data.write_bytes(b"")
+    run_dir = tmp_path / "run"
+    spec = write_spec(f"kind: train\nname: t\ntrain: {{data: {data}, run_dir: {run_dir}}}\n")
+    record_outcome(run_dir, exitcodes.OK, "41", "n1")
+    proc = run_cli("run", str(spec), "--chain", "41:2")
+    assert proc.returncode == exitcodes.OK, proc.stderr
+    assert "resubmit chain 41:2: the run finished in job 41: nothing to do" in proc.stderr
+    assert sorted(p.name for p in run_dir.iterdir()) == ["outcome.json"]
+    proc = run_cli("run", str(spec), "--chain", "41")
+    assert proc.returncode == exitcodes.INVALID_SPEC
+    assert "--chain '41': expected FIRST_JOB_ID:LINK" in proc.stderr
+
+
+def test_resubmit_is_refused_where_nothing_resumes(train, preprocess, write_spec):  # noqa: F811
+    assert deep_problems(train("resources.resubmit=3")) == []
+    (problem,) = deep_problems(preprocess("resources.resubmit=1"))
+    assert "resources.resubmit: only train and sweep jobs resume, not a preprocess job" \
+        in problem
+    proc = run_cli("validate", str(write_spec(
+        "kind: train\nname: t\nresources: {resubmit: -1}\n"
+        "train: {data: /x.h5, run_dir: /r}\n")))
+    assert proc.returncode == exitcodes.INVALID_SPEC and "resources.resubmit" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_plan_prints_the_chain_and_submitit_waits_afterany(train):  # noqa: F811
+    spec = train("resources.resubmit=2")
+    plan = render_plan(spec)
+    loop = plan.splitlines()[-1]
+    assert loop.startswith("for k in $(seq 1 2); do prev=$(sbatch --parsable "
+                           "--dependency=afterany:${prev%%;*} --kill-on-invalid-dep=yes ")
+    assert loop.endswith(' --chain "${first%%;*}:$k"); done')
+    assert shlex.split(loop)  # a line a shell can parse
+    assert "resources.resubmit" not in render_plan(train())
+    params = make_executor(spec, "slurm", after="500", condition="afterany")._executor
+    assert params.parameters["additional_parameters"]["dependency"] == "afterany:500"
+
+
+def test_an_array_tasks_chain_is_its_first_array_and_the_task(monkeypatch):
+    """The chain of an array task is the array's first job and the task."""
+    monkeypatch.setenv("SLURM_JOB_ID", "911")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "910")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    first = runlock.this_process(Link())
+    monkeypatch.setenv("SLURM_JOB_ID", "931")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "930")
+    later = runlock.this_process(Link("910", 1))
+    assert first.chain == later.chain == "910_1" and later.link == 1
+
+
+def test_load_spec_keeps_resubmit(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("kind: train\nname: t\ntrain: {data: /x.h5, run_dir: /r}\n")
+    assert load_spec(path, parse_set_args(["resources.resubmit=4"])).resources.resubmit == 4
