@@ -124,17 +124,19 @@ def test_one_job_per_run_dir_and_a_cancelled_job_goes_on_in_its_chain(
     assert proc.returncode == 0, proc.stderr[-3000:]
     first, link1, link2 = submitted_ids(run_dir)
     assert f"afterany {first}" in proc.stdout and f"afterany {link1}" in proc.stdout
-    run_at_step(submitit_log(run_dir, first), lambda: True, 0)
-
-    # a second job into the same run directory (a manual sbatch): refused at once, exit 3
-    intruder = submit_sbatch(env, spec, tmp_path, ONE_CPU)
-    assert wait_state(env, intruder, DONE, 300) == "FAILED"
-    text = (run_dir / "logs" / f"{run_dir.name}-{intruder}.out").read_text()
-    assert f"is in use by job {first} on host" in text and "Traceback" not in text, text
-    assert f"job failed with exit code {exitcodes.NOT_RUNNABLE}" in text
-
-    # cancelled, not requeued: it checkpoints on SIGTERM, and the chain's next link resumes
-    subprocess.run(["scancel", first], env=env, check=True)
+    pid, _ = run_at_step(submitit_log(run_dir, first), lambda: True, 0)
+    os.kill(pid, signal.SIGSTOP)  # held mid-training, however fast the machine
+    try:
+        # a second job into the same run directory (a manual sbatch): refused at once
+        intruder = submit_sbatch(env, spec, tmp_path, ONE_CPU)
+        assert wait_state(env, intruder, DONE, 300) == "FAILED"
+        text = (run_dir / "logs" / f"{run_dir.name}-{intruder}.out").read_text()
+        assert f"is in use by job {first} on host" in text and "Traceback" not in text, text
+        assert f"job failed with exit code {exitcodes.NOT_RUNNABLE}" in text
+        # cancelled, not requeued: it checkpoints on SIGTERM, the chain's next link resumes
+        subprocess.run(["scancel", first], env=env, check=True)
+    finally:
+        os.kill(pid, signal.SIGCONT)
     assert wait_state(env, first, DONE, 300) == "CANCELLED"
     assert wait_state(env, link1, DONE, 900) == "COMPLETED", \
         submitit_log(run_dir, link1).read_text()[-3000:]
