@@ -23,6 +23,7 @@ from gan import families
 from jobs.core import chain, exitcodes
 from jobs.core.files import wrong_checksum
 from jobs.core.loader import inception_sections, pipeline_problems, pipeline_stages
+from jobs.core.rundir import init_from_problems
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
 from jobs.sweep import expand_points, point_spec, validate_points
@@ -87,7 +88,8 @@ def _run_train(spec: JobSpec, launch: Launch) -> int:
 
 def _check_train(spec: JobSpec, found: list[str], deep) -> list[str]:
     return found + [f"{spec.source}: {p}" for p in families.problems(
-        spec.work.model.name, spec.work.latent.distribution)]
+        spec.work.model.name, spec.work.latent.distribution)
+        + init_from_problems(spec.work)]
 
 
 def _run_preflight(spec: JobSpec, launch: Launch) -> int:

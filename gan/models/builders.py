@@ -18,6 +18,7 @@ image size and the number of upsampling blocks, so G and D always agree on shape
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,6 +27,13 @@ from keras import layers
 
 from gan.families import family
 from jobs.core.schema import ModelSpec
+
+
+# D's blocks (``train.freeze_d`` counts them from the input): block i is the layer named
+# ``d_down{i}``, a stride-2 convolution, with any layer named ``d_down{i}_...`` (dcgan's
+# BatchNorm). Every family's D has one per ``model.discriminator_filters`` entry; the label
+# map (cgan) and the heads are in none.
+D_BLOCK = re.compile(r"d_down(\d+)(?:_\w+)?")
 
 
 @dataclass
@@ -105,7 +113,7 @@ def build_dcgan(spec: ModelSpec, num_classes: int, channels: int, num_attributes
         y = layers.Conv2D(filters, 5, strides=2, padding="same", kernel_initializer=init,
                           name=f"d_down{i}")(y)
         if i:
-            y = layers.BatchNormalization(momentum=0.9)(y)
+            y = layers.BatchNormalization(momentum=0.9, name=f"d_down{i}_norm")(y)
         y = layers.LeakyReLU(alpha)(y)
     logit = layers.Dense(1, kernel_initializer=init, dtype="float32",
                          name="d_logit")(layers.Flatten()(y))
@@ -172,3 +180,26 @@ def build(spec: ModelSpec, num_classes: int, channels: int, num_attributes: int 
     builder: Callable[[ModelSpec, int, int, int], Networks] = globals()[
         family(spec.name).builder]
     return builder(spec, num_classes, channels, num_attributes)
+
+
+def discriminator_blocks(discriminator: keras.Model) -> list[list]:
+    """D's blocks from the input, each a list of its layers (see ``D_BLOCK``)."""
+    blocks: dict[int, list] = {}
+    for layer in discriminator.layers:
+        match = D_BLOCK.fullmatch(layer.name)
+        if match:
+            blocks.setdefault(int(match.group(1)), []).append(layer)
+    return [blocks[i] for i in sorted(blocks)]
+
+
+def freeze_discriminator(discriminator: keras.Model, count: int) -> list:
+    """Freeze D's first ``count`` blocks (``train.freeze_d``): their weights leave D's
+    trainable variables, so its optimizer and its gradients skip them, and a frozen BatchNorm
+    normalises with its moving statistics and keeps them. The frozen layers' variables."""
+    blocks = discriminator_blocks(discriminator)
+    if count > len(blocks):
+        raise ValueError(f"train.freeze_d: {count} is more than D's {len(blocks)} blocks")
+    frozen = [layer for block in blocks[:count] for layer in block]
+    for layer in frozen:
+        layer.trainable = False
+    return [v for layer in frozen for v in layer.weights]

@@ -24,9 +24,9 @@ from gan.training.outputs import BEST_DIR, BEST_RECORD, better
 from jobs.core.files import atomic_write_json, atomic_write_text, why
 from jobs.core.schema import TrainSpec
 from jobs.core.fields import to_plain
+from jobs.core.rundir import CHECKPOINTS, SPEC_FILE
 
 log = logging.getLogger(__name__)
-SPEC_FILE = "train_spec.yaml"
 
 
 def restore_newest(paths: list[str], restore) -> str | None:
@@ -53,7 +53,7 @@ class RunCheckpoints:
     def __init__(self, spec: TrainSpec, objects: dict, world: distributed.World):
         self.spec = spec
         self.run_dir = Path(spec.run_dir)
-        self.dir = self.run_dir / "checkpoints"
+        self.dir = self.run_dir / CHECKPOINTS
         self.world = world
         self.is_chief = world.is_chief
         self.ckpt = tf.train.Checkpoint(**objects)
@@ -125,6 +125,12 @@ class RunCheckpoints:
                                    "float16's loss scale changes what a checkpoint holds, so "
                                    f"it cannot resume as {current['precision']}; use a new "
                                    "run_dir or the run's precision")
+            if saved.get("freeze_d", 0) != current["freeze_d"]:
+                raise SpecMismatch(f"{self.run_dir} was trained with train.freeze_d "
+                                   f"{saved.get('freeze_d', 0)}: D's optimizer holds only the "
+                                   "unfrozen blocks, so it cannot resume with "
+                                   f"{current['freeze_d']}; use a new run_dir (init_from this "
+                                   "one)")
         if self.is_chief:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))

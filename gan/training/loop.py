@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from gan.parallel import distributed
 
-from gan.training import staging, steps
+from gan.training import staging, steps, warmstart
 from gan.quality import meter
 from gan.training.augment import Adaptive
 from gan.training.checkpoint import BestSnapshot, RunCheckpoints, SpecMismatch
@@ -91,6 +91,7 @@ class Trainer:
         self.checkpoints = RunCheckpoints(spec, {**st.checkpoint_objects(), "guard": self.guard},
                                           world)
         self.resumed_from = self.checkpoints.restore()
+        self.started_from = warmstart.start(spec, st, world, self.resumed_from)
         self.quality = meter.QualityMeter(spec.metrics, spec.seed, world, self.data,
                                             self.sampler) if meter.enabled(spec.metrics) else None
         keep = spec.checkpoint.keep_best
@@ -138,9 +139,11 @@ class Trainer:
         average them across ranks every epoch so every rank holds the same model."""
         if self.world.size == 1:
             return  # nothing to average
+        frozen = {id(v) for v in self.state.frozen}  # train.freeze_d: the same everywhere
         for model in self.state.networks:
             for i, v in enumerate(model.non_trainable_weights):
-                v.assign(self.world.mean(v.value, name=f"{model.name}_stat_{i}"))
+                if id(v) not in frozen:
+                    v.assign(self.world.mean(v.value, name=f"{model.name}_stat_{i}"))
 
     def _rank_check(self, seen: list[np.ndarray]) -> tuple[bool, list]:
         """All ranks: same weights? Which images did each see? (rank 0 gets every rank's)"""

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from jobs.core.files import atomic_path, atomic_write_text
+from jobs.core.rundir import BEST_DIR, BEST_RECORD  # noqa: F401 - their home, re-exported
 
 log = logging.getLogger(__name__)
 EXTRA = ["secs", "rollbacks", "saves", "ranks_in_sync"]
 METRICS_FILE = "metrics.csv"
-BEST_DIR, BEST_RECORD = "best", "best.json"
 # quality figures (gan.quality.meter) and which way is better: True = lower
 QUALITY = {"kid": True, "kid_std": None, "fid": True, "face_rate": False,
            "inception_kid": True, "inception_kid_std": None, "inception_fid": True}

@@ -60,6 +60,8 @@ class TrainState:
         nets = builders.build_for(spec.model, conditioning)
         self.G, self.D, self.E = nets.generator, nets.discriminator, nets.encoder
         self.networks = [m for m in (self.G, self.D, self.E) if m is not None]
+        # before the optimizers: they and the steps take D's trainable variables alone
+        self.frozen = builders.freeze_discriminator(self.D, spec.freeze_d)
         self.g_opt = make_optimizer(spec, world_size, self.G.trainable_variables)
         self.d_opt = make_optimizer(spec, world_size, self.D.trainable_variables)
         self.optimizers = [self.g_opt, self.d_opt]

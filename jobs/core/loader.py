@@ -249,6 +249,10 @@ def _check_cross_fields(v: _Validator, kind: str, work: Any) -> None:
         if size % (2 ** n_up) or size // (2 ** n_up) < 2:
             v.fail("train.model.image_size", f"{size} must be a multiple of 2**{n_up} (one "
                    f"doubling per generator block) and at least {2 ** (n_up + 1)}")
+        blocks = len(work.model.discriminator_filters)  # D's blocks (gan/models/builders.py)
+        if work.freeze_d > blocks:
+            v.fail("train.freeze_d", f"{work.freeze_d} is more than D's {blocks} blocks (one "
+                   "per train.model.discriminator_filters entry)")
         if work.augment.adaptive and not work.augment.policy:
             v.fail("train.augment.adaptive", "needs train.augment.policy: the augmentations "
                    "whose probability it tunes")

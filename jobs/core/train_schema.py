@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from jobs.core.fields import nearest, opt, section
+from jobs.core.rundir import parse_init_from
 
 
 def _band(value: Any) -> list[float]:
@@ -196,6 +197,17 @@ class TrainSpec:
                     example="/scratch/$USER/celeba64/faces.h5")
     run_dir: str = opt(help="Checkpoints, samples, logs; a restart resumes from here",
                        path="output", example="/scratch/$USER/runs/cgan64")
+    init_from: str = opt("", "Start from another run's weights: RUN_DIR (its newest checkpoint), "
+                             "RUN_DIR:best (its checkpoint.keep_best snapshot) or "
+                             "RUN_DIR:ckpt-N. G, D, the encoder and G's average are loaded; "
+                             "the optimizers, the counters and ADA start afresh. Only when "
+                             "run_dir holds no checkpoint of its own: a requeued run resumes "
+                             "from its own. Same model.name; every shape must match",
+                         parse=parse_init_from, example="/scratch/$USER/runs/cgan64:best")
+    freeze_d: int = opt(0, "Freeze the first K of D's blocks (one per "
+                           "model.discriminator_filters entry, from the input): not trained, "
+                           "their BatchNorm statistics kept (StyleGAN2-ADA's --freezed, for "
+                           "fine-tuning with init_from)", ge=0)
     epochs: int = opt(100, "Epochs to train", ge=1)
     batch_size: int = opt(64, "Batch size per rank", ge=1)
     seed: int = opt(0, "Seed for weights, data order and latents", ge=0)

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from jobs import cli
 from jobs.checks import deep_problems
+from jobs.core import exitcodes
 from jobs.core.fields import parse_walltime, walltime_minutes
 from jobs.core.loader import SpecError, check_paths, load_spec, parse_set_args
 from jobs.core.schema import JobSpec
@@ -150,6 +152,61 @@ def test_inception_weights_are_checked_before_anything_runs(train_spec, tmp_path
     assert deep_problems(load_spec(train_spec, parse_set_args(
         [f"train.metrics.inception.weights={weights}",
          f"train.metrics.inception.sha256={good}"]))) == []
+
+
+def fake_run(folder: Path, model: str = "cgan", checkpoints=(3, 7), best: bool = False) -> Path:
+    """A run directory's files as the spec checks see them (no TensorFlow needed)."""
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "train_spec.yaml").write_text(f"model: {{name: {model}}}\n")
+    if checkpoints:
+        (folder / "checkpoints" / "checkpoint").write_text(
+            f'model_checkpoint_path: "ckpt-{checkpoints[-1]}"\n')
+    for n in checkpoints:
+        (folder / "checkpoints" / f"ckpt-{n}.index").write_bytes(b"")
+    if best:
+        (folder / "best").mkdir()
+        (folder / "best" / "best.json").write_text("{}")
+    return folder
+
+
+def test_init_from_is_checked_before_anything_runs(train_spec, tmp_path, monkeypatch):
+    """Exit 2 naming train.init_from and the path: no such run, no checkpoint, no ckpt-N,
+    no best, another family, a bad suffix; nothing is read once the run has its own."""
+    source = fake_run(tmp_path / "a")
+    monkeypatch.chdir(tmp_path)
+
+    def problems(value: str, *sets: str) -> list[str]:
+        return deep_problems(load_spec(train_spec, parse_set_args(
+            [f"train.init_from={value}", *sets])))
+
+    fake_run(tmp_path / "b", best=True)
+    assert problems("a") == problems(f"{source}:ckpt-7") == problems("b:best") == []
+    assert load_spec(train_spec, parse_set_args(["train.init_from=a"])).work.init_from == \
+        f"{source}:latest"  # absolute, as every path field
+    for value, words in [("gone", ["'" + str(tmp_path / "gone") + "' does not exist"]),
+                         ("a:ckpt-5", [f"{source} has no ckpt-5", "keeps ckpt-3, ckpt-7"]),
+                         ("a:best", [f"{source} has no best/best.json", "keep_best"])]:
+        (problem,) = problems(value)
+        assert "train.init_from: " in problem and all(w in problem for w in words), problem
+    (problem,) = problems("a", "train.model.name=dcgan")
+    assert "train.init_from" in problem and "trained train.model.name cgan" in problem
+    (problem,) = problems(str(fake_run(tmp_path / "empty", checkpoints=())))
+    assert "train.init_from" in problem and "holds no checkpoint" in problem
+    (problem,) = problems_of(train_spec, parse_set_args(["train.init_from=a:newest"]))
+    assert "train.init_from" in problem and "unknown checkpoint suffix 'newest'" in problem
+    fake_run(tmp_path / "run")  # the run has a checkpoint of its own: it resumes from it
+    assert problems("gone") == []
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TRAIN.format(data=tmp_path / "faces.h5", run=tmp_path / "new").replace(
+        "  run_dir:", "  init_from: gone\n  run_dir:"))
+    assert cli.main(["validate", str(bad)]) == exitcodes.INVALID_SPEC
+
+
+def test_freeze_d_counts_ds_blocks(train_spec):
+    assert load_spec(train_spec, parse_set_args(["train.freeze_d=3"])).work.freeze_d == 3
+    for value, words in [("4", "more than D's 3 blocks"), ("-1", "must be >= 0")]:
+        (problem,) = problems_of(train_spec, parse_set_args([f"train.freeze_d={value}"]))
+        assert "train.freeze_d" in problem and words in problem, problem
 
 
 def test_horovod_ranks_inside_docker_are_refused_apptainer_and_one_rank_are_not(train_spec):

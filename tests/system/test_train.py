@@ -4,6 +4,7 @@ Each test keeps its own short run (it needs its own kills); the data set is shar
 from __future__ import annotations
 
 import csv
+import json
 import random
 import re
 import shutil
@@ -133,6 +134,43 @@ def test_stop_signal_checkpoints_mid_epoch_exits_75_and_resumes(digits16, straig
     assert f"step {step % STEPS} of {STEPS}" in resumed.stderr
     assert digests(run_dir) == digests(straight)
 
+
+
+def test_a_run_started_from_another_resumes_exactly_without_it(digits_small, straight,
+                                                               tmp_path):
+    """Run B starts from a copy of the straight run's newest checkpoint (fresh optimizers and
+    counters, D's first block frozen, other data), is stopped mid-epoch by SIGUSR1 and
+    resumed with the source gone: it ends bitwise as B uninterrupted, the source read once."""
+    source = tmp_path / "source"
+    shutil.copytree(straight, source)
+
+    def args(run_dir: Path) -> list[str]:
+        return spec_for(tmp_path, digits_small, run_dir, "train.epochs=2", "train.freeze_d=1",
+                        "train.batch_size=32", f"train.init_from={source}:latest")
+
+    whole = run_train(*args(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert f"train.init_from: generator, discriminator from {source}/checkpoints/ckpt-" \
+        f"{EPOCHS * STEPS}; optimizers, counters and the guard start afresh" in whole.stderr
+    run_dir = tmp_path / "stopped"
+    proc = subprocess.Popen(train_cmd(*args(run_dir)), env=QUIET_ENV, cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:  # 20 steps an epoch: signal at step 7 of epoch 1
+        seen.append(line)
+        if "epoch 1/2 it 7/20" in line:
+            proc.send_signal(signal.SIGUSR1)
+            break
+    _, rest = proc.communicate(timeout=900)
+    assert proc.returncode == exitcodes.REQUEUE, "".join(seen) + rest
+    assert 0 < latest_checkpoint_step(run_dir) < 20, "the stop should be mid-epoch"
+    shutil.rmtree(source)  # a run with its own checkpoint never reads its source again
+    resumed = run_train(*args(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "not read: the run resumes from its own ckpt-" in resumed.stderr
+    assert digests(run_dir) == digests(tmp_path / "whole")
+    assert json.loads((run_dir / "init_from.json").read_text())["init_from"] == \
+        f"{source}:latest"
 
 
 def test_fresh_refuses_and_model_change_is_rejected(digits16, straight, tmp_path):
