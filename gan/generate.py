@@ -134,10 +134,10 @@ def samples(sampler, work: GenerateSpec, out: Path) -> dict:
 
 
 def quality_metrics(sampler, work: GenerateSpec, out: Path) -> dict:
-    """KID and FID (O-Net features, ``gan.quality.metrics``) and the face rate of ``count``
-    generated images, beside the same for the untrained generator and for real images
-    (``generate.data``; KID/FID of one half of them against the other: what
-    "indistinguishable" scores)."""
+    """KID and FID (O-Net features, ``gan.quality.metrics``), with ``precision_recall`` also
+    precision, recall, density and coverage, and the face rate of ``count`` generated images,
+    beside the same for the untrained generator and for real images (``generate.data``; one
+    half of them against the other: what "indistinguishable" scores)."""
     data = real_data(sampler, work)
     real = np.asarray(data.images[metrics.real_indices(data.num, work.count, work.seed)])
     sets = {name: s.draw(*s.random_inputs(work.count, work.seed)) for name, s in
@@ -145,21 +145,31 @@ def quality_metrics(sampler, work: GenerateSpec, out: Path) -> dict:
     rate = metrics.FaceRate()
     result = {"face_rate": {"real": rate(real), **{n: rate(im) for n, im in sets.items()}},
               "real_images": int(len(real)), "generated_images": work.count}
+    k = work.nearest_k if work.precision_recall else None
     for prefix, extract in metrics.extractors(work.inception, "generate.inception").items():
         real_f = extract(real)
         half = len(real_f) // 2
-        against = {"real_vs_real": metrics.compare(real_f[:half], real_f[half:], work.seed),
-                   **{name: metrics.compare(extract(images), real_f, work.seed)
+        against = {"real_vs_real": metrics.compare(real_f[:half], real_f[half:], work.seed,
+                                                   nearest_k=k),
+                   **{name: metrics.compare(extract(images), real_f, work.seed, nearest_k=k)
                       for name, images in sets.items()}}
         result[prefix + "features"] = extract.NAME
         result[prefix + "kid"] = {n: (v["kid"], v["kid_std"]) for n, v in against.items()}
-        result[prefix + "fid"] = {n: v["fid"] for n, v in against.items()}
-    log.info("KID x1000 (mean, std): generated %s, untrained %s, real vs real %s; face rate: "
-             "generated %.2f, untrained %.2f, real %.2f", *(
-                 tuple(round(1000 * v, 2) for v in result["kid"][k])
-                 for k in ("generated", "untrained", "real_vs_real")),
-             *(result["face_rate"][k] for k in ("generated", "untrained", "real")))
+        for figure in metrics.figures(k)[2:]:  # fid, then precision ... coverage
+            result[prefix + figure] = {n: v[figure] for n, v in against.items()}
+    log_quality(result)
     return result
+
+
+def log_quality(result: dict) -> None:
+    """One line: the O-Net figures of the generator beside the untrained one and real."""
+    names = ("generated", "untrained", "real_vs_real")
+    log.info("KID x1000 (mean, std): generated %s, untrained %s, real vs real %s; face rate: "
+             "generated %.2f, untrained %.2f, real %.2f%s",
+             *(tuple(round(1000 * v, 2) for v in result["kid"][k]) for k in names),
+             *(result["face_rate"][k] for k in ("generated", "untrained", "real")),
+             "" if "recall" not in result else "; recall: generated %.2f, untrained %.2f, "
+             "real vs real %.2f" % tuple(result["recall"][k] for k in names))
 
 
 def export(sampler, work: GenerateSpec, out: Path) -> dict:

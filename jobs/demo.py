@@ -5,8 +5,8 @@
 2. submits ``jobs/examples/pipeline_demo.yaml`` with submitit's local executor — no Slurm
    needed: the preprocess array (3 shards), the merge, then the training of a 32x32 DCGAN
    sized for 2 CPU cores — exactly what ``python -m jobs submit`` does on a cluster;
-3. measures its best snapshot (``generate_metrics.yaml``: KID over O-Net features and the
-   face rate, beside real faces and the untrained generator);
+3. measures its best snapshot (``generate_metrics.yaml``: KID and recall over O-Net features
+   and the face rate, beside real faces and the untrained generator);
 4. validates every example spec and prints the figures and where the results are.
 
 ``--set KEY=VALUE`` overrides a field of the pipeline spec, as ``python -m jobs submit`` does;
@@ -30,17 +30,22 @@ log = logging.getLogger("demo")
 
 
 def quality_table(figures: dict) -> str:
-    """KID and face rate of the demo's generator beside real faces and the untrained G."""
+    """KID, recall and face rate of the demo's generator beside real faces and the untrained G
+    (recall when the metrics spec measured it: the share of real faces the samples reach)."""
     kid, rate = figures["kid"], figures["face_rate"]
-    rows = [("real faces (one half vs the other)", kid["real_vs_real"], rate["real"]),
-            ("the demo's generator", kid["generated"], rate["generated"]),
-            ("the same generator untrained", kid["untrained"], rate["untrained"])]
+    recall = figures.get("recall")
+    keys = (("real faces (one half vs the other)", "real_vs_real", "real"),
+            ("the demo's generator", "generated", "generated"),
+            ("the same generator untrained", "untrained", "untrained"))
     lines = [f"  quality ({figures['generated_images']} samples, {figures['real_images']} real "
-             "faces; KID over MTCNN O-Net features, lower is better; face rate: share in "
-             "which MTCNN finds a face)",
-             f"    {'':<38}{'KID x 1000':>16}{'face rate':>12}"]
-    lines += [f"    {name:<38}{1000 * k[0]:>8.2f} ± {1000 * k[1]:<5.2f}{100 * r:>11.0f}%"
-              for name, k, r in rows]
+             "faces; KID over MTCNN O-Net features, lower is better"
+             + ("; recall: share of real faces near a sample, higher is better" if recall
+                else "") + "; face rate: share in which MTCNN finds a face)",
+             f"    {'':<38}{'KID x 1000':>16}{'recall' if recall else '':>8}{'face rate':>12}"]
+    for name, key, rate_key in keys:
+        shown = f"{100 * recall[key]:>7.0f}%" if recall else f"{'':>8}"
+        lines.append(f"    {name:<38}{1000 * kid[key][0]:>8.2f} ± {1000 * kid[key][1]:<5.2f}"
+                     f"{shown}{100 * rate[rate_key]:>11.0f}%")
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""Quality measured during training: KID, FID and the face rate every N epochs or K kimg.
+"""Quality measured during training: KID, FID (and, if asked, precision, recall, density,
+coverage) and the face rate every N epochs or K kimg.
 
 The figures are those of ``generate.task: metrics`` (``gan.quality.metrics``: O-Net features
 that need no network, Inception-v3 from a user's weights file), of the generator users get
@@ -48,13 +49,14 @@ class QualityMeter:
         self.spec, self.seed, self.world, self.sampler = spec, seed, world, sampler
         self.extractors = metrics.extractors(spec.inception, "train.metrics.inception")
         self.face_rate = metrics.FaceRate() if spec.face_rate else None
+        self.nearest_k = spec.nearest_k if spec.precision_recall else None
         chosen = metrics.real_indices(data.num, spec.count, seed)
         self._real_images = lambda: np.asarray(data.images[self._mine(chosen)])
         self._real: dict[str, np.ndarray] | None = None
 
     def columns(self) -> tuple[str, ...]:
         """The figures :meth:`measure` returns, in metrics.csv's order."""
-        names = [f"{p}{k}" for p in self.extractors for k in metrics.FIGURES]
+        names = [f"{p}{k}" for p in self.extractors for k in metrics.figures(self.nearest_k)]
         return tuple(names + (["face_rate"] if self.face_rate else []))
 
     def measure(self) -> dict[str, float]:
@@ -67,7 +69,8 @@ class QualityMeter:
         values = {}
         for prefix, extract in self.extractors.items():
             gathered = self._gather(extract(images), f"gen_{prefix}")
-            values.update(metrics.compare(gathered, self._real[prefix], self.seed, prefix))
+            values.update(metrics.compare(gathered, self._real[prefix], self.seed, prefix,
+                                          self.nearest_k))
         if self.face_rate is not None:
             values["face_rate"] = self._share(self.face_rate.found(images), self.spec.count,
                                               "gen")
@@ -80,11 +83,14 @@ class QualityMeter:
         real = {prefix: self._gather(extract(images), f"real_{prefix}")
                 for prefix, extract in self.extractors.items()}
         f = real[""]
-        kid, _ = metrics.kid(f[:len(f) // 2], f[len(f) // 2:], seed=self.seed)
+        halves = metrics.compare(f[:len(f) // 2], f[len(f) // 2:], self.seed, "",
+                                 self.nearest_k)
         rate = self._share(self.face_rate.found(images), len(f), "real") \
             if self.face_rate else None
         log.info("quality yardstick, %d real images: KID x1000 of one half against the "
-                 "other %.2f%s", len(f), 1000 * kid,
+                 "other %.2f%s%s", len(f), 1000 * halves["kid"],
+                 "" if self.nearest_k is None else ", precision {precision:.2f} recall "
+                 "{recall:.2f} density {density:.2f} coverage {coverage:.2f}".format(**halves),
                  "" if rate is None else f", face rate {rate:.2f}")
         return real
 

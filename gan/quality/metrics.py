@@ -12,6 +12,8 @@ comparable within this project, not with published Inception FIDs.
   ``(x·y / d + 1)³``, averaged over random subsets, with its standard deviation over them. Near
   0 (and sometimes slightly negative) for two samples of one distribution.
 * FID: the Fréchet distance between Gaussians fitted to the two feature sets.
+* Precision, recall, density and coverage (``gan.quality.manifold``), optionally: fidelity
+  and diversity apart, from k-nearest-neighbour balls in the same feature spaces.
 * Face rate: the share of images in which MTCNN finds a face with confidence ≥ 0.9, the image
   upscaled to 80 px on a 160×195 canvas (MTCNN's smallest pyramid scales need the room).
 """
@@ -25,6 +27,7 @@ from mtcnn import MTCNN
 from mtcnn.network.onet import ONet
 from mtcnn.utils.tensorflow import load_weights
 
+from gan.quality import manifold
 from jobs.core.files import wrong_checksum
 from jobs.core.images import to_rgb
 
@@ -107,11 +110,20 @@ def real_indices(num: int, count: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(num, min(count, num), replace=False))
 
 
-def compare(generated: np.ndarray, real: np.ndarray, seed: int = 0,
-            prefix: str = "") -> dict[str, float]:
-    """KID (mean and std over subsets) and FID of generated features against real ones."""
+def figures(nearest_k: int | None) -> tuple[str, ...]:
+    """The names :func:`compare` returns (before the prefix)."""
+    return FIGURES + (manifold.FIGURES if nearest_k else ())
+
+
+def compare(generated: np.ndarray, real: np.ndarray, seed: int = 0, prefix: str = "",
+            nearest_k: int | None = None) -> dict[str, float]:
+    """KID (mean and std over subsets) and FID of generated features against real ones; with
+    ``nearest_k``, also precision, recall, density and coverage with balls of that k."""
     mean, std = kid(generated, real, seed=seed)
-    return dict(zip((prefix + k for k in FIGURES), (mean, std, fid(generated, real))))
+    values = dict(zip((prefix + k for k in FIGURES), (mean, std, fid(generated, real))))
+    if nearest_k:
+        values.update(manifold.prdc(generated, real, nearest_k, prefix))
+    return values
 
 
 def kid(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_size: int = 1000,

@@ -1,7 +1,8 @@
 """What a training run leaves for its user (rank 0 only): metrics, curves, samples, logs.
 
 ``run_dir/metrics.csv``  one row per log interval and per epoch (losses, D accuracy, time;
-                        the epoch rows also KID, FID, face rate when ``train.metrics`` measured)
+                        the epoch rows also KID, FID, face rate, ... when ``train.metrics``
+                        measured)
 ``run_dir/loss_curve.png``  the losses over steps, redrawn every epoch
 ``run_dir/samples/epoch_NNNN.png``  a fixed latent per column, one row per class, labelled
 ``run_dir/tensorboard/``  the same scalars for TensorBoard
@@ -27,9 +28,12 @@ from jobs.core.rundir import BEST_DIR, BEST_RECORD  # noqa: F401 - their home, r
 log = logging.getLogger(__name__)
 EXTRA = ["secs", "rollbacks", "saves", "ranks_in_sync"]
 METRICS_FILE = "metrics.csv"
-# quality figures (gan.quality.meter) and which way is better: True = lower
-QUALITY = {"kid": True, "kid_std": None, "fid": True, "face_rate": False,
-           "inception_kid": True, "inception_kid_std": None, "inception_fid": True}
+# quality figures (gan.quality.meter) and which way is better: True = lower, None = neither
+# (density above 1 is fakes crowding real modes, not better fidelity)
+_FEATURE_FIGURES = {"kid": True, "kid_std": None, "fid": True, "precision": False,
+                    "recall": False, "density": None, "coverage": False}
+QUALITY = {**_FEATURE_FIGURES, "face_rate": False,
+           **{f"inception_{k}": v for k, v in _FEATURE_FIGURES.items()}}
 RANKED = tuple(f for f, lower in QUALITY.items() if lower is not None)  # have a best
 
 

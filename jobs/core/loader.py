@@ -242,6 +242,15 @@ def inception_sections(kind: str, work: Any) -> list[tuple[str, Any]]:
     return []
 
 
+def precision_recall_sections(kind: str, work: Any) -> list[tuple[str, Any]]:
+    """(dotted key, section) of the spec's precision_recall, nearest_k and count fields."""
+    if kind == "train":
+        return [("train.metrics", work.metrics)]
+    if kind == "generate":
+        return [("generate", work)]
+    return []
+
+
 def _check_cross_fields(v: _Validator, kind: str, work: Any) -> None:
     """Rules that involve more than one field."""
     if kind == "train":
@@ -271,6 +280,11 @@ def _check_cross_fields(v: _Validator, kind: str, work: Any) -> None:
         probs = work.latent.class_probabilities
         if probs is not None and (any(p < 0 for p in probs) or abs(sum(probs) - 1) > 1e-6):
             v.fail("train.latent.class_probabilities", "must be non-negative and sum to 1")
+    for where, owner in precision_recall_sections(kind, work):
+        if owner.precision_recall and owner.count <= 2 * owner.nearest_k:
+            v.fail(f"{where}.nearest_k", f"{owner.nearest_k} needs {where}.count above "
+                   f"{2 * owner.nearest_k} (it is {owner.count}): the real-vs-real "
+                   "yardstick compares two halves, each with more than k samples")
     for where, inception in inception_sections(kind, work):
         if bool(inception.weights) != bool(inception.sha256):
             v.fail(where, "give both weights and sha256 (the file is checked before anything "

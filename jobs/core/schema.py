@@ -14,7 +14,8 @@ from jobs.core.fields import (SECRET_MARKERS, is_secret_name, iter_path_fields, 
                               parse_walltime, section, to_plain)
 from jobs.core.train_schema import (AUGMENTATIONS, AugmentSpec, CheckpointSpec,  # noqa: F401
                                     EmaSpec, GuardSpec, InceptionSpec, LatentSpec, LossSpec,
-                                    MetricsSpec, ModelSpec, OptimizerSpec, TrainSpec)
+                                    MetricsSpec, ModelSpec, NEAREST_K_HELP, OptimizerSpec,
+                                    PRECISION_RECALL_HELP, TrainSpec)
 
 CELEBA_ATTRIBUTES = (
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
@@ -216,6 +217,8 @@ class GenerateSpec:
     checkpoint: int | str | None = opt(None, "Checkpoint number, or best (the run's "
                                              "train.checkpoint.keep_best snapshot); none = the "
                                              "latest", parse=_checkpoint_choice)
+    precision_recall: bool = opt(False, "metrics: " + PRECISION_RECALL_HELP)
+    nearest_k: int = opt(5, NEAREST_K_HELP, ge=1)
     inception: InceptionSpec = section(InceptionSpec, "metrics: optional Inception-v3 features")
     per_class: int = opt(8, "Samples per class (grid; classifier_score uses 100x this)", ge=1)
     steps: int = opt(10, "Interpolation steps; arithmetic: alpha values", ge=2)

@@ -137,6 +137,15 @@ class AugmentSpec:
                                    "probability can move from 0 to 1", gt=0)
 
 
+# shared by train.metrics and generate (task metrics)
+PRECISION_RECALL_HELP = (
+    "Also precision, recall, density and coverage of the same features (k-nearest-neighbour "
+    "balls): fidelity and diversity apart; recall near 0 is mode collapse. Costs distances "
+    "between every pair of count images, per feature set")
+NEAREST_K_HELP = ("precision_recall: each ball's radius is the distance to the k-th nearest "
+                  "neighbour; count must exceed 2k (the real-vs-real yardstick uses halves)")
+
+
 @dataclass
 class InceptionSpec:
     weights: str | None = opt(None, "Keras's InceptionV3 ImageNet weights without the top "
@@ -157,6 +166,8 @@ class MetricsSpec:
     count: int = opt(500, "Generated images per measurement; as many real images (at most "
                           "the data's), fixed for the run", ge=20)
     face_rate: bool = opt(True, "Also the share of samples in which MTCNN finds a face")
+    precision_recall: bool = opt(False, PRECISION_RECALL_HELP)
+    nearest_k: int = opt(5, NEAREST_K_HELP, ge=1)
     inception: InceptionSpec = section(InceptionSpec, "Optional Inception-v3 features")
 
 

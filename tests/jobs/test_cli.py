@@ -30,6 +30,20 @@ def test_validate_typo_exits_2_and_names_file_key_and_suggestion(write_spec, tmp
     assert "lerning_rate" in proc.stderr and "did you mean 'learning_rate'" in proc.stderr
 
 
+def test_bad_precision_recall_fields_exit_2_naming_each(tmp_path):
+    proc = run_cli("validate", str(ROOT / "jobs/examples/generate_metrics.yaml"),
+                   "--set", "generate.precision_recall=often", "--set", "generate.nearest_k=0")
+    assert proc.returncode == exitcodes.INVALID_SPEC, proc.stderr
+    assert "generate.precision_recall: expected true/false, got 'often'" in proc.stderr
+    assert "generate.nearest_k: 0 is out of range" in proc.stderr
+    proc = run_cli("validate", str(ROOT / "jobs/examples/train_demo_faces.yaml"),
+                   "--set", "train.metrics.precision_recall=true",
+                   "--set", "train.metrics.nearest_k=100")
+    assert proc.returncode == exitcodes.INVALID_SPEC, proc.stderr
+    assert "train.metrics.nearest_k: 100 needs train.metrics.count above 200" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_missing_inception_weights_stop_run_before_training_exit_2(tmp_path):
     """Never a download, never a traceback: the field and the file are named, nothing runs."""
     missing = tmp_path / "inception_notop.h5"

@@ -209,6 +209,34 @@ def test_freeze_d_counts_ds_blocks(train_spec):
         assert "train.freeze_d" in problem and words in problem, problem
 
 
+def test_precision_recall_fields_are_typed_ranged_and_need_enough_images(train_spec,
+                                                                          write_spec, tmp_path):
+    """Each of the four fields named; k-NN balls need more than 2k images (two halves of the
+    real ones are the yardstick)."""
+    text = "\n".join(problems_of(train_spec, parse_set_args(
+        ["train.metrics.precision_recall=often", "train.metrics.nearest_k=0"])))
+    assert "train.metrics.precision_recall: expected true/false, got 'often'" in text
+    assert "train.metrics.nearest_k: 0 is out of range: must be >= 1" in text
+    generate = write_spec(f"""\
+        kind: generate
+        name: g
+        generate: {{run_dir: {tmp_path}, output_dir: {tmp_path / 'out'}, task: metrics}}
+        """, "generate.yaml")
+    text = "\n".join(problems_of(generate, parse_set_args(
+        ["generate.precision_recall=1", "generate.nearest_k=-1"])))
+    assert "generate.precision_recall: expected true/false, got 1" in text
+    assert "generate.nearest_k: -1 is out of range: must be >= 1" in text
+    (problem,) = problems_of(generate, parse_set_args(
+        ["generate.precision_recall=true", "generate.nearest_k=20", "generate.count=40"]))
+    assert "generate.nearest_k: 20 needs generate.count above 40 (it is 40)" in problem
+    (problem,) = problems_of(train_spec, parse_set_args(
+        ["train.metrics.precision_recall=true", "train.metrics.count=20",
+         "train.metrics.nearest_k=10"]))
+    assert "train.metrics.nearest_k: 10 needs train.metrics.count above 20" in problem
+    assert load_spec(generate, parse_set_args(["generate.precision_recall=true",
+                                               "generate.count=11"])).work.nearest_k == 5
+
+
 def test_horovod_ranks_inside_docker_are_refused_apptainer_and_one_rank_are_not(train_spec):
     """Ranks srun starts inside Docker cannot join one world (exit 2 before submitting)."""
     def problems(*sets: str) -> list[str]:

@@ -1,5 +1,6 @@
-"""Quality during training: measured when due, written to metrics.csv, the best snapshot kept
-apart and loadable, and measuring changes nothing about the training itself."""
+"""Quality during training: measured when due, written to metrics.csv (precision and recall
+too when asked), the best snapshot kept apart and loadable, and measuring changes nothing
+about the training itself; generate's metrics task gives the same figures from the run."""
 from __future__ import annotations
 
 import json
@@ -9,10 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from gan import generate
 from gan.training.checkpoint import BestSnapshot
 from gan.training.outputs import best_row, quality_summary, read_metrics
 from gan.quality.meter import is_due
 from gan.models.sampler import Sampler
+from jobs.core.loader import load_spec, parse_set_args
 from jobs.core.schema import MetricsSpec
 from jobs.core.signals import StopSignals
 from tests.gan.training.test_checkpoint import trainer, weights
@@ -20,6 +23,7 @@ from tests.gan.training.test_checkpoint import trainer, weights
 MEASURED = ["train.metrics.every_epochs=1", "train.metrics.count=40",
             "train.metrics.face_rate=false", "train.checkpoint.keep_best=kid",
             "train.checkpoint.keep=5"]
+MANIFOLD = ("precision", "recall", "density", "coverage")
 
 
 def test_due_by_epochs_or_by_thousands_of_images():
@@ -82,7 +86,8 @@ def test_a_best_of_another_figure_or_an_earlier_run_is_set_aside(tmp_path, caplo
 @pytest.fixture(scope="module")
 def measured_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("quality")
-    t = trainer(tmp, "train.epochs=3", *MEASURED)
+    t = trainer(tmp, "train.epochs=3", *MEASURED, "train.metrics.precision_recall=true",
+                "train.metrics.nearest_k=3")
     assert t.run(StopSignals()) == 0
     return tmp, weights(t.G)
 
@@ -94,6 +99,9 @@ def test_figures_each_epoch_and_the_best_snapshot_loads(measured_run):
     kids = [float(r["kid"]) for r in rows]
     assert all(np.isfinite(kids)) and all(float(r["fid"]) > 0 for r in rows)
     assert "face_rate" not in rows[0]  # face_rate: false
+    for figure in MANIFOLD:  # precision_recall: true
+        assert all(0 <= float(r[figure]) <= (40 / 3 if figure == "density" else 1)  # N / k
+                   for r in rows), (figure, rows)
     record = json.loads((tmp / "run" / "best" / "best.json").read_text())
     assert record["value"] == pytest.approx(min(kids), rel=1e-5)
     assert record["epoch"] == 1 + int(np.argmin(kids))
@@ -102,6 +110,26 @@ def test_figures_each_epoch_and_the_best_snapshot_loads(measured_run):
     assert best.checkpoint.endswith(record["checkpoint"])
     for a, b in zip(weights(best.G), weights(same_step.G)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_generate_metrics_gives_the_same_figures_for_the_generated_and_the_reference(
+        measured_run, write_spec):
+    """``generate.task: metrics`` with precision_recall on the run: every figure for the
+    generator, the untrained one and real against real; halves of one real set reach each
+    other (recall well above 0) where the untrained generator's near-constant images do not."""
+    tmp, _ = measured_run
+    spec = load_spec(write_spec(f"""\
+        kind: generate
+        name: m
+        generate: {{run_dir: {tmp / 'run'}, output_dir: {tmp / 'figures'}, task: metrics}}
+        """), parse_set_args(["generate.count=40", "generate.precision_recall=true",
+                              "generate.nearest_k=3"]))
+    assert generate.run(spec) == 0
+    figures = json.loads((tmp / "figures" / "figures.json").read_text())
+    for figure in MANIFOLD:
+        assert set(figures[figure]) == {"real_vs_real", "generated", "untrained"}, figures
+    recall = figures["recall"]
+    assert recall["real_vs_real"] > 0.3 and recall["untrained"] < recall["real_vs_real"], recall
 
 
 def test_measuring_does_not_change_the_training(measured_run, tmp_path):
