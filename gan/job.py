@@ -5,6 +5,7 @@ import dataclasses
 import logging
 import os
 import socket
+from typing import Callable
 
 from gan.parallel import devices, distributed
 from jobs.core import chain, exitcodes, files, runlock, runtime
@@ -12,6 +13,8 @@ from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
 
 log = logging.getLogger(__name__)
+# a sweep's early stopping: (epochs done, kimg seen, figures measured) -> why to stop, or None
+Judge = Callable[[int, float, dict], "str | None"]
 
 
 def limit_threads_to_allocation() -> None:
@@ -50,9 +53,10 @@ def start_world(spec: JobSpec) -> distributed.World:
 
 
 def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None,
-        link: chain.Link = chain.NO_CHAIN) -> int:
+        link: chain.Link = chain.NO_CHAIN, judge: Judge | None = None) -> int:
     """Train ``spec``; an exit code of jobs.core.exitcodes (what the Slurm scripts act on).
-    ``link``: which link of a resubmit chain this job is (``resources.resubmit``)."""
+    ``link``: which link of a resubmit chain this job is (``resources.resubmit``); ``judge``:
+    a sweep's early-stopping rule, asked after every quality measurement."""
     if devices.gpu_reason(spec.work.device, spec.resources.gpus_per_node,
                           devices.installed_flavour()):
         # before TensorFlow's import below; the spec's env: and the user's own values win
@@ -77,7 +81,7 @@ def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None,
             return exitcodes.NOT_RUNNABLE
         code = exitcodes.FAILED
         try:
-            code = train(spec, world, fresh, stop)
+            code = train(spec, world, fresh, stop, judge)
             return code
         finally:
             if lock is not None:  # rank 0: what the next job in this run directory reads
@@ -104,7 +108,8 @@ def take_run_dir(spec: JobSpec, world: distributed.World,
     return lock, problem
 
 
-def train(spec: JobSpec, world: distributed.World, fresh: bool, stop: StopSignals) -> int:
+def train(spec: JobSpec, world: distributed.World, fresh: bool, stop: StopSignals,
+          judge: Judge | None = None) -> int:
     """The training itself, in a run directory this job holds."""
     from gan.training.guard import GuardStop
     from gan.training.loop import SpecMismatch, Trainer
@@ -115,7 +120,7 @@ def train(spec: JobSpec, world: distributed.World, fresh: bool, stop: StopSignal
         log.error("%s", exc)
         return exitcodes.NOT_RUNNABLE
     try:
-        return trainer.run(stop)
+        return trainer.run(stop, judge)
     except GuardStop as exc:
         log.error("%s", exc)
         return exitcodes.GUARD_STOPPED

@@ -21,7 +21,8 @@ from jobs.core.signals import StopSignals
 from jobs.status import status
 from jobs.submit import preflight, submit
 from jobs.core.runtime import array_index_from_env
-from jobs.sweep import format_table, summary, summary_columns
+from jobs.sweep import format_table, summary, summary_columns, swept_keys
+from jobs.sweep_plot import plot_summary
 
 log = logging.getLogger("jobs")
 
@@ -210,6 +211,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
     path, rows = summary(spec)
     print(format_table(rows, [c for c in summary_columns(rows) if c != "run_dir"]))
     print(f"\n{len(rows)} points -> {path}")
+    figure = spec.work.early_stop.metric
+    plot = plot_summary(rows, swept_keys(spec), figure, path.with_suffix(".png"))
+    print(f"{figure} against each swept value -> {plot}" if plot else
+          f"(no plot: no point has measured {figure} yet)")
     return exitcodes.OK
 
 

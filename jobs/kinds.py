@@ -26,6 +26,7 @@ from jobs.core.loader import inception_sections, pipeline_problems, pipeline_sta
 from jobs.core.rundir import init_from_problems
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
+from jobs.early_stop import BOARD, Judge
 from jobs.sweep import expand_points, point_spec, validate_points
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Launch:
     stop: StopSignals
     run: Callable[..., int]
     link: chain.Link = chain.NO_CHAIN
+    judge: Callable[[int, float, dict], str | None] | None = None  # a sweep's early stopping
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,8 @@ def _run_train(spec: JobSpec, launch: Launch) -> int:
         return code
     from gan import job  # TensorFlow: only where a training runs
 
-    return int(job.run(spec, fresh=launch.fresh, stop=launch.stop, link=launch.link))
+    return int(job.run(spec, fresh=launch.fresh, stop=launch.stop, link=launch.link,
+                       judge=launch.judge))
 
 
 def _check_train(spec: JobSpec, found: list[str], deep) -> list[str]:
@@ -134,25 +137,69 @@ def merge_spec(preprocess: JobSpec) -> JobSpec:
 
 
 def _run_sweep(spec: JobSpec, launch: Launch) -> int:
-    """Train point ``index`` (an array task), or every point in turn when run locally."""
+    """Train point ``index`` (an array task), or every point in turn when run locally. A
+    point its early-stopping rule stopped before is not run again (a resubmitted sweep)."""
     indices = [launch.index] if launch.index is not None else \
         range(len(expand_points(spec.work)))
     worst = exitcodes.OK
     for k in indices:
-        code = launch.run(checked_like(spec, point_spec(spec, k)), fresh=launch.fresh,
-                          stop=launch.stop, link=launch.link)
+        point = checked_like(spec, point_spec(spec, k))
+        if early_stopped_before(point):
+            code = exitcodes.EARLY_STOPPED
+        else:
+            code = launch.run(point, fresh=launch.fresh, stop=launch.stop, link=launch.link,
+                              judge=sweep_judge(spec, point))
         if code == exitcodes.REQUEUE:
             return code  # stopped by a signal: the rest resumes after the requeue
+        if len(indices) > 1 and code == exitcodes.EARLY_STOPPED:
+            continue  # run in turn, a stopped point is the rule at work, not a failure
         worst = worst or code
     return worst
+
+
+def early_stopped_before(point: JobSpec) -> bool:
+    outcome = chain.read_outcome(point.work.run_dir)
+    if outcome and outcome.get("exit") == exitcodes.EARLY_STOPPED:
+        log.info("%s: stopped early before (job %s): not run again", point.work.run_dir,
+                 outcome.get("job"))
+        return True
+    return False
+
+
+def sweep_judge(spec: JobSpec, point: JobSpec) -> Judge | None:
+    rule = spec.work.early_stop
+    if rule.rule == "none":
+        return None
+    return Judge(rule, Path(spec.work.run_root) / BOARD, Path(point.work.run_dir).name)
 
 
 def _check_sweep(spec: JobSpec, found: list[str], deep) -> list[str]:
     if not Path(spec.work.base).exists():
         return found
     # the sweep's own resources apply to every point: said once, naming the sweep
-    return found or validate_points(spec) or [
+    return found or validate_points(spec) or _early_stop_problems(spec) or [
         f"{p} [{label}]" for label, point in _sweep_points(spec) for p in deep(point)]
+
+
+def _early_stop_problems(spec: JobSpec) -> list[str]:
+    """The rule judges a figure every point measures (``train.metrics`` of the base)."""
+    rule = spec.work.early_stop
+    if rule.rule == "none":
+        return []
+    problems = []
+    for label, point in _sweep_points(spec):
+        m = point.work.metrics
+        needs = {"face_rate": ("face_rate", m.face_rate),
+                 "inception_": ("inception.weights", m.inception.weights),
+                 "": ("precision_recall", m.precision_recall or rule.metric not in (
+                     "precision", "recall", "coverage"))}
+        switch, on = next(v for k, v in needs.items() if rule.metric.startswith(k))
+        if not ((m.every_epochs or m.every_kimg) and on):
+            problems.append(f"{spec.source}: sweep.early_stop.metric: {label} never measures "
+                            f"{rule.metric}: set train.metrics.every_epochs (or every_kimg)"
+                            + ("" if on else f" and train.metrics.{switch}")
+                            + " in the base spec")
+    return problems[:1]
 
 
 def _sweep_points(spec: JobSpec) -> list[tuple[str, JobSpec]]:

@@ -19,10 +19,12 @@ log = logging.getLogger(__name__)
 
 
 def run(spec: JobSpec, index: int | None = None, fresh: bool = False,
-        stop: StopSignals | None = None, link: chain.Link = chain.NO_CHAIN) -> int:
+        stop: StopSignals | None = None, link: chain.Link = chain.NO_CHAIN,
+        judge=None) -> int:
     """Run ``spec`` (array task ``index`` if given) and return an exit code from
     :mod:`jobs.core.exitcodes`. ``stop`` holds stop signals caught before the job started;
-    ``link``: the job's place in a resubmit chain (``resources.resubmit``)."""
+    ``link``: the job's place in a resubmit chain (``resources.resubmit``); ``judge``: a
+    sweep point's early-stopping rule (``jobs/early_stop.py``)."""
     try:
         ensure_checked(spec)  # nothing to do when this command has checked it already
     except SpecError as exc:
@@ -36,5 +38,5 @@ def run(spec: JobSpec, index: int | None = None, fresh: bool = False,
         return exitcodes.NOT_RUNNABLE
     os.environ.update(spec.env)  # inside the job, never on a command line (secrets)
     launch = kinds.Launch(index=index, fresh=fresh, stop=stop or StopSignals(), run=run,
-                          link=link)
+                          link=link, judge=judge)
     return kinds.of(spec).run(spec, launch)

@@ -184,6 +184,9 @@ def wait_all(jobs: list) -> int:
             log.info("job %s finished", job.job_id)
         except Exception as exc:  # submitit re-raises the job's error with its traceback
             code = _exit_code(exc)
+            if code == exitcodes.EARLY_STOPPED:  # the sweep's rule at work, not a failure
+                log.info("job %s stopped early by the sweep's rule", job.job_id)
+                continue
             log.error("job %s failed: %s", job.job_id, str(exc).strip().splitlines()[-1])
             worst = worst or code
     return worst

@@ -12,28 +12,68 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gan.families import READS
 from gan.training.outputs import quality_summary, read_metrics
+from jobs.core import exitcodes
+from jobs.core.chain import read_outcome
 from jobs.core.files import atomic_write_text
 from jobs.core.loader import SpecError, expect_kind, load_spec
 from jobs.core.schema import JobSpec, SweepSpec
+from jobs.early_stop import BOARD, stop_reasons
 
 
 def expand_points(sweep: SweepSpec) -> list[dict[str, Any]]:
-    """Grid combinations (in key order) followed by the explicit points."""
-    points = []
-    if sweep.grid:
-        keys = list(sweep.grid)
-        for combo in itertools.product(*(sweep.grid[k] for k in keys)):
-            points.append(dict(zip(keys, combo)))
+    """The points in array order: the grid's combinations (in key order), or the random
+    trials, then the explicit points."""
+    points = random_trials(sweep) if sweep.search == "random" else [
+        dict(zip(sweep.grid, combo)) for combo in itertools.product(*sweep.grid.values())
+    ] if sweep.grid else []
     points.extend(dict(p) for p in sweep.points)
     return points
+
+
+def random_trials(sweep: SweepSpec) -> list[dict[str, Any]]:
+    """``sweep.trials`` draws from ``sweep.space`` (and ``sweep.grid``'s lists, as choices).
+    Trial k's values come from its own stream, seeded by (seed, k): the same whatever the
+    number of trials, the machine or the order the tasks run in. Floats keep 4 significant
+    digits, which also keeps the run directories' names short."""
+    space = {**{key: {"choice": values} for key, values in sweep.grid.items()},
+             **sweep.space}
+    trials = []
+    for k in range(sweep.trials):
+        rng = np.random.default_rng([sweep.seed, k])
+        trials.append({key: _draw(rng, *dist.popitem()) for key, dist in
+                       ((key, dict(dist)) for key, dist in space.items())})
+    return trials
+
+
+def _draw(rng: np.random.Generator, name: str, args: list[Any]) -> Any:
+    if name == "choice":
+        value = args[int(rng.integers(len(args)))]
+        return value.item() if isinstance(value, np.generic) else value
+    if name == "int_uniform":
+        return int(rng.integers(int(args[0]), int(args[1]) + 1))
+    lo, hi = float(args[0]), float(args[1])
+    x = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if name == "log_uniform" \
+        else float(rng.uniform(lo, hi))
+    return float(f"{x:.4g}")
 
 
 def point_name(overrides: dict[str, Any]) -> str:
     """A readable, filesystem-safe directory name, e.g. ``learning_rate=0.0001,batch_size=32``."""
     parts = [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in overrides.items()]
     return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", ",".join(parts)) or "base"
+
+
+def point_names(sweep: SweepSpec) -> list[str]:
+    """Every point's directory name under run_root. Random trials are numbered first
+    (``trial03,learning_rate=0.0002``): two draws may pick the same values."""
+    points = expand_points(sweep)
+    drawn = sweep.trials if sweep.search == "random" else 0
+    return [(f"trial{k:02d}," if k < drawn else "") + point_name(p)
+            for k, p in enumerate(points)]
 
 
 def point_spec(sweep_job: JobSpec, index: int) -> JobSpec:
@@ -43,7 +83,7 @@ def point_spec(sweep_job: JobSpec, index: int) -> JobSpec:
         raise SpecError([f"{sweep_job.source}: sweep has {len(points)} points; "
                          f"index {index} is out of range"])
     overrides = points[index]
-    run_dir = Path(sweep_job.work.run_root) / point_name(overrides)
+    run_dir = Path(sweep_job.work.run_root) / point_names(sweep_job.work)[index]
     items = list(overrides.items()) + [("train.run_dir", str(run_dir))]
     spec = load_spec(sweep_job.work.base, items)
     expect_kind(spec, "train", f"{sweep_job.source}: sweep.base: {sweep_job.work.base}",
@@ -63,34 +103,60 @@ def validate_points(sweep_job: JobSpec) -> list[str]:
     return problems
 
 
-SUMMARY_COLUMNS = ["point", "run_dir", "epoch", "step", *READS["sweep_summary"]]
+SUMMARY_COLUMNS = ["point", "run_dir", "status", "epoch", "step", *READS["sweep_summary"]]
 QUALITY_COLUMNS = ["kid", "best_kid", "fid", "best_fid", "face_rate", "best_face_rate"]
+STATUS = {exitcodes.OK: "done", exitcodes.EARLY_STOPPED: "stopped",
+          exitcodes.REQUEUE: "interrupted"}
 
 
 def summary(sweep_job: JobSpec) -> tuple[Path, list[dict]]:
-    """The last epoch's metrics of every point, as rows and as run_root/summary.csv."""
+    """The last epoch's metrics of every point, its status (done, stopped early and why,
+    interrupted, failed, in progress) and its swept values, as rows and as
+    run_root/summary.csv."""
+    root = Path(sweep_job.work.run_root)
+    reasons = stop_reasons(root / BOARD)
     rows = []
-    for index, overrides in enumerate(expand_points(sweep_job.work)):
-        run_dir = Path(sweep_job.work.run_root) / point_name(overrides)
-        row = {"point": point_name(overrides), "run_dir": str(run_dir)}
+    for name, overrides in zip(point_names(sweep_job.work), expand_points(sweep_job.work)):
+        run_dir = root / name
+        row = {"point": name, "run_dir": str(run_dir), "status": point_status(run_dir)}
         epochs = read_metrics(run_dir, "epoch")
         if epochs:
-            row.update({k: epochs[-1].get(k, "") for k in SUMMARY_COLUMNS[2:]})
+            row.update({k: epochs[-1].get(k, "") for k in SUMMARY_COLUMNS[3:]})
             row.update({k: v for k, v in quality_summary(epochs).items()
                         if k in QUALITY_COLUMNS})
+        if name in reasons:
+            row["stopped_because"] = reasons[name]
+        row.update(overrides)
         rows.append(row)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=summary_columns(rows), restval="")
+    writer = csv.DictWriter(buf, fieldnames=summary_columns(rows) + swept_keys(sweep_job),
+                            restval="")
     writer.writeheader()
     writer.writerows(rows)
-    path = Path(sweep_job.work.run_root) / "summary.csv"
+    path = root / "summary.csv"
     atomic_write_text(path, buf.getvalue())
     return path, rows
 
 
+def point_status(run_dir: Path) -> str:
+    """How the point's last job ended (``RUN_DIR/outcome.json``), or whether it started."""
+    outcome = read_outcome(run_dir)
+    if outcome is None:
+        return "in progress" if (run_dir / "metrics.csv").exists() else "not started"
+    code = outcome.get("exit")
+    return STATUS.get(code, f"failed (exit {code})")
+
+
+def swept_keys(sweep_job: JobSpec) -> list[str]:
+    """Every dotted key some point sets, in first-seen order."""
+    return list(dict.fromkeys(k for p in expand_points(sweep_job.work) for k in p))
+
+
 def summary_columns(rows: list[dict]) -> list[str]:
-    """The summary's columns: the losses, and the quality figures any point measured."""
-    return SUMMARY_COLUMNS + [c for c in QUALITY_COLUMNS if any(c in r for r in rows)]
+    """The summary's columns: the losses, the quality figures any point measured, and why
+    points were stopped early, if any was."""
+    return SUMMARY_COLUMNS + [c for c in QUALITY_COLUMNS + ["stopped_because"]
+                              if any(c in r for r in rows)]
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:

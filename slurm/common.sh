@@ -49,6 +49,7 @@ exit_meaning() {
     3) echo "cannot run here: inputs missing, disk full, ranks not joined, or no GPU" ;;
     75) echo "checkpointed after a stop signal; requeue to continue" ;;
     79) echo "stopped by the mode-collapse guard; do not requeue" ;;
+    80) echo "stopped early by the sweep's rule; do not requeue" ;;
     *) if (("$1" > 128)); then
          echo "killed by signal $(("$1" - 128)); with several ranks srun ends the others when one exits: its 'task N: Exited with exit code' line above names the first"
        else echo "unknown"; fi ;;
@@ -60,7 +61,8 @@ exit_meaning() {
 # then requeue this job (only this array task) up to FACEGAN_MAX_REQUEUES restarts. On SIGTERM
 # (scancel, preemption, `scontrol requeue`) the training also checkpoints, but Slurm decides
 # what happens next, so this script does not requeue. A job that finished, failed, or that
-# the mode-collapse guard stopped (exit 79) is never requeued.
+# the mode-collapse guard (exit 79) or a sweep's early stopping (exit 80) stopped is never
+# requeued.
 run_requeueable() {
   local restarts="${SLURM_RESTART_COUNT:-0}" max="${FACEGAN_MAX_REQUEUES:-10}" child code
   stop_signal=""
@@ -94,6 +96,7 @@ run_requeueable() {
         log "checkpointed, but the requeue limit ${max} is reached: not requeueing"
       fi ;;
     79) log "stopped by the mode-collapse guard: not requeueing" ;;
+    80) log "stopped early by the sweep's rule: not requeueing" ;;
     *) log "job failed with exit code ${code} ($(exit_meaning "$code")): not requeued" ;;
   esac
   return "$code"

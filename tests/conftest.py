@@ -36,7 +36,7 @@ SYSTEM_MINUTES = {
     "test_image.py": 9, "test_preprocess.py": 7.5, "test_generate.py": 7,
     "test_learning_aeacgan.py": 4.5, "test_demo.py": 4, "test_train_faces.py": 4,
     "test_learning_dcgan.py": 3.5, "test_horovod.py": 3, "test_gpu_flavour.py": 1.5,
-    "test_slurm_faults.py": 4,
+    "test_slurm_faults.py": 4, "test_slurm_sweeps.py": 4,
 }
 OTHER_MINUTES = {"test_run.py": 5}  # outside tests/system, but slow: a whole ./run setup
 

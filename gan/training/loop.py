@@ -162,7 +162,7 @@ class Trainer:
         """Ranks wait here for rank 0 (e.g. to finish a checkpoint before anyone exits)."""
         self.world.barrier()
 
-    def run(self, stop: StopSignals) -> int:
+    def run(self, stop: StopSignals, judge=None) -> int:
         """Train to ``spec.epochs``, checkpointing and returning REQUEUE once ``stop`` holds a
         signal. The caller owns ``stop`` (``gan/job.py`` arms it before the trainer is built,
         as startup takes seconds and a preemption may land in them, and restores it); an
@@ -186,7 +186,12 @@ class Trainer:
             if seen is None:
                 return exitcodes.REQUEUE
             start_step = 0
-            self._end_epoch(epoch, seen, outputs, t0, stop)
+            figures = self._end_epoch(epoch, seen, outputs, t0, stop)
+            reason = self._judged(judge, epoch, figures)
+            if reason:
+                log.warning("stopped early after epoch %d: %s (exit %d, not requeued)",
+                            epoch + 1, reason, exitcodes.EARLY_STOPPED)
+                return exitcodes.EARLY_STOPPED
         self.barrier()
         log.info("training finished: %d epochs, %d steps, %d checkpoints, %d rollbacks -> %s",
                  spec.epochs, int(self.state.global_step), int(self.state.saves),
@@ -245,7 +250,7 @@ class Trainer:
         return stopped
 
     def _end_epoch(self, epoch: int, seen: list[np.ndarray], outputs: RunOutputs | None,
-                   t0: float, stop: StopSignals) -> None:
+                   t0: float, stop: StopSignals) -> dict[str, float]:
         self.state.epoch.assign(epoch + 1)
         self.state.step_in_epoch.assign(0)
         self._average_statistics()
@@ -262,6 +267,17 @@ class Trainer:
         if figures and self.best is not None:
             self.best.offer(figures, epoch + 1, int(self.state.global_step))
         self.save(f"epoch {epoch + 1}", counted=True)
+        return figures
+
+    def _judged(self, judge, epoch: int, figures: dict[str, float]) -> str | None:
+        """A sweep's early-stopping rule (``jobs/early_stop.py``) on this epoch's figures:
+        rank 0 asks it (it reads and writes the sweep's records), every rank gets the answer.
+        After the epoch's checkpoint: a stopped trial keeps its last state."""
+        if judge is None or not figures:
+            return None
+        kimg = int(self.state.global_step) * self.spec.batch_size * self.world.size / 1000
+        mine = judge(epoch + 1, kimg, figures) if self.world.is_chief else None
+        return self.world.gather_object(mine, name="early_stop")[0]
 
     def _measure(self, epoch: int, stop: StopSignals) -> dict[str, float]:
         """The quality figures when ``train.metrics`` says this epoch end is due, else {}.

@@ -10,6 +10,7 @@ NOT_RUNNABLE = 3      # valid spec, but its inputs are missing, its disk full, t
                       # rerunning as is won't help
 REQUEUE = 75          # checkpointed after a stop signal: run me again (EX_TEMPFAIL)
 GUARD_STOPPED = 79    # the mode-collapse guard gave up: do not requeue
+EARLY_STOPPED = 80    # a sweep's early-stopping rule stopped this trial: do not requeue
 
 DESCRIPTIONS = {
     OK: "success",
@@ -18,4 +19,5 @@ DESCRIPTIONS = {
     NOT_RUNNABLE: "cannot run here: inputs missing, disk full, ranks not joined, or no GPU",
     REQUEUE: "checkpointed after a stop signal; requeue to continue",
     GUARD_STOPPED: "stopped by the mode-collapse guard; do not requeue",
+    EARLY_STOPPED: "stopped early by the sweep's rule; do not requeue",
 }

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Literal
 
 from jobs.core import facefile
 from jobs.core.fields import iter_path_fields, nearest
+from jobs.core.sweep_rules import check_sweep
 from jobs.core.schema import (MANAGED_SBATCH_OPTIONS, TOP_LEVEL_HELP, WORK_SECTIONS, JobSpec,
                               Resources, SpecError)
 from jobs.core.specfile import parse_scalar, parse_yaml, read_spec_text
@@ -293,11 +294,7 @@ def _check_cross_fields(v: _Validator, kind: str, work: Any) -> None:
         v.fail("generate.attribute", "task arithmetic needs the attribute (or class name) "
                "whose direction it draws")
     if kind == "sweep":
-        if not work.grid and not work.points:
-            v.fail("sweep", "give 'grid' and/or 'points': a sweep needs at least one point")
-        for key, values in work.grid.items():
-            if not values:
-                v.fail(f"sweep.grid.{key}", "needs at least one value")
+        check_sweep(v, work)
 
 
 def load_spec(path: str | os.PathLike, overrides: Iterable[tuple[str, Any]] = (),

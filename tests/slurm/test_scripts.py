@@ -52,7 +52,8 @@ def test_shell_scripts_agree_with_the_python_exit_codes_signals_and_defaults():
     meaning, requeueable = (re.search(rf"^{name}\(\) {{\n(.*?)^}}", common, flags=re.M | re.S)
                             .group(1) for name in ("exit_meaning", "run_requeueable"))
     arms = {int(n) for n in re.findall(r"^\s+(\d+)\)", requeueable, flags=re.M)}
-    assert arms == {exitcodes.OK, exitcodes.REQUEUE, exitcodes.GUARD_STOPPED}
+    assert arms == {exitcodes.OK, exitcodes.REQUEUE, exitcodes.GUARD_STOPPED,
+                    exitcodes.EARLY_STOPPED}
     told = dict(re.findall(r'^\s+(\d+)\) echo "([^"]*)" ;;$', meaning, flags=re.M))
     assert told == {str(code): text for code, text in exitcodes.DESCRIPTIONS.items()}
     assert f"code={exitcodes.REQUEUE}  #" in common
@@ -78,6 +79,7 @@ def test_shell_scripts_agree_with_the_python_exit_codes_signals_and_defaults():
     (0, 3, False, "exit code 3 (cannot run here: inputs missing, disk full, ranks not "
                   "joined, or no GPU): not requeued"),
     (0, 79, False, "stopped by the mode-collapse guard: not requeueing"),
+    (0, 80, False, "stopped early by the sweep's rule: not requeueing"),
     (0, 137, False, "exit code 137 (killed by signal 9; with several ranks srun ends the "
                     "others when one exits"),
 ])

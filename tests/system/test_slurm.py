@@ -1,6 +1,6 @@
 """On a real Slurm cluster (started by the ``slurm_cluster`` fixture): self-requeueing training
 at the walltime through sbatch and through submitit, external preemption, the preprocess →
-merge → train chain, a failing chain that cancels itself, and a throttled sweep array."""
+merge → train chain and a failing chain that cancels itself (sweeps: test_slurm_sweeps.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -378,43 +378,6 @@ def test_failed_preprocess_cancels_the_rest_of_the_chain(slurm_cluster, tmp_path
     assert wait_state(env, pre, {"FAILED"}, 300) == "FAILED"
     assert wait_state(env, merge, {"CANCELLED"}, 120) == "CANCELLED"
     assert wait_state(env, train, {"CANCELLED"}, 120) == "CANCELLED"
-
-
-def test_sweep_is_one_throttled_array_with_a_summary(slurm_cluster, digits, tmp_path):
-    env = slurm_cluster["env"]
-    base = train_spec(tmp_path, digits, tmp_path / "base", epochs=2)
-    sweep = write(tmp_path / "sweep.yaml", f"""\
-kind: sweep
-name: sw
-resources: {{cpus_per_task: 1, mem_gb: 1, time: 10, array_throttle: 2}}
-sweep:
-  base: {base}
-  run_root: {tmp_path / 'sweep'}
-  grid:
-    train.optimizer.learning_rate: [1.0e-4, 2.0e-4]
-    train.batch_size: [32, 64]
-""")
-    proc = subprocess.run([sys.executable, "-m", "jobs", "submit", str(sweep), "--executor",
-                           "slurm", "--wait"], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    ids = json.loads((tmp_path / "sweep/logs/submissions.jsonl").read_text())["job_ids"]
-    assert len(ids) == 4 and len({i.split("_")[0] for i in ids}) == 1  # one array
-    assert wait_state(env, ids[0].split("_")[0], {"COMPLETED", "FAILED", "CANCELLED"},
-                      120) == "COMPLETED"
-    rows = subprocess.run(["sacct", "-n", "-P", "-X", "-j", ids[0].split("_")[0], "-o",
-                           "JobID,State,Start,End"], env=env, capture_output=True, text=True,
-                          check=True).stdout.split()
-    spans = [tuple(r.split("|")[2:4]) for r in rows]
-    assert all(r.split("|")[1] == "COMPLETED" for r in rows) and len(rows) == 4
-    for start, _ in spans:  # at any start, at most 2 tasks were running
-        assert sum(s <= start < e for s, e in spans) <= 2
-    summary = subprocess.run([sys.executable, "-m", "jobs", "summary", str(sweep)], env=env,
-                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    with open(tmp_path / "sweep" / "summary.csv", newline="") as f:
-        table = list(csv.DictReader(f))
-    assert len(table) == 4 and all(r["epoch"] == "2" for r in table)
-    assert "learning_rate=0.0001,batch_size=32" in summary
 
 
 def test_sbatch_two_ranks_with_srun_pmix(slurm_cluster, digits, tmp_path):

@@ -1,0 +1,111 @@
+"""Early stopping of a sweep's trials at rungs: the median rule and ASHA.
+
+A trial is judged at each rung of ``sweep.early_stop.rungs`` (epochs or kimg), at the first
+``train.metrics`` measurement at or after it, against what the other trials recorded at the
+same rung. Each trial's record is a file of its own, ``run_root/early_stop/rung-R/POINT.json``,
+written atomically: trials in different array tasks (different nodes) share nothing else,
+and no file is written by two processes.
+
+* **median** (Golovin et al. 2017, Google Vizier): stop when the metric is worse than the
+  median of the other trials' at this rung.
+* **asha** (Li et al. 2020, as Ray Tune's ``ASHAScheduler`` stops trials): keep the best
+  ``1 / reduction_factor`` of all trials at this rung, this one included; stop the rest.
+
+No trial is judged before ``min_trials`` trials (itself included) reached the rung, so the
+first ones always go on. A decision, once recorded, is final: a trial resumed after a requeue
+reads its own record instead of judging again, so resuming never changes it. Decisions depend
+on which trials reached the rung first: with ``resources.array_throttle: 1`` (one trial at a
+time) a sweep decides the same every time; with more at once, as in ASHA, the order of
+arrival counts. A stopped trial exits ``EARLY_STOPPED``, never requeued, and its reason is in
+the sweep's summary.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gan.training.outputs import QUALITY
+from jobs.core.files import atomic_write_json
+from jobs.core.schema import EarlyStopSpec
+
+log = logging.getLogger(__name__)
+BOARD = "early_stop"
+
+
+def decide(rule: EarlyStopSpec, value: float, others: list[float], lower: bool,
+           rung: float) -> str | None:
+    """The reason to stop a trial whose metric at ``rung`` is ``value``, given the other
+    trials' values there; None to go on."""
+    n = len(others) + 1
+    if n < rule.min_trials:
+        return None
+    sign = 1.0 if lower else -1.0  # compare as "lower is better"
+    mine = sign * value if math.isfinite(value) else math.inf
+    where = f"{rule.metric} {value:.4g} at rung {rung:g} {rule.unit}"
+    if rule.rule == "median":
+        median = float(np.median([sign * v for v in others]))
+        if mine > median:
+            return (f"{where} is worse than the median {sign * median:.4g} of the "
+                    f"{len(others)} other trial(s) there")
+        return None
+    keep = max(1, math.floor(n / rule.reduction_factor))
+    cutoff = sorted([sign * v for v in others] + [mine])[keep - 1]
+    if mine > cutoff:
+        return f"{where} is not among the best {keep} of the {n} trials there"
+    return None
+
+
+@dataclass
+class Judge:
+    """Called by the trainer (rank 0) after every quality measurement of one sweep point."""
+    rule: EarlyStopSpec
+    board: Path   # run_root/early_stop
+    point: str    # the point's directory name
+
+    def __call__(self, epochs_done: int, kimg: float, figures: dict[str, float]) -> str | None:
+        """The reason to stop now, or None."""
+        if self.rule.rule == "none" or self.rule.metric not in figures:
+            return None
+        progress = epochs_done if self.rule.unit == "epochs" else kimg
+        reached = [r for r in self.rule.rungs if r <= progress]
+        if not reached:
+            return None
+        rung = reached[-1]
+        mine = self._folder(rung) / f"{self.point}.json"
+        if mine.exists():  # decided before a requeue: final
+            return json.loads(mine.read_text()).get("stop")
+        value = float(figures[self.rule.metric])
+        others = [r["value"] for r in read_rung(self._folder(rung)) if r["point"] != self.point]
+        reason = decide(self.rule, value, others, bool(QUALITY[self.rule.metric]), rung)
+        atomic_write_json(mine, {"point": self.point, "rung": rung, "value": value,
+                                 "epochs": epochs_done, "kimg": round(kimg, 3),
+                                 "compared_with": len(others), "stop": reason})
+        log.info("early stopping, rung %g %s: %s", rung, self.rule.unit,
+                 reason or f"{self.rule.metric} {value:.4g} goes on "
+                            f"({len(others)} other trial(s) there)")
+        return reason
+
+    def _folder(self, rung: float) -> Path:
+        return self.board / f"rung-{rung:g}"
+
+
+def read_rung(folder: Path) -> list[dict]:
+    """Every trial's record at one rung (a half-written file cannot exist: atomic writes)."""
+    if not folder.is_dir():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def stop_reasons(board: Path) -> dict[str, str]:
+    """Point name -> why it was stopped (for the summary)."""
+    reasons = {}
+    for folder in sorted(board.glob("rung-*")) if board.is_dir() else []:
+        for record in read_rung(folder):
+            if record.get("stop"):
+                reasons[record["point"]] = record["stop"]
+    return reasons
