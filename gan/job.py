@@ -79,16 +79,49 @@ def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None,
         if problem:
             log.error("%s", problem)
             return exitcodes.NOT_RUNNABLE
-        code = exitcodes.FAILED
+        code, outcome = exitcodes.FAILED, Outcome(spec.work.run_dir, lock)
         try:
-            code = train(spec, world, fresh, stop, judge)
+            code = train(spec, world, fresh, stop, judge, outcome.started)
             return code
         finally:
-            if lock is not None:  # rank 0: what the next job in this run directory reads
-                chain.record_outcome(spec.work.run_dir, code, lock.me.shown, lock.me.host)
-                lock.keep() if code == exitcodes.REQUEUE else lock.release()
+            outcome.ended(code)
     finally:
         stop.restore()
+
+
+class Outcome:
+    """Rank 0's record of how this job ended (``RUN_DIR/outcome.json``, what the next link of
+    a resubmit chain and the sweep summary read), and the lock's fate: kept for a requeue,
+    released otherwise. Written only by a job that started training: one refused on the way
+    (``--fresh``, another model) leaves the last real outcome alone."""
+
+    def __init__(self, run_dir: str, lock: runlock.RunLock | None):
+        self.run_dir, self.lock, self.training = run_dir, lock, False
+
+    def started(self) -> None:
+        self.training = True
+        self._record(None)  # running: an outdated record must not speak for this job
+
+    def ended(self, code: int) -> None:
+        if self.lock is None:
+            return
+        try:
+            if self.training:
+                self._record(code)
+        finally:
+            try:
+                self.lock.keep() if code == exitcodes.REQUEUE else self.lock.release()
+            except OSError as exc:  # the next job judges the lock as stale instead
+                log.warning("%s: the run lock could not be handed on: %s", self.run_dir,
+                            files.why(exc))
+
+    def _record(self, code: int | None) -> None:
+        if self.lock is None:
+            return
+        try:
+            chain.record_outcome(self.run_dir, code, self.lock.me.shown, self.lock.me.host)
+        except OSError as exc:  # a full disk: the exit code says it, the record cannot
+            log.warning("%s: outcome not recorded: %s", self.run_dir, files.why(exc))
 
 
 def take_run_dir(spec: JobSpec, world: distributed.World,
@@ -109,8 +142,9 @@ def take_run_dir(spec: JobSpec, world: distributed.World,
 
 
 def train(spec: JobSpec, world: distributed.World, fresh: bool, stop: StopSignals,
-          judge: Judge | None = None) -> int:
-    """The training itself, in a run directory this job holds."""
+          judge: Judge | None = None, started: Callable[[], None] = lambda: None) -> int:
+    """The training itself, in a run directory this job holds; ``started`` is called once
+    the trainer is built (every check passed)."""
     from gan.training.guard import GuardStop
     from gan.training.loop import SpecMismatch, Trainer
 
@@ -119,6 +153,7 @@ def train(spec: JobSpec, world: distributed.World, fresh: bool, stop: StopSignal
     except (SpecMismatch, OSError, ValueError) as exc:
         log.error("%s", exc)
         return exitcodes.NOT_RUNNABLE
+    started()
     try:
         return trainer.run(stop, judge)
     except GuardStop as exc:

@@ -13,11 +13,13 @@ and no file is written by two processes.
 
 No trial is judged before ``min_trials`` trials (itself included) reached the rung, so the
 first ones always go on. A decision, once recorded, is final: a trial resumed after a requeue
-reads its own record instead of judging again, so resuming never changes it. Decisions depend
-on which trials reached the rung first: with ``resources.array_throttle: 1`` (one trial at a
-time) a sweep decides the same every time; with more at once, as in ASHA, the order of
-arrival counts. A stopped trial exits ``EARLY_STOPPED``, never requeued, and its reason is in
-the sweep's summary.
+reads its own record instead of judging again, and one whose record says stop is not run
+again. Decisions depend on which trials reached the rung first: with
+``resources.array_throttle: 1`` (one trial at a time) and no preemption a sweep decides the
+same every time; with more at once, as in ASHA, the order of arrival counts, and a trial
+stopped by a signal at a rung's epoch end (when the measurement is skipped) is judged at its
+next measurement instead. A stopped trial exits ``EARLY_STOPPED``, never requeued, and its
+reason is in the sweep's summary.
 """
 from __future__ import annotations
 
@@ -44,17 +46,19 @@ def decide(rule: EarlyStopSpec, value: float, others: list[float], lower: bool,
     n = len(others) + 1
     if n < rule.min_trials:
         return None
-    sign = 1.0 if lower else -1.0  # compare as "lower is better"
-    mine = sign * value if math.isfinite(value) else math.inf
+    def as_lower(v: float) -> float:  # compared as "lower is better"; NaN is the worst
+        return (v if lower else -v) if math.isfinite(v) else math.inf
+
+    mine, rest = as_lower(value), [as_lower(v) for v in others]
     where = f"{rule.metric} {value:.4g} at rung {rung:g} {rule.unit}"
     if rule.rule == "median":
-        median = float(np.median([sign * v for v in others]))
+        median = float(np.median(rest))
         if mine > median:
-            return (f"{where} is worse than the median {sign * median:.4g} of the "
-                    f"{len(others)} other trial(s) there")
+            return (f"{where} is worse than the median {median if lower else -median:.4g} "
+                    f"of the {len(others)} other trial(s) there")
         return None
     keep = max(1, math.floor(n / rule.reduction_factor))
-    cutoff = sorted([sign * v for v in others] + [mine])[keep - 1]
+    cutoff = sorted(rest + [mine])[keep - 1]
     if mine > cutoff:
         return f"{where} is not among the best {keep} of the {n} trials there"
     return None

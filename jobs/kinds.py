@@ -26,7 +26,7 @@ from jobs.core.loader import inception_sections, pipeline_problems, pipeline_sta
 from jobs.core.rundir import init_from_problems
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
-from jobs.early_stop import BOARD, Judge
+from jobs.early_stop import BOARD, Judge, stop_reasons
 from jobs.sweep import expand_points, point_spec, validate_points
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def _run_sweep(spec: JobSpec, launch: Launch) -> int:
     worst = exitcodes.OK
     for k in indices:
         point = checked_like(spec, point_spec(spec, k))
-        if early_stopped_before(point):
+        if early_stopped_before(spec, point):
             code = exitcodes.EARLY_STOPPED
         else:
             code = launch.run(point, fresh=launch.fresh, stop=launch.stop, link=launch.link,
@@ -157,11 +157,16 @@ def _run_sweep(spec: JobSpec, launch: Launch) -> int:
     return worst
 
 
-def early_stopped_before(point: JobSpec) -> bool:
-    outcome = chain.read_outcome(point.work.run_dir)
-    if outcome and outcome.get("exit") == exitcodes.EARLY_STOPPED:
-        log.info("%s: stopped early before (job %s): not run again", point.work.run_dir,
-                 outcome.get("job"))
+def early_stopped_before(spec: JobSpec, point: JobSpec) -> bool:
+    """Whether the sweep's rule stopped this point before (its exit, or its record if the
+    job died before it could exit): not run again while the rule is on."""
+    if spec.work.early_stop.rule == "none":
+        return False
+    outcome = chain.read_outcome(point.work.run_dir) or {}
+    reason = stop_reasons(Path(spec.work.run_root) / BOARD).get(Path(point.work.run_dir).name)
+    if outcome.get("exit") == exitcodes.EARLY_STOPPED or reason:
+        log.info("%s: stopped early before: not run again (%s)", point.work.run_dir,
+                 reason or f"job {outcome.get('job')}")
         return True
     return False
 

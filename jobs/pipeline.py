@@ -12,7 +12,7 @@ import shlex
 
 from jobs.core.loader import pipeline_stages
 from jobs.core.schema import JobSpec
-from jobs.scheduler import dependency_options, log_dir, sbatch_argv
+from jobs.scheduler import chain_loop, dependency_options, log_dir, sbatch_argv
 
 
 def render_plan(job: JobSpec) -> str:
@@ -34,4 +34,5 @@ def render_plan(job: JobSpec) -> str:
         f"mkdir -p {shlex.quote(str(log_dir(pre)))} {shlex.quote(str(log_dir(train)))}",
         f"pre=$(sbatch --parsable {shlex.join(pre_argv[1:])})",
         f"merge=$(sbatch --parsable {after('pre')} {shlex.join(merge_argv[1:])})",
-        f"sbatch {after('merge')} {shlex.join(train_argv[1:])}"])
+        f"first=$(sbatch --parsable {after('merge')} {shlex.join(train_argv[1:])})",
+        *chain_loop(train, train_argv)])

@@ -221,15 +221,23 @@ def chain_argv(argv: list[str], previous: str, link: str) -> list[str]:
 
 def _chain_lines(spec: JobSpec, argv: list[str]) -> list[str]:
     """``resources.resubmit``: the sbatch lines of the chain, as a shell loop."""
+    if not spec.resources.resubmit or not requeues_itself(spec):
+        return []
+    first = " ".join(shlex.quote(a) for a in [argv[0], "--parsable", *argv[1:]])
+    return ["", f"# resources.resubmit: {spec.resources.resubmit} successor(s), each after "
+                "the one before ends (sbatch route, instead of the sbatch line above):",
+            f"first=$({first})", *chain_loop(spec, argv)]
+
+
+def chain_loop(spec: JobSpec, argv: list[str]) -> list[str]:
+    """After ``first=$(sbatch --parsable …)``: the chain's successors (none without
+    ``resources.resubmit``)."""
     n = spec.resources.resubmit
     if not n or not requeues_itself(spec):
         return []
-    first = " ".join(shlex.quote(a) for a in [argv[0], "--parsable", *argv[1:]])
     link = " ".join(shlex.quote(a) for a in chain_argv(argv, "@P", "@L"))
     link = link.replace("@P", "${prev%%;*}").replace("@L", '"${first%%;*}:$k"')
-    return ["", f"# resources.resubmit: {n} successor(s), each after the one before ends "
-                "(sbatch route):", f"first=$({first})", "prev=$first",
-            f"for k in $(seq 1 {n}); do prev=$({link}); done"]
+    return ["prev=$first", f"for k in $(seq 1 {n}); do prev=$({link}); done"]
 
 
 def _rank_lines(spec: JobSpec, argv: list[str]) -> list[str]:

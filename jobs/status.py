@@ -44,9 +44,12 @@ def _holder_and_outcome(work_dir: Path) -> list[str]:
         out.append(f"held by: {runlock.Holder(**json.loads(lock.read_text())).describe()} "
                    f"({lock})")
     outcome = read_outcome(work_dir)
-    if outcome:
-        out.append(f"last job to end here: {outcome.get('job') or 'a run outside Slurm'}, "
-                   f"exit {outcome.get('exit')} ({outcome.get('meaning')}), {outcome.get('time')}")
+    who = (outcome or {}).get("job") or "a run outside Slurm"
+    if outcome and outcome.get("exit") is None:
+        out.append(f"training since {outcome.get('time')}: {who} (or it was killed)")
+    elif outcome:
+        out.append(f"last job to end here: {who}, exit {outcome.get('exit')} "
+                   f"({outcome.get('meaning')}), {outcome.get('time')}")
     return [""] + out if out else []
 
 

@@ -91,12 +91,12 @@ def submit(spec: JobSpec, executor: str = "slurm", wait: bool = False) -> int:
     if kinds.is_(spec, "pipeline"):
         return submit_pipeline(spec, executor, wait)
     _refuse_local_ranks(spec, executor)
-    jobs = _submit_one(spec, executor, SpecTask(spec))
+    jobs, tail = _submit_chained(spec, executor)
     if not (wait or executor == "local"):  # local jobs are children of this process: wait
         return exitcodes.OK
     if kinds.is_(spec, "train"):  # minutes to wait: show its epochs meanwhile
         progress.follow(jobs[0])
-    return wait_all(jobs)
+    return wait_all(tail or jobs)  # a chain: its last link says how the run ended
 
 
 def preflight(train: JobSpec, executor: str) -> int:
@@ -133,24 +133,27 @@ def _submit_one(spec: JobSpec, executor: str, task: SpecTask, after: str | None 
     _record(spec, executor, ids, name or spec.name)
     print(f"submitted {spec.kind} '{name or spec.name}' ({executor}): {', '.join(ids)}"
           + (f" {condition} {after}" if after else ""), flush=True)
-    if task.link.index == 0 and kinds.of(spec).requeues and spec.resources.resubmit:
-        _submit_chain(spec, executor, jobs[0].job_id.split("_")[0], name)
     return jobs
 
 
-def _submit_chain(spec: JobSpec, executor: str, first: str, name: str | None) -> None:
-    """``resources.resubmit`` successors, each ``afterany`` of the one before: where
-    preemption cancels, each resumes the run (or exits at once once it ended:
-    ``jobs/core/chain.py``)."""
+def _submit_chained(spec: JobSpec, executor: str, after: str | None = None,
+                    name: str | None = None) -> tuple[list, list]:
+    """The job, then its ``resources.resubmit`` successors, each ``afterany`` of the one
+    before: where preemption cancels, each resumes the run (or exits at once once it ended:
+    ``jobs/core/chain.py``). The first link's jobs and the last link's ([] without one)."""
+    jobs = _submit_one(spec, executor, SpecTask(spec), after, name)
+    if not (kinds.of(spec).requeues and spec.resources.resubmit):
+        return jobs, []
     if executor != "slurm":
         log.info("resources.resubmit: a chain needs Slurm; the local executor runs the job "
                  "once")
-        return
-    previous = first
+        return jobs, []
+    first = previous = jobs[0].job_id.split("_")[0]
     for k in range(1, spec.resources.resubmit + 1):
-        jobs = _submit_one(spec, executor, SpecTask(spec, chain.Link(first, k)), previous,
+        tail = _submit_one(spec, executor, SpecTask(spec, chain.Link(first, k)), previous,
                            name, condition="afterany")
-        previous = jobs[0].job_id.split("_")[0]
+        previous = tail[0].job_id.split("_")[0]
+    return jobs, tail
 
 
 def submit_pipeline(job: JobSpec, executor: str, wait: bool) -> int:
@@ -167,12 +170,12 @@ def submit_pipeline(job: JobSpec, executor: str, wait: bool) -> int:
     if local and wait_all(merge):
         return exitcodes.FAILED
     _refuse_local_ranks(train, executor)
-    training = _submit_one(train, executor, SpecTask(train), None if local else
-                           merge[0].job_id, name=train.name)
+    training, tail = _submit_chained(train, executor, None if local else merge[0].job_id,
+                                     name=train.name)
     if not (wait or local):
         return exitcodes.OK
     progress.follow(training[0])
-    return wait_all(array + merge + training)
+    return wait_all(array + merge + (tail or training))
 
 
 def wait_all(jobs: list) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from gan.families import READS
-from gan.training.outputs import quality_summary, read_metrics
+from gan.training.outputs import QUALITY, quality_summary, read_metrics
 from jobs.core import exitcodes
 from jobs.core.chain import read_outcome
 from jobs.core.files import atomic_write_text
@@ -123,7 +123,7 @@ def summary(sweep_job: JobSpec) -> tuple[Path, list[dict]]:
         if epochs:
             row.update({k: epochs[-1].get(k, "") for k in SUMMARY_COLUMNS[3:]})
             row.update({k: v for k, v in quality_summary(epochs).items()
-                        if k in QUALITY_COLUMNS})
+                        if k in quality_columns(sweep_job)})
         if name in reasons:
             row["stopped_because"] = reasons[name]
         row.update(overrides)
@@ -138,13 +138,20 @@ def summary(sweep_job: JobSpec) -> tuple[Path, list[dict]]:
     return path, rows
 
 
+def quality_columns(sweep_job: JobSpec) -> list[str]:
+    """The quality figures a summary shows: KID, FID, the face rate, and the figure the
+    early-stopping rule judges (recall, say)."""
+    judged = sweep_job.work.early_stop.metric
+    return QUALITY_COLUMNS + [c for c in (judged, f"best_{judged}") if c not in QUALITY_COLUMNS]
+
+
 def point_status(run_dir: Path) -> str:
     """How the point's last job ended (``RUN_DIR/outcome.json``), or whether it started."""
     outcome = read_outcome(run_dir)
     if outcome is None:
         return "in progress" if (run_dir / "metrics.csv").exists() else "not started"
     code = outcome.get("exit")
-    return STATUS.get(code, f"failed (exit {code})")
+    return "in progress" if code is None else STATUS.get(code, f"failed (exit {code})")
 
 
 def swept_keys(sweep_job: JobSpec) -> list[str]:
@@ -155,8 +162,11 @@ def swept_keys(sweep_job: JobSpec) -> list[str]:
 def summary_columns(rows: list[dict]) -> list[str]:
     """The summary's columns: the losses, the quality figures any point measured, and why
     points were stopped early, if any was."""
-    return SUMMARY_COLUMNS + [c for c in QUALITY_COLUMNS + ["stopped_because"]
-                              if any(c in r for r in rows)]
+    held = dict.fromkeys(k for r in rows for k in r)  # in first-seen order
+    judged = [k for k in held if k.removeprefix("best_") in QUALITY
+              and k not in QUALITY_COLUMNS]  # the early-stopping rule's figure
+    return SUMMARY_COLUMNS + [c for c in QUALITY_COLUMNS + judged + ["stopped_because"]
+                              if c in held]
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:

@@ -8,8 +8,12 @@ the run directory's last job ended, ``RUN_DIR/outcome.json``, written by rank 0 
 * the run finished (exit 0): nothing to do, exit 0 at once;
 * it ended for good (an invalid spec, inputs missing, the mode-collapse guard, an error):
   exit at once with that code, naming the job that ended it;
-* it checkpointed after a stop signal (exit 75), or no record was written (the job was
-  killed outright): resume from the last checkpoint, as a requeued job would.
+* it checkpointed after a stop signal (exit 75), or its record still says it is training
+  (the job was killed outright), or there is no record: resume from the last checkpoint, as
+  a requeued job would.
+
+A job writes the record only once it starts training (``exit: null`` then, its end later):
+one refused on the way (``--fresh``, another model) leaves the last real outcome alone.
 
 A link takes over the run directory's lock (``jobs/core/runlock.py``) from the earlier links
 of its chain, which share the chain's first job id.
@@ -53,12 +57,14 @@ def parse_link(text: str) -> Link:
     return Link(match[1], int(match[2]))
 
 
-def record_outcome(run_dir: str | Path, code: int, job: str, host: str) -> None:
+def record_outcome(run_dir: str | Path, code: int | None, job: str, host: str) -> None:
     """How this job (``job``: its id, '' outside Slurm) ended, for the next link of its chain
-    and for people (``jobs status``)."""
+    and for people (``jobs status``); ``code`` None: it is training now (a job killed
+    outright leaves that, and the next link resumes)."""
+    meaning = "training" if code is None else exitcodes.DESCRIPTIONS.get(code, "unknown")
     atomic_write_json(Path(run_dir) / OUTCOME_NAME, {
-        "exit": code, "meaning": exitcodes.DESCRIPTIONS.get(code, "unknown"), "job": job,
-        "host": host, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+        "exit": code, "meaning": meaning, "job": job, "host": host,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S")})
 
 
 def read_outcome(run_dir: str | Path) -> dict | None:
@@ -74,9 +80,10 @@ def link_exit(run_dir: str | Path, link: Link) -> int | None:
     if link.index == 0:
         return None
     outcome = read_outcome(run_dir)
-    if outcome is None or outcome.get("exit") in RESUMES:
-        log.info("resubmit chain %s: the run is not finished%s: resuming", link,
-                 f" (job {outcome.get('job')} checkpointed)" if outcome else "")
+    if outcome is None or outcome.get("exit") in RESUMES or outcome.get("exit") is None:
+        said = "" if outcome is None else f" (job {outcome.get('job')} " + (
+            "checkpointed)" if outcome.get("exit") in RESUMES else "was killed)")
+        log.info("resubmit chain %s: the run is not finished%s: resuming", link, said)
         return None
     code = int(outcome.get("exit", exitcodes.FAILED))
     if code == exitcodes.OK:

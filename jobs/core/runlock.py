@@ -11,21 +11,25 @@ way NFS guarantees is atomic: the record is written to a file of its own, then h
 the lock's name (``link`` fails if the name exists); if the reply got lost, the link count of
 the record file says whether it worked.
 
-The lock outlives its process on purpose when the job is requeued (exit ``REQUEUE``), and is
-taken over by the job that comes next:
+The lock outlives its process on purpose when the job is requeued (exit ``REQUEUE``): it is
+marked ``kept`` and taken over by the job that comes next. Otherwise it is taken from:
 
-* the same job after its requeue (Slurm keeps the job id; ``SLURM_RESTART_COUNT`` grows), or
-  a later link of the same resubmit chain (``chain``, ``link``);
-* a holder whose process is gone: on this host (same pid namespace) its pid no longer runs
-  the process that wrote the lock; elsewhere, its Slurm job has left the queue;
-* with neither check possible (no ``squeue`` inside a container), a holder whose heartbeat
-  (the lock's mtime, touched every ``HEARTBEAT_S``, compared with the file server's clock) is
-  older than ``STALE_AFTER_S``.
+* a holder whose process is gone, on this host (same pid namespace): its pid no longer runs
+  the process that wrote the lock;
+* an earlier run of the same job (Slurm keeps the job id; ``SLURM_RESTART_COUNT`` grows) or
+  an earlier link of the same resubmit chain that did not hand it on (killed): once its
+  heartbeat stopped, waited for up to ``3 x HEARTBEAT_S`` (a node cut off from the network
+  may still be writing);
+* another job that has left the queue (``squeue``, on the same Slurm cluster);
+* with no check possible (no ``squeue`` inside a container, another cluster sharing the
+  filesystem), a holder whose heartbeat (the lock's mtime, touched every ``HEARTBEAT_S``,
+  compared with the file server's clock) is older than ``STALE_AFTER_S``.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -34,6 +38,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -44,6 +49,7 @@ log = logging.getLogger(__name__)
 LOCK_NAME = "job.lock"
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 300.0
+NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
 # squeue states of a job that may still run (or come back) in the run directory
 ALIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
                 "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING", "SIGNALING",
@@ -63,6 +69,8 @@ class Holder:
     link: int = 0         # which link of that chain
     restart: int = 0      # SLURM_RESTART_COUNT
     since: str = ""
+    cluster: str = ""     # SLURM_CLUSTER_NAME: squeue answers for its own cluster only
+    kept: bool = False    # left for the job's next run (it exited to be requeued)
 
     def describe(self) -> str:
         job = f"job {self.shown or self.job}" if self.job else "a run outside Slurm"
@@ -85,7 +93,8 @@ def this_process(link: Link = NO_CHAIN) -> Holder:
                   shown=f"{array}_{task}" if array and task else job,
                   chain=f"{first}_{task}" if first and array and task else first,
                   link=link.index, restart=int(restart) if restart.isdigit() else 0,
-                  since=time.strftime("%Y-%m-%d %H:%M:%S"))
+                  since=time.strftime("%Y-%m-%d %H:%M:%S"),
+                  cluster=env.get("SLURM_CLUSTER_NAME", ""))
 
 
 def process_start(pid: int) -> str:
@@ -137,16 +146,29 @@ def stale_reason(holder: Holder, me: Holder, heartbeat_age: float,
         return "it is this process's own"
     if here and holder.started and probes.process_start(holder.pid) == holder.started:
         return None  # a live process on this host
-    if me.chain and holder.chain == me.chain and me.incarnation() > holder.incarnation():
-        return "it is this job's own, from before its requeue or from an earlier link"
     if here:
         return "its process is gone"
-    alive = probes.job_alive(holder.job) if holder.job else None
+    alive = probes.job_alive(holder.job) if holder.job and holder.cluster == me.cluster \
+        else None
+    if hands_on(holder, me):
+        if holder.kept:
+            return "it is this job's own, kept for its next run (a requeue or the next link)"
+        if holder.job != me.job and alive:
+            return None  # an earlier link still running
+        if heartbeat_age > 2 * HEARTBEAT_S:
+            return "it is this job's own, from a run that ended without handing it on"
+        return None  # perhaps cut off but still running: wait for its heartbeat to stop
     if alive is not None:
         return None if alive else "its Slurm job is no longer in the queue"
     if heartbeat_age > STALE_AFTER_S:
         return f"its heartbeat stopped {heartbeat_age:.0f} s ago"
     return None
+
+
+def hands_on(holder: Holder, me: Holder) -> bool:
+    """Whether ``holder`` is an earlier run of ``me``'s job or chain (a requeue, a link)."""
+    return bool(me.chain) and holder.chain == me.chain \
+        and me.incarnation() > holder.incarnation()
 
 
 class RunDirInUse(RuntimeError):
@@ -162,11 +184,15 @@ class RunLock:
         self.me, self.probes = me, probes
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
+        # in temporary names: containers on one host share its name and small pids
+        self._unique = f"{me.host}.{me.pid}.{uuid.uuid4().hex[:12]}"
 
     def acquire(self) -> None:
-        """Take the lock, or raise RunDirInUse naming its holder."""
+        """Take the lock, or raise RunDirInUse naming its holder. An earlier run of this job
+        that did not hand the lock on (killed) is waited for until its heartbeat stops."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):  # a stale lock moved aside, then the exclusive link again
+        deadline, moved = time.monotonic() + 3 * HEARTBEAT_S, 0
+        while moved < 3:  # a stale lock moved aside, then the exclusive link again
             if self._link():
                 self._start_heartbeat()
                 return
@@ -174,58 +200,87 @@ class RunLock:
             if holder is None:
                 continue  # released meanwhile
             reason = stale_reason(holder, self.me, age, self.probes)
+            if reason is None and hands_on(holder, self.me) and time.monotonic() < deadline:
+                time.sleep(HEARTBEAT_S / 6)
+                continue
             if reason is None:
                 raise RunDirInUse(self._in_use(holder, age))
             if holder != self.me:
                 log.warning("%s: taking over the lock of %s: %s", self.path.parent,
                             holder.describe(), reason)
             self._move_aside(holder)
+            moved += 1
         raise RunDirInUse(f"{self.path}: could not take the lock (other jobs keep taking it)")
 
     def release(self) -> None:
         """Stop the heartbeat and remove the lock, if it is still this process's."""
         self._stop.set()
-        holder, _ = self._read()
-        if holder == self.me:
+        if self._holder() == self.me:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
 
     def keep(self) -> None:
-        """Leave the lock for this job's next run (a requeue): only the heartbeat stops."""
+        """Leave the lock for this job's next run (a requeue, the next link of its chain),
+        marked as handed on; the heartbeat stops."""
         self._stop.set()
+        if self._holder() == self.me:
+            kept = self.path.with_name(f".{LOCK_NAME}.kept.{self._unique}")
+            kept.write_text(json.dumps(dataclasses.asdict(
+                dataclasses.replace(self.me, kept=True))) + "\n")
+            os.replace(kept, self.path)
 
     # ------------------------------------------------------------------------------ internals
     def _link(self) -> bool:
         """Write the record to a file of its own and link it to the lock's name: exclusive,
         and atomic on NFS too."""
-        mine = self.path.with_name(f".{LOCK_NAME}.{self.me.host}.{self.me.pid}")
-        mine.write_text(json.dumps(dataclasses.asdict(self.me)) + "\n")
+        mine = self.path.with_name(f".{LOCK_NAME}.{self._unique}")
+        record = json.dumps(dataclasses.asdict(self.me)) + "\n"
+        mine.write_text(record)
         try:
             os.link(mine, self.path)
             return True
         except FileExistsError:
             return False
-        except OSError:  # NFS: the reply may be lost though the link was made
-            return mine.stat().st_nlink == 2
+        except OSError as exc:
+            if exc.errno in NO_HARD_LINKS:
+                return self._create(record)
+            return mine.stat().st_nlink == 2  # NFS: the reply may be lost, the link made
         finally:
             mine.unlink()
+
+    def _create(self, record: str) -> bool:
+        """Where the filesystem has no hard links (some FUSE and SMB mounts): an exclusive
+        create, atomic on local filesystems and NFSv3+ (a reader may find it empty for a
+        moment, and then judges it by its age, which is fresh)."""
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(record)
+        return True
 
     def _read(self) -> tuple[Holder | None, float]:
         """The holder's record and its heartbeat's age by the file server's clock."""
         try:
-            record = json.loads(self.path.read_text())
             mtime = self.path.stat().st_mtime
         except FileNotFoundError:
             return None, 0.0
-        except (OSError, ValueError):  # unreadable or half-written: judged by age alone
-            record, mtime = {"host": "?", "pid": 0}, self.path.stat().st_mtime
+        holder = self._holder()
+        return holder or Holder(host="?", pid=0), self._server_now() - mtime
+
+    def _holder(self) -> Holder | None:
+        """The lock's record (None if there is no lock or it cannot be read yet)."""
+        try:
+            record = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
         known = {f.name for f in dataclasses.fields(Holder)}
-        return Holder(**{k: v for k, v in record.items() if k in known}), \
-            self._server_now() - mtime
+        return Holder(**{k: v for k, v in record.items() if k in known})
 
     def _server_now(self) -> float:
         """Now, by the clock that stamps files in the run directory (an NFS server's)."""
-        probe = self.path.with_name(f".{LOCK_NAME}.clock.{self.me.host}.{self.me.pid}")
+        probe = self.path.with_name(f".{LOCK_NAME}.clock.{self._unique}")
         probe.touch()
         try:
             return probe.stat().st_mtime
@@ -235,7 +290,7 @@ class RunLock:
     def _move_aside(self, judged: Holder) -> None:
         """Rename the stale lock away (only one of two racing jobs can), then check that it
         was the lock judged; if another job took it meanwhile, put it back."""
-        aside = self.path.with_name(f".{LOCK_NAME}.stale.{self.me.host}.{self.me.pid}")
+        aside = self.path.with_name(f".{LOCK_NAME}.stale.{self._unique}")
         try:
             os.rename(self.path, aside)
         except FileNotFoundError:
@@ -261,9 +316,14 @@ class RunLock:
         self._beat.start()
 
     def _heartbeat(self) -> None:
+        """Touch the lock until stopped; an error (the lock moved aside for a moment, NFS's
+        ESTALE) is said once and the beat goes on: a stopped heartbeat gives the lock away."""
+        failing = False
         while not self._stop.wait(HEARTBEAT_S):
             try:
                 os.utime(self.path)  # times=None: NFS sets the server's time
-            except FileNotFoundError:
-                log.error("%s: the run lock was removed while this job runs", self.path)
-                return
+                failing = False
+            except OSError as exc:
+                if not failing:
+                    log.error("%s: the run lock's heartbeat failed: %s", self.path, exc)
+                failing = True

@@ -34,9 +34,10 @@ def check_sweep(v, work: SweepSpec) -> None:
             if not args:
                 v.fail(where, "choice needs at least one value")
         elif len(args) != 2 or not all(isinstance(a, (int, float)) for a in args) \
-                or not args[0] < args[1] or (name == "log_uniform" and args[0] <= 0):
-            v.fail(where, f"{name} needs [lo, hi] with lo < hi"
-                          + (" and lo > 0" if name == "log_uniform" else ""))
+                or not args[0] < args[1] or (name == "log_uniform" and args[0] <= 0) \
+                or (name == "int_uniform" and not all(isinstance(a, int) for a in args)):
+            v.fail(where, f"{name} needs [lo, hi] with lo < hi" + {
+                "log_uniform": " and lo > 0", "int_uniform": ", both integers"}.get(name, ""))
     rule = work.early_stop
     if rule.rule != "none" and (not rule.rungs or any(
             b <= a for a, b in zip(rule.rungs, rule.rungs[1:])) or rule.rungs[0] <= 0):

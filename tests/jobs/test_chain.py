@@ -13,7 +13,8 @@ from jobs.core.chain import Link, link_exit, parse_link, record_outcome
 from jobs.core.loader import load_spec, parse_set_args
 from jobs.scheduler import render_plan
 from jobs.submit import make_executor
-from tests.conftest import run_cli
+from jobs.pipeline import render_plan as pipeline_plan
+from tests.conftest import ROOT, run_cli
 from tests.jobs.test_scheduler import preprocess, train  # noqa: F401 - fixtures
 
 
@@ -101,3 +102,19 @@ def test_load_spec_keeps_resubmit(tmp_path):
     path = tmp_path / "t.yaml"
     path.write_text("kind: train\nname: t\ntrain: {data: /x.h5, run_dir: /r}\n")
     assert load_spec(path, parse_set_args(["resources.resubmit=4"])).resources.resubmit == 4
+
+
+def test_a_pipelines_plan_chains_its_train_stage(write_spec, tmp_path):
+    base = write_spec(f"kind: train\nname: t\nresources: {{resubmit: 2}}\n"
+                      f"train: {{data: {tmp_path / 'x.h5'}, run_dir: {tmp_path / 'run'}}}\n",
+                      "train.yaml")
+    pipeline = write_spec(f"""\
+        kind: pipeline
+        name: p
+        pipeline:
+          preprocess: {ROOT / 'jobs/examples/preprocess_faces.yaml'}
+          train: {base}
+        """, "pipeline.yaml")
+    lines = pipeline_plan(load_spec(pipeline)).splitlines()
+    assert lines[-3].startswith("first=$(sbatch --parsable --dependency=afterok:$merge ")
+    assert lines[-2] == "prev=$first" and lines[-1].startswith("for k in $(seq 1 2); do ")

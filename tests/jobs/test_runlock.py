@@ -4,6 +4,7 @@ job out of the queue, a stopped heartbeat) but never from one that may still wri
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -122,8 +123,11 @@ def probes(start: str = "", alive: bool | None = None) -> Probes:
 
 
 @pytest.mark.parametrize("holder, probe, taken", [
-    # this job before its requeue, on another node, Slurm still listing it: its own
-    (dataclasses.replace(ME, host="n2", pid=7, restart=0), probes(alive=True), True),
+    # this job before its requeue, on another node, Slurm still listing it: its own, kept
+    (dataclasses.replace(ME, host="n2", pid=7, restart=0, kept=True), probes(alive=True),
+     True),
+    # ... not handed on (killed): not while its heartbeat goes on (a node cut off)
+    (dataclasses.replace(ME, host="n2", pid=7, restart=0), probes(alive=True), False),
     # the same job, same restart, another process still running here: two at once
     (dataclasses.replace(ME, pid=11, started="400", restart=1), probes("400"), False),
     # ... that process gone; the pid now runs something else (another start time)
@@ -144,12 +148,59 @@ def test_stale_reason(holder, probe, taken):
 
 
 def test_a_later_link_of_the_chain_takes_over_and_an_earlier_one_does_not():
-    first = Holder(host="n2", pid=7, job="300", shown="300", chain="300", link=0, restart=3)
+    first = Holder(host="n2", pid=7, job="300", shown="300", chain="300", link=0, restart=3,
+                   kept=True)
     link = dataclasses.replace(first, host="n1", pid=9, job="301", shown="301", link=1,
-                               restart=0)
-    alive = probes(alive=True)
-    assert "earlier link" in stale_reason(first, link, 5.0, alive)
+                               restart=0, kept=False)
+    alive, gone = probes(alive=True), probes(alive=False)
+    assert "kept for its next run" in stale_reason(first, link, 5.0, alive)
     assert stale_reason(link, first, 5.0, alive) is None
+    killed = dataclasses.replace(first, kept=False)  # exited without handing it on
+    assert stale_reason(killed, link, 5.0, alive) is None  # still listed: running
+    assert stale_reason(killed, link, 5.0, gone) is None  # its heartbeat is fresh: wait
+    assert "without handing it on" in stale_reason(killed, link, 2 * runlock.HEARTBEAT_S + 1,
+                                                   gone)
+
+
+def test_a_lock_on_another_cluster_is_judged_by_its_heartbeat():
+    other = Holder(host="m1", pid=7, job="150", chain="150", cluster="b")
+    asked = []
+    probe = Probes(process_start=lambda pid: "", job_alive=lambda job: asked.append(job))
+    assert stale_reason(other, dataclasses.replace(ME, cluster="a"), 5.0, probe) is None
+    assert asked == []  # squeue on cluster a knows nothing of cluster b's job 150
+
+
+def test_keep_marks_the_lock_handed_on_and_the_next_run_waits_for_a_killed_one(
+        tmp_path, monkeypatch):
+    lock = RunLock(tmp_path, dataclasses.replace(runlock.this_process(), host="n2", job="5",
+                                                 chain="5"))
+    lock.acquire()
+    lock.keep()
+    assert json.loads(lock.path.read_text())["kept"] is True
+    requeued = dataclasses.replace(lock.me, host="n3", pid=lock.me.pid + 1, restart=1)
+    nobody = Probes(process_start=lambda pid: "", job_alive=lambda job: None)
+    RunLock(tmp_path, requeued, nobody).acquire()  # at once
+    killed = dataclasses.replace(requeued, kept=False)
+    write_lock(tmp_path, killed)  # the requeued run killed outright, just now
+    monkeypatch.setattr(runlock, "HEARTBEAT_S", 0.3)
+    again = dataclasses.replace(requeued, host="n4", restart=2)
+    RunLock(tmp_path, again, nobody).acquire()  # after its heartbeat stopped (0.6 s)
+    assert json.loads((tmp_path / "job.lock").read_text())["restart"] == 2
+
+
+def test_a_filesystem_without_hard_links_falls_back_to_an_exclusive_create(tmp_path,
+                                                                         monkeypatch):
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(runlock.os, "link", no_links)
+    lock = RunLock(tmp_path, runlock.this_process())
+    lock.acquire()
+    assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+    with pytest.raises(RunDirInUse):
+        RunLock(tmp_path, dataclasses.replace(lock.me, host="elsewhere")).acquire()
+    lock.release()
+    assert not lock.path.exists()
 
 
 def test_this_process_reads_slurm_and_its_chain(monkeypatch):

@@ -15,7 +15,7 @@ from jobs.core.chain import record_outcome
 from jobs.core.loader import load_spec, parse_set_args
 from jobs.core.schema import EarlyStopSpec
 from jobs.early_stop import BOARD, Judge, decide, stop_reasons
-from jobs.sweep import expand_points, point_names, summary, swept_keys
+from jobs.sweep import expand_points, point_names, summary, summary_columns, swept_keys
 from jobs.sweep_plot import plot_summary
 from tests.conftest import run_cli
 
@@ -81,6 +81,7 @@ def test_random_trials_are_reproducible_from_the_seed_and_in_range(sweep_file):
     (["sweep.space={train.epochs: {uniform: [3, 2]}}"], "uniform needs [lo, hi] with lo < hi"),
     (["sweep.space={train.epochs: {log_uniform: [0, 2]}}"], "and lo > 0"),
     (["sweep.space={train.epochs: {choice: []}}"], "choice needs at least one value"),
+    (["sweep.space={train.epochs: {int_uniform: [1.5, 4]}}"], ", both integers"),
     (["sweep.early_stop.rungs=[2, 1]"], "sweep.early_stop.rungs: give positive, increasing"),
     (["sweep.early_stop.rungs=[]"], "sweep.early_stop.rungs"),
     (["sweep.early_stop.reduction_factor=1"], "sweep.early_stop.reduction_factor"),
@@ -111,6 +112,9 @@ def test_the_median_rule():
     assert decide(rule(metric="recall"), 0.1, [0.5], False, 1) is not None  # higher is better
     assert decide(rule(metric="recall"), 0.6, [0.5], False, 1) is None
     assert decide(rule(), math.nan, [0.2], True, 1) is not None  # a NaN figure is the worst
+    assert decide(rule(), 0.9, [0.1, math.nan, 0.2], True, 1) is not None  # ... in others too
+    assert decide(rule(rule="asha", reduction_factor=2), 0.3, [math.nan, 0.1, 0.2], True,
+                  1) is not None
 
 
 def test_asha_keeps_the_best_share():
@@ -136,12 +140,16 @@ def test_a_judge_records_its_decision_and_keeps_it_after_a_requeue(tmp_path):
     assert kimg(9, 4.9, {"kid": 1.0}) is None and not (tmp_path / "k").exists()
 
 
-def test_a_stopped_point_is_not_run_again(sweep_file):
+def test_a_stopped_point_is_not_run_again(sweep_file, tmp_path):
     spec = load_spec(sweep_file)
     points = point_names(spec.work)
-    for name in points:  # every point was stopped before: nothing to train
+    for name in points[1:]:  # stopped before: nothing to train
         record_outcome(spec.work.run_root + "/" + name, exitcodes.EARLY_STOPPED, "9", "n1")
+    # the first one's job died after its record said stop, before it could exit 80
+    Judge(rule(), tmp_path / "sweep" / BOARD, "other")(1, 1.0, {"kid": 0.1})
+    Judge(rule(), tmp_path / "sweep" / BOARD, points[0])(1, 1.0, {"kid": 0.5})
     assert runner.run(spec, index=1) == exitcodes.EARLY_STOPPED  # the array task
+    assert runner.run(spec, index=0) == exitcodes.EARLY_STOPPED
     assert runner.run(spec) == exitcodes.OK  # in turn: stopped points are not failures
 
 
@@ -172,3 +180,17 @@ def test_the_summary_shows_status_reasons_and_a_plot(sweep_file, tmp_path):
     assert plot_summary(rows, swept_keys(spec), "fid_nowhere", root / "x.png") is None
     proc = run_cli("summary", str(sweep_file))
     assert proc.returncode == 0 and "kid against each swept value ->" in proc.stdout
+
+
+def test_the_summary_shows_and_plots_the_judged_figure(sweep_file, tmp_path):
+    """A rule judging recall: the summary holds recall and its best, and plots it."""
+    spec = load_spec(sweep_file, parse_set_args(["sweep.early_stop.metric=recall"]))
+    root = tmp_path / "sweep"
+    for k, name in enumerate(point_names(spec.work)):
+        (root / name).mkdir(parents=True)
+        (root / name / "metrics.csv").write_text(
+            "kind,epoch,step,d_real,d_fake,g,rollbacks,kid,recall\n"
+            f"epoch,1,28,0.5,0.7,0.6,0,0.1,{0.1 * k}\n")
+    _, rows = summary(spec)
+    assert {"recall", "best_recall"} <= set(summary_columns(rows))
+    assert plot_summary(rows, swept_keys(spec), "recall", root / "r.png") is not None
