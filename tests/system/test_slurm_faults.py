@@ -142,7 +142,8 @@ def test_one_job_per_run_dir_and_a_cancelled_job_goes_on_in_its_chain(
         submitit_log(run_dir, link1).read_text()[-3000:]
     resumed = submitit_log(run_dir, link1).read_text()
     assert "the run is not finished" in resumed and "resumed from ckpt-" in resumed
-    assert "taking over the lock" in resumed and "earlier link" in resumed
+    # one node: its process is gone (on several, the lock is marked kept for the next link)
+    assert f"taking over the lock of job {first} on host" in resumed
     assert epoch_rows(run_dir) == [1, 2], "an epoch was lost or repeated"
 
     # the last link finds the run over: exit 0 at once, no training
