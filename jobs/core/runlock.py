@@ -148,6 +148,8 @@ def stale_reason(holder: Holder, me: Holder, heartbeat_age: float,
         return None  # a live process on this host
     if here:
         return "its process is gone"
+    if holder.kept and not holder.job:
+        return "its run exited to be resumed (outside Slurm: by whichever run comes next)"
     alive = probes.job_alive(holder.job) if holder.job and holder.cluster == me.cluster \
         else None
     if hands_on(holder, me):

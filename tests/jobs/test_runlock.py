@@ -142,6 +142,8 @@ def probes(start: str = "", alive: bool | None = None) -> Probes:
     # another pid namespace on this host (Docker): its pid cannot be checked from here
     (dataclasses.replace(ME, pid_ns="other", job="150", chain="150"), probes(alive=None),
      False),
+    # ... but a run outside Slurm that exited to be resumed (a stopped container): done
+    (dataclasses.replace(ME, pid_ns="other", job="", chain="", kept=True), probes(), True),
 ])
 def test_stale_reason(holder, probe, taken):
     assert (stale_reason(holder, ME, heartbeat_age=5.0, probes=probe) is not None) == taken

@@ -370,8 +370,7 @@ def test_failed_preprocess_cancels_the_rest_of_the_chain(slurm_cluster, tmp_path
     plan = subprocess.run([sys.executable, "-m", "jobs", "plan", str(spec)], env=env,
                           cwd=ROOT, capture_output=True, text=True, check=True).stdout
     chain = plan.split("a chain of dependent jobs:\n")[1].strip()
-    script = write(tmp_path / "chain.sh", "set -e\n" + chain.replace(
-        "\nsbatch ", "\ntrain=$(sbatch --parsable ") + ")\necho $pre $merge $train\n")
+    script = write(tmp_path / "chain.sh", "set -e\n" + chain + "\necho $pre $merge $first\n")
     pre, merge, train = subprocess.run(["bash", str(script)], env=env, cwd=tmp_path,
                                        capture_output=True, text=True,
                                        check=True).stdout.split()

@@ -15,6 +15,7 @@ from jobs.core import exitcodes
 from jobs.early_stop import BOARD, decide, read_rung
 from jobs.core.loader import load_spec
 from jobs.sweep import point_names
+from preprocess.fixture import build
 from tests.conftest import QUIET_ENV, ROOT
 from tests.system.test_slurm import (digits, sacct, submit_sbatch,  # noqa: F401 - fixture
                                      train_spec, wait_state, write)
@@ -66,9 +67,11 @@ def faces32(tmp_path_factory) -> Path:
     """The bundled face photos at 32x32, cut by the fixed CelebA window (no detector: seconds).
     Faces, not digits: over O-Net's features, 16-pixel digits from an untrained generator
     score as well as trained ones (measured), so a rule judging KID there proves nothing."""
-    out = tmp_path_factory.mktemp("faces32") / "faces"
+    folder = tmp_path_factory.mktemp("faces32")
+    out, celeba = folder / "faces", build(folder / "celeba")  # the demo's default set
     proc = subprocess.run([sys.executable, "-m", "jobs", "run",
                            str(ROOT / "jobs/examples/preprocess_faces.yaml"),
+                           "--set", f"preprocess.input_dir={celeba}",
                            "--set", f"preprocess.output_dir={out}",
                            "--set", "preprocess.faces.image_size=32",
                            "--set", "preprocess.classes=[]",
