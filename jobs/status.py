@@ -5,7 +5,6 @@ says of them (state, restarts), and the training progress on disk (last checkpoi
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import subprocess
@@ -38,11 +37,9 @@ def status(work_dir: Path) -> str:
 
 def _holder_and_outcome(work_dir: Path) -> list[str]:
     """Which job holds the run directory now, and how the last one there ended."""
-    out = []
     lock = work_dir / runlock.LOCK_NAME
-    with contextlib.suppress(OSError, ValueError, TypeError):
-        out.append(f"held by: {runlock.Holder(**json.loads(lock.read_text())).describe()} "
-                   f"({lock})")
+    holder = runlock.read_holder(lock)
+    out = [f"held by: {holder.describe()} ({lock})"] if holder else []
     outcome = read_outcome(work_dir)
     who = (outcome or {}).get("job") or "a run outside Slurm"
     if outcome and outcome.get("exit") is None:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Callable
 
 from jobs.core.chain import NO_CHAIN, Link
+from jobs.core.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 LOCK_NAME = "job.lock"
@@ -78,6 +79,26 @@ class Holder:
 
     def incarnation(self) -> tuple[int, int]:
         return self.link, self.restart
+
+    def record(self) -> str:
+        """The lock file's text."""
+        return json.dumps(dataclasses.asdict(self)) + "\n"
+
+
+def read_holder(path: Path) -> Holder | None:
+    """The record of the lock file at ``path`` (None if there is none, or it cannot be read
+    yet); fields it does not know are ignored."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    known = {f.name for f in dataclasses.fields(Holder)}
+    try:
+        return Holder(**{k: v for k, v in record.items() if k in known})
+    except TypeError:  # a required field missing
+        return None
 
 
 def this_process(link: Link = NO_CHAIN) -> Holder:
@@ -217,7 +238,7 @@ class RunLock:
     def release(self) -> None:
         """Stop the heartbeat and remove the lock, if it is still this process's."""
         self._stop.set()
-        if self._holder() == self.me:
+        if read_holder(self.path) == self.me:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
 
@@ -225,18 +246,15 @@ class RunLock:
         """Leave the lock for this job's next run (a requeue, the next link of its chain),
         marked as handed on; the heartbeat stops."""
         self._stop.set()
-        if self._holder() == self.me:
-            kept = self.path.with_name(f".{LOCK_NAME}.kept.{self._unique}")
-            kept.write_text(json.dumps(dataclasses.asdict(
-                dataclasses.replace(self.me, kept=True))) + "\n")
-            os.replace(kept, self.path)
+        if read_holder(self.path) == self.me:
+            atomic_write_text(self.path, dataclasses.replace(self.me, kept=True).record())
 
     # ------------------------------------------------------------------------------ internals
     def _link(self) -> bool:
         """Write the record to a file of its own and link it to the lock's name: exclusive,
         and atomic on NFS too."""
         mine = self.path.with_name(f".{LOCK_NAME}.{self._unique}")
-        record = json.dumps(dataclasses.asdict(self.me)) + "\n"
+        record = self.me.record()
         mine.write_text(record)
         try:
             os.link(mine, self.path)
@@ -268,17 +286,8 @@ class RunLock:
             mtime = self.path.stat().st_mtime
         except FileNotFoundError:
             return None, 0.0
-        holder = self._holder()
+        holder = read_holder(self.path)
         return holder or Holder(host="?", pid=0), self._server_now() - mtime
-
-    def _holder(self) -> Holder | None:
-        """The lock's record (None if there is no lock or it cannot be read yet)."""
-        try:
-            record = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None
-        known = {f.name for f in dataclasses.fields(Holder)}
-        return Holder(**{k: v for k, v in record.items() if k in known})
 
     def _server_now(self) -> float:
         """Now, by the clock that stamps files in the run directory (an NFS server's)."""
@@ -297,10 +306,7 @@ class RunLock:
             os.rename(self.path, aside)
         except FileNotFoundError:
             return
-        try:
-            moved = Holder(**json.loads(aside.read_text()))
-        except (ValueError, TypeError):
-            moved = judged  # the unreadable record judged by its age
+        moved = read_holder(aside) or judged  # an unreadable record was judged by its age
         if moved != judged:
             with contextlib.suppress(FileExistsError):
                 os.link(aside, self.path)
