@@ -80,7 +80,7 @@ class Judge:
         if not reached:
             return None
         rung = reached[-1]
-        mine = self._folder(rung) / f"{self.point}.json"
+        mine = self._record(rung)
         if mine.exists():  # decided before a requeue: final
             return json.loads(mine.read_text()).get("stop")
         value = float(figures[self.rule.metric])
@@ -94,8 +94,19 @@ class Judge:
                             f"({len(others)} other trial(s) there)")
         return reason
 
+    def recorded_stop(self) -> str | None:
+        """Why this point was stopped at any rung, if it was (its own records only)."""
+        for rung in self.rule.rungs:
+            path = self._record(rung)
+            if path.exists() and (reason := json.loads(path.read_text()).get("stop")):
+                return reason
+        return None
+
     def _folder(self, rung: float) -> Path:
         return self.board / f"rung-{rung:g}"
+
+    def _record(self, rung: float) -> Path:
+        return self._folder(rung) / f"{self.point}.json"
 
 
 def read_rung(folder: Path) -> list[dict]:

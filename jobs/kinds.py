@@ -26,7 +26,7 @@ from jobs.core.loader import inception_sections, pipeline_problems, pipeline_sta
 from jobs.core.rundir import init_from_problems
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
-from jobs.early_stop import BOARD, Judge, stop_reasons
+from jobs.early_stop import BOARD, Judge
 from jobs.sweep import expand_points, point_spec, validate_points
 
 log = logging.getLogger(__name__)
@@ -144,11 +144,12 @@ def _run_sweep(spec: JobSpec, launch: Launch) -> int:
     worst = exitcodes.OK
     for k in indices:
         point = checked_like(spec, point_spec(spec, k))
-        if early_stopped_before(spec, point):
+        judge = sweep_judge(spec, point)
+        if judge is not None and stopped_before(judge, point):
             code = exitcodes.EARLY_STOPPED
         else:
             code = launch.run(point, fresh=launch.fresh, stop=launch.stop, link=launch.link,
-                              judge=sweep_judge(spec, point))
+                              judge=judge)
         if code == exitcodes.REQUEUE:
             return code  # stopped by a signal: the rest resumes after the requeue
         if len(indices) > 1 and code == exitcodes.EARLY_STOPPED:
@@ -157,13 +158,11 @@ def _run_sweep(spec: JobSpec, launch: Launch) -> int:
     return worst
 
 
-def early_stopped_before(spec: JobSpec, point: JobSpec) -> bool:
+def stopped_before(judge: Judge, point: JobSpec) -> bool:
     """Whether the sweep's rule stopped this point before (its exit, or its record if the
     job died before it could exit): not run again while the rule is on."""
-    if spec.work.early_stop.rule == "none":
-        return False
     outcome = chain.read_outcome(point.work.run_dir) or {}
-    reason = stop_reasons(Path(spec.work.run_root) / BOARD).get(Path(point.work.run_dir).name)
+    reason = judge.recorded_stop()
     if outcome.get("exit") == exitcodes.EARLY_STOPPED or reason:
         log.info("%s: stopped early before: not run again (%s)", point.work.run_dir,
                  reason or f"job {outcome.get('job')}")
@@ -172,6 +171,7 @@ def early_stopped_before(spec: JobSpec, point: JobSpec) -> bool:
 
 
 def sweep_judge(spec: JobSpec, point: JobSpec) -> Judge | None:
+    """The point's early-stopping judge; None without a rule."""
     rule = spec.work.early_stop
     if rule.rule == "none":
         return None
@@ -182,29 +182,40 @@ def _check_sweep(spec: JobSpec, found: list[str], deep) -> list[str]:
     if not Path(spec.work.base).exists():
         return found
     # the sweep's own resources apply to every point: said once, naming the sweep
-    return found or validate_points(spec) or _early_stop_problems(spec) or [
-        f"{p} [{label}]" for label, point in _sweep_points(spec) for p in deep(point)]
+    problems = found or validate_points(spec)
+    if problems:
+        return problems
+    points = _sweep_points(spec)  # every point loads: validate_points found none broken
+    return _early_stop_problems(spec, points) or [
+        f"{p} [{label}]" for label, point in points for p in deep(point)]
 
 
-def _early_stop_problems(spec: JobSpec) -> list[str]:
-    """The rule judges a figure every point measures (``train.metrics`` of the base)."""
+def _early_stop_problems(spec: JobSpec, points: list[tuple[str, JobSpec]]) -> list[str]:
+    """The rule judges a figure every point measures (``train.metrics`` of the base): the
+    first point that does not, named."""
     rule = spec.work.early_stop
     if rule.rule == "none":
         return []
-    problems = []
-    for label, point in _sweep_points(spec):
+    for label, point in points:
         m = point.work.metrics
-        needs = {"face_rate": ("face_rate", m.face_rate),
-                 "inception_": ("inception.weights", m.inception.weights),
-                 "": ("precision_recall", m.precision_recall or rule.metric not in (
-                     "precision", "recall", "coverage"))}
-        switch, on = next(v for k, v in needs.items() if rule.metric.startswith(k))
+        switch, on = _metric_switch(rule.metric, m)
         if not ((m.every_epochs or m.every_kimg) and on):
-            problems.append(f"{spec.source}: sweep.early_stop.metric: {label} never measures "
-                            f"{rule.metric}: set train.metrics.every_epochs (or every_kimg)"
-                            + ("" if on else f" and train.metrics.{switch}")
-                            + " in the base spec")
-    return problems[:1]
+            return [f"{spec.source}: sweep.early_stop.metric: {label} never measures "
+                    f"{rule.metric}: set train.metrics.every_epochs (or every_kimg)"
+                    + ("" if on else f" and train.metrics.{switch}") + " in the base spec"]
+    return []
+
+
+def _metric_switch(metric: str, m) -> tuple[str, bool]:
+    """The train.metrics field that turns ``metric`` on (beside every_epochs/kimg), and
+    whether it is on."""
+    if metric == "face_rate":
+        return "face_rate", bool(m.face_rate)
+    if metric.startswith("inception_"):
+        return "inception.weights", bool(m.inception.weights)
+    if metric in ("precision", "recall", "coverage"):
+        return "precision_recall", bool(m.precision_recall)
+    return "", True
 
 
 def _sweep_points(spec: JobSpec) -> list[tuple[str, JobSpec]]:

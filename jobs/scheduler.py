@@ -221,12 +221,13 @@ def chain_argv(argv: list[str], previous: str, link: str) -> list[str]:
 
 def _chain_lines(spec: JobSpec, argv: list[str]) -> list[str]:
     """``resources.resubmit``: the sbatch lines of the chain, as a shell loop."""
-    if not spec.resources.resubmit or not requeues_itself(spec):
+    loop = chain_loop(spec, argv)
+    if not loop:
         return []
     first = " ".join(shlex.quote(a) for a in [argv[0], "--parsable", *argv[1:]])
     return ["", f"# resources.resubmit: {spec.resources.resubmit} successor(s), each after "
                 "the one before ends (sbatch route, instead of the sbatch line above):",
-            f"first=$({first})", *chain_loop(spec, argv)]
+            f"first=$({first})", *loop]
 
 
 def chain_loop(spec: JobSpec, argv: list[str]) -> list[str]:
