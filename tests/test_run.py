@@ -6,14 +6,17 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
 from tests.helpers.checkout import copy_checkout
+from tests.helpers.gpu_flavour import gpu_wheel_folder
 
 USER = "facegan-user"
 
@@ -162,3 +165,88 @@ def test_gpu_setup_without_nvcc_stops_before_installing_anything(tmp_path):
         "[run] error: the GPU flavour compiles Horovod's NCCL operations with nvcc, and none "
         "was found (HOROVOD_CUDA_HOME, CUDA_HOME, PATH): module load cuda, then rerun")
     assert not (checkout / ".venv").exists()
+
+
+def test_the_second_setup_on_a_fresh_machine_installs_nothing(tmp_path):
+    """A fresh Debian machine: setup installs Open MPI (a stand-in mpicc appears on PATH
+    during the first setup). The stamp records the environment setup leaves, so the second
+    run, README's second command, skips setup."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    script = f"""
+ensure_build_tools() {{ echo ENSURE; for t in mpicc mpirun; do
+  printf '#!/bin/sh\\n' > {tools}/$t; chmod +x {tools}/$t; done; }}
+install_environment() {{ mkdir -p "$VENV"; echo "INSTALL $1"; }}
+setup; echo NEXT; setup"""
+    proc = sourced_run(script, FACEGAN_VENV=str(tmp_path / "venv"),
+                       PATH=f"{tools}:{path_without(tmp_path, 'mpicc', 'mpirun')}")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["ENSURE", "INSTALL", "cpu", "NEXT"], proc.stdout
+    assert proc.stderr.count("setup complete (cpu flavour)") == 1, proc.stderr
+    assert sourced_run("horovod_flavour", PATH=f"{tools}:/usr/bin:/bin").stdout.strip() == \
+        "gloo-mpi"  # what the stamp now says, and what the build was keyed by
+
+
+def plant_builds(wheels: Path, key: str) -> Path:
+    """A good GPU build beside what failed ones leave, each holding a wheel but one."""
+    for name in (f"{key}-nccl-cuda12", f"{key}-nccl-cuda13.tmp.4242",  # an older ./run's
+                 f".building-{key}-nccl-cuda14.node7.4243", f"{key}-nccl-cuda15"):
+        (wheels / name).mkdir(parents=True)
+        if not name.endswith("cuda15"):  # an empty folder: no wheel, no build
+            (wheels / name / "horovod-0.28.1-cp311-cp311-linux_x86_64.whl").write_bytes(b"x")
+    return wheels / f"{key}-nccl-cuda12"
+
+
+def test_readers_of_the_wheel_cache_take_only_a_complete_build(tmp_path):
+    """./run's lookup (no nvcc: the cached GPU build names the CUDA) and the suite's helper
+    both skip a failed build's folder, even one holding a wheel that sorts last."""
+    key = sourced_run("horovod_key cpu").stdout.strip()
+    good = plant_builds(tmp_path / "wheels", key)
+    proc = sourced_run(f"cuda_tag {key}; complete_builds {key}-nccl-cuda",
+                       FACEGAN_WHEEL_CACHE=str(tmp_path / "wheels"),
+                       PATH=path_without(tmp_path, "nvcc"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["cuda12", str(good)]
+    assert gpu_wheel_folder(tmp_path / "wheels") == good
+
+
+def fake_venv(folder: Path) -> Path:
+    """A venv whose ``python -m pip wheel -w DIR`` writes half a wheel into DIR, then fails
+    (HANG unset) or waits to be killed (HANG=1)."""
+    (folder / "bin").mkdir(parents=True)
+    (folder / "bin/python").write_text("""#!/bin/bash
+while [[ $# -gt 0 && "$1" != -w ]]; do shift; done
+[[ "$1" == -w ]] || exit 0
+printf 'PK' > "$2/horovod-0.28.1-cp311-cp311-linux_x86_64.whl"
+if [[ -n "${HANG:-}" ]]; then touch "$2/../started"; exec sleep 120; fi
+exit 1
+""")
+    (folder / "bin/python").chmod(0o755)
+    return folder
+
+
+@pytest.mark.parametrize("how", ["fails", "is interrupted"])
+def test_a_build_that_fails_or_is_interrupted_leaves_nothing_readable(tmp_path, how):
+    """The build's scratch folder goes when pip fails or the job is signalled (Slurm's
+    SIGTERM to the process group); a dead build's leftover on this host goes too."""
+    wheels = tmp_path / "wheels"
+    key = sourced_run("horovod_key cpu").stdout.strip()
+    dead = wheels / f".building-{key}.{os.uname().nodename}.999999999"  # no such pid
+    dead.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEGAN_", "HOROVOD_"))}
+    env.update(FACEGAN_VENV=str(fake_venv(tmp_path / "venv")), FACEGAN_WHEEL_CACHE=str(wheels),
+               HANG="1" if how == "is interrupted" else "")
+    build = subprocess.Popen(["bash", "-c", f'source "{ROOT / "run"}"; install_horovod cpu'],
+                             env=env, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    if how == "is interrupted":
+        for _ in range(600):  # a hang guard, not a speed limit: polls until the build starts
+            if (wheels / "started").exists() or build.poll() is not None:
+                break
+            time.sleep(0.1)
+        os.killpg(build.pid, signal.SIGTERM)
+    _, stderr = build.communicate(timeout=60)
+    assert build.returncode != 0, stderr
+    assert "compiling Horovod 0.28.1" in stderr
+    assert sorted(p.name for p in wheels.iterdir()) == (
+        ["started"] if how == "is interrupted" else []), stderr

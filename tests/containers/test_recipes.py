@@ -31,12 +31,28 @@ def test_dockerfile_passes_hadolint():
 
 
 def test_container_scripts_pass_shellcheck():
-    scripts = [CONTAINERS / "entrypoint.sh", CONTAINERS / "docker-task.sh",
-               *sorted((CONTAINERS / "ci").glob("*.sh")),
+    scripts = [*sorted(CONTAINERS.glob("*.sh")), *sorted((CONTAINERS / "ci").glob("*.sh")),
                *sorted((ROOT / "slurm/testcluster").glob("*.sh"))]
     proc = subprocess.run(["shellcheck", "-x", *map(str, scripts)], capture_output=True,
                           text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_the_cuda_toolkit_recipe_never_writes_into_a_cuda_home_it_did_not_make(tmp_path):
+    """containers/cuda-toolkit.sh given a folder that holds a CUDA (what `module load cuda`
+    provides): one line, exit 1, and not a file added, changed or removed."""
+    cuda = tmp_path / "cuda-12.4"
+    (cuda / "bin").mkdir(parents=True)
+    (cuda / "bin/nvcc").write_text("#!/bin/sh\n")
+    (cuda / "lib64").mkdir()
+    before = sorted((p.relative_to(cuda), p.stat().st_mtime_ns) for p in cuda.rglob("*"))
+    proc = subprocess.run([str(CONTAINERS / "cuda-toolkit.sh"), str(cuda)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1 and not proc.stdout, proc.stdout + proc.stderr
+    assert proc.stderr.strip() == (f"[cuda-toolkit] error: {cuda} exists and was not made by "
+                                   "this script; not touching it (give a new folder)")
+    assert sorted((p.relative_to(cuda), p.stat().st_mtime_ns) for p in cuda.rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["cuda-12.4"]  # no scratch folder left
 
 
 def parse_def(text: str) -> tuple[dict[str, str], dict[str, str]]:

@@ -7,13 +7,15 @@ Horovod wheel cache and Docker's layers, its checkout and venv live in the user'
 checkout and runs ``./run setup --gpu`` for real: a change to ``run``, requirements.txt or
 pyproject.toml reinstalls (pip then installs only what changed), nothing changed is a no-op.
 
-``nvcc`` comes from pip's CUDA 13.0 toolchain (containers/cuda-toolkit.txt), the stand-in for
-``module load cuda``: the Horovod it builds needs a driver for CUDA 13 (R580 or newer).
+``nvcc`` comes from pip's CUDA 13.0 toolchain (containers/cuda-toolkit.txt, made a CUDA home by
+containers/cuda-toolkit.sh, as in the GPU image), the stand-in for ``module load cuda``: the
+Horovod it builds needs a driver for CUDA 13 (R580 or newer).
 """
 from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,18 +32,13 @@ WHEELS = CACHE / "wheels"
 
 
 def cuda_toolkit() -> Path:
-    """A CUDA home made of pip's nvcc wheels (kept in the cache)."""
-    home = HOME / "cuda-toolkit" / "nvidia" / "cu13"
-    if not (home / "bin" / "nvcc").exists():
-        scratch = HOME / f"cuda-toolkit.tmp.{os.getpid()}"
-        shutil.rmtree(scratch, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
-                        str(scratch), "-r", str(ROOT / "containers/cuda-toolkit.txt")],
-                       check=True, capture_output=True, timeout=900)
-        (scratch / "nvidia/cu13/lib64").symlink_to("lib")  # the CUDA home layout nvcc expects
-        shutil.rmtree(HOME / "cuda-toolkit", ignore_errors=True)
-        scratch.rename(HOME / "cuda-toolkit")
-    return home
+    """A CUDA home made of pip's nvcc wheels by containers/cuda-toolkit.sh, the recipe the GPU
+    image uses too (kept in the cache; the script reuses a complete one)."""
+    proc = subprocess.run([str(ROOT / "containers/cuda-toolkit.sh"), str(HOME / "cuda-toolkit")],
+                          env={**os.environ, "PYTHON": sys.executable}, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return Path(proc.stdout.strip())
 
 
 def environment(**extra: str) -> dict[str, str]:
@@ -67,8 +64,19 @@ def set_up(*args: str) -> subprocess.CompletedProcess:
                               timeout=3600)
 
 
-def gpu_wheel_folder() -> Path:
+def complete_builds(wheels: Path, suffix: str) -> list[Path]:
+    """The wheel cache's finished Horovod builds whose key ends with the ``suffix`` pattern
+    (a regular expression), in version order, as ./run reads them: a folder named exactly by
+    its key, holding a wheel. A build's scratch folder (./run's ``.building-…``, or the
+    ``KEY.tmp.PID`` an older ./run left when killed) never matches, wheel or not."""
+    key = re.compile(r"horovod-[0-9.]+-tf-[0-9.]+-py[0-9]+-[a-z0-9_]+-" + suffix)
+    return sorted((f for f in wheels.glob("horovod-*") if key.fullmatch(f.name)
+                   and f.is_dir() and any(f.glob("horovod-*.whl"))),
+                  key=lambda f: [int(n) for n in re.findall(r"[0-9]+", f.name)])
+
+
+def gpu_wheel_folder(wheels: Path = WHEELS) -> Path:
     """The wheel cache's NCCL build (after :func:`set_up`)."""
-    folders = sorted(WHEELS.glob("horovod-*-nccl-cuda*"))
-    assert folders and any(folders[-1].glob("horovod-*.whl")), f"no NCCL build in {WHEELS}"
+    folders = complete_builds(wheels, r"gloo(-mpi)?-nccl-cuda[0-9]+")
+    assert folders, f"no NCCL build in {wheels}"
     return folders[-1]

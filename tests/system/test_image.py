@@ -67,7 +67,8 @@ def build_image(docker: dict, flavour: str, tag: str, wheels: list[Path]) -> str
 
 @pytest.fixture(scope="session")
 def image(docker) -> str:
-    return build_image(docker, "cpu", IMAGE, list((CACHE / "wheels").glob("horovod-*-gloo-mpi")))
+    return build_image(docker, "cpu", IMAGE,
+                       gpu_flavour.complete_builds(CACHE / "wheels", "gloo-mpi")[-1:])
 
 
 @pytest.fixture(scope="session")
