@@ -13,6 +13,9 @@ from xdist.scheduler import LoadScopeScheduling
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_TESTS = ROOT / "tests" / "system"
 QUIET_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+# the project's caches (./run's Horovod wheels, the GPU flavour, Docker's layers), where ./run
+# puts them: XDG_CACHE_HOME pointed at an empty folder gives a cold run
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facegan-hpc"
 
 
 def set_args(sets) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import CACHE, ROOT
 from tests.helpers.checkout import copy_checkout
 from tests.helpers.gpu_flavour import gpu_wheel_folder
 
@@ -83,8 +83,7 @@ def test_setup_as_a_normal_user_with_the_tools_on_path(user, user_tmp):
     """A normal user, the tools on PATH, Horovod's wheel from a shared, read-only wheel cache
     (FACEGAN_WHEEL_CACHE: what one build on a shared filesystem gives every user): setup
     completes with no root and no apt, and Horovod has TensorFlow, Gloo and MPI."""
-    source = Path(os.environ.get("FACEGAN_WHEEL_CACHE") or
-                  Path.home() / ".cache" / "facegan-hpc" / "wheels")
+    source = Path(os.environ.get("FACEGAN_WHEEL_CACHE") or CACHE / "wheels")
     assert any(source.glob("*/horovod-*.whl")), f"no Horovod wheel in {source}"
     shared = user_tmp / "shared-wheels"
     shutil.copytree(source, shared)

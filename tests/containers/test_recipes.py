@@ -2,7 +2,6 @@
 field (the image itself runs in tests/system/test_image.py)."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -19,7 +18,6 @@ DEF_SECTIONS = {"%setup", "%files", "%environment", "%post", "%runscript", "%sta
 DEF_REQUIRED = {"%environment", "%runscript", "%test", "%labels", "%help"}
 ENTRYPOINT = "/usr/local/bin/facegan-entrypoint"
 IMAGE = "facegan-hpc:test"
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facegan-hpc"
 
 
 def test_dockerfile_passes_hadolint():

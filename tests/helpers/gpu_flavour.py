@@ -21,10 +21,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import CACHE, ROOT
 from tests.helpers.checkout import copy_checkout
 
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facegan-hpc"
 HOME = CACHE / "gpu-flavour"
 CHECKOUT = HOME / "checkout"
 VENV = CHECKOUT / ".venv"

@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 
 from jobs.core import exitcodes
-from tests.conftest import QUIET_ENV, ROOT
+from tests.conftest import CACHE, QUIET_ENV, ROOT
 from tests.helpers import gpu_flavour
 
 pytestmark = pytest.mark.slow
 CONTAINERS = ROOT / "containers"
 IMAGE = "facegan-hpc:test"
 GPU_IMAGE = "facegan-hpc:gpu-test"
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facegan-hpc"
 
 
 # ------------------------------------------------------------------------------ the image
