@@ -63,14 +63,6 @@ class RankReport:
     figures: dict[str, float] = field(default_factory=dict)
 
 
-def horovod_build(world: distributed.World) -> str:
-    if world.hvd is None:
-        return "one process"
-    built = [name for name, test in (("NCCL", world.hvd.nccl_built), ("MPI",
-             world.hvd.mpi_built), ("Gloo", world.hvd.gloo_built)) if test()]
-    return "Horovod " + "+".join(built)
-
-
 def check_allreduce(world: distributed.World, report: RankReport) -> None:
     n = ALLREDUCE_MB * 2**20 // 4
     mine = tf.fill([n], float(world.rank + 1))
@@ -221,7 +213,7 @@ def _no_hook(step, metrics) -> None:
 
 def checks(spec: JobSpec, world: distributed.World) -> list[RankReport]:
     """Every check on this rank, every rank's report gathered (in rank order)."""
-    report = RankReport(world.rank, socket.gethostname(), build=horovod_build(world))
+    report = RankReport(world.rank, socket.gethostname(), build=world.build)
     gpus = tf.config.list_logical_devices("GPU")
     report.device = gpus[0].name if gpus else "CPU"
     check_allreduce(world, report)

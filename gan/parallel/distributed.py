@@ -36,6 +36,19 @@ class World:
         return self.rank == 0
 
     @property
+    def build(self) -> str:
+        """What carries this process's collectives, for the preflight's report: "one
+        process", or Horovod and the transports it was built with ("Horovod NCCL+MPI+Gloo"),
+        since a Horovod built without NCCL still runs on GPUs, only slower. Here, so that no
+        code outside this module reads the Horovod object."""
+        if self.hvd is None:
+            return "one process"
+        built = [name for name, test in (("NCCL", self.hvd.nccl_built),
+                                         ("MPI", self.hvd.mpi_built),
+                                         ("Gloo", self.hvd.gloo_built)) if test()]
+        return "Horovod " + "+".join(built)
+
+    @property
     def nccl_built(self) -> int:
         """Horovod's NCCL code (0 without NCCL, or without Horovod)."""
         return 0 if self.hvd is None else int(self.hvd.nccl_built())

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from jobs.core.fields import walltime_minutes
 from jobs.core.loader import load_spec, parse_set_args
 from jobs.scheduler import sbatch_argv
 from tests.conftest import QUIET_ENV, ROOT
+from tests.system.test_bench_smoke import check_requeue_smoke
 from tests.system.training import signal_mask
 
 pytestmark = pytest.mark.slow
@@ -248,6 +250,9 @@ def test_sbatch_training_requeues_itself_at_walltime(slurm_cluster, digits, unin
     assert "exit 75 to be requeued" in log
     assert epoch_rows(run_dir) == list(range(1, EPOCHS + 1)), "an epoch was lost or repeated"
     assert final_digest(run_dir) == uninterrupted
+    # bench/bench_requeue.py's smoke: its table from this log, over every requeue Slurm saw
+    check_requeue_smoke(log_path, walltime_minutes(load_spec(spec).resources.time) * 60,
+                        len(restarts))
 
 
 def test_submitit_timeout_and_external_preemption(slurm_cluster, digits, uninterrupted,

@@ -2,6 +2,8 @@
 what it does across 2 real ranks is tests/system/test_horovod.py."""
 from __future__ import annotations
 
+import ast
+import types
 import typing
 
 import pytest
@@ -9,6 +11,7 @@ import tensorflow as tf
 
 from gan.parallel import distributed
 from jobs.core.train_schema import HorovodSpec
+from tests.conftest import ROOT
 
 
 def test_one_process_gets_its_own_tape_whatever_the_compression():
@@ -36,3 +39,22 @@ def test_one_process_collectives_are_what_they_mean_for_one_rank():
     assert world.gather_object({"a": 1}, name="x") == [{"a": 1}]
     world.barrier()
     assert world.nccl_built == 0 and world.is_chief
+
+
+def test_the_build_names_what_carries_the_collectives():
+    """The preflight reports it per rank (gan/preflight.py); one process has no Horovod."""
+    assert distributed.World(0, 1, 0).build == "one process"
+    fake = types.SimpleNamespace(nccl_built=lambda: 0, mpi_built=lambda: 1, gloo_built=lambda: 1)
+    assert distributed.World(1, 2, 1, hvd=fake).build == "Horovod MPI+Gloo"
+
+
+def test_only_the_world_reads_the_horovod_object():
+    """Every Horovod branch lives in gan/parallel/distributed.py: elsewhere a ``.hvd`` is a
+    second place that would have to agree with the World about one process."""
+    own = ROOT / "gan" / "parallel" / "distributed.py"
+    readers = [f"{path.relative_to(ROOT)}:{node.lineno}"
+               for pkg in ("jobs", "gan", "preprocess", "bench")
+               for path in sorted((ROOT / pkg).rglob("*.py")) if path != own
+               for node in ast.walk(ast.parse(path.read_text(), str(path)))
+               if isinstance(node, ast.Attribute) and node.attr == "hvd"]
+    assert not readers, f"outside World, these read .hvd: {readers}"
