@@ -97,7 +97,12 @@ class Adaptive:
     means D is memorising them: raise p; below, lower it. Each step moves p by its images
     over ``speed_kimg`` thousand, so it can cross [0, 1] in that many images. Stepping on
     every step's own value (not an interval's average) leaves nothing outside the
-    checkpointed p, so a resumed run moves p exactly as the uninterrupted one."""
+    checkpointed p, so a resumed run moves p exactly as the uninterrupted one.
+
+    Under the relativistic loss D's logits have no zero (a common shift changes nothing), so
+    d_acc_real is the share of reals above the batch's real/fake midpoint
+    (``Loss.centred``): r then reads how far D separates the reals from the fakes, the
+    signal ADA needs, rather than the arbitrary level of the logits."""
 
     def __init__(self, p: tf.Variable, target: float, speed_kimg: float,
                  images_per_step: int):

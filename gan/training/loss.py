@@ -1,15 +1,25 @@
 """The adversarial loss of every family, one object built from ``train.loss`` (StyleGAN2-ADA
-keeps a ``Loss`` object the same way): the step asks it for D's and G's training losses and
-never branches on the loss's name itself.
+keeps a ``Loss`` object the same way): the step asks it for D's and G's training losses, and
+what to show D, and never branches on the loss's name itself.
 
 * ``non_saturating``: binary cross-entropy, D's real target smoothed to
   ``train.label_smoothing``, G maximising log D(fake);
 * ``hinge``: D minimises relu(1 - real) + relu(1 + fake), G maximises D(fake);
-* either with the lazy R1 penalty (``r1_gamma`` > 0): every ``r1_interval`` steps, scaled by
-  the interval, on the real images as D saw them.
+* ``relativistic`` (the pairing loss of RpGAN, R3GAN's loss): D minimises
+  softplus(D(fake) - D(real)) over pairs (real i, fake i), G the reverse. In a conditional
+  family the pair shares its condition: the fake is drawn with the real's label or attribute
+  row, so D answers "which of these two is the real one of this class" rather than comparing
+  two classes' scores (``pairs``);
+* with any of them the zero-centred penalties, each weighted gamma/2: R1 (``r1_gamma``) on the
+  real images as D saw them, R2 (``r2_gamma``) on the fakes as D saw them. R3GAN needs both
+  for its convergence guarantee; they are lazy every ``r1_interval`` steps, scaled by it.
 
-Whatever trains, the cross-entropy terms are what the step reports (``metrics.csv``, the guard),
-so runs with different losses stay comparable.
+Whatever trains, the cross-entropy terms are what the step reports (``metrics.csv``, the
+guard), so runs with different losses stay comparable. The relativistic loss does not change
+when all of D's logits shift by one constant, so its absolute logits drift and a cross-entropy
+of them would read nothing: under it the reported cross-entropies, D's accuracies and ADA's
+E[sign D(real)] read the logits centred on the batch's midpoint, (mean real + mean fake) / 2
+(``centred``), i.e. the real-minus-fake gap, which is what the loss trains.
 """
 from __future__ import annotations
 
@@ -56,34 +66,70 @@ def accuracies(real_logits, fake_logits) -> list[tf.Tensor]:
             tf.reduce_mean(tf.cast(tf.cast(fake_logits, tf.float32) < 0, tf.float32))]
 
 
+def lazy_penalties(interval: int, *gammas_and_terms) -> tf.Tensor:
+    """The penalties due at a lazy step: gamma/2 x each term (a function: it is computed only
+    on that branch of the ``tf.cond``), times the interval, so their mean weight is gamma/2."""
+    return 0.5 * interval * tf.add_n([g * t() for g, t in gammas_and_terms])
+
+
 @dataclass(frozen=True)
 class Loss:
-    name: str = "non_saturating"      # or hinge
+    name: str = "non_saturating"      # or hinge, relativistic
     real_target: float = 0.9          # train.label_smoothing
     r1_gamma: float = 0.0
     r1_interval: int = 16
+    r2_gamma: float = 0.0
 
     @classmethod
     def from_spec(cls, spec: LossSpec, label_smoothing: float) -> Loss:
-        return cls(spec.name, label_smoothing, spec.r1_gamma, spec.r1_interval)
+        return cls(spec.name, label_smoothing, spec.r1_gamma, spec.r1_interval, spec.r2_gamma)
 
-    def discriminator(self, real_logits, fake_logits, d_call: Callable, real_in, step
+    @property
+    def pairs(self) -> bool:
+        """The step draws each fake with its real's condition, and G's loss reads D on the
+        reals too (the relativistic loss compares pairs)."""
+        return self.name == "relativistic"
+
+    def centred(self, real_logits, fake_logits) -> tuple[tf.Tensor, tf.Tensor]:
+        """The logits the reports read: as they are, or under the relativistic loss, which is
+        blind to a common shift, centred on the batch's midpoint (the module says why)."""
+        real, fake = tf.cast(real_logits, tf.float32), tf.cast(fake_logits, tf.float32)
+        if not self.pairs:
+            return real, fake
+        middle = 0.5 * (tf.reduce_mean(real) + tf.reduce_mean(fake))
+        return real - middle, fake - middle
+
+    def discriminator(self, real_logits, fake_logits, d_call: Callable, real_in, step,
+                      fake_call: Callable | None = None, fake_in=None
                       ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """(D's training loss, the reported cross-entropy on reals, on fakes). ``d_call`` is
         D's real/fake head on an image batch, for R1's gradient; ``real_in`` the reals as D
-        saw them (augmented, noised)."""
-        d_real, d_fake = bce(self.real_target, real_logits), bce(0.0, fake_logits)
-        loss = hinge_d(real_logits, fake_logits) if self.name == "hinge" else d_real + d_fake
-        if self.r1_gamma <= 0:
+        saw them (augmented, noised); ``fake_call`` and ``fake_in`` the same for R2."""
+        shown_real, shown_fake = self.centred(real_logits, fake_logits)
+        d_real, d_fake = bce(self.real_target, shown_real), bce(0.0, shown_fake)
+        if self.name == "hinge":
+            loss = hinge_d(real_logits, fake_logits)
+        elif self.pairs:
+            loss = tf.reduce_mean(tf.nn.softplus(tf.cast(fake_logits, tf.float32)
+                                                 - tf.cast(real_logits, tf.float32)))
+        else:
+            loss = d_real + d_fake
+        terms = [(g, t) for g, t in ((self.r1_gamma, lambda: r1_penalty(d_call, real_in)),
+                                     (self.r2_gamma, lambda: r1_penalty(fake_call, fake_in)))
+                 if g > 0]
+        if not terms:
             return loss, d_real, d_fake
         k = self.r1_interval
-        weight = 0.5 * self.r1_gamma * k
-        return loss + tf.cond(tf.equal(step % k, 0),
-                              lambda: weight * r1_penalty(d_call, real_in),
+        return loss + tf.cond(tf.equal(step % k, 0), lambda: lazy_penalties(k, *terms),
                               lambda: tf.constant(0.0)), d_real, d_fake
 
-    def generator(self, logits) -> tuple[tf.Tensor, tf.Tensor]:
-        """(G's training loss, the reported cross-entropy) from D's logits on G's fakes."""
+    def generator(self, logits, real_logits=None) -> tuple[tf.Tensor, tf.Tensor]:
+        """(G's training loss, the reported cross-entropy) from D's logits on G's fakes, and
+        (``pairs``) on the reals they are paired with."""
+        if self.pairs:
+            real, fake = tf.cast(real_logits, tf.float32), tf.cast(logits, tf.float32)
+            return (tf.reduce_mean(tf.nn.softplus(real - fake)),
+                    bce(1.0, self.centred(real, fake)[1]))
         g_bce = bce(1.0, logits)
         if self.name == "hinge":
             return -tf.reduce_mean(tf.cast(logits, tf.float32)), g_bce

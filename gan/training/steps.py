@@ -133,12 +133,20 @@ class _Parts:
     def conditions(self, step, purpose: str):
         return self.draws.sample_conditions(self.config.batch, self.seed_for(step, purpose))
 
-    def augmented(self, x, step, purpose: str):
+    def paired(self, conditions, step, purpose: str):
+        """The conditions fakes are drawn with: the batch's own under a loss that compares
+        pairs (each fake shares its real's class or attributes), else sampled ones."""
+        return conditions if self.loss.pairs else self.conditions(step, purpose)
+
+    def augmented(self, x, step, purpose: str, stream: int = 1):
         """x as D sees it, augmented like every input of D (``train.augment``); G's fakes in
-        G's update get no input noise, as before augmentation existed."""
+        G's update get no input noise, as before augmentation existed. ``stream`` folds a
+        further stream out of the purpose's seed (the reals G's loss reads use stream 2 of
+        ``noise_real``): a new draw that changes no existing one."""
         c = self.config
         return augment(x, list(c.augment_policy), c.augment_probability,
-                       tf.random.experimental.stateless_fold_in(self.seed_for(step, purpose), 1))
+                       tf.random.experimental.stateless_fold_in(self.seed_for(step, purpose),
+                                                                stream))
 
     def noisy(self, x, step, purpose: str):
         """What D sees of x in D's update: augmented, then with input noise. The
@@ -179,24 +187,26 @@ def adversarial(p: _Parts, nets: tuple, opts: Optimizers) -> Callable:
     def train_step(images, labels, step, stop):
         step = tf.convert_to_tensor(step)  # the step's number, read before it is counted
         real = to_signed_unit(tf.cast(images, tf.float32))
-        fake_labels = p.conditions(step, "d_labels")
+        fake_labels = p.paired(labels, step, "d_labels")
         fake = G([p.latent(step, "d_latent"), fake_labels], training=True)
-        real_in = p.noisy(real, step, "noise_real")
+        real_in, fake_in = p.noisy(real, step, "noise_real"), p.noisy(fake, step, "noise_fake")
         with tf.GradientTape() as tape:  # separate calls: BatchNorm must not mix them
             real_logits = D([real_in, labels], training=True)
-            fake_logits = D([p.noisy(fake, step, "noise_fake"), fake_labels], training=True)
+            fake_logits = D([fake_in, fake_labels], training=True)
             d_loss, d_real, d_fake = p.loss.discriminator(
                 real_logits, fake_logits, lambda x: D([x, labels], training=True), real_in,
-                step)
+                step, lambda x: D([x, fake_labels], training=True), fake_in)
         p.update(opts.discriminator, D.trainable_variables, tape, d_loss)
-        g_labels = p.conditions(step, "g_labels")
+        g_labels = p.paired(labels, step, "g_labels")
         with tf.GradientTape() as tape:
             fake = G([p.latent(step, "g_latent"), g_labels], training=True)
             logits = D([p.augmented(fake, step, "g_latent"), g_labels], training=True)
-            g_train, g_loss = p.loss.generator(logits)
+            real_logits_g = (D([p.augmented(real, step, "noise_real", 2), labels], training=True)
+                             if p.loss.pairs else None)
+            g_train, g_loss = p.loss.generator(logits, real_logits_g)
         p.update(opts.generator, G.trainable_variables, tape, g_train)
-        return p.finish([d_real, d_fake, g_loss, *accuracies(real_logits, fake_logits)],
-                        stop, step)
+        return p.finish([d_real, d_fake, g_loss,
+                         *accuracies(*p.loss.centred(real_logits, fake_logits))], stop, step)
 
     return train_step
 
@@ -210,22 +220,26 @@ def autoencoding(p: _Parts, nets: tuple, opts: Optimizers) -> Callable:
         step = tf.convert_to_tensor(step)  # the step's number, read before it is counted
         real = to_signed_unit(tf.cast(images, tf.float32))
         attributes = tf.cast(attributes, tf.float32)
-        fake_attrs = p.conditions(step, "d_labels")
+        fake_attrs = p.paired(attributes, step, "d_labels")
         fake = G([p.latent(step, "d_latent"), fake_attrs], training=True)
-        real_in = p.noisy(real, step, "noise_real")
+        real_in, fake_in = p.noisy(real, step, "noise_real"), p.noisy(fake, step, "noise_fake")
         with tf.GradientTape() as tape:  # D: real/fake on both, attributes on real photos
             real_logits, real_attr_logits = D(real_in, training=True)
-            fake_logits, _ = D(p.noisy(fake, step, "noise_fake"), training=True)
+            fake_logits, _ = D(fake_in, training=True)
+            real_fake_head = lambda x: D(x, training=True)[0]  # noqa: E731
             adversarial_loss, d_real, d_fake = p.loss.discriminator(
-                real_logits, fake_logits, lambda x: D(x, training=True)[0], real_in, step)
+                real_logits, fake_logits, real_fake_head, real_in, step, real_fake_head,
+                fake_in)
             d_attr = attribute_bce(attributes, real_attr_logits)
             d_loss = adversarial_loss + d_attr
         p.update(opts.discriminator, D.trainable_variables, tape, d_loss)
-        g_attrs = p.conditions(step, "g_labels")
+        g_attrs = p.paired(attributes, step, "g_labels")
         with tf.GradientTape() as tape:  # G through D (this tape trains only G)
             fake = G([p.latent(step, "g_latent"), g_attrs], training=True)
             logits, attr_logits = D(p.augmented(fake, step, "g_latent"), training=True)
-            g_train, g_loss = p.loss.generator(logits)
+            real_logits_g = (D(p.augmented(real, step, "noise_real", 2), training=True)[0]
+                             if p.loss.pairs else None)
+            g_train, g_loss = p.loss.generator(logits, real_logits_g)
             g_attr = attribute_bce(g_attrs, attr_logits)
             g_total = g_train + g_attr
         p.update(opts.generator, G.trainable_variables, tape, g_total)
@@ -235,7 +249,8 @@ def autoencoding(p: _Parts, nets: tuple, opts: Optimizers) -> Callable:
             ae_mae = tf.reduce_mean(tf.abs(tf.cast(recon, tf.float32) - real))
             ae_loss = ae_mae + attribute_bce(attributes, e_attr_logits)
         p.update(opts.autoencoder, ae_variables, tape, ae_loss)
-        return p.finish([d_real, d_fake, g_loss, *accuracies(real_logits, fake_logits),
+        return p.finish([d_real, d_fake, g_loss,
+                         *accuracies(*p.loss.centred(real_logits, fake_logits)),
                          d_attr, g_attr, ae_mae], stop, step)
 
     return train_step

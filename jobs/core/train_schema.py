@@ -99,13 +99,21 @@ class CheckpointSpec:
 
 @dataclass
 class LossSpec:
-    name: Literal["non_saturating", "hinge"] = opt(
+    name: Literal["non_saturating", "hinge", "relativistic"] = opt(
         "non_saturating", "non_saturating: binary cross-entropy, G maximises log D(fake); hinge: "
-                          "D minimises relu(1 - real) + relu(1 + fake), G maximises D(fake). "
-                          "metrics.csv and the guard always show the cross-entropy values")
+                          "D minimises relu(1 - real) + relu(1 + fake), G maximises D(fake); "
+                          "relativistic: R3GAN's pairing loss, D minimises softplus(D(fake) - "
+                          "D(real)) over pairs sharing a condition, G the reverse (use with "
+                          "r1_gamma and r2_gamma). metrics.csv, the guard and ADA always read "
+                          "cross-entropy values (relativistic: of the logits centred on the "
+                          "batch's real/fake midpoint)")
     r1_gamma: float = opt(0.0, "Weight of the R1 penalty: gamma/2 x |grad D(real)|^2 (0 = off)",
                           ge=0)
-    r1_interval: int = opt(16, "Lazy R1: every N steps, scaled by N (StyleGAN2)", ge=1)
+    r1_interval: int = opt(16, "Lazy R1 and R2: every N steps, scaled by N (StyleGAN2); 1 = "
+                               "every step", ge=1)
+    r2_gamma: float = opt(0.0, "Weight of the R2 penalty: gamma/2 x |grad D(fake)|^2 on the "
+                               "fakes as D saw them (0 = off; R3GAN sets it equal to r1_gamma)",
+                          ge=0)
 
 
 @dataclass

@@ -147,9 +147,13 @@ MODEL_SETS = {  # the registry's other models, on the small test settings of spe
     # XLA-compiled networks (BatchNorm inside them), Horovod's allreduce outside
     "dcgan-xla": ["train.model.name=dcgan", "train.jit_compile=true"],
     # float16 with dynamic loss scaling (the scale in the checkpoint, unscaled alike on every
-    # rank), and bfloat16 with BatchNorm in it
-    "cgan-float16": ["train.precision=float16"],
-    "dcgan-bfloat16": ["train.model.name=dcgan", "train.precision=bfloat16"],
+    # rank), and bfloat16 with BatchNorm in it; both with the relativistic pairing loss, the
+    # float16 one with R1 and R2 (double backprop under the loss scale) every other step
+    "cgan-float16": ["train.precision=float16", "train.loss.name=relativistic",
+                     "train.loss.r1_gamma=1.0", "train.loss.r2_gamma=1.0",
+                     "train.loss.r1_interval=2"],
+    "dcgan-bfloat16": ["train.model.name=dcgan", "train.precision=bfloat16",
+                       "train.loss.name=relativistic"],
 }
 
 

@@ -13,7 +13,7 @@ from gan.models import builders, latents
 
 from gan.training import steps
 from gan.families import FAMILIES
-from gan.training.loss import Loss, bce, hinge_d
+from gan.training.loss import Loss, accuracies, bce, hinge_d
 from gan.training.state import POLICIES, loss_scale, make_optimizer
 from jobs.core.train_schema import LossSpec, ModelSpec, TrainSpec
 
@@ -51,6 +51,47 @@ def test_lazy_r1_is_added_on_its_interval_only_and_scaled_by_it():
     assert float(on) == pytest.approx(float(plain) + 0.5 * 2.0 * 4 * 36.0)
 
 
+def test_relativistic_trains_on_pairs_and_is_blind_to_a_common_shift():
+    """D: mean softplus(fake_i - real_i); G: the reverse. Shifting every logit by one
+    constant changes neither, nor what is reported (the centred cross-entropies, accuracies)."""
+    rp = Loss.from_spec(LossSpec(name="relativistic"), label_smoothing=1.0)
+    real, fake = LOGITS
+    loss, d_real, d_fake = rp.discriminator(real, fake, None, None, tf.constant(1))
+    expected = np.mean(np.log1p(np.exp(fake.numpy() - real.numpy())))
+    assert float(loss) == pytest.approx(expected)
+    g_train, g_bce = rp.generator(fake, real)
+    assert float(g_train) == pytest.approx(np.mean(np.log1p(np.exp(real.numpy() - fake.numpy()))))
+    middle = (np.mean(real.numpy()) + np.mean(fake.numpy())) / 2
+    assert float(d_real) == pytest.approx(float(bce(1.0, real - middle)))
+    shifted = rp.discriminator(real + 7.0, fake + 7.0, None, None, tf.constant(1))
+    assert [float(v) for v in shifted] == pytest.approx([float(loss), float(d_real),
+                                                          float(d_fake)])
+    assert float(rp.generator(fake - 3.0, real - 3.0)[1]) == pytest.approx(float(g_bce))
+    centred = accuracies(*rp.centred(real + 7.0, fake + 7.0))
+    assert [float(a) for a in centred] == [float(a) for a in accuracies(*rp.centred(real, fake))]
+    assert [float(a) for a in accuracies(real + 7.0, fake + 7.0)] != [
+        float(a) for a in centred]  # uncentred, the shift would have fooled the reports
+    assert rp.pairs and not Loss().pairs and not Loss(name="hinge").pairs
+
+
+def test_r2_penalises_the_fakes_gradient_beside_r1_on_the_lazy_interval():
+    """D(x) = 3·sum(x) on reals, 5·sum(x) on fakes, 2x2x1 images: |∇|² is 36 and 100 per
+    image; each weighted γ/2, times the interval, on its steps only."""
+    loss = Loss(name="relativistic", r1_gamma=2.0, r1_interval=4, r2_gamma=0.5)
+    real_call = lambda x: 3.0 * tf.reduce_sum(x, axis=[1, 2, 3])  # noqa: E731
+    fake_call = lambda x: 5.0 * tf.reduce_sum(x, axis=[1, 2, 3])  # noqa: E731
+    x = tf.ones((3, 2, 2, 1))
+    plain, *_ = Loss(name="relativistic").discriminator(*LOGITS, None, None, tf.constant(8))
+    on, *_ = loss.discriminator(*LOGITS, real_call, x, tf.constant(8), fake_call, -x)
+    off, *_ = loss.discriminator(*LOGITS, real_call, x, tf.constant(9), fake_call, -x)
+    assert float(off) == pytest.approx(float(plain))
+    assert float(on) == pytest.approx(float(plain) + 0.5 * 4 * (2.0 * 36.0 + 0.5 * 100.0))
+    r2_only = Loss(r2_gamma=1.0, r1_interval=1)
+    with_r2, *_ = r2_only.discriminator(*LOGITS, None, None, tf.constant(3), fake_call, x)
+    assert float(with_r2) == pytest.approx(float(Loss().discriminator(
+        *LOGITS, None, None, tf.constant(3))[0]) + 0.5 * 100.0)
+
+
 class LabelDraws:
     """Latents and class labels straight from ``gan.models.latents`` (what the Sampler draws)."""
 
@@ -61,10 +102,15 @@ class LabelDraws:
         return latents.latent("normal", n, self.dim, seed)
 
     def sample_conditions(self, n, seed):
+        self.sampled = getattr(self, "sampled", 0) + 1  # counted while tracing
         return latents.class_labels(self.probabilities, n, seed)
 
 
-def test_a_step_needs_no_trainer_and_calls_its_hook_once_per_step():
+@pytest.mark.parametrize("loss, sampled", [
+    (Loss(), 2),  # D's fakes and G's fakes draw their labels
+    # pairs: every fake takes its real's label, and both penalties run on every step
+    (Loss(name="relativistic", r1_gamma=1.0, r2_gamma=1.0, r1_interval=1), 0)])
+def test_a_step_needs_no_trainer_and_calls_its_hook_once_per_step(loss, sampled):
     model = ModelSpec(name="cgan", image_size=8, latent_dim=4, embedding_dim=2,
                       generator_filters=[4], discriminator_filters=[4])
     tf.keras.utils.set_random_seed(0)
@@ -78,9 +124,9 @@ def test_a_step_needs_no_trainer_and_calls_its_hook_once_per_step():
         seen.append(metrics.shape)
         counted.assign_add(1)
 
-    config = steps.StepConfig("cgan", batch=4, seed=1, rank=0, loss=Loss())
-    step = steps.make_step(config, nets, opts, distributed.World(0, 1, 0),
-                           LabelDraws(4, 3), after_step)
+    config = steps.StepConfig("cgan", batch=4, seed=1, rank=0, loss=loss)
+    draws = LabelDraws(4, 3)
+    step = steps.make_step(config, nets, opts, distributed.World(0, 1, 0), draws, after_step)
     images = tf.constant(np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1)), tf.uint8)
     before = [w.numpy().copy() for w in nets.generator.trainable_weights]
     for i in range(2):
@@ -93,6 +139,7 @@ def test_a_step_needs_no_trainer_and_calls_its_hook_once_per_step():
     assert any(not np.array_equal(b, w.numpy())
                for b, w in zip(before, nets.generator.trainable_weights))
     assert int(opts.generator.iterations) == int(opts.discriminator.iterations) == 2
+    assert getattr(draws, "sampled", 0) == sampled
 
 
 @pytest.fixture
