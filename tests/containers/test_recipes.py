@@ -2,9 +2,12 @@
 field (the image itself runs in tests/system/test_image.py)."""
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -51,6 +54,71 @@ def test_the_cuda_toolkit_recipe_never_writes_into_a_cuda_home_it_did_not_make(t
                                    "this script; not touching it (give a new folder)")
     assert sorted((p.relative_to(cuda), p.stat().st_mtime_ns) for p in cuda.rglob("*")) == before
     assert [p.name for p in tmp_path.iterdir()] == ["cuda-12.4"]  # no scratch folder left
+
+
+def stub_pip(folder: Path) -> Path:
+    """A python whose ``-m pip install --target DIR`` lays out what pip's CUDA wheels hold
+    (nvidia/cu13: bin/nvcc, lib/libcudart.so.13, no libcudart.so), or waits to be killed
+    (HANG=1), or fails if a second install is attempted (a marker file)."""
+    stub = folder / "python"
+    stub.write_text(f"""#!/bin/bash
+[[ -e {folder}/installed ]] && {{ echo "installed twice" >&2; exit 9; }}
+while [[ "$1" != --target ]]; do shift; done
+home="$2/nvidia/cu13"
+mkdir -p "$home/bin" "$home/lib"
+printf '#!/bin/sh\\necho "release 13.0, V13.0.88"\\n' > "$home/bin/nvcc"
+chmod +x "$home/bin/nvcc"
+: > "$home/lib/libcudart.so.13"
+if [[ -n "${{HANG:-}}" ]]; then touch {folder}/started; exec sleep 120; fi
+touch {folder}/installed
+""")
+    stub.chmod(0o755)
+    return stub
+
+
+def toolkit(dest: str, stub: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(CONTAINERS / "cuda-toolkit.sh"), dest], cwd=cwd,
+                          env={**os.environ, "PYTHON": str(stub), **env}, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_the_cuda_toolkit_recipe_makes_a_cuda_home_cmake_accepts_and_reuses_it(tmp_path):
+    """The links pip's wheels lack (lib64, libcudart.so), an absolute home from a relative
+    DEST, the umask's permissions (not mktemp's 0700), a killed install's scratch folder
+    removed, and a complete toolkit reused without installing again."""
+    (tmp_path / "tk.tmp.dead01").mkdir()  # what a SIGKILLed install leaves
+    proc = toolkit("tk", stub_pip(tmp_path), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    home = tmp_path / "tk/nvidia/cu13"
+    assert proc.stdout.strip() == str(home)
+    assert os.readlink(home / "lib/libcudart.so") == "libcudart.so.13"
+    assert os.readlink(home / "lib64") == "lib"
+    assert (tmp_path / "tk").stat().st_mode & 0o777 == 0o777 & ~current_umask()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "installed", "python", "tk", "tk.lock"]
+    again = toolkit(str(tmp_path / "tk"), tmp_path / "python", tmp_path)
+    assert again.returncode == 0 and again.stdout.strip() == str(home), again.stderr
+
+
+def test_an_interrupted_cuda_toolkit_install_leaves_nothing(tmp_path):
+    stub = stub_pip(tmp_path)
+    install = subprocess.Popen([str(CONTAINERS / "cuda-toolkit.sh"), str(tmp_path / "tk")],
+                               env={**os.environ, "PYTHON": str(stub), "HANG": "1"},
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    for _ in range(600):  # a hang guard, not a speed limit: polls until pip runs
+        if (tmp_path / "started").exists() or install.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert install.poll() is None, install.communicate()[1]
+    os.killpg(install.pid, signal.SIGTERM)
+    assert install.wait(timeout=60) == 143
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["python", "started", "tk.lock"]
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def parse_def(text: str) -> tuple[dict[str, str], dict[str, str]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -32,8 +31,10 @@ WHEELS = CACHE / "wheels"
 
 def cuda_toolkit() -> Path:
     """A CUDA home made of pip's nvcc wheels by containers/cuda-toolkit.sh, the recipe the GPU
-    image uses too (kept in the cache; the script reuses a complete one)."""
-    proc = subprocess.run([str(ROOT / "containers/cuda-toolkit.sh"), str(HOME / "cuda-toolkit")],
+    image uses too (kept in the cache; the script reuses a complete one). The folder the
+    suite made before that script (``cuda-toolkit``, no libcudart.so link) is removed."""
+    shutil.rmtree(HOME / "cuda-toolkit", ignore_errors=True)
+    proc = subprocess.run([str(ROOT / "containers/cuda-toolkit.sh"), str(HOME / "cuda-home")],
                           env={**os.environ, "PYTHON": sys.executable}, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -63,19 +64,17 @@ def set_up(*args: str) -> subprocess.CompletedProcess:
                               timeout=3600)
 
 
-def complete_builds(wheels: Path, suffix: str) -> list[Path]:
-    """The wheel cache's finished Horovod builds whose key ends with the ``suffix`` pattern
-    (a regular expression), in version order, as ./run reads them: a folder named exactly by
-    its key, holding a wheel. A build's scratch folder (./run's ``.building-…``, or the
-    ``KEY.tmp.PID`` an older ./run left when killed) never matches, wheel or not."""
-    key = re.compile(r"horovod-[0-9.]+-tf-[0-9.]+-py[0-9]+-[a-z0-9_]+-" + suffix)
-    return sorted((f for f in wheels.glob("horovod-*") if key.fullmatch(f.name)
-                   and f.is_dir() and any(f.glob("horovod-*.whl"))),
-                  key=lambda f: [int(n) for n in re.findall(r"[0-9]+", f.name)])
+def build_key(flavour: str, env: dict[str, str] | None = None) -> str:
+    """The wheel cache's key of the Horovod build that ./run makes here for ``flavour``
+    (./run's own ``horovod_key``): the one folder a reader takes, never a failed build's
+    scratch folder nor a build for other pins or another MPI choice."""
+    return subprocess.run(["bash", "-c", f'source "{ROOT / "run"}"; horovod_key {flavour}'],
+                          env=env, capture_output=True, text=True, check=True,
+                          timeout=120).stdout.strip()
 
 
-def gpu_wheel_folder(wheels: Path = WHEELS) -> Path:
+def gpu_wheel_folder() -> Path:
     """The wheel cache's NCCL build (after :func:`set_up`)."""
-    folders = complete_builds(wheels, r"gloo(-mpi)?-nccl-cuda[0-9]+")
-    assert folders, f"no NCCL build in {wheels}"
-    return folders[-1]
+    folder = WHEELS / build_key("gpu", environment())
+    assert any(folder.glob("horovod-*.whl")), f"no NCCL build in {folder}"
+    return folder
