@@ -33,6 +33,7 @@ class Family:
     builder: str                      # in gan.models.builders: (model spec, ...) -> Networks
     condition: str                    # label | none | attributes
     step: str                         # function in gan.training.steps: trainer -> tf.function step
+    residual_builder: str             # in gan.models.residual (model.architecture: residual)
     metrics: tuple[str, ...] = ADVERSARIAL_METRICS
     latent_distributions: tuple[str, ...] | None = None  # allowed ones; None: any
     why_latent: str = ""
@@ -45,13 +46,15 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {
-    "cgan": Family("the embedding cGAN: labels embedded into G's first map and D's input",
-                   "build_cgan", "label", "adversarial"),
-    "dcgan": Family("the classic unconditional DCGAN (BatchNorm; the label input is ignored)",
-                    "build_dcgan", "none", "adversarial"),
+    "cgan": Family("the embedding cGAN: labels embedded into G's first map and D's input "
+                   "(residual: joined to z, and projected in D)",
+                   "build_cgan", "label", "adversarial", "build_cgan"),
+    "dcgan": Family("unconditional (the label input is ignored): the classic DCGAN with "
+                    "BatchNorm, or the residual networks",
+                    "build_dcgan", "none", "adversarial", "build_dcgan"),
     "aeacgan": Family("the autoencoding AC-GAN, conditioned on the data's attributes: an "
                       "encoder, a two-head D, three updates per batch",
-                      "build_aeacgan", "attributes", "autoencoding",
+                      "build_aeacgan", "attributes", "autoencoding", "build_aeacgan",
                       ADVERSARIAL_METRICS + ("d_attr", "g_attr", "ae_mae"),
                       ("unit_uniform",), "its encoder's latent is a sigmoid, in [0, 1]"),
 }

@@ -112,9 +112,69 @@ def _down(spec: ModelSpec, c_in: int, k: int, norm: bool) -> tuple[Cost, int]:
     return cost, side * side * c_in
 
 
+def _conv1(side: int, c_in: int, c_out: int) -> Cost:
+    """A 1x1 convolution with its bias adds: in the residual networks' thin layers those are
+    a few percent of the work (a wide 3x3 or 5x5 dwarfs them), so they are counted there."""
+    return _conv(side, 1, c_in, c_out) + Cost(0, side ** 2 * c_out)
+
+
+def _residual_block(side: int, width: int) -> Cost:
+    """gan/models/residual.py's inverted bottleneck: 1x1 widen x2, depthwise 3x3, 1x1 back,
+    the sum (each with its bias adds)."""
+    wide = 2 * width
+    depthwise = Cost(9 * wide + wide, 2 * side ** 2 * 9 * wide + side ** 2 * wide)
+    return (_conv1(side, width, wide) + depthwise + _conv1(side, wide, width)
+            + Cost(0, side ** 2 * width))
+
+
+def _residual_up(spec: ModelSpec, c_in: int, channels: int) -> Cost:
+    """The residual G from its Dense (joined input of ``c_in`` values) to the image."""
+    filters = spec.generator_filters
+    side = spec.image_size // 2 ** len(filters)
+    cost = _dense(c_in, side * side * filters[0])
+    c_in = filters[0]
+    for width in filters:
+        side *= 2
+        cost += _conv1(side, c_in, width) + _residual_block(side, width)
+        c_in = width
+    return cost + _conv1(side, c_in, channels)
+
+
+def _residual_trunk(spec: ModelSpec, channels: int) -> tuple[Cost, int]:
+    """The residual D's (and encoder's) stages; the cost and the flattened size after them."""
+    filters = spec.discriminator_filters
+    side, cost = spec.image_size, _conv1(spec.image_size, channels, filters[0])
+    for i, width in enumerate(filters):
+        cost += _residual_block(side, width)
+        side = math.ceil(side / 2)
+        cost += _conv1(side, width, filters[min(i + 1, len(filters) - 1)])
+    return cost, side * side * filters[-1]
+
+
+def residual_networks(spec: ModelSpec, channels: int, num_classes: int,
+                      num_attributes: int) -> dict[str, Cost]:
+    """As :func:`networks`, for ``model.architecture: residual``."""
+    trunk, flat = _residual_trunk(spec, channels)
+    builder = family(spec.name).residual_builder
+    if builder == "build_cgan":
+        embedding = Cost(num_classes * spec.embedding_dim)
+        return {"generator": embedding + _residual_up(spec, spec.latent_dim
+                                                      + spec.embedding_dim, channels),
+                "discriminator": trunk + _dense(flat, 1) + _dense(flat, spec.embedding_dim)
+                + embedding}
+    if builder == "build_dcgan":
+        return {"generator": _residual_up(spec, spec.latent_dim, channels),
+                "discriminator": trunk + _dense(flat, 1)}
+    return {"generator": _residual_up(spec, spec.latent_dim + num_attributes, channels),
+            "discriminator": trunk + _dense(flat, 1) + _dense(flat, num_attributes),
+            "encoder": trunk + _dense(flat, num_attributes) + _dense(flat, spec.latent_dim)}
+
+
 def networks(spec: ModelSpec, channels: int = 3, num_classes: int = 10,
              num_attributes: int = 40) -> dict[str, Cost]:
     """Trainable parameters and forward FLOPs per image of each network of the family."""
+    if spec.architecture == "residual":
+        return residual_networks(spec, channels, num_classes, num_attributes)
     base = spec.image_size // 2 ** len(spec.generator_filters)
     project = base * base * spec.generator_filters[0]
     builder = family(spec.name).builder

@@ -19,28 +19,23 @@ image size and the number of upsampling blocks, so G and D always agree on shape
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Callable
 
 import keras
 from keras import layers
 
 from gan.families import family
+from gan.models import residual
+from gan.models.networks import Networks
 from jobs.core.schema import ModelSpec
 
 
 # D's blocks (``train.freeze_d`` counts them from the input): block i is the layer named
-# ``d_down{i}``, a stride-2 convolution, with any layer named ``d_down{i}_...`` (dcgan's
-# BatchNorm). Every family's D has one per ``model.discriminator_filters`` entry; the label
-# map (cgan) and the heads are in none.
+# ``d_down{i}``, a stride-2 convolution (residual: the stage's transition), with any layer
+# named ``d_down{i}_...`` (dcgan's BatchNorm; the residual stage's block, pooling and stem).
+# Every family's D has one per ``model.discriminator_filters`` entry; the label map or
+# projection (cgan) and the heads are in none.
 D_BLOCK = re.compile(r"d_down(\d+)(?:_\w+)?")
-
-
-@dataclass
-class Networks:
-    generator: keras.Model
-    discriminator: keras.Model
-    encoder: keras.Model | None = None
 
 
 def _label_map(labels, num_classes: int, dim: int, side: int, name: str):
@@ -176,9 +171,12 @@ def build_for(spec: ModelSpec, conditioning) -> Networks:
 
 def build(spec: ModelSpec, num_classes: int, channels: int, num_attributes: int = 0
           ) -> Networks:
-    """The networks of ``spec.name``'s family (its builder, named in ``gan.families``)."""
-    builder: Callable[[ModelSpec, int, int, int], Networks] = globals()[
-        family(spec.name).builder]
+    """The networks of ``spec.name``'s family in ``spec.architecture`` (its builders, named
+    in ``gan.families``: the classic one here, the residual one in ``gan.models.residual``)."""
+    entry = family(spec.name)
+    builder: Callable[[ModelSpec, int, int, int], Networks] = (
+        getattr(residual, entry.residual_builder) if spec.architecture == "residual"
+        else globals()[entry.builder])
     return builder(spec, num_classes, channels, num_attributes)
 
 

@@ -63,6 +63,11 @@ class ModelSpec:
                                        parse=_filters)
     discriminator_filters: list[int] = opt([64, 128, 256], "Filters of the discriminator's "
                                                            "stride-2 blocks", parse=_filters)
+    architecture: Literal["classic", "residual"] = opt(
+        "classic", "classic: strided and transposed convolutions (BatchNorm in dcgan); "
+                   "residual: R3GAN-style residual G and D without normalization (inverted "
+                   "bottlenecks, depthwise 3x3, fix-up initialization, bilinear resampling), "
+                   "one block per filters entry (gan/models/residual.py)")
     leaky_relu: float = opt(0.2, "LeakyReLU negative slope", ge=0, lt=1)
     dropout: float = opt(0.4, "Dropout before the discriminator's output", ge=0, lt=1)
 

@@ -2,6 +2,7 @@
 reads from the layer shapes against the models gan/models/builders.py really builds."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -59,6 +60,10 @@ SMALL = {  # every family, small enough to build in a moment
                      "train.model.discriminator_filters=[8, 16]"),
 }
 
+# and each in the residual networks (gan/models/residual.py)
+CASES = {**SMALL, **{f"{name}-residual": dataclasses.replace(spec, architecture="residual")
+                     for name, spec in SMALL.items()}}
+
 
 def test_every_family_has_a_step_profile():
     assert SMALL.keys() == families.FAMILIES.keys()
@@ -66,9 +71,9 @@ def test_every_family_has_a_step_profile():
         assert fam.step in scaling.UPDATES and fam.step in scaling.PASSES, name
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_parameter_counts_match_the_built_models(name):
-    spec, channels, classes, attributes = SMALL[name], 3, 7, 40
+    spec, channels, classes, attributes = CASES[name], 3, 7, 40
     nets = builders.build(spec, classes, channels, attributes)
     counted = scaling.networks(spec, channels, classes, attributes)
     for net in ("generator", "discriminator", "encoder"):
@@ -79,18 +84,19 @@ def test_parameter_counts_match_the_built_models(name):
             assert counted[net].params == built, net
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_forward_flops_match_tensorflows_count_within_a_percent(name):
     """TensorFlow's profiler also counts bias adds and activations: a fraction of a percent."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import \
         convert_variables_to_constants_v2
 
-    spec, side = SMALL[name], SMALL[name].image_size
+    spec, side = CASES[name], CASES[name].image_size
     nets = builders.build(spec, 7, 3, 40)
     counted = scaling.networks(spec, 3, 7, 40)
-    condition = tf.TensorSpec((1, 40)) if name == "aeacgan" else tf.TensorSpec((1,), tf.int32)
-    image = [tf.TensorSpec((1, side, side, 3))] + ([] if name == "aeacgan" else [condition])
+    attributes = spec.name == "aeacgan"
+    condition = tf.TensorSpec((1, 40)) if attributes else tf.TensorSpec((1,), tf.int32)
+    image = [tf.TensorSpec((1, side, side, 3))] + ([] if attributes else [condition])
     for net, inputs in (("generator", [tf.TensorSpec((1, spec.latent_dim)), condition]),
                         ("discriminator", image)):
         model = getattr(nets, net)

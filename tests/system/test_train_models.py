@@ -146,14 +146,22 @@ MODEL_SETS = {  # the registry's other models, on the small test settings of spe
                      "train.loss.r1_interval=4"],
     # XLA-compiled networks (BatchNorm inside them), Horovod's allreduce outside
     "dcgan-xla": ["train.model.name=dcgan", "train.jit_compile=true"],
-    # float16 with dynamic loss scaling (the scale in the checkpoint, unscaled alike on every
-    # rank), and bfloat16 with BatchNorm in it; both with the relativistic pairing loss, the
-    # float16 one with R1 and R2 (double backprop under the loss scale) every other step
-    "cgan-float16": ["train.precision=float16", "train.loss.name=relativistic",
-                     "train.loss.r1_gamma=1.0", "train.loss.r2_gamma=1.0",
-                     "train.loss.r1_interval=2"],
+    # the modern networks and loss, one set per precision, each on another family: residual
+    # networks without normalization and the relativistic pairing loss; float16 with dynamic
+    # loss scaling (the scale in the checkpoint, unscaled alike on every rank) and R1 + R2
+    # (double backprop under the loss scale) every other step; bfloat16; float32 with R1 + R2
+    # on every step in the AE-AC-GAN's three updates
+    "cgan-float16": ["train.precision=float16", "train.model.architecture=residual",
+                     "train.loss.name=relativistic", "train.loss.r1_gamma=1.0",
+                     "train.loss.r2_gamma=1.0", "train.loss.r1_interval=2"],
     "dcgan-bfloat16": ["train.model.name=dcgan", "train.precision=bfloat16",
-                       "train.loss.name=relativistic"],
+                       "train.model.architecture=residual", "train.loss.name=relativistic"],
+    "aeacgan-residual": ["train.model.name=aeacgan", "train.latent.distribution=unit_uniform",
+                         "train.model.architecture=residual", "train.loss.name=relativistic",
+                         "train.loss.r1_gamma=0.5", "train.loss.r2_gamma=0.5",
+                         "train.loss.r1_interval=1"],
+    # bfloat16 with BatchNorm in it (the classic DCGAN)
+    "dcgan-bfloat16-classic": ["train.model.name=dcgan", "train.precision=bfloat16"],
 }
 
 
@@ -180,7 +188,7 @@ def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, digi
         assert any("augment_p" in name for name in reader) and "augment_p" in header
     if model == "cgan-float16":  # each optimizer's loss scale is in the checkpoint
         assert sum("dynamic_scale" in name for name in tf_checkpoint_reader(tmp_path / "a")) == 2
-    if model == "aeacgan":  # its extra losses are logged too
+    if model.startswith("aeacgan"):  # its extra losses are logged too
         assert {"d_attr", "g_attr", "ae_mae"} <= set(header)
     horovodrun = shutil.which("horovodrun", path=str(Path(sys.executable).parent))
     two = subprocess.run([horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", *train_cmd(
