@@ -172,7 +172,7 @@ def check_step(spec: JobSpec, world: distributed.World, rig: StepRig,
     together = timed_steps(rig.together, rig.images, rig.condition)
     world.barrier(name="preflight_alone")  # every rank alone at the same time
     alone = timed_steps(rig.alone, rig.images, rig.condition)
-    prof = scaling.profile(work.model, rig.channels, rig.num_classes)
+    prof = scaling.profile(work.model, rig.channels, rig.num_classes, loss=work.loss)
     link = scaling.default_link(spec.resources.nodes)
     comm = scaling.comm_s(prof, world.size, link, work.horovod.compression)
     peak = device_peak_flops(work.precision)

@@ -32,7 +32,7 @@ import os
 from dataclasses import dataclass
 
 from gan.families import family
-from jobs.core.schema import ModelSpec
+from jobs.core.schema import LossSpec, ModelSpec
 
 BYTES = {"none": 4, "fp16": 2}  # bytes per gradient value on the wire, by compression
 
@@ -221,14 +221,34 @@ class StepProfile:
         return self.gradient_values * BYTES[compression]
 
 
+# What the loss adds to D's passes per image (train.loss): the relativistic loss reads D on
+# the reals in G's update too (a forward pass: no gradient flows back through the reals), and
+# each zero-centred penalty (R1, R2) is a double backprop, about 9 forward-equivalents (D's
+# pass and its input gradient, then the gradient of that), on one step in r1_interval.
+PAIRED_PASSES = 1
+PENALTY_PASSES = 9
+
+
+def loss_passes(loss: LossSpec | None) -> float:
+    """D's forward-equivalents per image that ``loss`` adds to a step (an average over the
+    lazy interval)."""
+    if loss is None:
+        return 0.0
+    penalties = (loss.r1_gamma > 0) + (loss.r2_gamma > 0)
+    return (PAIRED_PASSES * (loss.name == "relativistic")
+            + PENALTY_PASSES * penalties / loss.r1_interval)
+
+
 def profile(spec: ModelSpec, channels: int = 3, num_classes: int = 10,
-            num_attributes: int = 40) -> StepProfile:
+            num_attributes: int = 40, loss: LossSpec | None = None) -> StepProfile:
     """The step of ``spec``'s family for data of ``channels`` (the class and attribute counts
-    change only the embedding and the attribute layers: a fraction of a percent)."""
+    change only the embedding and the attribute layers: a fraction of a percent), trained
+    with ``loss`` (None: what the plain loss costs)."""
     nets = networks(spec, channels, num_classes, num_attributes)
     step = family(spec.name).step
     values = sum(nets[name].params for update in UPDATES[step] for name in update)
     flops = sum(nets[name].flops * times for name, times in PASSES[step].items())
+    flops += round(nets["discriminator"].flops * loss_passes(loss))
     return StepProfile({name: cost.params for name, cost in nets.items()}, values,
                        len(UPDATES[step]) + 1, flops)
 

@@ -36,8 +36,10 @@ class Layout:
 
 
 def _profile(job: JobSpec) -> scaling.StepProfile:
-    """The model's step for faces (3 channels); classes the data decides count as 10."""
-    return scaling.profile(job.work.model, num_classes=job.work.model.num_classes or 10)
+    """The model's step for faces (3 channels), with its loss; classes the data decides
+    count as 10."""
+    return scaling.profile(job.work.model, num_classes=job.work.model.num_classes or 10,
+                           loss=job.work.loss)
 
 
 def predict(job: JobSpec, layout: Layout, batch: int, compression: str

@@ -129,3 +129,18 @@ def test_defaults_come_from_the_environment(monkeypatch):
         monkeypatch.setenv("FACEGAN_GPU_TFLOPS", bad)
         with pytest.raises(ValueError, match="FACEGAN_GPU_TFLOPS"):
             scaling.gpu_tflops()
+
+
+def test_the_relativistic_loss_and_its_penalties_add_ds_passes():
+    """D on the reals in G's update (1 pass), and R1 and R2 each about 9 passes on one step
+    in r1_interval: 1 + 2 x 9 / 4 = 5.5 more of D's forward FLOPs per image."""
+    from jobs.core.train_schema import LossSpec
+
+    spec = SMALL["cgan"]
+    plain = scaling.profile(spec, 1, 10)
+    modern = scaling.profile(spec, 1, 10, loss=LossSpec(name="relativistic", r1_gamma=1.0,
+                                                          r2_gamma=1.0, r1_interval=4))
+    d = scaling.networks(spec, 1, 10)["discriminator"].flops
+    assert modern.flops_per_image - plain.flops_per_image == round(5.5 * d)
+    assert scaling.profile(spec, 1, 10, loss=LossSpec()).flops_per_image == \
+        plain.flops_per_image
