@@ -5,7 +5,8 @@ half-life in images): an average over the last ``half_life_kimg`` thousand image
 out the step-to-step wobble of adversarial training and usually gives visibly better samples.
 Early in training the half-life is capped at ``rampup`` × the images seen so far, so the average
 does not drag the random initial weights along. Non-trainable weights (BatchNorm's statistics)
-are copied. β depends only on the global step, so a resumed run averages exactly as the
+are copied. ``train.schedule.ema_half_life_kimg`` moves the half-life with the images seen
+(R3GAN grows it). β depends only on the global step, so a resumed run averages exactly as the
 uninterrupted one; ``G_ema`` is in every checkpoint and identical on every rank (G is).
 """
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from jobs.core.schema import EmaSpec
+from gan.training import schedules
+from jobs.core.schema import EmaSpec, ScheduleSpec
 
 
 def copy_of(generator: keras.Model) -> keras.Model:
@@ -25,8 +27,8 @@ def copy_of(generator: keras.Model) -> keras.Model:
 
 class Ema:
     def __init__(self, spec: EmaSpec, generator: keras.Model, average: keras.Model,
-                 images_per_step: int):
-        self.spec = spec
+                 images_per_step: int, schedule: ScheduleSpec | None = None):
+        self.spec, self.schedule = spec, schedule or ScheduleSpec()
         self.pairs = list(zip(average.trainable_weights, generator.trainable_weights))
         self.copies = list(zip(average.non_trainable_weights, generator.non_trainable_weights))
         self.images_per_step = float(images_per_step)
@@ -34,7 +36,8 @@ class Ema:
         self.update = tf.function(self.apply, autograph=False)
 
     def beta(self, images_seen: tf.Tensor) -> tf.Tensor:
-        half_life = tf.constant(self.spec.half_life_kimg * 1000.0, tf.float64)
+        half_life = 1000.0 * schedules.half_life_kimg(self.schedule, self.spec.half_life_kimg,
+                                                      images_seen)
         if self.spec.rampup is not None:
             half_life = tf.minimum(half_life, images_seen * self.spec.rampup)
         return tf.pow(tf.constant(0.5, tf.float64),

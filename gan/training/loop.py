@@ -29,6 +29,7 @@ from gan.parallel import distributed
 from gan.training import staging, steps, warmstart
 from gan.quality import meter
 from gan.training.augment import Adaptive
+from gan.training.schedules import Schedules
 from gan.training.checkpoint import BestSnapshot, RunCheckpoints, SpecMismatch
 from gan.models.conditioning import Conditioning
 from gan.training.data import ImageSet, Split
@@ -83,10 +84,12 @@ class Trainer:
         # grids come from the average of G when there is one (the generator users get)
         self.sampler = Sampler(spec, self.conditioning,
                                st.G if st.G_ema is None else st.G_ema, st.E, st.D)
-        self.ema = Ema(spec.ema, st.G, st.G_ema, spec.batch_size * world.size) \
-            if st.G_ema is not None else None
+        self.ema = Ema(spec.ema, st.G, st.G_ema, spec.batch_size * world.size,
+                       spec.schedule) if st.G_ema is not None else None
         self.ada = Adaptive(st.augment_p, spec.augment.target, spec.augment.speed_kimg,
-                            spec.batch_size * world.size) if st.augment_p is not None else None
+                            spec.batch_size * world.size) if spec.augment.adaptive else None
+        self.schedules = Schedules(spec.schedule, spec.batch_size * world.size,
+                                   st.scheduled(spec))
         self.guard = Guard(spec.guard, st.G, st.D, *[m for m in [st.E] if m is not None])
         self.checkpoints = RunCheckpoints(spec, {**st.checkpoint_objects(), "guard": self.guard},
                                           world)
@@ -101,10 +104,11 @@ class Trainer:
         if world.is_chief:
             self.conditioning.save(self.run_dir)
         distributed.broadcast(world, st.variables() + list(self.guard.variables))
+        self.schedules.apply(st.global_step)  # what the next step reads
         self.metric_names = family(spec.model.name).metrics
         # built last only because it reads what is above, and nothing of the Trainer itself
         self.step_fn = steps.make_step(
-            steps.StepConfig.from_spec(spec, world.rank, st.augment_p),
+            steps.StepConfig.from_spec(spec, world.rank, st.augment_p, st.gamma),
             Networks(st.G, st.D, st.E), steps.Optimizers(st.g_opt, st.d_opt, st.ae_opt),
             world, self.sampler, self._after_step)
 
@@ -115,6 +119,7 @@ class Trainer:
         self.state.step_in_epoch.assign_add(1)
         if self.ema is not None:
             self.ema.apply(step + 1)
+        self.schedules.apply(step + 1)
         if self.ada is not None:
             (reads,) = READS["ada"]
             self.ada.apply(metrics[self.metric_names.index(reads)])

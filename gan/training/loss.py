@@ -24,7 +24,7 @@ E[sign D(real)] read the logits centred on the batch's midpoint, (mean real + me
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import tensorflow as tf
 
@@ -79,10 +79,12 @@ class Loss:
     r1_gamma: float = 0.0
     r1_interval: int = 16
     r2_gamma: float = 0.0
+    gamma: Any = None   # train.schedule.gamma's variable: replaces the gammas that are on
 
     @classmethod
-    def from_spec(cls, spec: LossSpec, label_smoothing: float) -> Loss:
-        return cls(spec.name, label_smoothing, spec.r1_gamma, spec.r1_interval, spec.r2_gamma)
+    def from_spec(cls, spec: LossSpec, label_smoothing: float, gamma=None) -> Loss:
+        return cls(spec.name, label_smoothing, spec.r1_gamma, spec.r1_interval, spec.r2_gamma,
+                   gamma)
 
     @property
     def pairs(self) -> bool:
@@ -114,8 +116,9 @@ class Loss:
                                                  - tf.cast(real_logits, tf.float32)))
         else:
             loss = d_real + d_fake
-        terms = [(g, t) for g, t in ((self.r1_gamma, lambda: r1_penalty(d_call, real_in)),
-                                     (self.r2_gamma, lambda: r1_penalty(fake_call, fake_in)))
+        terms = [(g if self.gamma is None else tf.cast(self.gamma, tf.float32), t)
+                 for g, t in ((self.r1_gamma, lambda: r1_penalty(d_call, real_in)),
+                              (self.r2_gamma, lambda: r1_penalty(fake_call, fake_in)))
                  if g > 0]
         if not terms:
             return loss, d_real, d_fake

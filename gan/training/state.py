@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from gan.parallel import distributed
 
-from gan.training import ema
+from gan.training import ema, schedules
 
 from gan.models import builders
 from gan.models.conditioning import Conditioning
@@ -34,9 +34,11 @@ def configure_tensorflow(spec: TrainSpec) -> None:
 def make_optimizer(spec: TrainSpec, world_size: int, variables: list, lr_ratio: float = 1.0
                    ) -> tf.keras.optimizers.Optimizer:
     o = spec.optimizer
-    lr = o.learning_rate * lr_ratio * (world_size if o.scale_lr_by_ranks else 1)
+    lr = schedules.learning_rate(spec.schedule, o.learning_rate,
+                                 lr_ratio * (world_size if o.scale_lr_by_ranks else 1),
+                                 spec.batch_size * world_size)
     cls = {"adam": tf.keras.optimizers.Adam, "adamax": tf.keras.optimizers.Adamax}[o.name]
-    opt = cls(learning_rate=lr, beta_1=o.beta_1, beta_2=o.beta_2)
+    opt = cls(learning_rate=lr, beta_1=o.beta_1, beta_2=schedules.beta_2(spec.schedule, o.beta_2))
     if spec.precision == "float16":
         # float16's gradients underflow: Keras scales the loss up, unscales the (rank-averaged)
         # gradients, skips a step whose gradients overflowed and halves the scale; every rank
@@ -79,9 +81,25 @@ class TrainState:
         self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.saves = tf.Variable(0, dtype=tf.int64, trainable=False)
-        # ADA's augmentation probability (gan/training/augment.py: Adaptive), tuned as training goes
+        # the augmentation probability when it moves: ADA's (gan/training/augment.py:
+        # Adaptive), tuned as training goes, or scheduled (train.schedule)
+        moves = spec.augment.adaptive or spec.schedule.augment_probability
         self.augment_p = tf.Variable(spec.augment.probability, dtype=tf.float32,
-                                     trainable=False) if spec.augment.adaptive else None
+                                     trainable=False) if moves else None
+        # the penalties' gamma when scheduled (the loss reads it)
+        self.gamma = tf.Variable(spec.schedule.gamma[0], dtype=tf.float32, trainable=False,
+                                 name="gamma") if spec.schedule.gamma else None
+
+    def scheduled(self, spec: TrainSpec) -> list[tuple[tf.Variable, list[float]]]:
+        """The variables train.schedule moves, each with its [start, end]: every optimizer's
+        beta_2, gamma, and the augmentation probability (unless ADA tunes it)."""
+        sched = spec.schedule
+        betas = [getattr(o, "inner_optimizer", o).beta_2 for o in self.optimizers]
+        targets = [(b, sched.beta_2) for b in betas if isinstance(b, tf.Variable)]
+        targets.append((self.gamma, sched.gamma))
+        if not spec.augment.adaptive:
+            targets.append((self.augment_p, sched.augment_probability))
+        return targets
 
     def checkpoint_objects(self) -> dict:
         """What a checkpoint holds of the state (the guard adds its snapshots)."""

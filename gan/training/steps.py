@@ -65,10 +65,11 @@ class StepConfig:
     jit_compile: bool = False
 
     @classmethod
-    def from_spec(cls, spec: TrainSpec, rank: int, augment_p: tf.Variable | None
-                  ) -> StepConfig:
+    def from_spec(cls, spec: TrainSpec, rank: int, augment_p: tf.Variable | None,
+                  gamma: tf.Variable | None = None) -> StepConfig:
         return cls(spec.model.name, spec.batch_size, spec.seed, rank,
-                   Loss.from_spec(spec.loss, spec.label_smoothing), spec.disc_input_noise,
+                   Loss.from_spec(spec.loss, spec.label_smoothing, gamma),
+                   spec.disc_input_noise,
                    tuple(spec.augment.policy),
                    spec.augment.probability if augment_p is None else augment_p,
                    spec.horovod.compression, spec.jit_compile)

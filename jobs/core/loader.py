@@ -22,6 +22,7 @@ from jobs.core.sweep_rules import check_sweep
 from jobs.core.schema import (MANAGED_SBATCH_OPTIONS, TOP_LEVEL_HELP, WORK_SECTIONS, JobSpec,
                               Resources, SpecError)
 from jobs.core.specfile import parse_scalar, parse_yaml, read_spec_text
+from jobs.core.train_schema import schedule_problems
 
 __all__ = ["SpecError", "load_spec", "parse_spec", "parse_set_args", "check_paths",
            "pipeline_stages", "pipeline_problems"]
@@ -278,6 +279,8 @@ def _check_cross_fields(v: _Validator, kind: str, work: Any) -> None:
                    "bfloat16, but train.precision is float16; set train.precision alone")
         elif work.mixed_precision:
             work.precision = "bfloat16"  # the alias resolves here, once
+        for key, why in schedule_problems(work):
+            v.fail(key, why)
         probs = work.latent.class_probabilities
         if probs is not None and (any(p < 0 for p in probs) or abs(sum(probs) - 1) > 1e-6):
             v.fail("train.latent.class_probabilities", "must be non-negative and sum to 1")

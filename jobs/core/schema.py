@@ -15,7 +15,7 @@ from jobs.core.fields import (SECRET_MARKERS, is_secret_name, iter_path_fields, 
 from jobs.core.train_schema import (AUGMENTATIONS, AugmentSpec, CheckpointSpec,  # noqa: F401
                                     EmaSpec, GuardSpec, InceptionSpec, LatentSpec, LossSpec,
                                     MetricsSpec, ModelSpec, NEAREST_K_HELP, OptimizerSpec,
-                                    PRECISION_RECALL_HELP, TrainSpec)
+                                    PRECISION_RECALL_HELP, ScheduleSpec, TrainSpec)
 
 CELEBA_ATTRIBUTES = (
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "

@@ -121,6 +121,37 @@ class LossSpec:
                           ge=0)
 
 
+def _ends(value):
+    """[start, end] of a schedule: two numbers."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 2 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"expected [start, end], two numbers; got {value!r}")
+    return [float(v) for v in value]
+
+
+@dataclass
+class ScheduleSpec:
+    kimg: float = opt(0.0, "Length of the schedules below in thousands of images (all ranks "
+                           "together): each moves from its start to its end along a half "
+                           "cosine, then stays at its end. A function of the step, so a "
+                           "resumed run is exact", ge=0)
+    learning_rate: list[float] | None = opt(
+        None, "[start, end] of optimizer.learning_rate (both networks; the autoencoder keeps "
+              "its ratio); none: fixed", parse=_ends)
+    beta_2: list[float] | None = opt(None, "[start, end] of Adam's beta_2 (R3GAN: 0.9 to "
+                                           "0.99); none: optimizer.beta_2", parse=_ends)
+    gamma: list[float] | None = opt(
+        None, "[start, end] of gamma for the penalties that are on (loss.r1_gamma, "
+              "loss.r2_gamma > 0), R3GAN decays it; none: their own values", parse=_ends)
+    ema_half_life_kimg: list[float] | None = opt(
+        None, "[start, end] of ema.half_life_kimg (needs ema.enabled)", parse=_ends)
+    augment_probability: list[float] | None = opt(
+        None, "[start, end] of augment.probability (needs augment.policy, not adaptive)",
+        parse=_ends)
+
+
 @dataclass
 class EmaSpec:
     enabled: bool = opt(False, "Keep an exponential moving average of G's weights (StyleGAN2's "
@@ -277,7 +308,35 @@ class TrainSpec:
     checkpoint: CheckpointSpec = section(CheckpointSpec, "Checkpointing")
     loss: LossSpec = section(LossSpec, "Adversarial loss and the R1 penalty on D")
     ema: EmaSpec = section(EmaSpec, "Exponential moving average of the generator")
+    schedule: ScheduleSpec = section(ScheduleSpec, "Values that move with the images seen")
     augment: AugmentSpec = section(AugmentSpec, "Differentiable augmentation for D")
     metrics: MetricsSpec = section(MetricsSpec, "Quality measured during training")
     guard: GuardSpec = section(GuardSpec, "Mode-collapse guard")
     horovod: HorovodSpec = section(HorovodSpec, "Data-parallel training across ranks")
+
+
+def schedule_problems(work: TrainSpec) -> list[tuple[str, str]]:
+    """(field, why) for each train.schedule entry the run cannot honour."""
+    sched, where = work.schedule, "train.schedule"
+    entries = {name: getattr(sched, name) for name in (
+        "learning_rate", "beta_2", "gamma", "ema_half_life_kimg", "augment_probability")}
+    problems = []
+    if sched.kimg <= 0 and any(entries.values()):
+        problems.append((f"{where}.kimg", "must be above 0 when a schedule is given"))
+    ranges = {"learning_rate": (lambda v: 0 < v <= 1, "in (0, 1]"),
+              "beta_2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+              "augment_probability": (lambda v: 0 <= v <= 1, "in [0, 1]")}
+    for name, ends in entries.items():
+        inside, text = ranges.get(name, (lambda v: v >= 0, "at least 0"))
+        if ends and not all(inside(v) for v in ends):
+            problems.append((f"{where}.{name}", f"{ends}: both values must be {text}"))
+    needs = {"gamma": (work.loss.r1_gamma > 0 or work.loss.r2_gamma > 0,
+                       "needs train.loss.r1_gamma or r2_gamma above 0: the penalties it sets"),
+             "ema_half_life_kimg": (work.ema.enabled, "needs train.ema.enabled"),
+             "augment_probability": (bool(work.augment.policy) and not work.augment.adaptive,
+                                     "needs train.augment.policy and not augment.adaptive "
+                                     "(ADA sets the probability itself)"),
+             "beta_2": (work.optimizer.name in ("adam", "adamax"), "needs Adam or Adamax")}
+    problems += [(f"{where}.{name}", why) for name, (ok, why) in needs.items()
+                 if entries[name] and not ok]
+    return problems

@@ -209,6 +209,31 @@ def test_freeze_d_counts_ds_blocks(train_spec):
         assert "train.freeze_d" in problem and words in problem, problem
 
 
+def test_schedules_name_each_field_they_cannot_honour(train_spec):
+    """train.schedule: [start, end] pairs in range, a length, and the fields each sets."""
+    ok = load_spec(train_spec, parse_set_args([
+        "train.schedule.kimg=5", "train.schedule.learning_rate=[2.0e-4, 5.0e-5]",
+        "train.schedule.beta_2=[0.9, 0.99]"])).work.schedule
+    assert ok.learning_rate == [2e-4, 5e-5] and ok.beta_2 == [0.9, 0.99]
+    for sets, field, words in [
+        (["train.schedule.beta_2=[0.9, 0.99]"], "train.schedule.kimg", "must be above 0"),
+        (["train.schedule.kimg=1", "train.schedule.beta_2=[0.9, 1.0]"],
+         "train.schedule.beta_2", "in [0, 1)"),
+        (["train.schedule.kimg=1", "train.schedule.learning_rate=[0.001]"],
+         "train.schedule.learning_rate", "expected [start, end], two numbers"),
+        (["train.schedule.kimg=1", "train.schedule.gamma=[2.0, 0.2]"],
+         "train.schedule.gamma", "needs train.loss.r1_gamma or r2_gamma above 0"),
+        (["train.schedule.kimg=1", "train.schedule.ema_half_life_kimg=[0, 10]"],
+         "train.schedule.ema_half_life_kimg", "needs train.ema.enabled"),
+        (["train.schedule.kimg=1", "train.schedule.augment_probability=[0, 0.2]",
+          "train.augment.policy=[translation]", "train.augment.adaptive=true"],
+         "train.schedule.augment_probability", "ADA sets the probability itself"),
+    ]:
+        (problem,) = problems_of(train_spec, parse_set_args(sets))
+        assert problem.startswith(f"{field}:") or f" {field}:" in problem, problem
+        assert words in problem, problem
+
+
 def test_precision_recall_fields_are_typed_ranged_and_need_enough_images(train_spec,
                                                                           write_spec, tmp_path):
     """Each of the four fields named; k-NN balls need more than 2k images (two halves of the

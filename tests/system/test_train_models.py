@@ -143,7 +143,11 @@ MODEL_SETS = {  # the registry's other models, on the small test settings of spe
                      "train.augment.speed_kimg=5", "train.metrics.every_epochs=1",
                      "train.metrics.count=40", "train.checkpoint.keep_best=kid",
                      "train.loss.name=hinge", "train.loss.r1_gamma=1.0",
-                     "train.loss.r1_interval=4"],
+                     "train.loss.r1_interval=4",
+                     # and the schedules (train.schedule) that move across the resume
+                     "train.schedule.kimg=1", "train.schedule.learning_rate=[2.0e-4, 5.0e-5]",
+                     "train.schedule.beta_2=[0.9, 0.99]", "train.schedule.gamma=[2.0, 0.2]",
+                     "train.schedule.ema_half_life_kimg=[0.1, 0.5]"],
     # XLA-compiled networks (BatchNorm inside them), Horovod's allreduce outside
     "dcgan-xla": ["train.model.name=dcgan", "train.jit_compile=true"],
     # the modern networks and loss, one set per precision, each on another family: residual
@@ -159,7 +163,9 @@ MODEL_SETS = {  # the registry's other models, on the small test settings of spe
     "aeacgan-residual": ["train.model.name=aeacgan", "train.latent.distribution=unit_uniform",
                          "train.model.architecture=residual", "train.loss.name=relativistic",
                          "train.loss.r1_gamma=0.5", "train.loss.r2_gamma=0.5",
-                         "train.loss.r1_interval=1"],
+                         "train.loss.r1_interval=1", "train.augment.policy=[translation]",
+                         "train.schedule.kimg=1",
+                         "train.schedule.augment_probability=[0.0, 0.5]"],
     # bfloat16 with BatchNorm in it (the classic DCGAN)
     "dcgan-bfloat16-classic": ["train.model.name=dcgan", "train.precision=bfloat16"],
 }
