@@ -5,8 +5,10 @@ pipeline's stages come back here, each checked as if submitted alone.
 """
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
+import sys
 
 from jobs import kinds
 from jobs.checks import ensure_checked
@@ -25,6 +27,10 @@ def run(spec: JobSpec, index: int | None = None, fresh: bool = False,
     :mod:`jobs.core.exitcodes`. ``stop`` holds stop signals caught before the job started;
     ``link``: the job's place in a resubmit chain (``resources.resubmit``); ``judge``: a
     sweep point's early-stopping rule (``jobs/early_stop.py``)."""
+    # a crash in native code (TensorFlow, Horovod, MPI, HDF5) then leaves every thread's
+    # Python stack in the job's log, not only "Segmentation fault" from srun
+    if sys.__stderr__ is not None:  # the process's own (fd 2), whatever wraps sys.stderr
+        faulthandler.enable(sys.__stderr__)
     try:
         ensure_checked(spec)  # nothing to do when this command has checked it already
     except SpecError as exc:
