@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CACHE, ROOT
+from tests.conftest import ROOT, WHEEL_CACHE
 from tests.helpers.checkout import copy_checkout
 
 USER = "facegan-user"
@@ -83,7 +83,7 @@ def test_setup_as_a_normal_user_with_the_tools_on_path(user, user_tmp):
     (FACEGAN_WHEEL_CACHE: what one build on a shared filesystem gives every user): setup
     completes with no root and no apt, and Horovod has TensorFlow, Gloo and MPI."""
     key = sourced_run("horovod_key cpu").stdout.strip()
-    source = Path(os.environ.get("FACEGAN_WHEEL_CACHE") or CACHE / "wheels") / key
+    source = WHEEL_CACHE / key
     assert any(source.glob("horovod-*.whl")), f"no Horovod wheel in {source}"
     shared = user_tmp / "shared-wheels"
     shared.mkdir()  # only the finished build: never another worker's build in progress
@@ -191,6 +191,28 @@ setup; echo NEXT; setup"""
     again = sourced_run(script.replace("setup; echo NEXT; setup", "setup"),
                         FACEGAN_VENV=str(tmp_path / "venv"), PATH=path)
     assert again.stdout.split() == ["ENSURE", "INSTALL", "cpu"], again.stdout
+
+
+def test_gpu_setup_with_a_cuda_home_of_bare_pip_wheels_stops_before_installing(tmp_path):
+    """nvcc found, but its home has libcudart.so.13 and no libcudart.so (pip's wheels as
+    they come): one line naming containers/cuda-toolkit.sh, before a venv or a download,
+    not CMake's "missing: CUDA_CUDART" minutes later."""
+    cuda = fake_cuda(tmp_path / "cuda13", "13.0")
+    (cuda / "lib").mkdir()
+    (cuda / "lib/libcudart.so.13").write_bytes(b"")
+    checkout = copy_checkout(tmp_path / "checkout")
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("FACEGAN_", "HOROVOD_", "CUDA_"))}
+    proc = subprocess.run([str(checkout / "run"), "setup", "--gpu"], cwd=checkout,
+                          env={**clean, "HOROVOD_CUDA_HOME": str(cuda),
+                               "FACEGAN_WHEEL_CACHE": str(tmp_path / "no-wheels")},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"[run] error: {cuda} has libcudart.so.N but no libcudart.so, which CMake's "
+        "FindCUDAToolkit needs (pip's CUDA wheels): make the CUDA home with "
+        "containers/cuda-toolkit.sh DEST instead")
+    assert not (checkout / ".venv").exists()
 
 
 def plant_builds(wheels: Path, key: str) -> Path:
