@@ -48,8 +48,8 @@ scratch="$(mktemp -d "$dest.tmp.XXXXXX")"
 chmod "$(umask -S)" "$scratch"  # mktemp's 0700 would keep a shared toolkit to its maker
 trap 'rm -rf "$scratch"' EXIT
 trap 'exit 130' INT; trap 'exit 143' TERM; trap 'exit 129' HUP
-PIP_ROOT_USER_ACTION=ignore "$python" -m pip install -q --disable-pip-version-check --no-deps --target "$scratch" \
-  -r "$here/cuda-toolkit.txt" >&2
+PIP_ROOT_USER_ACTION=ignore "$python" -m pip install -q --disable-pip-version-check \
+  --no-deps --target "$scratch" -r "$here/cuda-toolkit.txt" >&2
 home="$(cuda_home_in "$scratch")"
 [[ -e "$home/lib64" ]] || ln -s lib "$home/lib64"  # the CUDA home layout nvcc expects
 runtime="$(cd "$home/lib" && compgen -G 'libcudart.so.[0-9]*' | sort -V | head -n1)" || {

@@ -16,6 +16,8 @@ QUIET_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
 # the project's caches (./run's Horovod wheels, the GPU flavour, Docker's layers), where ./run
 # puts them: XDG_CACHE_HOME pointed at an empty folder gives a cold run
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facegan-hpc"
+# where ./run put the suite's own Horovod build
+WHEEL_CACHE = Path(os.environ.get("FACEGAN_WHEEL_CACHE") or CACHE / "wheels")
 
 
 def set_args(sets) -> list[str]:

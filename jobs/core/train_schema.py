@@ -335,8 +335,7 @@ def schedule_problems(work: TrainSpec) -> list[tuple[str, str]]:
              "ema_half_life_kimg": (work.ema.enabled, "needs train.ema.enabled"),
              "augment_probability": (bool(work.augment.policy) and not work.augment.adaptive,
                                      "needs train.augment.policy and not augment.adaptive "
-                                     "(ADA sets the probability itself)"),
-             "beta_2": (work.optimizer.name in ("adam", "adamax"), "needs Adam or Adamax")}
+                                     "(ADA sets the probability itself)")}
     problems += [(f"{where}.{name}", why) for name, (ok, why) in needs.items()
                  if entries[name] and not ok]
     return problems

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jobs.core import exitcodes
-from tests.conftest import CACHE, QUIET_ENV, ROOT
+from tests.conftest import CACHE, QUIET_ENV, ROOT, WHEEL_CACHE
 from tests.helpers import gpu_flavour
 
 pytestmark = pytest.mark.slow
@@ -66,7 +66,7 @@ def build_image(docker: dict, flavour: str, tag: str, wheels: list[Path]) -> str
 
 @pytest.fixture(scope="session")
 def image(docker) -> str:
-    cached = CACHE / "wheels" / gpu_flavour.build_key("cpu")  # the image has MPI: gloo-mpi
+    cached = WHEEL_CACHE / gpu_flavour.build_key("cpu")  # the image has MPI: gloo-mpi
     return build_image(docker, "cpu", IMAGE, [cached] if cached.name.endswith("-gloo-mpi")
                        and any(cached.glob("horovod-*.whl")) else [])
 

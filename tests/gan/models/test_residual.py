@@ -4,8 +4,6 @@ blocks, the fix-up start (each block the identity), no normalization layer, and 
 that a plain Keras loads back."""
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 import numpy as np
 import pytest
@@ -83,7 +81,7 @@ def test_freezing_ds_first_stage_freezes_its_stem_block_and_transition():
 
 def test_the_residual_generator_loads_back_in_plain_keras(tmp_path):
     """What export writes (generator.keras): no custom layer, so plain Keras loads it."""
-    nets = builders.build(dataclasses.replace(residual("cgan", 16)), 3, 3)
+    nets = builders.build(residual("cgan", 16), 3, 3)
     nets.generator.save(tmp_path / "generator.keras")
     loaded = keras.models.load_model(tmp_path / "generator.keras")
     z, labels = tf.random.normal((2, 8)), tf.constant([0, 2])
