@@ -22,18 +22,26 @@ def by_size(args: argparse.Namespace, full, quick, smoke):
     return smoke if args.smoke else quick if args.quick else full
 
 
+NO_RATIO = "n/a (baseline 0)"
+
+
 class Table:
     def __init__(self):
         self.rows: list[tuple[str, str, str, str]] = []
 
     def add(self, what: str, value: float, baseline: float, unit: str, fmt: str = ",.1f",
-            higher_is_better: bool = True) -> None:
-        ratio = value / baseline if baseline else float("nan")
-        self.rows.append((what, f"{value:{fmt}} {unit}", f"{baseline:{fmt}} {unit}",
-                          f"{ratio:.2f}x" + ("" if higher_is_better else " (lower is better)")))
+            higher_is_better: bool = True, spreads: tuple[float, float] | None = None) -> None:
+        """One row; ``spreads`` (of the value, of the baseline) prints each as mean ± spread,
+        for figures averaged over seeds."""
+        value_s, base_s = (f" ± {s:{fmt}}" for s in spreads) if spreads else ("", "")
+        ratio = f"{value / baseline:.2f}x" if baseline else NO_RATIO  # a share can be 0
+        self.rows.append((what, f"{value:{fmt}}{value_s} {unit}",
+                          f"{baseline:{fmt}}{base_s} {unit}",
+                          ratio + ("" if higher_is_better else " (lower is better)")))
 
     def print(self) -> None:
         width = max(len(r[0]) for r in self.rows)
-        print(f"\n{'benchmark':<{width}}  {'figure':>16}  {'baseline':>16}  ratio")
+        cols = max(16, *(max(len(r[1]), len(r[2])) for r in self.rows))
+        print(f"\n{'benchmark':<{width}}  {'figure':>{cols}}  {'baseline':>{cols}}  ratio")
         for what, value, baseline, ratio in self.rows:
-            print(f"{what:<{width}}  {value:>16}  {baseline:>16}  {ratio}")
+            print(f"{what:<{width}}  {value:>{cols}}  {baseline:>{cols}}  {ratio}")

@@ -32,6 +32,7 @@ import os
 from dataclasses import dataclass
 
 from gan.families import family
+from gan.models.residual_shape import BLOCKS, EXPANSION, TRANSITION
 from jobs.core.schema import LossSpec, ModelSpec
 
 BYTES = {"none": 4, "fp16": 2}  # bytes per gradient value on the wire, by compression
@@ -118,13 +119,14 @@ def _conv1(side: int, c_in: int, c_out: int) -> Cost:
     return _conv(side, 1, c_in, c_out) + Cost(0, side ** 2 * c_out)
 
 
-def _residual_block(side: int, width: int) -> Cost:
-    """gan/models/residual.py's inverted bottleneck: 1x1 widen x2, depthwise 3x3, 1x1 back,
-    the sum (each with its bias adds)."""
-    wide = 2 * width
+def _residual_blocks(side: int, width: int) -> Cost:
+    """A stage's BLOCKS inverted bottlenecks (gan/models/residual.py): 1x1 widen, depthwise
+    3x3, 1x1 back, the sum (each with its bias adds)."""
+    wide = EXPANSION * width
     depthwise = Cost(9 * wide + wide, 2 * side ** 2 * 9 * wide + side ** 2 * wide)
-    return (_conv1(side, width, wide) + depthwise + _conv1(side, wide, width)
-            + Cost(0, side ** 2 * width))
+    one = (_conv1(side, width, wide) + depthwise + _conv1(side, wide, width)
+           + Cost(0, side ** 2 * width))
+    return Cost(BLOCKS * one.params, BLOCKS * one.flops)
 
 
 def _residual_up(spec: ModelSpec, c_in: int, channels: int) -> Cost:
@@ -135,19 +137,19 @@ def _residual_up(spec: ModelSpec, c_in: int, channels: int) -> Cost:
     c_in = filters[0]
     for width in filters:
         side *= 2
-        cost += _conv1(side, c_in, width) + _residual_block(side, width)
+        cost += _conv(side, TRANSITION, c_in, width) + _residual_blocks(side, width)
         c_in = width
-    return cost + _conv1(side, c_in, channels)
+    return cost + _conv(side, TRANSITION, c_in, channels)
 
 
 def _residual_trunk(spec: ModelSpec, channels: int) -> tuple[Cost, int]:
     """The residual D's (and encoder's) stages; the cost and the flattened size after them."""
     filters = spec.discriminator_filters
-    side, cost = spec.image_size, _conv1(spec.image_size, channels, filters[0])
+    side, cost = spec.image_size, _conv(spec.image_size, TRANSITION, channels, filters[0])
     for i, width in enumerate(filters):
-        cost += _residual_block(side, width)
+        cost += _residual_blocks(side, width)
         side = math.ceil(side / 2)
-        cost += _conv1(side, width, filters[min(i + 1, len(filters) - 1)])
+        cost += _conv(side, TRANSITION, width, filters[min(i + 1, len(filters) - 1)])
     return cost, side * side * filters[-1]
 
 

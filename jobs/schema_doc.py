@@ -10,6 +10,7 @@ from dataclasses import MISSING, fields, is_dataclass
 
 from gan.families import FAMILIES
 from jobs.core.loader import _type_name
+from jobs.core.recipes import RECIPE_HELP, RECIPES
 from jobs.core.schema import TOP_LEVEL_HELP, WORK_SECTIONS, Resources
 
 
@@ -62,7 +63,26 @@ def render(markdown: bool = False) -> str:
             lines.append(f"[{title}]")
             lines += [f"  {k:<42} {d:<18} {h}" for k, t, d, h in rows]
         lines.append("")
+    lines += _recipe_table(markdown)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _recipe_table(markdown: bool) -> list[str]:
+    """Each train.recipe's values, field by field (a field the spec sets wins)."""
+    keys = list(dict.fromkeys(k for values in RECIPES.values() for k in values))
+    names = list(RECIPES)
+    if not markdown:
+        lines = ["[train.recipe]"] + [f"  {n:<10} {RECIPE_HELP[n]}" for n in names]
+        return lines + [f"  train.{k:<36} " + "  ".join(
+            f"{n}={RECIPES[n][k]!r}" if k in RECIPES[n] else f"{n}=(default)"
+            for n in names) for k in keys]
+    lines = ["#### train.recipe", "",
+             "Each recipe fills the fields the spec leaves out; a field the spec sets wins. "
+             + "; ".join(f"{n}: {RECIPE_HELP[n]}" for n in names) + ".", "",
+             "| key | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    return lines + [f"| `train.{k}` | " + " | ".join(
+        f"`{RECIPES[n][k]!r}`" if k in RECIPES[n] else "(default)" for n in names) + " |"
+        for k in keys]
 
 
 README_START, README_END = "<!-- fields:start -->", "<!-- fields:end -->"

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Literal
 
 from jobs.core import facefile
 from jobs.core.fields import iter_path_fields, nearest
+from jobs.core.recipes import fill_recipe
 from jobs.core.sweep_rules import check_sweep
 from jobs.core.schema import (MANAGED_SBATCH_OPTIONS, TOP_LEVEL_HELP, WORK_SECTIONS, JobSpec,
                               Resources, SpecError)
@@ -81,8 +82,13 @@ class _Validator:
     def __init__(self, source: str):
         self.source = source
         self.problems: list[str] = []
+        self.from_recipe: dict[str, str] = {}  # dotted key -> the train.recipe that set it
 
     def fail(self, where: str, message: str) -> None:
+        recipe = self.from_recipe.get(where)
+        if recipe:
+            message += (f" (the value of train.recipe: {recipe}; set {where} in the spec to "
+                        "choose another)")
         self.problems.append(f"{self.source}: {where}: {message}")
 
     def build(self, cls: type, data: Any, where: str) -> Any:
@@ -226,6 +232,8 @@ def parse_spec(data: Any, source: str = "<memory>") -> JobSpec:
     env = v.check_type(dict[str, str], data.get("env") or {}, "env")
     if kind not in data:
         v.fail(kind, f"the work section '{kind}:' is missing")
+    if kind == "train":
+        v.from_recipe = fill_recipe(data.get(kind), kind)
     work = v.build(WORK_SECTIONS[kind], data.get(kind), kind)
     if not v.problems:
         _check_cross_fields(v, kind, work)

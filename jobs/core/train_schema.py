@@ -252,6 +252,12 @@ class TrainSpec:
                     example="/scratch/$USER/celeba64/faces.h5")
     run_dir: str = opt(help="Checkpoints, samples, logs; a restart resumes from here",
                        path="output", example="/scratch/$USER/runs/cgan64")
+    recipe: Literal["classic", "modern"] = opt(
+        "classic", "A set of the fields below that work together (StyleGAN2-ADA's --cfg): "
+                   "it fills each of its fields that the spec leaves out, and a field the "
+                   "spec sets wins. classic: the fields' own defaults; modern: R3GAN's "
+                   "residual networks and relativistic loss with R1 and R2. The table "
+                   "'train.recipe' below lists every value")
     init_from: str = opt("", "Start from another run's weights: RUN_DIR (its newest checkpoint), "
                              "RUN_DIR:best (its checkpoint.keep_best snapshot) or "
                              "RUN_DIR:ckpt-N. G, D, the encoder and G's average are loaded; "

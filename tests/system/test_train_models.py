@@ -18,8 +18,9 @@ from jobs.core import exitcodes
 from jobs.core.signals import StopSignals
 from tests.conftest import QUIET_ENV, ROOT
 from tests.system.conftest import SMALL_DIGITS
-from tests.system.training import (READ_EVERY, STEPS, digests, killed_after_epoch, rank_rows,
-                                   run_train, spec_for, tf_checkpoint_reader, train_cmd)
+from tests.system.training import (READ_EVERY, STEPS, digests, figures, killed_after_epoch,
+                                   rank_rows, run_train, spec_for, tf_checkpoint_reader,
+                                   train_cmd)
 
 
 def assert_ranks_read_disjoint_slices(run_dir: Path, data: Path, epochs: int, batch: int
@@ -55,8 +56,11 @@ def test_processes_no_launcher_joins_refuse_to_train_alone(digits16, tmp_path):
 
 
 
-def test_guard_rolls_back_only_the_failing_model_then_stops(digits16, tmp_path, monkeypatch):
-    """An injected collapse: D's loss is forced out of bounds from step 40 on."""
+@pytest.mark.parametrize("recipe", ["classic", "modern"])
+def test_guard_rolls_back_only_the_failing_model_then_stops(digits16, tmp_path, recipe):
+    """An injected collapse: D's loss is forced out of bounds from step 40 on; with the classic
+    networks and with the modern recipe's (residual networks, the relativistic loss, whose
+    reported losses are those of the centred logits)."""
     import tensorflow as tf
 
     from gan.parallel import distributed
@@ -68,7 +72,8 @@ def test_guard_rolls_back_only_the_failing_model_then_stops(digits16, tmp_path, 
         tmp_path, digits16, tmp_path / "run")[2::2] + [
         "train.guard.snapshot_every_steps=5", "train.guard.max_failures=3",
         "train.guard.d_real_band=[0.0, 10.0]", "train.guard.d_fake_band=[0.0, 10.0]",
-        "train.guard.g_band=[0.0, 10.0]", "train.read_every_steps=1"]))  # judged per step
+        "train.guard.g_band=[0.0, 10.0]", "train.read_every_steps=1",  # judged per step
+        f"train.recipe={recipe}"]))
     trainer = loop.Trainer(spec.work, distributed.World(0, 1, 0))
     real_step = trainer.step_fn
     before, after = {}, {}  # step -> (D weights, G weights) before/after that step trains
@@ -172,6 +177,24 @@ MODEL_SETS = {  # the registry's other models, on the small test settings of spe
 }
 
 
+def assert_tools_work_on_residual_networks(run_dir: Path, data: Path, tmp_path: Path,
+                                           sets: list[str]) -> None:
+    """The sampler's tools on residual networks: interpolation, attribute arithmetic (judged
+    by the AE-AC-GAN's own encoder), export to a plain Keras file, and a fine-tune from the
+    run (init_from) with D's first residual stage frozen."""
+    interp = figures(run_dir, tmp_path / "interp", "generate_interpolate", "generate.steps=3")
+    assert all(Path(p).exists() for p in interp["interpolate"].values()), interp
+    arith = figures(run_dir, tmp_path / "arith", "generate_arithmetic",
+                    "generate.attribute=digit_1", "generate.samples=200", "generate.steps=3")
+    assert arith["judge"] == "encoder" and len(arith["share_with_attribute"]) == 3, arith
+    export = figures(run_dir, tmp_path / "export", "generate_grid", "generate.task=export")
+    assert Path(export["export"]).suffix == ".keras", export
+    tuned = run_train(*spec_for(tmp_path, data, tmp_path / "tuned", *sets, "train.epochs=1",
+                                f"train.init_from={run_dir}", "train.freeze_d=1"))
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    assert "froze" in tuned.stderr.lower(), tuned.stderr[-3000:]
+
+
 @pytest.mark.parametrize("model", sorted(MODEL_SETS))
 def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, digits_small,
                                                                      tmp_path):
@@ -197,6 +220,8 @@ def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, digi
         assert sum("dynamic_scale" in name for name in tf_checkpoint_reader(tmp_path / "a")) == 2
     if model.startswith("aeacgan"):  # its extra losses are logged too
         assert {"d_attr", "g_attr", "ae_mae"} <= set(header)
+    if model == "aeacgan-residual":
+        assert_tools_work_on_residual_networks(tmp_path / "a", digits_small, tmp_path, sets)
     horovodrun = shutil.which("horovodrun", path=str(Path(sys.executable).parent))
     two = subprocess.run([horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", *train_cmd(
         *spec_for(tmp_path, digits_small, tmp_path / "c", *sets, "train.batch_size=32"))],

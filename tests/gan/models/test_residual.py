@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from gan.models import builders
+from gan.models.residual_shape import BLOCKS
 from jobs.core.train_schema import ModelSpec
 
 SIZES = {16: ([32, 16], [16, 32]), 32: ([32, 16, 8], [8, 16, 32]),
@@ -54,7 +55,7 @@ def test_each_residual_block_starts_as_the_identity():
     nets = builders.build(residual("dcgan", 32), 3, 3)
     adds = [layer for m in (nets.generator, nets.discriminator) for layer in m.layers
             if layer.name.endswith("_add")]
-    assert len(adds) == 6
+    assert len(adds) == 2 * 3 * BLOCKS  # G's and D's 3 stages
     for add in adds:
         projects = add.name.replace("_add", "_project")
         model = nets.generator if projects.startswith("g_") else nets.discriminator
@@ -74,8 +75,9 @@ def test_freezing_ds_first_stage_freezes_its_stem_block_and_transition():
     nets = builders.build(residual("aeacgan", 16), 3, 3, 5)
     frozen = builders.freeze_discriminator(nets.discriminator, 1)
     names = {v.path.split("/")[0] for v in frozen}
-    assert names == {"d_down0_stem", "d_down0_block_expand", "d_down0_block_depthwise",
-                     "d_down0_block_project", "d_down0"}
+    blocks = {f"d_down0_block{j}_{layer}" for j in range(BLOCKS)
+              for layer in ("expand", "depthwise", "project")}
+    assert names == {"d_down0_stem", "d_down0"} | blocks
     assert not [v for v in nets.discriminator.trainable_variables if v.path.startswith("d_down0")]
 
 
