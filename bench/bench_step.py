@@ -44,8 +44,8 @@ from bench.bench_train import random_images  # noqa: E402
 from bench.table import Table, add_size_flags, by_size  # noqa: E402
 from gan.parallel import distributed  # noqa: E402
 from gan.preflight import device_peak_flops  # noqa: E402
-from gan.training.outputs import RunOutputs  # noqa: E402
 from gan.training.loop import Trainer  # noqa: E402
+from gan.training.outputs import RunOutputs  # noqa: E402
 from jobs.core import runtime  # noqa: E402
 from jobs.core.loader import load_spec, parse_set_args  # noqa: E402
 from jobs.core.signals import StopSignals  # noqa: E402

@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from gan import export as exporter
-from gan.quality import metrics
 from gan.models import latents
-from gan.quality.arithmetic import arithmetic as draw_arithmetic
 from gan.models.conditioning import ConditioningError
-from gan.training.data import ImageSet
+from gan.models.sampler import NoCheckpoint, Sampler
+from gan.quality import metrics
+from gan.quality.arithmetic import arithmetic as draw_arithmetic
 from gan.quality.evaluate import attribute_f1 as f1_scores
 from gan.quality.evaluate import classifier_score as score
-from gan.models.sampler import NoCheckpoint, Sampler
+from gan.training.data import ImageSet
 from jobs.core import exitcodes, facefile
 from jobs.core.files import atomic_write_json
 from jobs.core.grids import save_grid
@@ -168,8 +168,8 @@ def log_quality(result: dict) -> None:
              "generated %.2f, untrained %.2f, real %.2f%s",
              *(tuple(round(1000 * v, 2) for v in result["kid"][k]) for k in names),
              *(result["face_rate"][k] for k in ("generated", "untrained", "real")),
-             "" if "recall" not in result else "; recall: generated %.2f, untrained %.2f, "
-             "real vs real %.2f" % tuple(result["recall"][k] for k in names))
+             "" if "recall" not in result else "; recall: generated {:.2f}, untrained {:.2f}, "
+             "real vs real {:.2f}".format(*(result["recall"][k] for k in names)))
 
 
 def export(sampler, work: GenerateSpec, out: Path) -> dict:

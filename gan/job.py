@@ -5,7 +5,7 @@ import dataclasses
 import logging
 import os
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 from gan.parallel import devices, distributed
 from jobs.core import chain, exitcodes, files, runlock, runtime

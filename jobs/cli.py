@@ -12,15 +12,15 @@ from pathlib import Path
 
 import yaml
 
-from jobs.core import chain, exitcodes, runtime
-from jobs import kinds, pipeline, plan_scaling, runner, schema_doc, scheduler
+from jobs import kinds, pipeline, plan_scaling, runner, scheduler, schema_doc
 from jobs.checks import ensure_checked
+from jobs.core import chain, exitcodes, runtime
 from jobs.core.loader import SpecError, check_paths, load_spec, parse_set_args
+from jobs.core.runtime import array_index_from_env
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
 from jobs.status import status
 from jobs.submit import preflight, submit
-from jobs.core.runtime import array_index_from_env
 from jobs.sweep import format_table, summary, summary_columns, swept_keys
 from jobs.sweep_plot import plot_summary
 
@@ -96,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print every spec field with its default and meaning")
     p.add_argument("--markdown", action="store_true",
                    help="as docs/spec-reference.md's markdown tables")
-    p.add_argument("--update-readme", metavar="FILE",
-                   help="rewrite the field reference in this file (docs/spec-reference.md)")
+    p.add_argument("--update", "--update-readme", metavar="FILE", dest="update",
+                   help="rewrite the field reference between the markers in this file "
+                        "(docs/spec-reference.md; --update-readme is its older name)")
     return parser
 
 
@@ -219,8 +220,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    if args.update_readme:
-        schema_doc.update_readme(args.update_readme)
+    if args.update:
+        schema_doc.update_reference(args.update)
         return exitcodes.OK
     print(schema_doc.render(markdown=args.markdown))
     return exitcodes.OK

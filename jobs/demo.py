@@ -20,8 +20,9 @@ import logging
 import sys
 from pathlib import Path
 
-from jobs.core import exitcodes, runtime
 from jobs.cli import main as jobs_main
+from jobs.core import exitcodes, runtime
+from preprocess.fixture import build
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "jobs" / "examples"
@@ -63,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     sets = [arg for item in parse_args(argv).set for arg in ("--set", item)]
     runtime.configure()
     if not (DEFAULT_DATA / "fixture_truth.json").exists():
-        from preprocess.fixture import build
-
         log.info("building the default face set in %s", DEFAULT_DATA)
         build(DEFAULT_DATA)
     for command in (["submit", str(EXAMPLES / "pipeline_demo.yaml"), "--executor", "local",

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from gan import families
+from gan import job as train_job  # light: it imports TensorFlow only when a training runs
 from jobs.core import chain, exitcodes
 from jobs.core.files import wrong_checksum
 from jobs.core.loader import inception_sections, pipeline_problems, pipeline_stages
@@ -28,6 +29,7 @@ from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
 from jobs.early_stop import BOARD, Judge
 from jobs.sweep import expand_points, point_spec, validate_points
+from preprocess import job as preprocess_job
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +85,7 @@ def _run_train(spec: JobSpec, launch: Launch) -> int:
     code = chain.link_exit(spec.work.run_dir, launch.link)  # a link after the run ended
     if code is not None:
         return code
-    from gan import job  # TensorFlow: only where a training runs
-
-    return int(job.run(spec, fresh=launch.fresh, stop=launch.stop, link=launch.link,
+    return int(train_job.run(spec, fresh=launch.fresh, stop=launch.stop, link=launch.link,
                        judge=launch.judge))
 
 
@@ -120,15 +120,11 @@ def _run_generate(spec: JobSpec, launch: Launch) -> int:
 
 
 def _run_preprocess(spec: JobSpec, launch: Launch) -> int:
-    from preprocess import job
-
-    return int(job.run(spec, index=launch.index, fresh=launch.fresh))
+    return int(preprocess_job.run(spec, index=launch.index, fresh=launch.fresh))
 
 
 def _run_merge(spec: JobSpec, launch: Launch) -> int:
-    from preprocess import job
-
-    return int(job.run_merge(spec))
+    return int(preprocess_job.run_merge(spec))
 
 
 def merge_spec(preprocess: JobSpec) -> JobSpec:

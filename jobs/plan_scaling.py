@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gan.parallel import devices
-
 from gan import scaling
+from gan.parallel import devices
 from jobs import kinds
 from jobs.core.schema import JobSpec
 

@@ -15,9 +15,8 @@ from typing import Any
 
 from gan.parallel.devices import gpu_reason
 from jobs import kinds
-from jobs.core.fields import walltime_minutes
+from jobs.core.fields import iter_path_fields, walltime_minutes
 from jobs.core.schema import JobSpec, Resources
-from jobs.core.fields import iter_path_fields
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SLURM_DIR = PROJECT_ROOT / "slurm"

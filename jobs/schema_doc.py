@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import typing
 from dataclasses import MISSING, fields, is_dataclass
+from pathlib import Path
 
 from gan.families import FAMILIES
 from jobs.core.loader import _type_name
 from jobs.core.recipes import RECIPE_HELP, RECIPES
 from jobs.core.schema import TOP_LEVEL_HELP, WORK_SECTIONS, Resources
-
 
 # choices declared outside the schema (the model families live with the models)
 CHOICES = {"train.model.name": ": " + "; ".join(f"{name}: {fam.summary}"
@@ -85,14 +85,12 @@ def _recipe_table(markdown: bool) -> list[str]:
         for k in keys]
 
 
-README_START, README_END = "<!-- fields:start -->", "<!-- fields:end -->"
+FIELDS_START, FIELDS_END = "<!-- fields:start -->", "<!-- fields:end -->"
 
 
-def update_readme(path) -> None:
+def update_reference(path) -> None:
     """Replace a page's field reference (docs/spec-reference.md) with the current schema."""
-    from pathlib import Path
-
     text = Path(path).read_text()
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    Path(path).write_text(f"{head}{README_START}\n{render(markdown=True)}{README_END}{tail}")
+    head, rest = text.split(FIELDS_START, 1)
+    _, tail = rest.split(FIELDS_END, 1)
+    Path(path).write_text(f"{head}{FIELDS_START}\n{render(markdown=True)}{FIELDS_END}{tail}")

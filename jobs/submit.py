@@ -22,8 +22,13 @@ from jobs.core import chain, exitcodes, runtime, signals
 from jobs.core.loader import SpecError, pipeline_stages
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
-from jobs.scheduler import (array_size, dependency_options, log_dir,
-                             submitit_executor_args, submitit_parameters)
+from jobs.scheduler import (
+    array_size,
+    dependency_options,
+    log_dir,
+    submitit_executor_args,
+    submitit_parameters,
+)
 
 log = logging.getLogger(__name__)
 RECORDS = "submissions.jsonl"

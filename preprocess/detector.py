@@ -30,8 +30,14 @@ import numpy as np
 import tensorflow as tf
 from mtcnn import MTCNN
 from mtcnn.stages import StageONet, StagePNet, StageRNet
-from mtcnn.utils.bboxes import (generate_bounding_box, limit_bboxes, resize_to_square,
-                                smart_nms_from_bboxes, to_json, upscale_bboxes)
+from mtcnn.utils.bboxes import (
+    generate_bounding_box,
+    limit_bboxes,
+    resize_to_square,
+    smart_nms_from_bboxes,
+    to_json,
+    upscale_bboxes,
+)
 from mtcnn.utils.images import apply_scales, build_scale_pyramid
 
 from preprocess.pyramid import levels_to_skip
@@ -126,7 +132,7 @@ class Detector:
                        input_as_width_height=False)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shared_detector(fast: bool = True) -> Detector:
     """One detector per process and mode (loading the weights takes a while)."""
     return Detector(fast)

@@ -14,18 +14,19 @@ import json
 import logging
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
+from tqdm import tqdm
 
 from jobs.core import facefile, runtime
 from jobs.core.ahead import read_ahead
+from jobs.core.fields import to_plain
 from jobs.core.files import atomic_write_json, remove_stale_temps
 from jobs.core.schema import PreprocessSpec
-from jobs.core.fields import to_plain
 from preprocess.decode import Skip, load_rgb
 from preprocess.faces import make_extractor
 from preprocess.inputs import PhotoSet, open_photo_set
@@ -218,8 +219,6 @@ class _Progress:
         self.total, self.label, self.done, self.next_log = total, label, 0, total / 10
         self.bar = None
         if runtime.show_progress():
-            from tqdm import tqdm
-
             self.bar = tqdm(total=total, desc=label, unit="photo")
 
     def advance(self, n: int, faces: int) -> None:

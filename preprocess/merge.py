@@ -17,6 +17,7 @@ import numpy as np
 
 from jobs.core import facefile
 from jobs.core.files import atomic_path, atomic_write_json
+from jobs.core.grids import save_grid
 from jobs.core.schema import PreprocessSpec
 from preprocess.extract import package_versions, spec_hash
 from preprocess.report import sum_reports
@@ -110,8 +111,6 @@ def merge(spec: PreprocessSpec, spec_source: str = "SPEC") -> Path:
 
 def write_sample_sheet(merged: Path, out: Path, count: int, seed: int) -> Path:
     """N random faces with their class names: look at the data before spending GPU hours."""
-    from jobs.core.grids import save_grid
-
     with facefile.open_h5(merged) as f:
         facefile.check_readable(f, merged)
         n = len(f[facefile.LABELS])
@@ -119,4 +118,5 @@ def write_sample_sheet(merged: Path, out: Path, count: int, seed: int) -> Path:
         images = f[facefile.IMAGES][pick]
         names = facefile.names(f, facefile.CLASS_NAMES)
         captions = [names[int(label)] for label in f[facefile.LABELS][pick]]
-    return save_grid(out, images, captions)
+    # an unlabelled set has one class ("all" when no rule made any): nothing to caption
+    return save_grid(out, images, captions if len(names) > 1 else None)

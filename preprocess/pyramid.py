@@ -27,7 +27,7 @@ applies the floor to mtcnn's own pyramid (``preprocess.detector``).
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
 

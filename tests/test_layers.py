@@ -117,6 +117,59 @@ def test_no_import_the_graph_cannot_see():
     assert not hidden, "\n".join(hidden)
 
 
+# Libraries slow to import (TensorFlow: seconds) or absent where the base runs: a function may
+# import these, or a project module that imports one at its top, lazily, so that the CLI,
+# plan and validate start in a fraction of a second. Nothing else is imported in a function.
+HEAVY = {"tensorflow", "keras", "horovod", "sklearn", "skimage", "matplotlib", "mtcnn", "absl"}
+
+
+def _imports(path: Path, inside_functions: bool) -> list[tuple[int, str, str | None]]:
+    """(line, module, imported name or None) of the imports at a module's top level, or of
+    those inside its functions."""
+    tree = ast.parse(path.read_text(), str(path))
+    nested = {id(sub) for node in ast.walk(tree)
+              if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+              for sub in ast.walk(node) if isinstance(sub, (ast.Import, ast.ImportFrom))}
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)) or \
+                (id(node) in nested) != inside_functions:
+            continue
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name, None) for a in node.names]
+        elif node.module:
+            found += [(node.lineno, node.module, a.name) for a in node.names]
+    return found
+
+
+def _resolve(module: str, name: str | None, known: dict[str, Path]) -> str:
+    full = f"{module}.{name}" if name else module
+    return full if full in known else module
+
+
+def _is_heavy(module: str, known: dict[str, Path], seen: set[str]) -> bool:
+    """A heavy library, or a project module whose top-level imports reach one."""
+    if module.split(".")[0] in HEAVY:
+        return True
+    if module not in known or module in seen:
+        return False
+    seen.add(module)
+    return any(_is_heavy(_resolve(m, n, known), known, seen)
+               for _, m, n in _imports(known[module], inside_functions=False))
+
+
+def test_imports_inside_functions_only_defer_heavy_libraries():
+    """CONTRIBUTING's rule: imports go at the top of a module, except the lazy imports of
+    HEAVY libraries (or of a project module that imports one), which keep the command line
+    fast."""
+    known = project_modules()
+    wrong = [f"{module}:{line} imports {_resolve(m, n, known)} inside a function"
+             for module, path in known.items()
+             for line, m, n in _imports(path, inside_functions=True)
+             if not _is_heavy(_resolve(m, n, known), known, set())]
+    assert not wrong, "\n".join(wrong)
+
+
 JOB_KINDS = "train|sweep|preprocess|merge|generate|pipeline"
 KIND_COMPARISON = re.compile(rf"""\.kind\s*(==|!=)\s*["']({JOB_KINDS})["']"""
                              rf"""|\.kind\s+(not\s+)?in\s*[(\[{{]\s*["']({JOB_KINDS})["']""")

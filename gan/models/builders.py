@@ -19,7 +19,7 @@ image size and the number of upsampling blocks, so G and D always agree on shape
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 from keras import layers
@@ -28,7 +28,6 @@ from gan.families import family
 from gan.models import residual
 from gan.models.networks import Networks
 from jobs.core.schema import ModelSpec
-
 
 # D's blocks (``train.freeze_d`` counts them from the input): block i is the layer named
 # ``d_down{i}``, a stride-2 convolution (residual: the stage's transition), with any layer

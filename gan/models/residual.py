@@ -45,7 +45,6 @@ from gan.models.residual_shape import BLOCKS, EXPANSION, TRANSITION
 from jobs.core.schema import ModelSpec
 
 
-
 def _he(blocks: int) -> keras.initializers.Initializer:
     """He initialization with the variance scaled by blocks^-1/2 (fix-up)."""
     return keras.initializers.VarianceScaling(2.0 * max(blocks, 1) ** -0.5, "fan_in",

@@ -14,12 +14,12 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from gan.models import builders, latents
 from gan.families import family
-from gan.training.checkpoint import SPEC_FILE, read_best, restore_newest
-from gan.training.outputs import BEST_DIR, BEST_RECORD
+from gan.models import builders, latents
 from gan.models.conditioning import Conditioning, ConditioningError
+from gan.training.checkpoint import SPEC_FILE, read_best, restore_newest
 from gan.training.data import ImageSet
+from gan.training.outputs import BEST_DIR, BEST_RECORD
 from gan.training.state import configure_tensorflow
 from jobs.core.images import to_uint8
 from jobs.core.loader import parse_spec

@@ -12,8 +12,8 @@ import logging
 
 import numpy as np
 
-from jobs.core.images import to_signed_unit
 from gan.quality.evaluate import pixel_features as _features
+from jobs.core.images import to_signed_unit
 
 log = logging.getLogger(__name__)
 JUDGE_TRAIN_MAX = 20_000  # real images the fallback judge is fitted on

@@ -18,10 +18,10 @@ import logging
 import numpy as np
 import tensorflow as tf
 
+from gan.models.sampler import Sampler
+from gan.parallel.distributed import World
 from gan.quality import metrics
 from gan.training.data import ImageSet
-from gan.parallel.distributed import World
-from gan.models.sampler import Sampler
 from jobs.core.schema import MetricsSpec
 
 log = logging.getLogger(__name__)

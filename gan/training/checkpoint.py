@@ -21,10 +21,10 @@ import yaml
 
 from gan.parallel import distributed
 from gan.training.outputs import BEST_DIR, BEST_RECORD, better
-from jobs.core.files import atomic_write_json, atomic_write_text, why
-from jobs.core.schema import TrainSpec
 from jobs.core.fields import to_plain
+from jobs.core.files import atomic_write_json, atomic_write_text, why
 from jobs.core.rundir import CHECKPOINTS, SPEC_FILE
+from jobs.core.schema import TrainSpec
 
 log = logging.getLogger(__name__)
 

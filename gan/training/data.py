@@ -15,9 +15,9 @@ re-checksums) a chunk for every batch that touches it once the chunk outgrows it
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 

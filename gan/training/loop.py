@@ -23,27 +23,27 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
-from gan.parallel import distributed
-
-from gan.training import staging, steps, warmstart
-from gan.quality import meter
-from gan.training.augment import Adaptive
-from gan.training.schedules import Schedules
-from gan.training.checkpoint import BestSnapshot, RunCheckpoints, SpecMismatch
+from gan.families import READS, family
+from gan.models.builders import Networks
 from gan.models.conditioning import Conditioning
+from gan.models.sampler import GRID_PER_CLASS, Sampler
+from gan.parallel import distributed
+from gan.quality import meter
+from gan.training import staging, steps, warmstart
+from gan.training.augment import Adaptive
+from gan.training.checkpoint import BestSnapshot, RunCheckpoints, SpecMismatch
 from gan.training.data import ImageSet, Split
 from gan.training.ema import Ema
-from gan.families import READS, family
 from gan.training.guard import Guard
-from gan.models.builders import Networks
 from gan.training.outputs import QUALITY, RunOutputs
 from gan.training.pending import PendingSteps, read_due
-from gan.models.sampler import GRID_PER_CLASS, Sampler
+from gan.training.schedules import Schedules
 from gan.training.state import TrainState, configure_tensorflow
 from jobs.core import exitcodes, runtime
-from jobs.core.signals import StopSignals
 from jobs.core.schema import TrainSpec
+from jobs.core.signals import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -307,8 +307,6 @@ class Trainer:
     def _progress(self, epoch: int, start_step: int):
         if not (self.world.is_chief and runtime.show_progress()):
             return None
-        from tqdm import tqdm
-
         return tqdm(total=self.steps_per_epoch, initial=start_step, unit="step",
                     desc=f"epoch {epoch + 1}/{self.spec.epochs}")
 

@@ -23,8 +23,9 @@ E[sign D(real)] read the logits centred on the batch's midpoint, (mean real + me
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import tensorflow as tf
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from jobs.core.files import atomic_path, atomic_write_text
+from jobs.core.grids import save_grid
 from jobs.core.rundir import BEST_DIR, BEST_RECORD  # noqa: F401 - their home, re-exported
 
 log = logging.getLogger(__name__)
@@ -187,8 +188,6 @@ class RunOutputs:
         plt.close(fig)
 
     def _samples(self, epoch: int, images: np.ndarray, per_class: int) -> None:
-        from jobs.core.grids import save_grid
-
         captions = [self.class_names[i // per_class] for i in range(len(images))]
         save_grid(self.dir / "samples" / f"epoch_{epoch:04d}.png", images, captions,
                   columns=per_class)

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from gan.parallel import distributed
-
-from gan.training import ema, schedules
-
 from gan.models import builders
 from gan.models.conditioning import Conditioning
+from gan.parallel import distributed
+from gan.training import ema, schedules
 from jobs.core.schema import TrainSpec
-
 
 # train.precision -> Keras' policy: float32 weights always, the compute in the named type
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}

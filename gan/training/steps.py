@@ -29,19 +29,19 @@ requeued job pays before its first step, and a test suite on every process.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 import tensorflow as tf
 
-from gan.parallel import distributed
-
-from gan.models import latents
-from gan.training.augment import augment
 from gan.families import family
+from gan.models import latents
+from gan.models.builders import Networks
+from gan.parallel import distributed
+from gan.training.augment import augment
 from gan.training.loss import Loss, accuracies, attribute_bce
 from gan.training.state import loss_scale
-from gan.models.builders import Networks
 from jobs.core.images import to_signed_unit
 from jobs.core.schema import TrainSpec
 

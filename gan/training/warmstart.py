@@ -27,8 +27,14 @@ from gan.parallel import distributed
 from gan.training.checkpoint import SpecMismatch, read_best
 from gan.training.state import TrainState
 from jobs.core.files import atomic_write_json, why
-from jobs.core.rundir import (BEST_DIR, CHECKPOINTS, FIELD, INIT_RECORD, checkpoint_problem,
-                              split_init_from)
+from jobs.core.rundir import (
+    BEST_DIR,
+    CHECKPOINTS,
+    FIELD,
+    INIT_RECORD,
+    checkpoint_problem,
+    split_init_from,
+)
 from jobs.core.schema import TrainSpec
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,9 @@ release the GIL while they work, so the reading hides behind the computing.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 _END = object()

@@ -8,10 +8,11 @@ exactly one place.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import fields, is_dataclass
 import difflib
 import re
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import fields, is_dataclass
+from typing import Any
 
 _MISSING = dataclasses.MISSING
 

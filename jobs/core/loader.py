@@ -12,17 +12,24 @@ import os
 import re
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 from jobs.core import facefile
 from jobs.core.fields import iter_path_fields, nearest
 from jobs.core.recipes import fill_recipe
-from jobs.core.sweep_rules import check_sweep
-from jobs.core.schema import (MANAGED_SBATCH_OPTIONS, TOP_LEVEL_HELP, WORK_SECTIONS, JobSpec,
-                              Resources, SpecError)
+from jobs.core.schema import (
+    MANAGED_SBATCH_OPTIONS,
+    TOP_LEVEL_HELP,
+    WORK_SECTIONS,
+    JobSpec,
+    Resources,
+    SpecError,
+)
 from jobs.core.specfile import parse_scalar, parse_yaml, read_spec_text
+from jobs.core.sweep_rules import check_sweep
 from jobs.core.train_schema import schedule_problems
 
 __all__ = ["SpecError", "load_spec", "parse_spec", "parse_set_args", "check_paths",

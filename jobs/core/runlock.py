@@ -39,9 +39,9 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from jobs.core.chain import NO_CHAIN, Link
 from jobs.core.files import atomic_write_text

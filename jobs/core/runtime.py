@@ -6,6 +6,7 @@ before TensorFlow is imported, which is why it lives here and not in ``gan/``.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -52,8 +53,6 @@ def show_progress() -> bool:
 
 
 def _importable(name: str) -> bool:
-    import importlib.util
-
     return importlib.util.find_spec(name) is not None
 
 

@@ -10,12 +10,33 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from jobs.core.fields import (SECRET_MARKERS, is_secret_name, iter_path_fields, nearest, opt,
-                              parse_walltime, section, to_plain)
-from jobs.core.train_schema import (AUGMENTATIONS, AugmentSpec, CheckpointSpec,  # noqa: F401
-                                    EmaSpec, GuardSpec, InceptionSpec, LatentSpec, LossSpec,
-                                    MetricsSpec, ModelSpec, NEAREST_K_HELP, OptimizerSpec,
-                                    PRECISION_RECALL_HELP, ScheduleSpec, TrainSpec)
+from jobs.core.fields import (
+    SECRET_MARKERS,
+    is_secret_name,
+    iter_path_fields,
+    nearest,
+    opt,
+    parse_walltime,
+    section,
+    to_plain,
+)
+from jobs.core.train_schema import (  # noqa: F401
+    AUGMENTATIONS,
+    NEAREST_K_HELP,
+    PRECISION_RECALL_HELP,
+    AugmentSpec,
+    CheckpointSpec,
+    EmaSpec,
+    GuardSpec,
+    InceptionSpec,
+    LatentSpec,
+    LossSpec,
+    MetricsSpec,
+    ModelSpec,
+    OptimizerSpec,
+    ScheduleSpec,
+    TrainSpec,
+)
 
 CELEBA_ATTRIBUTES = (
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "

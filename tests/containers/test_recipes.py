@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from jobs.core.loader import load_spec, parse_set_args
 from jobs.scheduler import container_command, sbatch_argv, submitit_executor_args
 from tests.conftest import ROOT

@@ -5,9 +5,7 @@ from __future__ import annotations
 import inspect
 
 from gan import families
-
 from gan.models import builders
-
 from gan.training import steps
 from jobs.core import exitcodes
 from jobs.sweep import SUMMARY_COLUMNS

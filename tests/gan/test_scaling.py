@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from gan import families, scaling
-
 from gan.models import builders
 from jobs.core.loader import load_spec, parse_set_args
 from tests.conftest import ROOT
@@ -88,8 +87,7 @@ def test_parameter_counts_match_the_built_models(name):
 def test_forward_flops_match_tensorflows_count_within_a_percent(name):
     """TensorFlow's profiler also counts bias adds and activations: a fraction of a percent."""
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import \
-        convert_variables_to_constants_v2
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     spec, side = CASES[name], CASES[name].image_size
     nets = builders.build(spec, 7, 3, 40)

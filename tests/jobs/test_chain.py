@@ -11,9 +11,9 @@ from jobs.checks import deep_problems
 from jobs.core import chain, exitcodes, runlock
 from jobs.core.chain import Link, link_exit, parse_link, record_outcome
 from jobs.core.loader import load_spec, parse_set_args
+from jobs.pipeline import render_plan as pipeline_plan
 from jobs.scheduler import render_plan
 from jobs.submit import make_executor
-from jobs.pipeline import render_plan as pipeline_plan
 from tests.conftest import ROOT, run_cli
 from tests.jobs.test_scheduler import preprocess, train  # noqa: F401 - fixtures
 

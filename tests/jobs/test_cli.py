@@ -8,8 +8,8 @@ import yaml
 
 from jobs.core import exitcodes
 from jobs.core.loader import load_spec
-from jobs.schema_doc import render
 from jobs.scheduler import sbatch_argv, submitit_parameters
+from jobs.schema_doc import render
 from tests.conftest import ROOT, run_cli
 
 EXAMPLES = sorted(str(p) for p in (ROOT / "jobs" / "examples").glob("*.yaml"))
@@ -155,7 +155,7 @@ def test_help_lists_commands_and_exit_codes():
 def test_the_spec_reference_is_current():
     reference = (ROOT / "docs/spec-reference.md").read_text()
     assert render(markdown=True) in reference, (
-        "docs/spec-reference.md is stale: python -m jobs schema --update-readme "
+        "docs/spec-reference.md is stale: python -m jobs schema --update "
         "docs/spec-reference.md")
 
 

@@ -3,10 +3,10 @@ script exists, and what the table says is what Slurm is asked for."""
 from __future__ import annotations
 
 from jobs import kinds
+from jobs.core import exitcodes
 from jobs.core.loader import load_spec, parse_set_args
 from jobs.core.schema import WORK_SECTIONS
 from jobs.scheduler import array_size, requeues_itself, sbatch_argv, slurm_options
-from jobs.core import exitcodes
 from tests.conftest import ROOT, run_cli
 
 EXAMPLES = ROOT / "jobs/examples"

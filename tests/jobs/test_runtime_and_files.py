@@ -11,8 +11,13 @@ import pytest
 
 from jobs.core import exitcodes, runtime, signals
 from jobs.core.fields import parse_walltime, walltime_minutes
-from jobs.core.files import (atomic_path, atomic_write_json, atomic_write_text,
-                             remove_stale_temps, temp_name)
+from jobs.core.files import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    remove_stale_temps,
+    temp_name,
+)
 from jobs.core.signals import StopSignals
 
 

@@ -11,9 +11,17 @@ from jobs.core import exitcodes
 from jobs.core.fields import walltime_minutes
 from jobs.core.loader import load_spec, parse_set_args
 from jobs.core.schema import MANAGED_SBATCH_OPTIONS
-from jobs.scheduler import (PROJECT_ROOT, SLURM_DIR, SRUN_RANK_ARGS, dependency_options,
-                             render_plan, sbatch_argv, slurm_options, submitit_executor_args,
-                             submitit_parameters)
+from jobs.scheduler import (
+    PROJECT_ROOT,
+    SLURM_DIR,
+    SRUN_RANK_ARGS,
+    dependency_options,
+    render_plan,
+    sbatch_argv,
+    slurm_options,
+    submitit_executor_args,
+    submitit_parameters,
+)
 from jobs.submit import make_executor
 from tests.conftest import ROOT, run_cli
 

@@ -11,9 +11,9 @@ import h5py
 import numpy as np
 import pytest
 
+from jobs.core.ahead import read_ahead
 from jobs.core.schema import FaceSpec, PreprocessSpec
 from preprocess.decode import Skip
-from jobs.core.ahead import read_ahead
 from preprocess.extract import LEGACY, Tuning, iter_windows, process_shard
 from preprocess.faces import MtcnnExtractor
 from preprocess.fixture import build

@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jobs.core import facefile
+from jobs.core.grids import image_grid
 from jobs.core.schema import ClassRule, FaceSpec, PreprocessSpec
 from preprocess.decode import Skip, load_rgb
 from preprocess.faces import Face, crop_face
 from preprocess.fixture import write_hostile_photos
 from preprocess.inputs import list_images, shard_slice
 from preprocess.labels import Labeler
+from preprocess.merge import write_sample_sheet
 
 
 def test_shards_partition_the_list_deterministically():
@@ -117,3 +120,15 @@ def test_hostile_files_are_listed_then_converted_or_skipped_with_their_reason(tm
     rotated, _ = load_rgb(tmp_path / "exif_rotated.jpg", min_side=20)
     assert rotated.shape == upright.shape  # turned the right way: not lying on its side
     assert np.abs(rotated.astype(int) - upright).mean() < 8
+
+
+@pytest.mark.parametrize("names, captioned", [(["all"], False), (["smiling", "other"], True)])
+def test_the_sample_sheet_captions_classes_only_when_there_are_some(tmp_path, names, captioned):
+    """An unlabelled set (one class, "all") gets a sheet without captions; a labelled one
+    names each face's class under it."""
+    images = np.full((4, 16, 16, 3), 128, np.uint8)
+    merged = facefile.write_arrays(tmp_path / "faces.h5", images,
+                                   np.arange(4) % len(names), class_names=names)
+    sheet = Image.open(write_sample_sheet(merged, tmp_path / "sheet.png", 4, seed=0))
+    plain = image_grid(images, None, None)
+    assert (sheet.size != plain.size) == captioned, (sheet.size, plain.size)

@@ -16,9 +16,9 @@ def test_aeacgan_learns_its_attributes(trained_aeacgan, digits16, tmp_path):
     direction really adds the attribute. The figures come from a copy of the run whose
     training data has gone: F1 reads real images from ``generate.data`` alone, and the
     arithmetic's judge is the model's own encoder, which needs none."""
+    from gan.models.sampler import Sampler
     from gan.quality.digits import DigitJudge
     from gan.quality.evaluate import conditional_accuracy
-    from gan.models.sampler import Sampler
 
     accuracy = conditional_accuracy(Sampler.load(trained_aeacgan), DigitJudge(), 100)
     assert accuracy >= 0.90, f"conditional accuracy {accuracy:.3f}"

@@ -14,9 +14,9 @@ from tests.system.training import copy_run_without_its_data, figures
 def test_cgan_learns_digit_classes(trained_cgan):
     """≥ 90% conditional accuracy by a classifier trained on real digits (96-99% measured
     after these 40 epochs; the example as it is reaches 98% in the benchmark)."""
+    from gan.models.sampler import Sampler
     from gan.quality.digits import DigitJudge
     from gan.quality.evaluate import conditional_accuracy
-    from gan.models.sampler import Sampler
 
     sampler = Sampler.load(trained_cgan)  # the last epoch's generator, nothing else
     judge = DigitJudge()

@@ -13,9 +13,9 @@ def test_dcgan_covers_every_digit_and_its_arithmetic_moves_towards_one(trained_d
     """The unconditional DCGAN at 32x32, trained for its epochs without the guard stopping
     it: no mode collapse (every digit among its samples, none above 25%), and z + alpha*v
     along the "1" direction makes more ones."""
+    from gan.models.sampler import Sampler
     from gan.quality.digits import DigitJudge
     from gan.quality.evaluate import generate
-    from gan.models.sampler import Sampler
 
     sampler = Sampler.load(trained_dcgan)
     judge = DigitJudge(size=32)

@@ -20,9 +20,19 @@ import pytest
 from gan.training import staging
 from tests.conftest import ROOT, set_args
 from tests.system.test_horovod import HELPER, assert_synced_and_equal_to_one_process
-from tests.system.test_slurm import (epoch_rows, final_digest, give_time, hold_until_signalled,
-                                     job_alive, run_at_step, sacct, signalled_in, submit_sbatch,
-                                     train_spec, wait_state)
+from tests.system.test_slurm import (
+    epoch_rows,
+    final_digest,
+    give_time,
+    hold_until_signalled,
+    job_alive,
+    run_at_step,
+    sacct,
+    signalled_in,
+    submit_sbatch,
+    train_spec,
+    wait_state,
+)
 
 pytestmark = pytest.mark.slow
 EPOCHS = 3
@@ -99,7 +109,8 @@ def test_two_node_sbatch_job_requeues_at_walltime_and_resumes_exactly(
     start = 0
     for held in range(2):  # rank 0 paused until Slurm's walltime signal reached it via srun
         pid, start = run_at_step(log, lambda: job_alive(env, job), start, start=RANK0)
-        hold_until_signalled(pid, signal.SIGUSR1, lambda: signalled_in(log, start, RANK0))
+        hold_until_signalled(pid, signal.SIGUSR1,
+                             lambda start=start: signalled_in(log, start, RANK0))
         if held == 1:
             give_time(env, job)
         start += 1

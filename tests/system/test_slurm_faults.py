@@ -16,8 +16,15 @@ import pytest
 
 from jobs.core import exitcodes
 from tests.conftest import ROOT
-from tests.system.test_slurm import (digits, epoch_rows, run_at_step,  # noqa: F401 - fixture
-                                     sacct, submit_sbatch, train_spec, wait_state)
+from tests.system.test_slurm import (  # noqa: F401 - fixture
+    digits,
+    epoch_rows,
+    run_at_step,
+    sacct,
+    submit_sbatch,
+    train_spec,
+    wait_state,
+)
 
 pytestmark = pytest.mark.slow
 DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}

@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 
 from jobs.core import exitcodes
-from jobs.early_stop import BOARD, decide, read_rung
 from jobs.core.loader import load_spec
+from jobs.early_stop import BOARD, decide, read_rung
 from jobs.sweep import point_names
 from preprocess.fixture import build
 from tests.conftest import QUIET_ENV, ROOT
-from tests.system.test_slurm import (digits, sacct, submit_sbatch,  # noqa: F401 - fixture
-                                     train_spec, wait_state, write)
+from tests.system.test_slurm import digits, sacct, submit_sbatch, train_spec, wait_state, write  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
 DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}

@@ -17,8 +17,17 @@ import pytest
 
 from jobs.core import exitcodes
 from tests.conftest import QUIET_ENV, ROOT
-from tests.system.training import (EPOCHS, READ_EVERY, STEPS, digests, latest_checkpoint_step,
-                                   run_train, spec_for, train_cmd, wait_until_caught)
+from tests.system.training import (
+    EPOCHS,
+    READ_EVERY,
+    STEPS,
+    digests,
+    latest_checkpoint_step,
+    run_train,
+    spec_for,
+    train_cmd,
+    wait_until_caught,
+)
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,18 @@ from jobs.core.rundir import INIT_RECORD
 from jobs.core.signals import StopSignals
 from tests.conftest import QUIET_ENV, ROOT
 from tests.system.conftest import SMALL_DIGITS
-from tests.system.training import (READ_EVERY, STEPS, digests, figures, killed_after_epoch,
-                                   rank_rows, run_train, spec_for, tf_checkpoint_reader,
-                                   train_cmd)
+from tests.system.training import (
+    READ_EVERY,
+    STEPS,
+    digests,
+    figures,
+    killed_after_epoch,
+    rank_rows,
+    run_train,
+    spec_for,
+    tf_checkpoint_reader,
+    train_cmd,
+)
 
 
 def assert_ranks_read_disjoint_slices(run_dir: Path, data: Path, epochs: int, batch: int

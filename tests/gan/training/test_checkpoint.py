@@ -9,10 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
-from gan.parallel import distributed
-from gan.training.checkpoint import SpecMismatch
-from gan.quality.digits import write_digits
 from gan.models.sampler import Sampler
+from gan.parallel import distributed
+from gan.quality.digits import write_digits
+from gan.training.checkpoint import SpecMismatch
 from gan.training.loop import Trainer
 from jobs.core.loader import load_spec, parse_set_args
 from jobs.core.signals import StopSignals

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import gan.training.data
+from gan.training.data import ImageSet, Split
 from jobs.core import facefile
 from jobs.core.ahead import read_ahead
-from gan.training.data import ImageSet, Split
 
 N = 300
 LABELS = np.where(np.arange(N) < 60, 0, np.where(np.arange(N) < 150, 1, 2))

@@ -7,12 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gan.parallel import distributed
-
-from gan.models import builders, latents
-
-from gan.training import steps
 from gan.families import FAMILIES
+from gan.models import builders, latents
+from gan.parallel import distributed
+from gan.training import steps
 from gan.training.loss import Loss, accuracies, bce, hinge_d
 from gan.training.state import POLICIES, loss_scale, make_optimizer
 from jobs.core.train_schema import LossSpec, ModelSpec, TrainSpec

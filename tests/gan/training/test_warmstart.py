@@ -5,8 +5,8 @@ first K blocks of D stay as they are while the rest trains."""
 from __future__ import annotations
 
 import json
-import re
 import logging
+import re
 
 import numpy as np
 import pytest
