@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="array task to run (default: $SLURM_ARRAY_TASK_ID, else all tasks)")
     p.add_argument("--fresh", action="store_true",
                    help="training: refuse to reuse an existing run directory")
+    p.add_argument("--merge", action="store_true",
+                   help="a preprocess spec: only check its shards and merge them (what "
+                        "slurm/merge.sbatch runs after the array)")
     p.add_argument("--chain", type=_chain_link, default=chain.NO_CHAIN, metavar="FIRST:K",
                    help="link K of the resubmit chain that job FIRST started "
                         "(resources.resubmit): exit at once if the run ended, else resume")
@@ -160,6 +163,12 @@ def _paths_code(spec: JobSpec) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     spec = _load(args, args.spec)
+    if args.merge:
+        if not kinds.is_(spec, "preprocess"):
+            print(f"error: {args.spec} is a '{spec.kind}' spec; --merge merges a preprocess "
+                  "spec's shards", file=sys.stderr)
+            return exitcodes.INVALID_SPEC
+        spec = kinds.merge_spec(spec)
     index = args.index if args.index is not None else array_index_from_env()
     log.info("running %s '%s' from %s%s", spec.kind, spec.name, spec.source,
              f" (array task {index})" if index is not None else "")

@@ -145,6 +145,14 @@ def test_array_jobs_plan_one_array_with_throttle():
     assert submitit_parameters(sweep)["slurm_array_parallelism"] == 2
 
 
+def test_run_merge_takes_only_a_preprocess_spec():
+    train = ROOT / "jobs/examples/train_dcgan_digits.yaml"
+    proc = run_cli("run", str(train), "--merge")
+    assert proc.returncode == exitcodes.INVALID_SPEC and "Traceback" not in proc.stderr
+    assert f"{train} is a 'train' spec; --merge merges a preprocess spec's shards" in \
+        proc.stderr, proc.stderr
+
+
 def test_help_lists_commands_and_exit_codes():
     proc = run_cli("--help")
     assert proc.returncode == 0

@@ -20,6 +20,15 @@ def test_every_kind_has_an_sbatch_script():
     assert (ROOT / "slurm" / "merge.sbatch").is_file()
 
 
+def test_every_sbatch_script_runs_the_one_command_line():
+    """Every route ends in the runner: each script's job is ``python -m jobs run`` (the merge
+    as ``--merge``), never a second command line with checks of its own."""
+    for script in sorted((ROOT / "slurm").glob("*.sbatch")):
+        text = script.read_text()
+        assert '"$FACEGAN_PYTHON" -m jobs run "$spec"' in text, script.name
+        assert "-m preprocess" not in text, script.name
+
+
 def test_shellcheck_passes():
     assert shutil.which("shellcheck"), "no shellcheck: ./run test installs it (root, Debian)"
     proc = subprocess.run(["shellcheck", "-x", *map(str, SCRIPTS)], cwd=ROOT,

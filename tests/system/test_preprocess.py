@@ -81,7 +81,7 @@ def faces(tmp_path_factory):
     for proc in procs:
         _, err = proc.communicate(timeout=900)
         assert proc.returncode == 0, err
-    merged = run("-m", "preprocess", "merge", str(spec))
+    merged = run("-m", "jobs", "run", str(spec), "--merge")
     assert merged.returncode == 0, merged.stderr
     return {"root": root, "celeba": celeba, "spec": spec, "out": root / "out",
             "truth": load_truth(celeba), "data": read_merged(root / "out"),
@@ -198,12 +198,12 @@ def test_killed_task_leaves_no_valid_shard_and_rerun_matches(faces, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
     assert not final.exists(), "a killed task left a shard that looks valid"
-    merge = run("-m", "preprocess", "merge", str(spec))
+    merge = run("-m", "jobs", "run", str(spec), "--merge")
     assert merge.returncode == exitcodes.FAILED
     assert "shard 1: missing" in merge.stderr and "--array=1 " in merge.stderr
     assert run("-m", "jobs", "run", str(spec), "--index", "1").returncode == 0
     assert not list(out.glob(".*tmp-*")), "stale temporary was not cleaned up"
-    assert run("-m", "preprocess", "merge", str(spec)).returncode == 0
+    assert run("-m", "jobs", "run", str(spec), "--merge").returncode == 0
     again, clean = read_merged(out), read_merged(tmp_path / "clean")
     for name in ("images", "labels", "attributes", "source", "box", "keypoints"):
         np.testing.assert_array_equal(again[name], clean[name], err_msg=name)
@@ -218,7 +218,7 @@ def test_merge_refuses_shards_made_with_other_settings(faces, tmp_path):
         assert run("-m", "jobs", "run", str(spec), "--index", str(k)).returncode == 0
     other = make_spec(tmp_path, faces["celeba"], out, name="other", margin="0.5")
     assert run("-m", "jobs", "run", str(other), "--index", "2").returncode == 0
-    merge = run("-m", "preprocess", "merge", str(spec))
+    merge = run("-m", "jobs", "run", str(spec), "--merge")
     assert merge.returncode == exitcodes.FAILED
     assert "shard 2: was made with different preprocessing settings" in merge.stderr
 
@@ -308,7 +308,7 @@ def test_hostile_photos_are_converted_or_skipped_and_never_stop_a_shard(tmp_path
                             *sets], env=QUIET_ENV, cwd=ROOT, capture_output=True, text=True,
                            timeout=900)
     assert shard.returncode == 0, shard.stderr[-3000:]
-    assert run("-m", "preprocess", "merge", str(spec), *sets).returncode == 0
+    assert run("-m", "jobs", "run", str(spec), "--merge", *sets).returncode == 0
     report = json.loads((out / "faces.report.json").read_text())
     assert report["photos"] == len(truth) + len(good)
     skipped = skipped_reasons(report)
@@ -339,7 +339,7 @@ def test_merge_names_a_damaged_shard_and_the_task_that_rebuilds_it(faces, tmp_pa
         byte = f.read(1)
         f.seek(-1, os.SEEK_CUR)
         f.write(bytes([byte[0] ^ 0xFF]))
-    merge = run("-m", "preprocess", "merge", str(spec))
+    merge = run("-m", "jobs", "run", str(spec), "--merge")
     assert merge.returncode == exitcodes.FAILED
     assert "shard 1: damaged: dataset 'images' fails to read back near row 0" in merge.stderr
     assert "--array=1 " in merge.stderr and "Traceback" not in merge.stderr
