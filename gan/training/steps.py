@@ -181,6 +181,20 @@ class _Parts:
         return metrics, stop
 
 
+# the step builders by the name a family gives (gan.families: ``step``), each registered
+# below by @builds; gan.families names them as strings so that it never imports TensorFlow
+STEP_BUILDERS: dict[str, Callable[[_Parts, tuple, Optimizers], Callable]] = {}
+
+
+def builds(name: str):
+    """Register the decorated function as the step builder ``name``."""
+    def register(builder):
+        STEP_BUILDERS[name] = builder
+        return builder
+    return register
+
+
+@builds("adversarial")
 def adversarial(p: _Parts, nets: tuple, opts: Optimizers) -> Callable:
     G, D, _ = nets
 
@@ -212,6 +226,7 @@ def adversarial(p: _Parts, nets: tuple, opts: Optimizers) -> Callable:
     return train_step
 
 
+@builds("autoencoding")
 def autoencoding(p: _Parts, nets: tuple, opts: Optimizers) -> Callable:
     G, D, E = nets
     ae_variables = E.trainable_variables + G.trainable_variables
@@ -259,9 +274,9 @@ def autoencoding(p: _Parts, nets: tuple, opts: Optimizers) -> Callable:
 
 def make_step(config: StepConfig, nets: Networks, opts: Optimizers, world: distributed.World,
               draws: Draws, after_step: AfterStep) -> Callable:
-    """The family's step (``gan.families``: its ``step`` names one of the functions above):
+    """The family's step (``gan.families``: its ``step`` names a builder in STEP_BUILDERS):
     ``(images uint8, condition, step, stop) -> (metrics, summed stop)``, the metrics in the
     order of the family's ``metrics``."""
-    build = globals()[family(config.family).step]
+    build = STEP_BUILDERS[family(config.family).step]
     return build(_Parts(config, world, draws, after_step),
                  callable_networks(nets, config.jit_compile), opts)
