@@ -41,6 +41,19 @@ examples:
 """
 
 
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", type=int, default=None, metavar="K",
+                   help="array task to run (default: $SLURM_ARRAY_TASK_ID, else all tasks)")
+    p.add_argument("--fresh", action="store_true",
+                   help="training: refuse to reuse an existing run directory")
+    p.add_argument("--merge", action="store_true",
+                   help="a preprocess spec: only check its shards and merge them (what "
+                        "slurm/merge.sbatch runs after the array)")
+    p.add_argument("--chain", type=_chain_link, default=chain.NO_CHAIN, metavar="FIRST:K",
+                   help="link K of the resubmit chain that job FIRST started "
+                        "(resources.resubmit): exit at once if the run ended, else resume")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m jobs", description="Validate, plan, run and submit facegan-hpc jobs "
@@ -64,16 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_spec(p)
     p = sub.add_parser("run", help="run the job here, in this process")
     with_spec(p)
-    p.add_argument("--index", type=int, default=None, metavar="K",
-                   help="array task to run (default: $SLURM_ARRAY_TASK_ID, else all tasks)")
-    p.add_argument("--fresh", action="store_true",
-                   help="training: refuse to reuse an existing run directory")
-    p.add_argument("--merge", action="store_true",
-                   help="a preprocess spec: only check its shards and merge them (what "
-                        "slurm/merge.sbatch runs after the array)")
-    p.add_argument("--chain", type=_chain_link, default=chain.NO_CHAIN, metavar="FIRST:K",
-                   help="link K of the resubmit chain that job FIRST started "
-                        "(resources.resubmit): exit at once if the run ended, else resume")
+    _run_options(p)
     p = sub.add_parser("submit", help="submit through submitit to Slurm or run with its local "
                                       "executor")
     with_spec(p)
