@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -162,6 +163,8 @@ def main() -> None:
                         help="only this suite (repeat for several; default: all)")
     args = parser.parse_args()
     runtime.configure()
+    if args.smoke:  # as bench_models.py: the judges' small matrices on a second OpenBLAS
+        threadpool_limits(1, user_api="blas")  # thread only wait, up to 20x slower when busy
     seeds = by_size(args, SEEDS, SEEDS[:1], SEEDS[:1])
     # the calibrated epochs; a quarter of them; one epoch for a smoke run
     shrink = by_size(args, lambda n: n, lambda n: max(1, n // 4), lambda n: 1)
