@@ -75,14 +75,14 @@ def train(name: str, data: Path, folder: Path, epochs: int | None) -> tuple[Path
     return run_dir, time.perf_counter() - t
 
 
-def measure(run_dir: Path, data: Path, count: int) -> dict:
+def measure(run_dir: Path, data: Path, count: int, precision_recall: bool = False) -> dict:
     from gan.generate import quality_metrics
     from gan.models.sampler import Sampler
     from jobs.core.loader import parse_spec
 
     work = parse_spec({"kind": "generate", "name": "bench", "generate": {
         "run_dir": str(run_dir), "output_dir": str(run_dir / "metrics"), "task": "metrics",
-        "count": count, "data": str(data)}}, "bench").work
+        "count": count, "data": str(data), "precision_recall": precision_recall}}, "bench").work
     return quality_metrics(Sampler.load(run_dir), work, run_dir / "metrics")
 
 

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from bench.bench_faces import faces  # noqa: E402
+from bench.bench_faces import faces, measure  # noqa: E402
 from bench.bench_models import digits_file  # noqa: E402
 from bench.table import Table, add_size_flags, by_size  # noqa: E402
 from jobs.core import runtime  # noqa: E402
@@ -88,15 +88,7 @@ def train(suite: str, recipe: str, seed: int, data: Path, folder: Path,
 
 
 def face_figures(trainer, data: Path, count: int) -> dict[str, float]:
-    from gan.generate import quality_metrics
-    from gan.models.sampler import Sampler
-    from jobs.core.loader import parse_spec
-
-    run_dir = trainer.run_dir
-    work = parse_spec({"kind": "generate", "name": "bench", "generate": {
-        "run_dir": str(run_dir), "output_dir": str(run_dir / "metrics"), "task": "metrics",
-        "count": count, "data": str(data), "precision_recall": True}}, "bench").work
-    m = quality_metrics(Sampler.load(run_dir), work, run_dir / "metrics")
+    m = measure(trainer.run_dir, data, count, precision_recall=True)
     return {"KID x1000": 1000 * m["kid"]["generated"][0],
             **{name: 100 * m[name]["generated"] for name in ("precision", "recall",
                                                               "coverage")},

@@ -7,10 +7,10 @@ StyleGAN2, and it trains stably without any normalization when paired with the r
 loss and R1 + R2 (``gan/training/loss.py``).
 
 * **G**: z (and the condition) → Dense → a base x base map → per ``generator_filters`` entry a
-  stage: bilinear x2 upsampling, a 3x3 convolution to the stage's width, one residual block
-  → a 3x3 convolution to the image (tanh, as every family's G).
+  stage: bilinear x2 upsampling, a 3x3 convolution to the stage's width, ``BLOCKS`` (two)
+  residual blocks → a 3x3 convolution to the image (tanh, as every family's G).
 * **D** (and the AE-AC-GAN's encoder): the image → a 3x3 stem → per ``discriminator_filters``
-  entry a stage: one residual block, 2x2 average pooling (a box low-pass before subsampling,
+  entry a stage: ``BLOCKS`` residual blocks, 2x2 average pooling (a box low-pass before subsampling,
   where the classic D strides), a 3x3 convolution to the next width → flattened → the heads.
 * **Full 3x3 convolutions between the stages** (R3GAN's transitions are 1x1): with one block
   per stage, a depthwise 3x3 was these small networks' only spatial layer, and they learned
@@ -30,8 +30,8 @@ loss and R1 + R2 (``gan/training/loss.py``).
   (Miyato and Koyama's projection: D's logit plus <embed(label), W features>), as R3GAN
   conditions; the AE-AC-GAN's attributes join z; the DCGAN family ignores its label input.
 
-Left out (R3GAN has them; each costs more than a CPU-sized model gains): several blocks per
-stage, grouped convolutions (above), its learned 4x4 constant input, its separate class
+Left out (R3GAN has them; each costs more than a CPU-sized model gains): more than two blocks
+per stage, grouped convolutions (above), its learned 4x4 constant input, its separate class
 embedding layer per stage, and its depthwise 4x4 "basis" layer at D's end (a Dense reads the
 flattened map instead).
 """
