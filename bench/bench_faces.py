@@ -47,7 +47,7 @@ def faces(folder: Path, photos: int | None = None) -> Path:
     if FACES.exists():
         return FACES
     from jobs.core.loader import load_spec, parse_set_args
-    from jobs.runner import run
+    from jobs.kinds import run
     from preprocess.fixture import build
 
     celeba = build(folder / "celeba")

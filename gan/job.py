@@ -8,13 +8,12 @@ import socket
 from collections.abc import Callable
 
 from gan.parallel import devices, distributed
-from jobs.core import chain, exitcodes, files, runlock, runtime
+from jobs.core import chain, events, exitcodes, files, runlock, runtime
+from jobs.core.launch import Judge, Launch
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
 
 log = logging.getLogger(__name__)
-# a sweep's early stopping: (epochs done, kimg seen, figures measured) -> why to stop, or None
-Judge = Callable[[int, float, dict], "str | None"]
 
 
 def limit_threads_to_allocation() -> None:
@@ -28,9 +27,10 @@ def limit_threads_to_allocation() -> None:
         tf.config.threading.set_inter_op_parallelism_threads(min(2, int(cpus)))
 
 
-def start_world(spec: JobSpec) -> distributed.World:
-    """Join the ranks and put each on its device. Raises WorldMismatch or NoDevice (one line
-    each) where the job must not train: a launch mistake, or a GPU job without its GPU."""
+def start_world(spec: JobSpec) -> tuple[distributed.World, str]:
+    """Join the ranks and put each on its device: the world and this rank's device line.
+    Raises WorldMismatch or NoDevice (one line each) where the job must not train: a launch
+    mistake, or a GPU job without its GPU."""
     found = devices.probe()
     reason = devices.gpu_reason(spec.work.device, spec.resources.gpus_per_node,
                                 devices.installed_flavour())
@@ -42,21 +42,21 @@ def start_world(spec: JobSpec) -> distributed.World:
     # every rank says where it runs: the first thing to read when a multi-node job misbehaves
     log.info("rank %d/%d on %s, pid %d, restart %s", world.rank, world.size,
              socket.gethostname(), os.getpid(), os.environ.get("SLURM_RESTART_COUNT", "0"))
-    log.info("rank %d %s", world.rank, devices.describe(found, use_gpu, nccl, world.size))
+    device = devices.describe(found, use_gpu, nccl, world.size)
+    log.info("rank %d %s", world.rank, device)
     problem = devices.refusal(found, reason, world.size, nccl,
                               spec.work.horovod.host_allreduce)
     # one decision for all ranks, before anything else
     problem = devices.first_refusal(world.gather_object(problem, name="devices"))
     if problem:
         raise devices.NoDevice(problem)
-    return world
+    return world, device
 
 
-def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None,
-        link: chain.Link = chain.NO_CHAIN, judge: Judge | None = None) -> int:
+def run(spec: JobSpec, launch: Launch) -> int:
     """Train ``spec``; an exit code of jobs.core.exitcodes (what the Slurm scripts act on).
-    ``link``: which link of a resubmit chain this job is (``resources.resubmit``); ``judge``:
-    a sweep's early-stopping rule, asked after every quality measurement."""
+    ``launch.link``: which link of a resubmit chain this job is (``resources.resubmit``);
+    ``launch.judge``: a sweep's early-stopping rule, asked after every quality measurement."""
     if devices.gpu_reason(spec.work.device, spec.resources.gpus_per_node,
                           devices.installed_flavour()):
         # before TensorFlow's import below; the spec's env: and the user's own values win
@@ -65,63 +65,56 @@ def run(spec: JobSpec, fresh: bool = False, stop: StopSignals | None = None,
         for name, value in devices.gpu_environment().items():
             os.environ.setdefault(name, value)
     # from here on a stop signal means "checkpoint as soon as you can"
-    stop = (stop or StopSignals()).arm()
+    stop = launch.stop.arm()
     limit_threads_to_allocation()
     try:
         try:
-            world = start_world(spec)
+            world, device = start_world(spec)
         except (distributed.WorldMismatch, devices.NoDevice) as exc:  # never worth a requeue
             log.error("%s", exc)
             return exitcodes.NOT_RUNNABLE
         if not world.is_chief:  # only rank 0 logs progress; the others speak up on problems
             logging.getLogger().setLevel(logging.WARNING)
-        lock, problem = take_run_dir(spec, world, link)
+        lock, problem = take_run_dir(spec, world, launch.link)
         if problem:
             log.error("%s", problem)
             return exitcodes.NOT_RUNNABLE
-        code, outcome = exitcodes.FAILED, Outcome(spec.work.run_dir, lock)
+        code, holding = exitcodes.FAILED, Holding(spec, world, launch.link, lock, device)
         try:
-            code = train(spec, world, fresh, stop, judge, outcome.started)
+            code = train(spec, world, launch.fresh, stop, launch.judge, holding.started)
             return code
         finally:
-            outcome.ended(code)
+            holding.ended(code)
     finally:
         stop.restore()
 
 
-class Outcome:
-    """Rank 0's record of how this job ended (``RUN_DIR/outcome.json``, what the next link of
-    a resubmit chain and the sweep summary read), and the lock's fate: kept for a requeue,
-    released otherwise. Written only by a job that started training: one refused on the way
-    (``--fresh``, another model) leaves the last real outcome alone."""
+class Holding:
+    """This job's hold on the run directory: rank 0 records ``job_started`` once the trainer
+    is built (every check passed: a job refused on the way, ``--fresh`` or another model,
+    leaves the last real run's record alone), and the lock's fate at the end: kept for a
+    requeue, released otherwise. The ``outcome`` event is the runner's (``jobs/kinds.py``),
+    written as the job returns its exit code."""
 
-    def __init__(self, run_dir: str, lock: runlock.RunLock | None):
-        self.run_dir, self.lock, self.training = run_dir, lock, False
+    def __init__(self, spec: JobSpec, world: distributed.World, link: chain.Link,
+                 lock: runlock.RunLock | None, device: str):
+        self.spec, self.world, self.link, self.lock = spec, world, link, lock
+        self.device = device
 
     def started(self) -> None:
-        self.training = True
-        self._record(None)  # running: an outdated record must not speak for this job
+        if self.lock is not None:
+            events.emit(self.spec.work.run_dir, "job_started", rank=self.world.rank,
+                        kind=self.spec.kind, ranks=self.world.size, device=self.device,
+                        link=str(self.link), restart=self.lock.me.restart)
 
     def ended(self, code: int) -> None:
         if self.lock is None:
             return
         try:
-            if self.training:
-                self._record(code)
-        finally:
-            try:
-                self.lock.keep() if code == exitcodes.REQUEUE else self.lock.release()
-            except OSError as exc:  # the next job judges the lock as stale instead
-                log.warning("%s: the run lock could not be handed on: %s", self.run_dir,
-                            files.why(exc))
-
-    def _record(self, code: int | None) -> None:
-        if self.lock is None:
-            return
-        try:
-            chain.record_outcome(self.run_dir, code, self.lock.me.shown, self.lock.me.host)
-        except OSError as exc:  # a full disk: the exit code says it, the record cannot
-            log.warning("%s: outcome not recorded: %s", self.run_dir, files.why(exc))
+            self.lock.keep() if code == exitcodes.REQUEUE else self.lock.release()
+        except OSError as exc:  # the next job judges the lock as stale instead
+            log.warning("%s: the run lock could not be handed on: %s", self.spec.work.run_dir,
+                        files.why(exc))
 
 
 def take_run_dir(spec: JobSpec, world: distributed.World,

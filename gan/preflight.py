@@ -42,7 +42,7 @@ from gan.parallel import devices, distributed
 from gan.training import steps
 from gan.training.data import ImageSet, Split
 from gan.training.state import TrainState, configure_tensorflow
-from jobs.core import exitcodes
+from jobs.core import events, exitcodes
 from jobs.core.files import why
 from jobs.core.schema import JobSpec
 
@@ -267,7 +267,7 @@ def run(spec: JobSpec) -> int:
     """The preflight job on this rank (every rank of the allocation runs it)."""
     limit_threads_to_allocation()
     try:
-        world = start_world(spec)
+        world, _ = start_world(spec)
     except (distributed.WorldMismatch, devices.NoDevice) as exc:
         log.error("preflight failed: build on %s: %s", socket.gethostname(), exc)
         return exitcodes.NOT_RUNNABLE
@@ -277,7 +277,11 @@ def run(spec: JobSpec) -> int:
         # the verdict is the chief's to give (every rank holds the same one): a rank ending
         # non-zero first would make srun (--kill-on-bad-exit) end the chief mid-report
         return exitcodes.OK
-    for text in describe(reports):
+    lines = describe(reports)
+    for text in lines:
         log.info("%s", text)
     (log.info if code == exitcodes.OK else log.error)("%s", line)
+    # what ``submit --preflight`` prints, beside the job's logs (never in the run directory)
+    events.emit(spec.work.run_dir, "preflight", rank=world.rank, lines=[*lines, line],
+                exit=code)
     return code

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from jobs import kinds, pipeline, plan_scaling, runner, scheduler, schema_doc
-from jobs.checks import ensure_checked
+from jobs import kinds, pipeline, plan_scaling, scheduler, schema_doc
 from jobs.core import chain, exitcodes, runtime
+from jobs.core.launch import Launch
 from jobs.core.loader import SpecError, check_paths, load_spec, parse_set_args
 from jobs.core.runtime import array_index_from_env
 from jobs.core.schema import JobSpec
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None, stop: StopSignals | None = None) -> int:
 def _load(args: argparse.Namespace, path: str) -> JobSpec:
     """Load and check a spec, including the rules of the specs it refers to."""
     spec = load_spec(path, parse_set_args(args.set))
-    ensure_checked(spec)
+    kinds.ensure_checked(spec)
     return spec
 
 
@@ -176,7 +176,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     index = args.index if args.index is not None else array_index_from_env()
     log.info("running %s '%s' from %s%s", spec.kind, spec.name, spec.source,
              f" (array task {index})" if index is not None else "")
-    return runner.run(spec, index=index, fresh=args.fresh, stop=args.stop, link=args.chain)
+    return kinds.run(spec, Launch(index=index, fresh=args.fresh, stop=args.stop or StopSignals(),
+                                  link=args.chain))
 
 
 def _chain_link(text: str) -> chain.Link:

@@ -2,9 +2,9 @@
 
 A trial is judged at each rung of ``sweep.early_stop.rungs`` (epochs or kimg), at the first
 ``train.metrics`` measurement at or after it, against what the other trials recorded at the
-same rung. Each trial's record is a file of its own, ``run_root/early_stop/rung-R/POINT.json``,
-written atomically: trials in different array tasks (different nodes) share nothing else,
-and no file is written by two processes.
+same rung. Each trial records its value and the decision as a ``rung`` event in its own run
+directory's events (``jobs/core/events.py``): trials in different array tasks (different
+nodes) share nothing else, and no record is written by two processes.
 
 * **median** (Golovin et al. 2017, Google Vizier): stop when the metric is worse than the
   median of the other trials' at this rung.
@@ -23,7 +23,6 @@ reason is in the sweep's summary.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -32,11 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from gan.training.outputs import QUALITY
-from jobs.core.files import atomic_write_json
-from jobs.core.schema import EarlyStopSpec
+from jobs.core import chain, events, exitcodes
+from jobs.core.schema import EarlyStopSpec, JobSpec
 
 log = logging.getLogger(__name__)
-BOARD = "early_stop"
 
 
 def decide(rule: EarlyStopSpec, value: float, others: list[float], lower: bool,
@@ -68,7 +66,7 @@ def decide(rule: EarlyStopSpec, value: float, others: list[float], lower: bool,
 class Judge:
     """Called by the trainer (rank 0) after every quality measurement of one sweep point."""
     rule: EarlyStopSpec
-    board: Path   # run_root/early_stop
+    run_root: Path  # the sweep's: every point's run directory is below it
     point: str    # the point's directory name
 
     def __call__(self, epochs_done: int, kimg: float, figures: dict[str, float]) -> str | None:
@@ -80,15 +78,16 @@ class Judge:
         if not reached:
             return None
         rung = reached[-1]
-        mine = self._record(rung)
-        if mine.exists():  # decided before a requeue: final
-            return json.loads(mine.read_text()).get("stop")
+        mine = self._own_rungs().get(rung)
+        if mine is not None:  # decided before a requeue: final
+            return mine["stop"]
         value = float(figures[self.rule.metric])
-        others = [r["value"] for r in read_rung(self._folder(rung)) if r["point"] != self.point]
+        others = [r["value"] for r in read_rung(self.run_root, rung) if r["point"] != self.point]
         reason = decide(self.rule, value, others, bool(QUALITY[self.rule.metric]), rung)
-        atomic_write_json(mine, {"point": self.point, "rung": rung, "value": value,
-                                 "epochs": epochs_done, "kimg": round(kimg, 3),
-                                 "compared_with": len(others), "stop": reason})
+        events.emit(self.run_root / self.point, "rung", point=self.point, rung=rung,
+                    unit=self.rule.unit, metric=self.rule.metric, value=value,
+                    epochs=epochs_done, kimg=round(kimg, 3), compared_with=len(others),
+                    stop=reason)
         log.info("early stopping, rung %g %s: %s", rung, self.rule.unit,
                  reason or f"{self.rule.metric} {value:.4g} goes on "
                             f"({len(others)} other trial(s) there)")
@@ -96,31 +95,44 @@ class Judge:
 
     def recorded_stop(self) -> str | None:
         """Why this point was stopped at any rung, if it was (its own records only)."""
-        for rung in self.rule.rungs:
-            path = self._record(rung)
-            if path.exists() and (reason := json.loads(path.read_text()).get("stop")):
-                return reason
-        return None
+        return next((r["stop"] for r in self._own_rungs().values() if r["stop"]), None)
 
-    def _folder(self, rung: float) -> Path:
-        return self.board / f"rung-{rung:g}"
-
-    def _record(self, rung: float) -> Path:
-        return self._folder(rung) / f"{self.point}.json"
+    def _own_rungs(self) -> dict[float, dict]:
+        return {r["rung"]: r for r in events.read(self.run_root / self.point, "rung")}
 
 
-def read_rung(folder: Path) -> list[dict]:
-    """Every trial's record at one rung (a half-written file cannot exist: atomic writes)."""
-    if not folder.is_dir():
-        return []
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+def read_rung(run_root: Path, rung: float) -> list[dict]:
+    """Every trial's record at one rung (a torn line is no record: ``events.read``)."""
+    return [r for folder in _points(run_root) for r in events.read(folder, "rung")
+            if r["rung"] == rung]
 
 
-def stop_reasons(board: Path) -> dict[str, str]:
+def stop_reasons(run_root: Path) -> dict[str, str]:
     """Point name -> why it was stopped (for the summary)."""
-    reasons = {}
-    for folder in sorted(board.glob("rung-*")) if board.is_dir() else []:
-        for record in read_rung(folder):
-            if record.get("stop"):
-                reasons[record["point"]] = record["stop"]
-    return reasons
+    return {r["point"]: r["stop"] for folder in _points(run_root)
+            for r in events.read(folder, "rung") if r["stop"]}
+
+
+def _points(run_root: Path) -> list[Path]:
+    return sorted(p for p in Path(run_root).iterdir() if p.is_dir()) \
+        if Path(run_root).is_dir() else []
+
+
+def stopped_before(judge: Judge, point: JobSpec) -> bool:
+    """Whether the sweep's rule stopped this point before (its exit, or its record if the
+    job died before it could exit): not run again while the rule is on."""
+    outcome = chain.read_outcome(point.work.run_dir) or {}
+    reason = judge.recorded_stop()
+    if outcome.get("exit") == exitcodes.EARLY_STOPPED or reason:
+        log.info("%s: stopped early before: not run again (%s)", point.work.run_dir,
+                 reason or f"job {outcome.get('job')}")
+        return True
+    return False
+
+
+def sweep_judge(spec: JobSpec, point: JobSpec) -> Judge | None:
+    """The point's early-stopping judge; None without a rule."""
+    rule = spec.work.early_stop
+    if rule.rule == "none":
+        return None
+    return Judge(rule, Path(spec.work.run_root), Path(point.work.run_dir).name)

@@ -14,38 +14,35 @@ compares ``spec.kind`` (``tests/test_layers.py`` checks).
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
 import logging
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from gan import families
 from gan import job as train_job  # light: it imports TensorFlow only when a training runs
-from jobs.core import chain, exitcodes
+from jobs import checks
+from jobs.core import chain, events, exitcodes
 from jobs.core.files import wrong_checksum
-from jobs.core.loader import inception_sections, pipeline_problems, pipeline_stages
+from jobs.core.launch import Launch
+from jobs.core.loader import (
+    SpecError,
+    check_paths,
+    inception_sections,
+    pipeline_problems,
+    pipeline_stages,
+)
 from jobs.core.rundir import init_from_problems
 from jobs.core.schema import JobSpec
-from jobs.core.signals import StopSignals
-from jobs.early_stop import BOARD, Judge
-from jobs.sweep import expand_points, point_spec, validate_points
+from jobs.early_stop import stopped_before, sweep_judge
+from jobs.sweep import expand_points, point_spec
+from jobs.sweep_checks import check_sweep, sweep_points
 from preprocess import job as preprocess_job
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Launch:
-    """What one run of a job is given: its array task (or None), whether to start afresh,
-    the stop signals caught so far, the runner itself, for the specs a sweep or a pipeline
-    runs in turn (each through every check, as if submitted alone), and its place in a
-    resubmit chain."""
-    index: int | None
-    fresh: bool
-    stop: StopSignals
-    run: Callable[..., int]
-    link: chain.Link = chain.NO_CHAIN
-    judge: Callable[[int, float, dict], str | None] | None = None  # a sweep's early stopping
 
 
 @dataclass(frozen=True)
@@ -62,7 +59,7 @@ class Kind:
     # the train specs it runs, each with a label for messages ('' for the only one): plan's
     # warnings read them
     trainings: Callable[[JobSpec], list[tuple[str, JobSpec]]] = lambda spec: []
-    # checks its inputs itself on every rank and reports them together (the runner does not:
+    # checks its inputs itself on every rank and reports them together (``run`` does not:
     # a rank stopping alone would end the others before the report)
     checks_own_inputs: bool = False
 
@@ -85,8 +82,7 @@ def _run_train(spec: JobSpec, launch: Launch) -> int:
     code = chain.link_exit(spec.work.run_dir, launch.link)  # a link after the run ended
     if code is not None:
         return code
-    return int(train_job.run(spec, fresh=launch.fresh, stop=launch.stop, link=launch.link,
-                       judge=launch.judge))
+    return int(train_job.run(spec, launch))
 
 
 def _check_train(spec: JobSpec, found: list[str], deep) -> list[str]:
@@ -120,7 +116,7 @@ def _run_generate(spec: JobSpec, launch: Launch) -> int:
 
 
 def _run_preprocess(spec: JobSpec, launch: Launch) -> int:
-    return int(preprocess_job.run(spec, index=launch.index, fresh=launch.fresh))
+    return int(preprocess_job.run(spec, launch))
 
 
 def _run_merge(spec: JobSpec, launch: Launch) -> int:
@@ -144,8 +140,7 @@ def _run_sweep(spec: JobSpec, launch: Launch) -> int:
         if judge is not None and stopped_before(judge, point):
             code = exitcodes.EARLY_STOPPED
         else:
-            code = launch.run(point, fresh=launch.fresh, stop=launch.stop, link=launch.link,
-                              judge=judge)
+            code = run(point, launch.but(index=None, judge=judge))
         if code == exitcodes.REQUEUE:
             return code  # stopped by a signal: the rest resumes after the requeue
         if len(indices) > 1 and code == exitcodes.EARLY_STOPPED:
@@ -154,82 +149,15 @@ def _run_sweep(spec: JobSpec, launch: Launch) -> int:
     return worst
 
 
-def stopped_before(judge: Judge, point: JobSpec) -> bool:
-    """Whether the sweep's rule stopped this point before (its exit, or its record if the
-    job died before it could exit): not run again while the rule is on."""
-    outcome = chain.read_outcome(point.work.run_dir) or {}
-    reason = judge.recorded_stop()
-    if outcome.get("exit") == exitcodes.EARLY_STOPPED or reason:
-        log.info("%s: stopped early before: not run again (%s)", point.work.run_dir,
-                 reason or f"job {outcome.get('job')}")
-        return True
-    return False
-
-
-def sweep_judge(spec: JobSpec, point: JobSpec) -> Judge | None:
-    """The point's early-stopping judge; None without a rule."""
-    rule = spec.work.early_stop
-    if rule.rule == "none":
-        return None
-    return Judge(rule, Path(spec.work.run_root) / BOARD, Path(point.work.run_dir).name)
-
-
-def _check_sweep(spec: JobSpec, found: list[str], deep) -> list[str]:
-    if not Path(spec.work.base).exists():
-        return found
-    # the sweep's own resources apply to every point: said once, naming the sweep
-    problems = found or validate_points(spec)
-    if problems:
-        return problems
-    points = _sweep_points(spec)  # every point loads: validate_points found none broken
-    return _early_stop_problems(spec, points) or [
-        f"{p} [{label}]" for label, point in points for p in deep(point)]
-
-
-def _early_stop_problems(spec: JobSpec, points: list[tuple[str, JobSpec]]) -> list[str]:
-    """The rule judges a figure every point measures (``train.metrics`` of the base): the
-    first point that does not, named."""
-    rule = spec.work.early_stop
-    if rule.rule == "none":
-        return []
-    for label, point in points:
-        m = point.work.metrics
-        switch, on = _metric_switch(rule.metric, m)
-        if not ((m.every_epochs or m.every_kimg) and on):
-            return [f"{spec.source}: sweep.early_stop.metric: {label} never measures "
-                    f"{rule.metric}: set train.metrics.every_epochs (or every_kimg)"
-                    + ("" if on else f" and train.metrics.{switch}") + " in the base spec"]
-    return []
-
-
-def _metric_switch(metric: str, m) -> tuple[str, bool]:
-    """The train.metrics field that turns ``metric`` on (beside every_epochs/kimg), and
-    whether it is on."""
-    if metric == "face_rate":
-        return "face_rate", bool(m.face_rate)
-    if metric.startswith("inception_"):
-        return "inception.weights", bool(m.inception.weights)
-    if metric in ("precision", "recall", "coverage"):
-        return "precision_recall", bool(m.precision_recall)
-    return "", True
-
-
-def _sweep_points(spec: JobSpec) -> list[tuple[str, JobSpec]]:
-    if not Path(spec.work.base).exists():
-        return []
-    return [(f"sweep point {i}", point_spec(spec, i))
-            for i in range(len(expand_points(spec.work)))]
-
-
 def _run_pipeline(spec: JobSpec, launch: Launch) -> int:
     """Both stages here, one after the other: the preprocess run without an index writes
     every shard and merges them itself (what the local executor does in three jobs)."""
     pre, train = (checked_like(spec, stage) for stage in pipeline_stages(spec))
-    code = launch.run(pre)
+    code = run(pre, Launch())
     if code != exitcodes.OK:
         log.error("preprocess stage failed (exit %d): not training", code)
         return code
-    return launch.run(train, fresh=launch.fresh, stop=launch.stop, link=launch.link)
+    return run(train, launch.but(index=None))
 
 
 def _pipeline_stages_exist(spec: JobSpec) -> bool:
@@ -254,8 +182,8 @@ def _found(spec: JobSpec, found: list[str], deep) -> list[str]:
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("train", _run_train, "train.sbatch", _check_train, requeues=True, horovod=True,
          trainings=lambda spec: [("", spec)]),
-    Kind("sweep", _run_sweep, "sweep.sbatch", _check_sweep, requeues=True, horovod=True,
-         array_size=lambda spec: len(expand_points(spec.work)), trainings=_sweep_points),
+    Kind("sweep", _run_sweep, "sweep.sbatch", check_sweep, requeues=True, horovod=True,
+         array_size=lambda spec: len(expand_points(spec.work)), trainings=sweep_points),
     Kind("preprocess", _run_preprocess, "preprocess.sbatch", _found,
          array_size=lambda spec: spec.work.num_shards),
     Kind("merge", _run_merge, "merge.sbatch", _found),
@@ -276,3 +204,75 @@ def is_(spec: JobSpec, name: str) -> bool:
     if name not in KINDS:
         raise KeyError(f"no job kind {name!r}: {', '.join(KINDS)}")
     return spec.kind == name
+
+
+# ------------------------------------------------------------------- checked, then run
+def deep_problems(spec: JobSpec) -> list[str]:
+    """Rules beyond the schema: Inception checksums, the Docker and resubmit rules, then the
+    kind's own; a sweep's points and a pipeline's train stage are checked through this too.
+    ``validate``, ``plan``, ``run`` (every route: CLI, sbatch, submitit) and ``submit`` call
+    it, so a spec the family cannot train never reaches a node (exit 2, field named)."""
+    kind = of(spec)
+    found = checksum_problems(spec) + checks.docker_ranks_problem(spec, kind.horovod) \
+        + checks.resubmit_problem(spec, kind.requeues, kind.sbatch)
+    return kind.checks(spec, found, deep_problems)
+
+
+def ensure_checked(spec: JobSpec) -> None:
+    """Raise the problems of a spec not yet checked in this command; mark it checked. The
+    specs a checked sweep or pipeline makes for its points and stages inherit the mark
+    (``checked_like``), as the deep check covered them; a spec loaded afresh (the sbatch
+    script's ``python -m jobs run`` on the node) is checked again, where it will run."""
+    if spec.checked:
+        return
+    problems = deep_problems(spec)
+    if problems:
+        raise SpecError(problems)
+    spec.checked = True
+
+
+def run(spec: JobSpec, launch: Launch | None = None) -> int:
+    """Run ``spec`` in this process and return an exit code of :mod:`jobs.core.exitcodes`.
+    Every route ends here (``python -m jobs run``, the ``slurm/*.sbatch`` scripts, the
+    submitit task), and a sweep's points and a pipeline's stages come back here, each
+    checked as if submitted alone: a job behaves the same however it was launched."""
+    # a crash in native code (TensorFlow, Horovod, MPI, HDF5) then leaves every thread's
+    # Python stack in the job's log, not only "Segmentation fault" from srun
+    if sys.__stderr__ is not None:  # the process's own (fd 2), whatever wraps sys.stderr
+        faulthandler.enable(sys.__stderr__)
+    code = exitcodes.FAILED  # until the job says otherwise (an exception propagates)
+    try:
+        code = _checked_run(spec, launch or Launch())
+        return code
+    finally:
+        _record_outcome(spec, code)
+
+
+def _checked_run(spec: JobSpec, launch: Launch) -> int:
+    try:
+        ensure_checked(spec)  # nothing to do when this command has checked it already
+    except SpecError as exc:
+        for problem in exc.problems:
+            log.error(problem)
+        return exitcodes.INVALID_SPEC
+    problems = [] if of(spec).checks_own_inputs else check_paths(spec)
+    if problems:
+        for problem in problems:
+            log.error(problem)
+        return exitcodes.NOT_RUNNABLE
+    os.environ.update(spec.env)  # inside the job, never on a command line (secrets)
+    return of(spec).run(spec, launch)
+
+
+def _record_outcome(spec: JobSpec, code: int) -> None:
+    """Rank 0's ``outcome`` event, in the job's directory if it has one (a job refused
+    before one was made creates none): what ``submit``, ``status``, a resubmit chain's next
+    link and the sweep's summary read of how the job ended."""
+    if events.env_rank() != 0:
+        return
+    try:
+        directory = spec.work_dir
+    except SpecError:  # a pipeline whose stages do not load: it wrote nothing
+        return
+    events.emit(directory, "outcome", kind=spec.kind, exit=code,
+                meaning=exitcodes.DESCRIPTIONS.get(code, "unknown"))

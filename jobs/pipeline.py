@@ -3,7 +3,7 @@
 On Slurm the three stages are separate jobs chained by dependencies — the merge waits for
 ``afterok:<array>``, training for ``afterok:<merge>`` — with ``--kill-on-invalid-dep=yes``, so
 a failed stage cancels the rest of the chain instead of leaving it pending forever. With the
-local executor (or ``python -m jobs run``, see ``jobs.runner``) the stages run one after the
+local executor (or ``python -m jobs run``, see ``jobs.kinds.run``) the stages run one after the
 other. The stage specs themselves come from ``jobs.core.loader.pipeline_stages``.
 """
 from __future__ import annotations

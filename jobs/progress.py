@@ -1,15 +1,15 @@
-"""Training's progress while a submission waits for it, read from the job's own log.
+"""Training's progress while a submission waits for it, read from the run's events.
 
 ``./run demo`` and ``python -m jobs submit --wait`` block for minutes while a training runs
 as a submitit job (a child process, or a Slurm job on the shared filesystem): the console said
-nothing between "submitted" and the summary. The job already logs every finished epoch and
-its quality figures, so the waiting side follows that log: a bar over the epochs on a
-terminal, one plain line per epoch otherwise (batch logs, pipes, CI).
+nothing between "submitted" and the summary. Rank 0 records every finished epoch and its
+quality figures as run events (``jobs/core/events.py``), so the waiting side follows those,
+never the job's log: a bar over the epochs on a terminal, one plain line per epoch otherwise
+(batch logs, pipes, CI).
 """
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,51 +18,32 @@ from typing import Any
 
 from tqdm import tqdm
 
-from jobs.core import runtime
+from gan.families import READS
+from jobs.core import events, runtime
 
 log = logging.getLogger(__name__)
-
-EPOCH_DONE = re.compile(r"epoch (\d+)/(\d+) done: d_real=(\S+) d_fake=(\S+) g=(\S+)")
-QUALITY = re.compile(r"epoch (\d+) quality: (.*?) \([\d.]+ s\)")
 POLL_SECONDS = 2.0
 
 
 @dataclass
-class LogTail:
-    """The complete lines a growing file gained since the last read (a half-written last
-    line waits for the next read)."""
-    path: Path
-    offset: int = 0
-
-    def new_lines(self) -> list[str]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                chunk = f.read()
-        except OSError:  # not created yet
-            return []
-        complete = chunk[:chunk.rfind(b"\n") + 1]
-        self.offset += len(complete)
-        return complete.decode(errors="replace").splitlines()
-
-
-@dataclass
-class EpochLines:
-    """Turns the log's lines into progress: each finished epoch, with the latest quality."""
+class EpochEvents:
+    """Turns run events into progress: each finished epoch, with the latest quality."""
     show: Callable[[int, int, str], None]
     quality: str = ""
     quality_epoch: int = 0
     seen: set = field(default_factory=set)
 
-    def read(self, lines: list[str]) -> None:
-        for line in lines:
-            if match := QUALITY.search(line):
-                self.quality, self.quality_epoch = match.group(2), int(match.group(1))
-            elif (match := EPOCH_DONE.search(line)) and match.group(1) not in self.seen:
-                self.seen.add(match.group(1))  # a requeued run logs no epoch twice anyway
-                epoch, epochs = int(match.group(1)), int(match.group(2))
-                losses = f"d_real={match.group(3)} d_fake={match.group(4)} g={match.group(5)}"
-                self.show(epoch, epochs, losses + self._latest_quality(epoch))
+    def read(self, new: list[dict]) -> None:
+        for event in new:
+            if event["type"] == "quality":
+                self.quality = " ".join(f"{k}={v:.4g}" for k, v in event["figures"].items()
+                                        if v is not None)
+                self.quality_epoch = event["epoch"]
+            elif event["type"] == "epoch_done" and event["epoch"] not in self.seen:
+                self.seen.add(event["epoch"])  # an epoch redone after a kill shows once
+                losses = " ".join(f"{k}={event['metrics'][k]:.3f}" for k in READS["progress"])
+                self.show(event["epoch"], event["epochs"],
+                          losses + self._latest_quality(event["epoch"]))
 
     def _latest_quality(self, epoch: int) -> str:
         """The figures last measured, saying when if that was an earlier epoch."""
@@ -79,7 +60,7 @@ def plain_lines() -> Callable[[int, int, str], None]:
 
 
 def progress_bar() -> tuple[Callable[[int, int, str], None], Callable[[], None]]:
-    """A tqdm bar over the epochs (sized by the first epoch line), and its closer."""
+    """A tqdm bar over the epochs (sized by the first epoch event), and its closer."""
     bar: dict[str, Any] = {}
 
     def show(epoch: int, epochs: int, text: str) -> None:
@@ -94,18 +75,22 @@ def progress_bar() -> tuple[Callable[[int, int, str], None], Callable[[], None]]
     return show, close
 
 
-def follow(job: Any, poll_seconds: float = POLL_SECONDS) -> None:
-    """Show ``job``'s epochs until it is done (a submitit job: its rank 0 logs to
-    ``job.paths.stderr``)."""
+def mine(new: list[dict], job_id: str) -> list[dict]:
+    return [event for event in new if event["job"] == job_id]
+
+
+def follow(job: Any, run_dir: str | Path, poll_seconds: float = POLL_SECONDS) -> None:
+    """Show the epochs ``job`` (a submitit job) records in ``run_dir`` until it is done;
+    the earlier jobs' epochs there (a resumed run) are not this job's progress."""
     if runtime.show_progress():
         show, close = progress_bar()
     else:
         show, close = plain_lines(), (lambda: None)
-    tail, epochs = LogTail(Path(job.paths.stderr)), EpochLines(show)
+    tail, epochs = events.Tail(Path(run_dir)), EpochEvents(show)
     try:
         while not job.done():
-            epochs.read(tail.new_lines())
+            epochs.read(mine(tail.new(), job.job_id))
             time.sleep(poll_seconds)
-        epochs.read(tail.new_lines())
+        epochs.read(mine(tail.new(), job.job_id))
     finally:
         close()

@@ -1,7 +1,9 @@
 """``python -m jobs status``: what happened to the jobs submitted from a spec or run directory.
 
 The submissions recorded under ``work_dir/logs`` (by ``jobs.submit``), what Slurm's accounting
-says of them (state, restarts), and the training progress on disk (last checkpoint, last epoch).
+says of them (state, restarts: what only Slurm knows), the run directory's lock (who holds it
+now: a live fact no record can keep) and the rest from the run's events
+(``jobs/core/events.py``): last checkpoint, last epoch, quality, best snapshot, last outcome.
 """
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from gan.training.outputs import BEST_DIR, BEST_RECORD, RANKED, quality_summary, read_metrics
-from jobs.core import runlock
+from gan.training.outputs import BEST_DIR, RANKED, quality_summary
+from jobs.core import events, runlock
 from jobs.core.chain import read_outcome
 from jobs.submit import RECORDS
 
@@ -51,27 +53,31 @@ def _holder_and_outcome(work_dir: Path) -> list[str]:
 
 
 def _progress(work_dir: Path) -> list[str]:
-    state = work_dir / "checkpoints" / "checkpoint"
-    if not state.exists():
+    checkpoint = _last(work_dir, "checkpoint")
+    if checkpoint is None:
         return []
-    latest = state.read_text().splitlines()[0].split('"')[1]
-    out = ["", f"latest checkpoint: {work_dir / 'checkpoints' / latest} (global step "
-               f"{latest.rsplit('-', 1)[-1]})"]
-    epochs = read_metrics(work_dir, "epoch")
-    if epochs:
-        e = epochs[-1]
-        out.append(f"last epoch done: {e['epoch']} (d_real={e['d_real']} "
-                   f"d_fake={e['d_fake']} g={e['g']}, rollbacks={e['rollbacks']})")
-    q = quality_summary(epochs)
-    out += [f"{figure}: last {q[figure]} (epoch {q[figure + '_epoch']}), best "
-            f"{q['best_' + figure]} (epoch {q['best_' + figure + '_epoch']})"
+    out = ["", f"latest checkpoint: {work_dir / 'checkpoints' / checkpoint['name']} (global "
+               f"step {checkpoint['step']})"]
+    epoch = _last(work_dir, "epoch_done")
+    if epoch is not None:
+        m = epoch["metrics"]
+        out.append(f"last epoch done: {epoch['epoch']} (d_real={m['d_real']:.4g} "
+                   f"d_fake={m['d_fake']:.4g} g={m['g']:.4g}, rollbacks={m['rollbacks']})")
+    q = quality_summary([{"epoch": e["epoch"], **e["figures"]}
+                         for e in events.read(work_dir, "quality")])
+    out += [f"{figure}: last {q[figure]:.4g} (epoch {q[figure + '_epoch']}), best "
+            f"{q['best_' + figure]:.4g} (epoch {q['best_' + figure + '_epoch']})"
             for figure in RANKED if figure in q]
-    best = work_dir / BEST_DIR / BEST_RECORD
-    if best.exists():
-        record = json.loads(best.read_text())
-        out.append(f"best snapshot: {work_dir / BEST_DIR / record['checkpoint']} "
-                   f"({record['figure']} {record['value']:.6g}, epoch {record['epoch']})")
+    best = _last(work_dir, "best")
+    if best is not None:
+        out.append(f"best snapshot: {work_dir / BEST_DIR / best['name']} "
+                   f"({best['figure']} {best['value']:.6g}, epoch {best['epoch']})")
     return out
+
+
+def _last(work_dir: Path, kind: str) -> dict | None:
+    found = events.read(work_dir, kind)
+    return found[-1] if found else None
 
 
 def _sacct(ids: list[str]) -> str:

@@ -13,12 +13,13 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import submitit
 
-from jobs import kinds, progress, runner
-from jobs.checks import ensure_checked
-from jobs.core import chain, exitcodes, runtime, signals
+from jobs import kinds, progress
+from jobs.core import chain, events, exitcodes, runtime, signals
+from jobs.core.launch import Launch
 from jobs.core.loader import SpecError, pipeline_stages
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
@@ -32,11 +33,17 @@ from jobs.scheduler import (
 
 log = logging.getLogger(__name__)
 RECORDS = "submissions.jsonl"
-REPORT_MARK = " gan.preflight: "  # the logger of the preflight's report lines
+
+
+class Submitted(NamedTuple):
+    """A submitit job and the directory whose events say how it ended (its spec's)."""
+    job: Any
+    directory: Path
 
 
 class JobFailed(RuntimeError):
-    """Raised inside a submitit job so its result shows the exit code and its meaning."""
+    """Raised inside a submitit job so that Slurm and submitit count it failed; its message
+    is for people (the exit code ``submit`` reports comes from the job's ``outcome`` event)."""
 
     def __init__(self, code: int):
         super().__init__(f"exit code {code}: {exitcodes.DESCRIPTIONS.get(code, 'unknown')}")
@@ -45,7 +52,7 @@ class JobFailed(RuntimeError):
 
 class SpecTask(submitit.helpers.Checkpointable):
     """What submitit pickles and runs on the node: one spec (any kind, a pipeline's merge
-    too), optionally one array index, through the runner like every other route."""
+    too), optionally one array index, through ``kinds.run`` like every other route."""
 
     def __init__(self, spec: JobSpec, link: chain.Link = chain.NO_CHAIN):
         self.spec, self.link = spec, link
@@ -53,21 +60,23 @@ class SpecTask(submitit.helpers.Checkpointable):
     def __call__(self, index: int | None = None) -> int:
         runtime.configure()
         stop = StopSignals()
-        code = runner.run(self.spec, index=index, stop=stop, link=self.link)
+        code = kinds.run(self.spec, Launch(index=index, stop=stop, link=self.link))
         if code == exitcodes.REQUEUE:
-            self._hand_over_stop(stop.signum)
+            self._hand_over_stop(stop.signum, self.spec.work_dir)
         if code != exitcodes.OK:
             raise JobFailed(code)
         return code
 
     @staticmethod
-    def _hand_over_stop(signum: int | None) -> None:
+    def _hand_over_stop(signum: int | None, directory: str) -> None:
         """The trainer caught a stop signal and checkpointed. submitit's own signal is USR2:
         raise it again now that submitit's handler is back, so submitit requeues the job (and
         counts timeouts against slurm_max_num_timeout) and resubmits this same spec, which
         resumes from the run directory. After TERM/USR1, Slurm or the batch script decides:
         leave without a result so submitit does not record a failure."""
         if signum == signals.SUBMITIT_TIMEOUT:
+            if events.env_rank() == 0:
+                events.emit(directory, "requeue", by="submitit")
             os.kill(os.getpid(), signals.SUBMITIT_TIMEOUT)
             time.sleep(60)  # submitit's handler requeues and exits the process
         sys.exit(exitcodes.REQUEUE)
@@ -92,7 +101,7 @@ def make_executor(spec: JobSpec, executor: str, after: str | None = None,
 def submit(spec: JobSpec, executor: str = "slurm", wait: bool = False) -> int:
     """Submit ``spec``; arrays (preprocess shards, sweep points) become one Slurm array, a
     pipeline becomes three dependent jobs."""
-    ensure_checked(spec)
+    kinds.ensure_checked(spec)
     if kinds.is_(spec, "pipeline"):
         return submit_pipeline(spec, executor, wait)
     _refuse_local_ranks(spec, executor)
@@ -100,7 +109,7 @@ def submit(spec: JobSpec, executor: str = "slurm", wait: bool = False) -> int:
     if not (wait or executor == "local"):  # local jobs are children of this process: wait
         return exitcodes.OK
     if kinds.is_(spec, "train"):  # minutes to wait: show its epochs meanwhile
-        progress.follow(jobs[0])
+        progress.follow(jobs[0].job, jobs[0].directory)
     return wait_all(tail or jobs)  # a chain: its last link says how the run ended
 
 
@@ -109,13 +118,14 @@ def preflight(train: JobSpec, executor: str) -> int:
     report printed, its exit code returned. ``here``: in this process (or allocation)."""
     spec = kinds.checked_like(train, kinds.preflight_spec(train))
     if executor == "here":
-        return runner.run(spec)
+        return kinds.run(spec)
     _refuse_local_ranks(spec, executor)
     jobs = _submit_one(spec, executor, SpecTask(spec))
     code = wait_all(jobs)
-    for line in (jobs[0].stderr() or "").splitlines():  # rank 0's report
-        if REPORT_MARK in line:
-            print(line.split(REPORT_MARK, 1)[1])
+    report = next((e for e in reversed(events.read(spec.work_dir, "preflight"))
+                   if e["job"] == jobs[0].job.job_id), None)
+    for line in report["lines"] if report else []:  # rank 0's report
+        print(line)
     return code
 
 
@@ -130,7 +140,7 @@ def _refuse_local_ranks(spec: JobSpec, executor: str) -> None:
 
 
 def _submit_one(spec: JobSpec, executor: str, task: SpecTask, after: str | None = None,
-                name: str | None = None, condition: str = "afterok") -> list:
+                name: str | None = None, condition: str = "afterok") -> list[Submitted]:
     ex = make_executor(spec, executor, after, name, condition)
     size = array_size(spec)
     jobs = ex.map_array(task, range(size)) if size is not None else [ex.submit(task)]
@@ -138,7 +148,7 @@ def _submit_one(spec: JobSpec, executor: str, task: SpecTask, after: str | None 
     _record(spec, executor, ids, name or spec.name)
     print(f"submitted {spec.kind} '{name or spec.name}' ({executor}): {', '.join(ids)}"
           + (f" {condition} {after}" if after else ""), flush=True)
-    return jobs
+    return [Submitted(job, Path(spec.work_dir)) for job in jobs]
 
 
 def _submit_chained(spec: JobSpec, executor: str, after: str | None = None,
@@ -153,11 +163,11 @@ def _submit_chained(spec: JobSpec, executor: str, after: str | None = None,
         log.info("resources.resubmit: a chain needs Slurm; the local executor runs the job "
                  "once")
         return jobs, []
-    first = previous = jobs[0].job_id.split("_")[0]
+    first = previous = _base_id(jobs)
     for k in range(1, spec.resources.resubmit + 1):
         tail = _submit_one(spec, executor, SpecTask(spec, chain.Link(first, k)), previous,
                            name, condition="afterany")
-        previous = tail[0].job_id.split("_")[0]
+        previous = _base_id(tail)
     return jobs, tail
 
 
@@ -169,43 +179,44 @@ def submit_pipeline(job: JobSpec, executor: str, wait: bool) -> int:
     array = _submit_one(pre, executor, SpecTask(pre))
     if local and wait_all(array):
         return exitcodes.FAILED
-    after = None if local else array[0].job_id.split("_")[0]
+    after = None if local else _base_id(array)
     merging = kinds.merge_spec(pre)
     merge = _submit_one(merging, executor, SpecTask(merging), after)
     if local and wait_all(merge):
         return exitcodes.FAILED
     _refuse_local_ranks(train, executor)
-    training, tail = _submit_chained(train, executor, None if local else merge[0].job_id,
+    training, tail = _submit_chained(train, executor, None if local else _base_id(merge),
                                      name=train.name)
     if not (wait or local):
         return exitcodes.OK
-    progress.follow(training[0])
+    progress.follow(training[0].job, training[0].directory)
     return wait_all(array + merge + (tail or training))
 
 
-def wait_all(jobs: list) -> int:
-    """Wait for every job; the first failure's exit code (0 if all succeeded)."""
+def _base_id(submitted: list[Submitted]) -> str:
+    """The Slurm job id a dependency names (an array's, without its task)."""
+    return submitted[0].job.job_id.split("_")[0]
+
+
+def wait_all(submitted: list[Submitted]) -> int:
+    """Wait for every job; the first failure's exit code (0 if all succeeded), as the job's
+    ``outcome`` event recorded it (1 if it recorded none: killed outright, or it failed
+    before it could)."""
     worst = exitcodes.OK
-    for job in jobs:
+    for job, directory in submitted:
         try:
             job.results()  # every task: a multi-rank job has one per rank
             log.info("job %s finished", job.job_id)
-        except Exception as exc:  # submitit re-raises the job's error with its traceback
-            code = _exit_code(exc)
+        except Exception:  # submitit re-raises the job's error, its traceback as text
+            outcome = events.outcome_of(events.read(directory), job.job_id)
+            code = exitcodes.FAILED if outcome is None else outcome["exit"]
             if code == exitcodes.EARLY_STOPPED:  # the sweep's rule at work, not a failure
                 log.info("job %s stopped early by the sweep's rule", job.job_id)
                 continue
-            log.error("job %s failed: %s", job.job_id, str(exc).strip().splitlines()[-1])
+            log.error("job %s failed: exit %d (%s); its log: %s", job.job_id, code,
+                      exitcodes.DESCRIPTIONS.get(code, "unknown"), job.paths.stderr)
             worst = worst or code
     return worst
-
-
-def _exit_code(exc: BaseException) -> int:
-    text = str(exc)
-    for code, description in exitcodes.DESCRIPTIONS.items():
-        if code and f"exit code {code}: {description}" in text:
-            return code
-    return exitcodes.FAILED
 
 
 def _record(spec: JobSpec, executor: str, ids: list[str], name: str) -> None:

@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 
 from gan.families import READS
-from gan.training.outputs import QUALITY, quality_summary, read_metrics
-from jobs.core import exitcodes
+from gan.training.outputs import QUALITY, quality_summary
+from jobs.core import events, exitcodes
 from jobs.core.chain import read_outcome
 from jobs.core.files import atomic_write_text
 from jobs.core.loader import SpecError, expect_kind, load_spec
 from jobs.core.schema import JobSpec, SweepSpec
-from jobs.early_stop import BOARD, stop_reasons
+from jobs.early_stop import stop_reasons
 
 
 def expand_points(sweep: SweepSpec) -> list[dict[str, Any]]:
@@ -114,16 +114,16 @@ def summary(sweep_job: JobSpec) -> tuple[Path, list[dict]]:
     interrupted, failed, in progress) and its swept values, as rows and as
     run_root/summary.csv."""
     root = Path(sweep_job.work.run_root)
-    reasons = stop_reasons(root / BOARD)
+    reasons = stop_reasons(root)
     rows = []
     for name, overrides in zip(point_names(sweep_job.work), expand_points(sweep_job.work)):
         run_dir = root / name
         row = {"point": name, "run_dir": str(run_dir), "status": point_status(run_dir)}
-        epochs = read_metrics(run_dir, "epoch")
-        if epochs:
-            row.update({k: epochs[-1].get(k, "") for k in SUMMARY_COLUMNS[3:]})
-            row.update({k: v for k, v in quality_summary(epochs).items()
-                        if k in quality_columns(sweep_job)})
+        row.update(_last_epoch(run_dir))
+        quality = [{"epoch": e["epoch"], **e["figures"]}
+                   for e in events.read(run_dir, "quality")]
+        row.update({k: _shown(v) for k, v in quality_summary(quality).items()
+                    if k in quality_columns(sweep_job)})
         if name in reasons:
             row["stopped_because"] = reasons[name]
         row.update(overrides)
@@ -138,6 +138,23 @@ def summary(sweep_job: JobSpec) -> tuple[Path, list[dict]]:
     return path, rows
 
 
+def _last_epoch(run_dir: Path) -> dict[str, str]:
+    """The summary's columns from the point's last ``epoch_done`` event ({} before one)."""
+    done = events.read(run_dir, "epoch_done")
+    if not done:
+        return {}
+    last = done[-1]
+    return {"epoch": str(last["epoch"]), "step": str(last["step"]),
+            **{k: _shown(last["metrics"].get(k)) for k in SUMMARY_COLUMNS[5:]}}
+
+
+def _shown(value: Any) -> str:
+    """A figure as the summary prints it: 6 significant digits, '' if not measured."""
+    if value is None:
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
 def quality_columns(sweep_job: JobSpec) -> list[str]:
     """The quality figures a summary shows: KID, FID, the face rate, and the figure the
     early-stopping rule judges (recall, say)."""
@@ -146,10 +163,10 @@ def quality_columns(sweep_job: JobSpec) -> list[str]:
 
 
 def point_status(run_dir: Path) -> str:
-    """How the point's last job ended (``RUN_DIR/outcome.json``), or whether it started."""
+    """How the point's last job ended (its run events), or whether it started."""
     outcome = read_outcome(run_dir)
     if outcome is None:
-        return "in progress" if (run_dir / "metrics.csv").exists() else "not started"
+        return "not started"
     code = outcome.get("exit")
     return "in progress" if code is None else STATUS.get(code, f"failed (exit {code})")
 

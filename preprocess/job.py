@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from jobs.core import exitcodes, files
+from jobs.core.launch import Launch
 from jobs.core.schema import JobSpec
 from preprocess.extract import process_shard, spec_hash
 from preprocess.inputs import InputError
@@ -18,8 +19,8 @@ from preprocess.shards import inspect_shard, shard_path
 log = logging.getLogger(__name__)
 
 
-def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
-    work = spec.work
+def run(spec: JobSpec, launch: Launch) -> int:
+    work, index = spec.work, launch.index
     try:
         if index is not None:
             if not 0 <= index < work.num_shards:
@@ -31,7 +32,7 @@ def run(spec: JobSpec, index: int | None = None, fresh: bool = False) -> int:
         expected = spec_hash(work)
         for k in range(work.num_shards):
             path = shard_path(work.output_dir, k, work.num_shards)
-            if not fresh and not isinstance(
+            if not launch.fresh and not isinstance(
                     inspect_shard(path, k, work.num_shards, expected, verify=False), str):
                 log.info("shard %d/%d already complete: %s", k, work.num_shards, path.name)
                 continue

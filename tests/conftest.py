@@ -25,6 +25,32 @@ def set_args(sets) -> list[str]:
     return [arg for item in sets for arg in ("--set", item)]
 
 
+def record_run(run_dir: str | Path, code: int | None, job: str = "77") -> None:
+    """A run directory's record of one job that started training and, unless ``code`` is
+    None (killed outright), ended with ``code``: the events the trainer and runner write."""
+    from jobs.core import events, exitcodes
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    events.emit(run_dir, "job_started", job=job, kind="train", ranks=1, device="device: CPU",
+                link="0:0", restart=0)
+    if code is not None:
+        events.emit(run_dir, "outcome", job=job, kind="train", exit=code,
+                    meaning=exitcodes.DESCRIPTIONS.get(code, "unknown"))
+
+
+def record_epoch(run_dir: str | Path, epoch: int, figures: dict | None = None,
+                 **metrics: float) -> None:
+    """A trainer's events for one finished epoch (and its quality figures, if measured)."""
+    from jobs.core import events
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    if figures:
+        events.emit(run_dir, "quality", epoch=epoch, kimg=epoch * 1.0, figures=figures,
+                    seconds=1.0)
+    events.emit(run_dir, "epoch_done", epoch=epoch, epochs=40, step=28 * epoch, metrics={
+        "d_real": 0.5, "d_fake": 0.7, "g": 0.6, "rollbacks": 0, "secs": 1.0, **metrics})
+
+
 def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -m jobs ARGS`` in a subprocess, the way a user (or sbatch) calls it."""
     return subprocess.run([sys.executable, "-m", "jobs", *args], cwd=cwd, env=QUIET_ENV,

@@ -102,13 +102,14 @@ class RunCheckpoints:
     def _restore(self, path: str) -> None:
         self.ckpt.restore(path).assert_existing_objects_matched()
 
-    def save(self, step: int, reason: str) -> None:
-        """Rank 0 writes; the others only count."""
+    def save(self, step: int, reason: str) -> str:
+        """Rank 0 writes; the others only count. The checkpoint's name (rank 0's)."""
+        name = f"ckpt-{step}"
         if self.is_chief:
             t = time.perf_counter()
-            path = self.manager.save(checkpoint_number=step)
-            log.info("checkpoint %s (%s, %.2f s)", Path(path).name, reason,
-                     time.perf_counter() - t)
+            name = Path(self.manager.save(checkpoint_number=step)).name
+            log.info("checkpoint %s (%s, %.2f s)", name, reason, time.perf_counter() - t)
+        return name
 
     def _check_spec_file(self) -> None:
         """Keep the spec with the run; refuse to resume a run made for another model."""

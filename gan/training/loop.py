@@ -41,7 +41,7 @@ from gan.training.outputs import QUALITY, RunOutputs
 from gan.training.pending import PendingSteps, read_due
 from gan.training.schedules import Schedules
 from gan.training.state import TrainState, configure_tensorflow
-from jobs.core import exitcodes, runtime
+from jobs.core import events, exitcodes, runtime
 from jobs.core.schema import TrainSpec
 from jobs.core.signals import StopSignals
 
@@ -161,7 +161,15 @@ class Trainer:
     def save(self, reason: str, counted: bool = False) -> None:
         if not counted:
             self.state.saves.assign_add(1)
-        self.checkpoints.save(int(self.state.global_step), reason)
+        step = int(self.state.global_step)
+        name = self.checkpoints.save(step, reason)
+        self.event("checkpoint", epoch=int(self.state.epoch), step=step, reason=reason,
+                   name=name)
+
+    def event(self, event_type: str, **fields) -> None:
+        """A run event (``jobs/core/events.py``) from rank 0: what every view reads."""
+        if self.world.is_chief:
+            events.emit(self.run_dir, event_type, rank=self.world.rank, **fields)
 
     def barrier(self) -> None:
         """Ranks wait here for rank 0 (e.g. to finish a checkpoint before anyone exits)."""
@@ -194,6 +202,7 @@ class Trainer:
             figures = self._end_epoch(epoch, seen, outputs, t0, stop)
             reason = self._judged(judge, epoch, figures)
             if reason:
+                self.event("early_stop", epoch=epoch + 1, reason=reason)
                 log.warning("stopped early after epoch %d: %s (exit %d, not requeued)",
                             epoch + 1, reason, exitcodes.EARLY_STOPPED)
                 return exitcodes.EARLY_STOPPED
@@ -227,6 +236,7 @@ class Trainer:
                 if not read_due(done, self.steps_per_epoch, spec.read_every_steps, step, every):
                     continue
                 if self._read(pending, epoch, done, step, bar, outputs, t0):
+                    self.event("stop_signal", signal=stop.signum, epoch=epoch + 1, step=step)
                     self.save("stop signal")
                     self.barrier()
                     log.warning("stopped at epoch %d step %d/%d: exit %d to be requeued",
@@ -269,8 +279,11 @@ class Trainer:
         if outputs is not None:
             self._epoch_outputs(outputs, epoch, ranks, t0, {**figures, **(
                 {"augment_p": float(self.state.augment_p.numpy())} if self.ada else {})})
-        if figures and self.best is not None:
-            self.best.offer(figures, epoch + 1, int(self.state.global_step))
+        if figures and self.best is not None \
+                and self.best.offer(figures, epoch + 1, int(self.state.global_step)):
+            record = self.best.record
+            self.event("best", figure=record["figure"], value=record["value"],
+                       epoch=record["epoch"], step=record["step"], name=record["checkpoint"])
         self.save(f"epoch {epoch + 1}", counted=True)
         return figures
 
@@ -300,8 +313,11 @@ class Trainer:
             return {}
         t = time.perf_counter()
         figures = self.quality.measure()
+        seconds = time.perf_counter() - t
         log.info("epoch %d quality: %s (%.1f s)", epoch + 1, " ".join(
-            f"{k}={v:.4g}" for k, v in figures.items()), time.perf_counter() - t)
+            f"{k}={v:.4g}" for k, v in figures.items()), seconds)
+        self.event("quality", epoch=epoch + 1, kimg=round(after / 1000, 3), figures=figures,
+                   seconds=round(seconds, 3))
         return figures
 
     def _progress(self, epoch: int, start_step: int):
@@ -329,6 +345,10 @@ class Trainer:
         m = outputs.epoch_end(epoch + 1, int(self.state.global_step), extra,
                               self.sampler.sample_images(), GRID_PER_CLASS, figures)
         outputs.write_ranks(epoch + 1, ranks)
+        self.event("epoch_done", epoch=epoch + 1, epochs=self.spec.epochs,
+                   step=int(self.state.global_step), metrics={
+                       **m, "secs": float(extra["secs"]), "rollbacks": extra["rollbacks"],
+                       "saves": extra["saves"]})
         more = "".join(f" {k}={m[k]:.3f}" for k in family(self.spec.model.name).own_metrics)
         log.info("epoch %d/%d done: d_real=%.3f d_fake=%.3f g=%.3f acc_real=%.2f "
                  "acc_fake=%.2f%s secs=%s rollbacks=%d saves=%d", epoch + 1, self.spec.epochs,

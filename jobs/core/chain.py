@@ -3,35 +3,33 @@
 Where preemption cancels jobs (``PreemptMode=CANCEL``) or requeue is disabled, ``--requeue``
 does nothing and a preempted training simply ends. A chain covers that: the job, and N
 successors that each start ``afterany`` of the one before. A successor (a *link*) reads how
-the run directory's last job ended, ``RUN_DIR/outcome.json``, written by rank 0 as it exits:
+the run directory's last job ended, from its run events (``jobs/core/events.py``): the last
+``job_started`` and the ``outcome`` rank 0 of that job wrote as it exited:
 
 * the run finished (exit 0): nothing to do, exit 0 at once;
 * it ended for good (an invalid spec, inputs missing, the mode-collapse guard, an error):
   exit at once with that code, naming the job that ended it;
-* it checkpointed after a stop signal (exit 75), or its record still says it is training
-  (the job was killed outright), or there is no record: resume from the last checkpoint, as
-  a requeued job would.
+* it checkpointed after a stop signal (exit 75), or its job started and wrote no outcome
+  (it was killed outright), or no job ever started: resume from the last checkpoint, as a
+  requeued job would.
 
-A job writes the record only once it starts training (``exit: null`` then, its end later):
-one refused on the way (``--fresh``, another model) leaves the last real outcome alone.
+Only a job that started training counts: one refused on the way (``--fresh``, another
+model, the lock held) writes an outcome but no ``job_started``, and leaves the last real
+outcome in force.
 
 A link takes over the run directory's lock (``jobs/core/runlock.py``) from the earlier links
 of its chain, which share the chain's first job id.
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.core import exitcodes
-from jobs.core.files import atomic_write_json
+from jobs.core import events, exitcodes
 
 log = logging.getLogger(__name__)
-OUTCOME_NAME = "outcome.json"
 RESUMES = {exitcodes.REQUEUE}  # the outcomes a link resumes from (and no record at all)
 
 
@@ -57,21 +55,14 @@ def parse_link(text: str) -> Link:
     return Link(match[1], int(match[2]))
 
 
-def record_outcome(run_dir: str | Path, code: int | None, job: str, host: str) -> None:
-    """How this job (``job``: its id, '' outside Slurm) ended, for the next link of its chain
-    and for people (``jobs status``); ``code`` None: it is training now (a job killed
-    outright leaves that, and the next link resumes)."""
-    meaning = "training" if code is None else exitcodes.DESCRIPTIONS.get(code, "unknown")
-    atomic_write_json(Path(run_dir) / OUTCOME_NAME, {
-        "exit": code, "meaning": meaning, "job": job, "host": host,
-        "time": time.strftime("%Y-%m-%d %H:%M:%S")})
-
-
 def read_outcome(run_dir: str | Path) -> dict | None:
-    try:
-        return json.loads((Path(run_dir) / OUTCOME_NAME).read_text())
-    except (OSError, ValueError):
+    """How the last job that trained in ``run_dir`` ended: {exit, meaning, job, host, time},
+    ``exit`` None while it trains (or if it was killed outright); None if none ever did."""
+    started, outcome = events.last_run(events.read(run_dir))
+    if started is None:
         return None
+    said = outcome or {**started, "exit": None, "meaning": "training"}
+    return {key: said[key] for key in ("exit", "meaning", "job", "host", "time")}
 
 
 def link_exit(run_dir: str | Path, link: Link) -> int | None:

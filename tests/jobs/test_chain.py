@@ -7,34 +7,48 @@ import shlex
 
 import pytest
 
-from jobs.checks import deep_problems
-from jobs.core import chain, exitcodes, runlock
-from jobs.core.chain import Link, link_exit, parse_link, record_outcome
+from jobs.core import chain, events, exitcodes, runlock
+from jobs.core.chain import Link, link_exit, parse_link
 from jobs.core.loader import load_spec, parse_set_args
+from jobs.kinds import deep_problems
 from jobs.pipeline import render_plan as pipeline_plan
 from jobs.scheduler import render_plan
 from jobs.submit import make_executor
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, record_run, run_cli
 from tests.jobs.test_scheduler import preprocess, train  # noqa: F401 - fixtures
 
 
 @pytest.mark.parametrize("last, expected", [
-    (None, None), (exitcodes.REQUEUE, None),  # killed outright / checkpointed: resume
+    ("none", None), (None, None),  # never started / killed outright: resume
+    (exitcodes.REQUEUE, None),  # checkpointed: resume
     (exitcodes.OK, exitcodes.OK), (exitcodes.GUARD_STOPPED, exitcodes.GUARD_STOPPED),
     (exitcodes.NOT_RUNNABLE, exitcodes.NOT_RUNNABLE), (exitcodes.FAILED, exitcodes.FAILED),
 ])
 def test_a_later_link_exits_at_once_unless_the_run_can_go_on(tmp_path, last, expected):
-    if last is not None:
-        record_outcome(tmp_path, last, "77", "n1")
+    if last != "none":
+        record_run(tmp_path, last)
     assert link_exit(tmp_path, Link("77", 1)) == expected
     assert link_exit(tmp_path, Link()) is None  # the first job, or no chain: always runs
 
 
 def test_the_outcome_names_the_job_and_its_meaning(tmp_path):
-    record_outcome(tmp_path, exitcodes.GUARD_STOPPED, "77_2", "n1")
+    record_run(tmp_path, exitcodes.GUARD_STOPPED, "77_2")
     outcome = chain.read_outcome(tmp_path)
     assert outcome["job"] == "77_2" and outcome["exit"] == 79
     assert outcome["meaning"] == exitcodes.DESCRIPTIONS[79]
+
+
+def test_a_job_refused_on_the_way_leaves_the_last_real_outcome(tmp_path):
+    """A job refused before it trained (the lock held, --fresh) records its outcome but no
+    start: the chain still reads the run's last real one, and a torn line is no event."""
+    record_run(tmp_path, exitcodes.REQUEUE, "77")
+    events.emit(tmp_path, "outcome", job="78", kind="train", exit=exitcodes.NOT_RUNNABLE,
+                meaning="refused")
+    with open(tmp_path / events.EVENTS_NAME, "a") as f:
+        f.write('{"v": 1, "type": "outcome", "exit": 0')  # a writer killed mid-line
+    assert chain.read_outcome(tmp_path)["exit"] == exitcodes.REQUEUE
+    assert link_exit(tmp_path, Link("77", 1)) is None
+    assert events.outcome_of(events.read(tmp_path), "78")["exit"] == exitcodes.NOT_RUNNABLE
 
 
 def test_parse_link():
@@ -51,11 +65,12 @@ def test_run_with_chain_exits_at_once_on_a_finished_run(write_spec, tmp_path):
     data.write_bytes(b"")
     run_dir = tmp_path / "run"
     spec = write_spec(f"kind: train\nname: t\ntrain: {{data: {data}, run_dir: {run_dir}}}\n")
-    record_outcome(run_dir, exitcodes.OK, "41", "n1")
+    record_run(run_dir, exitcodes.OK, "41")
     proc = run_cli("run", str(spec), "--chain", "41:2")
     assert proc.returncode == exitcodes.OK, proc.stderr
     assert "resubmit chain 41:2: the run finished in job 41: nothing to do" in proc.stderr
-    assert sorted(p.name for p in run_dir.iterdir()) == ["outcome.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [events.EVENTS_NAME]
+    assert [e["type"] for e in events.read(run_dir)] == ["job_started", "outcome", "outcome"]
     proc = run_cli("run", str(spec), "--chain", "41")
     assert proc.returncode == exitcodes.INVALID_SPEC
     assert "--chain '41': expected FIRST_JOB_ID:LINK" in proc.stderr

@@ -6,9 +6,9 @@ import pytest
 
 from gan import families
 from jobs import cli
-from jobs.checks import ensure_checked
 from jobs.core import exitcodes
 from jobs.core.loader import SpecError, load_spec
+from jobs.kinds import ensure_checked
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from jobs import cli
-from jobs.checks import deep_problems
 from jobs.core import exitcodes
 from jobs.core.fields import parse_walltime, walltime_minutes
 from jobs.core.loader import SpecError, check_paths, load_spec, parse_set_args
 from jobs.core.schema import JobSpec
+from jobs.kinds import deep_problems
 from jobs.sweep import expand_points, point_name, point_spec, validate_points
 from tests.conftest import ROOT
 

@@ -9,15 +9,15 @@ import math
 
 import pytest
 
-from jobs import runner
 from jobs.core import exitcodes
-from jobs.core.chain import record_outcome
+from jobs.core.launch import Launch
 from jobs.core.loader import load_spec, parse_set_args
 from jobs.core.schema import EarlyStopSpec
-from jobs.early_stop import BOARD, Judge, decide, stop_reasons
+from jobs.early_stop import Judge, decide, stop_reasons
+from jobs.kinds import run
 from jobs.sweep import expand_points, point_names, summary, summary_columns, swept_keys
 from jobs.sweep_plot import plot_summary
-from tests.conftest import run_cli
+from tests.conftest import record_epoch, record_run, run_cli
 
 BASE = """\
 kind: train
@@ -127,7 +127,8 @@ def test_asha_keeps_the_best_share():
 
 
 def test_a_judge_records_its_decision_and_keeps_it_after_a_requeue(tmp_path):
-    board = tmp_path / BOARD
+    board = tmp_path  # the sweep's run_root: each point records in its own run directory
+    (board / "a").mkdir(), (board / "b").mkdir()
     first, second = (Judge(rule(rungs=[2.0, 4.0]), board, name) for name in ("a", "b"))
     assert first(1, 1.0, {"kid": 0.9}) is None  # before the first rung: not judged
     assert first(2, 2.0, {"kid": 0.2}) is None  # alone at rung 2
@@ -144,29 +145,27 @@ def test_a_stopped_point_is_not_run_again(sweep_file, tmp_path):
     spec = load_spec(sweep_file)
     points = point_names(spec.work)
     for name in points[1:]:  # stopped before: nothing to train
-        record_outcome(spec.work.run_root + "/" + name, exitcodes.EARLY_STOPPED, "9", "n1")
+        record_run(spec.work.run_root + "/" + name, exitcodes.EARLY_STOPPED, "9")
     # the first one's job died after its record said stop, before it could exit 80
-    Judge(rule(), tmp_path / "sweep" / BOARD, "other")(1, 1.0, {"kid": 0.1})
-    Judge(rule(), tmp_path / "sweep" / BOARD, points[0])(1, 1.0, {"kid": 0.5})
-    assert runner.run(spec, index=1) == exitcodes.EARLY_STOPPED  # the array task
-    assert runner.run(spec, index=0) == exitcodes.EARLY_STOPPED
-    assert runner.run(spec) == exitcodes.OK  # in turn: stopped points are not failures
+    for name in ("other", points[0]):
+        (tmp_path / "sweep" / name).mkdir(exist_ok=True)
+    Judge(rule(), tmp_path / "sweep", "other")(1, 1.0, {"kid": 0.1})
+    Judge(rule(), tmp_path / "sweep", points[0])(1, 1.0, {"kid": 0.5})
+    assert run(spec, Launch(index=1)) == exitcodes.EARLY_STOPPED  # the array task
+    assert run(spec, Launch(index=0)) == exitcodes.EARLY_STOPPED
+    assert run(spec) == exitcodes.OK  # in turn: stopped points are not failures
 
 
 def test_the_summary_shows_status_reasons_and_a_plot(sweep_file, tmp_path):
     spec = load_spec(sweep_file)
     root = tmp_path / "sweep"
     names = point_names(spec.work)
-    header = "kind,epoch,step,d_real,d_fake,g,rollbacks,kid,kid_std,fid\n"
-    for k, name in enumerate(names[:4]):
-        (root / name).mkdir(parents=True)
-        (root / name / "metrics.csv").write_text(
-            header + f"epoch,1,28,0.5,0.7,0.6,0,{0.1 * (k + 1)},0.01,1.0\n")
-    record_outcome(root / names[0], exitcodes.OK, "1", "n1")
-    record_outcome(root / names[1], exitcodes.EARLY_STOPPED, "2", "n1")
-    record_outcome(root / names[2], exitcodes.NOT_RUNNABLE, "3", "n1")
-    Judge(rule(), root / BOARD, names[0])(1, 1.0, {"kid": 0.1})
-    Judge(rule(), root / BOARD, names[1])(1, 1.0, {"kid": 0.2})
+    for k, (name, code) in enumerate(zip(names[:4], (exitcodes.OK, exitcodes.EARLY_STOPPED,
+                                                     exitcodes.NOT_RUNNABLE, None))):
+        record_run(root / name, code, str(k))  # the last one still trains
+        record_epoch(root / name, 1, {"kid": 0.1 * (k + 1), "kid_std": 0.01, "fid": 1.0})
+    Judge(rule(), root, names[0])(1, 1.0, {"kid": 0.1})
+    Judge(rule(), root, names[1])(1, 1.0, {"kid": 0.2})
     path, rows = summary(spec)
     with open(path, newline="") as f:
         table = list(csv.DictReader(f))
@@ -187,10 +186,7 @@ def test_the_summary_shows_and_plots_the_judged_figure(sweep_file, tmp_path):
     spec = load_spec(sweep_file, parse_set_args(["sweep.early_stop.metric=recall"]))
     root = tmp_path / "sweep"
     for k, name in enumerate(point_names(spec.work)):
-        (root / name).mkdir(parents=True)
-        (root / name / "metrics.csv").write_text(
-            "kind,epoch,step,d_real,d_fake,g,rollbacks,kid,recall\n"
-            f"epoch,1,28,0.5,0.7,0.6,0,0.1,{0.1 * k}\n")
+        record_epoch(root / name, 1, {"kid": 0.1, "recall": 0.1 * k})
     _, rows = summary(spec)
     assert {"recall", "best_recall"} <= set(summary_columns(rows))
     assert plot_summary(rows, swept_keys(spec), "recall", root / "r.png") is not None

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from jobs.core import exitcodes
+from jobs.core.chain import read_outcome
 from jobs.core.loader import load_spec
-from jobs.early_stop import BOARD, decide, read_rung
+from jobs.early_stop import decide, read_rung
 from jobs.sweep import point_names
 from preprocess.fixture import build
 from tests.conftest import QUIET_ENV, ROOT
@@ -131,7 +132,7 @@ def test_early_stopping_stops_a_trial_at_its_rung(slurm_cluster, faces32, tmp_pa
     assert "stopped early after epoch 6: kid" in log and "not requeueing" in log, log[-3000:]
 
     # the records prove it: each decision is the rule's on the values before it
-    records = read_rung(root / BOARD / "rung-6")
+    records = read_rung(root, 6)
     spec = load_spec(sweep)
     names = point_names(spec.work)  # one trial at a time, in array order
     order = sorted(records, key=lambda r: names.index(r["point"]))
@@ -156,4 +157,4 @@ def test_early_stopping_stops_a_trial_at_its_rung(slurm_cluster, faces32, tmp_pa
                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == exitcodes.EARLY_STOPPED
     assert "stopped early before" in again.stderr and "rank 0/1" not in again.stderr
-    assert json.loads((root / table[1]["point"] / "outcome.json").read_text())["exit"] == 80
+    assert read_outcome(root / table[1]["point"])["exit"] == 80
