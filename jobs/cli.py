@@ -19,6 +19,7 @@ from jobs.core.loader import SpecError, check_paths, load_spec, parse_set_args
 from jobs.core.runtime import array_index_from_env
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
+from jobs.core.stages import merge_spec
 from jobs.status import status
 from jobs.submit import preflight, submit
 from jobs.sweep import format_table, summary, summary_columns, swept_keys
@@ -172,7 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"error: {args.spec} is a '{spec.kind}' spec; --merge merges a preprocess "
                   "spec's shards", file=sys.stderr)
             return exitcodes.INVALID_SPEC
-        spec = kinds.merge_spec(spec)
+        spec = merge_spec(spec)
     index = args.index if args.index is not None else array_index_from_env()
     log.info("running %s '%s' from %s%s", spec.kind, spec.name, spec.source,
              f" (array task {index})" if index is not None else "")

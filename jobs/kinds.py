@@ -33,10 +33,10 @@ from jobs.core.loader import (
     check_paths,
     inception_sections,
     pipeline_problems,
-    pipeline_stages,
 )
 from jobs.core.rundir import init_from_problems
 from jobs.core.schema import JobSpec
+from jobs.core.stages import stages
 from jobs.early_stop import stopped_before, sweep_judge
 from jobs.sweep import expand_points, point_spec
 from jobs.sweep_checks import check_sweep, sweep_points
@@ -123,11 +123,6 @@ def _run_merge(spec: JobSpec, launch: Launch) -> int:
     return int(preprocess_job.run_merge(spec))
 
 
-def merge_spec(preprocess: JobSpec) -> JobSpec:
-    """A preprocess spec's merge, as a job of its own (a pipeline's second stage)."""
-    return dataclasses.replace(preprocess, kind="merge", name=f"{preprocess.name}-merge")
-
-
 def _run_sweep(spec: JobSpec, launch: Launch) -> int:
     """Train point ``index`` (an array task), or every point in turn when run locally. A
     point its early-stopping rule stopped before is not run again (a resubmitted sweep)."""
@@ -150,14 +145,17 @@ def _run_sweep(spec: JobSpec, launch: Launch) -> int:
 
 
 def _run_pipeline(spec: JobSpec, launch: Launch) -> int:
-    """Both stages here, one after the other: the preprocess run without an index writes
-    every shard and merges them itself (what the local executor does in three jobs)."""
-    pre, train = (checked_like(spec, stage) for stage in pipeline_stages(spec))
-    code = run(pre, Launch())
-    if code != exitcodes.OK:
-        log.error("preprocess stage failed (exit %d): not training", code)
-        return code
-    return run(train, launch.but(index=None))
+    """The stages here, one after the other (``jobs/core/stages.py``): the preprocess run
+    without an index writes every shard and merges them itself, so the merge stage is not
+    run (the local executor makes three jobs of them). The last stage, the training, gets
+    this launch: its stop signals, ``--fresh`` and resubmit link."""
+    chain = [stage for stage in stages(spec) if stage.in_process]
+    for stage in chain[:-1]:
+        code = run(checked_like(spec, stage.spec), Launch())
+        if code != exitcodes.OK:
+            log.error("%s stage failed (exit %d): not training", stage.spec.kind, code)
+            return code
+    return run(checked_like(spec, chain[-1].spec), launch.but(index=None))
 
 
 def _pipeline_stages_exist(spec: JobSpec) -> bool:
@@ -168,11 +166,11 @@ def _check_pipeline(spec: JobSpec, found: list[str], deep) -> list[str]:
     if not _pipeline_stages_exist(spec):
         return found
     return found or pipeline_problems(spec) or [f"{p} [pipeline stage]" for p in
-                                       deep(pipeline_stages(spec)[1])]
+                                       deep(stages(spec)[-1].spec)]
 
 
 def _pipeline_training(spec: JobSpec) -> list[tuple[str, JobSpec]]:
-    return [("", pipeline_stages(spec)[1])] if _pipeline_stages_exist(spec) else []
+    return [("", stages(spec)[-1].spec)] if _pipeline_stages_exist(spec) else []
 
 
 def _found(spec: JobSpec, found: list[str], deep) -> list[str]:

@@ -10,29 +10,20 @@ from __future__ import annotations
 
 import shlex
 
-from jobs.core.loader import pipeline_stages
 from jobs.core.schema import JobSpec
+from jobs.core.stages import stages
 from jobs.scheduler import chain_loop, dependency_options, log_dir, sbatch_argv
 
 
 def render_plan(job: JobSpec) -> str:
     """The chain as plain sbatch commands a user can paste into a shell."""
-    pre, train = pipeline_stages(job)
-    pre_set, train_set = job.work.preprocess_set, job.work.train_set + [
-        f"train.data={train.work.data}"]
-    pre_argv = sbatch_argv(pre, pre_set)
-    merge_argv = sbatch_argv(pre, pre_set, script="merge.sbatch", options={
-        "array": False, "job-name": f"{pre.name}-merge",
-        "output": str(log_dir(pre) / "%x-%j.out")})
-    train_argv = sbatch_argv(train, train_set)
-
-    def after(var: str) -> str:
-        return " ".join(f"--{k}={v}" for k, v in dependency_options(f"${var}").items())
-
-    return "\n".join([
-        "# sbatch (plain Slurm), a chain of dependent jobs:",
-        f"mkdir -p {shlex.quote(str(log_dir(pre)))} {shlex.quote(str(log_dir(train)))}",
-        f"pre=$(sbatch --parsable {shlex.join(pre_argv[1:])})",
-        f"merge=$(sbatch --parsable {after('pre')} {shlex.join(merge_argv[1:])})",
-        f"first=$(sbatch --parsable {after('merge')} {shlex.join(train_argv[1:])})",
-        *chain_loop(train, train_argv)])
+    chain = stages(job)
+    lines = ["# sbatch (plain Slurm), a chain of dependent jobs:",
+             "mkdir -p " + " ".join(dict.fromkeys(shlex.quote(str(log_dir(s.spec)))
+                                                  for s in chain))]
+    for stage in chain:
+        argv = sbatch_argv(stage.spec, stage.sets)
+        after = "" if stage.after is None else " ".join(
+            f"--{k}={v}" for k, v in dependency_options(f"${stage.after}").items()) + " "
+        lines.append(f"{stage.name}=$(sbatch --parsable {after}{shlex.join(argv[1:])})")
+    return "\n".join([*lines, *chain_loop(chain[-1].spec, argv)])

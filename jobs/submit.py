@@ -20,9 +20,10 @@ import submitit
 from jobs import kinds, progress
 from jobs.core import chain, events, exitcodes, runtime, signals
 from jobs.core.launch import Launch
-from jobs.core.loader import SpecError, pipeline_stages
+from jobs.core.loader import SpecError
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
+from jobs.core.stages import stages
 from jobs.scheduler import (
     array_size,
     dependency_options,
@@ -172,25 +173,25 @@ def _submit_chained(spec: JobSpec, executor: str, after: str | None = None,
 
 
 def submit_pipeline(job: JobSpec, executor: str, wait: bool) -> int:
-    """Preprocess array → merge (afterok:array) → train (afterok:merge). Locally, stage by
-    stage, stopping at the first failure."""
-    pre, train = (kinds.checked_like(job, stage) for stage in pipeline_stages(job))
-    local = executor == "local"
-    array = _submit_one(pre, executor, SpecTask(pre))
-    if local and wait_all(array):
-        return exitcodes.FAILED
-    after = None if local else _base_id(array)
-    merging = kinds.merge_spec(pre)
-    merge = _submit_one(merging, executor, SpecTask(merging), after)
-    if local and wait_all(merge):
-        return exitcodes.FAILED
+    """The stages of ``jobs/core/stages.py`` as dependent jobs, each ``afterok`` of the one
+    it waits for; the training last, with its resubmit chain. Locally, stage by stage,
+    stopping at the first failure."""
+    local, submitted = executor == "local", {}
+    *before, last = stages(job)
+    for stage in before:
+        spec = kinds.checked_like(job, stage.spec)
+        after = None if local or stage.after is None else _base_id(submitted[stage.after])
+        submitted[stage.name] = _submit_one(spec, executor, SpecTask(spec), after)
+        if local and wait_all(submitted[stage.name]):
+            return exitcodes.FAILED
+    train = kinds.checked_like(job, last.spec)
     _refuse_local_ranks(train, executor)
-    training, tail = _submit_chained(train, executor, None if local else _base_id(merge),
-                                     name=train.name)
+    training, tail = _submit_chained(
+        train, executor, None if local else _base_id(submitted[last.after]), name=train.name)
     if not (wait or local):
         return exitcodes.OK
     progress.follow(training[0].job, training[0].directory)
-    return wait_all(array + merge + (tail or training))
+    return wait_all([j for jobs in submitted.values() for j in jobs] + (tail or training))
 
 
 def _base_id(submitted: list[Submitted]) -> str:

@@ -6,6 +6,7 @@ from jobs import kinds
 from jobs.core import exitcodes
 from jobs.core.loader import load_spec, parse_set_args
 from jobs.core.schema import WORK_SECTIONS
+from jobs.core.stages import merge_spec
 from jobs.scheduler import array_size, requeues_itself, sbatch_argv, slurm_options
 from tests.conftest import ROOT, run_cli
 
@@ -33,7 +34,7 @@ def test_the_table_decides_the_array_the_requeue_and_the_script(tmp_path):
 def test_a_pipelines_merge_is_a_job_of_its_own_kind(tmp_path):
     pre = load_spec(EXAMPLES / "preprocess_faces.yaml",
                     parse_set_args([f"preprocess.output_dir={tmp_path}"]))
-    merge = kinds.merge_spec(pre)
+    merge = merge_spec(pre)
     assert (merge.kind, merge.name, merge.work) == ("merge", f"{pre.name}-merge", pre.work)
     assert array_size(merge) is None and not requeues_itself(merge)
     assert sbatch_argv(merge)[-2].endswith("slurm/merge.sbatch")
