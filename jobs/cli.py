@@ -101,9 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="SPEC_OR_DIR")
     p = sub.add_parser("summary", help="a sweep's last metrics per point (table + CSV)")
     p.add_argument("spec", metavar="SWEEP_SPEC")
-    p = sub.add_parser("schema", help="print every spec field with its default and meaning")
+    p = sub.add_parser("schema", help="print the spec fields with their defaults and meaning")
+    p.add_argument("--all", action="store_true", dest="everything",
+                   help="also the advanced fields (each section's advanced:)")
     p.add_argument("--markdown", action="store_true",
-                   help="as docs/spec-reference.md's markdown tables")
+                   help="as docs/spec-reference.md's markdown tables (every field)")
     p.add_argument("--update", "--update-readme", metavar="FILE", dest="update",
                    help="rewrite the field reference between the markers in this file "
                         "(docs/spec-reference.md; --update-readme is its older name)")
@@ -238,7 +240,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     if args.update:
         schema_doc.update_reference(args.update)
         return exitcodes.OK
-    print(schema_doc.render(markdown=args.markdown))
+    print(schema_doc.render(markdown=args.markdown, everything=args.everything or args.markdown))
     return exitcodes.OK
 
 

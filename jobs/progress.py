@@ -36,12 +36,13 @@ class EpochEvents:
     def read(self, new: list[dict]) -> None:
         for event in new:
             if event["type"] == "quality":
-                self.quality = " ".join(f"{k}={v:.4g}" for k, v in event["figures"].items()
-                                        if v is not None)
+                self.quality = " ".join(f"{k}={_shown(v, '.4g')}"
+                                        for k, v in event["figures"].items())
                 self.quality_epoch = event["epoch"]
             elif event["type"] == "epoch_done" and event["epoch"] not in self.seen:
                 self.seen.add(event["epoch"])  # an epoch redone after a kill shows once
-                losses = " ".join(f"{k}={event['metrics'][k]:.3f}" for k in READS["progress"])
+                losses = " ".join(f"{k}={_shown(event['metrics'].get(k), '.3f')}"
+                                  for k in READS["progress"])
                 self.show(event["epoch"], event["epochs"],
                           losses + self._latest_quality(event["epoch"]))
 
@@ -51,6 +52,11 @@ class EpochEvents:
             return ""
         when = "" if self.quality_epoch == epoch else f" (epoch {self.quality_epoch})"
         return f" {self.quality}{when}"
+
+
+def _shown(value: float | None, spec: str) -> str:
+    """A figure as the bar shows it; a loss gone to NaN is recorded as null: 'nan'."""
+    return "nan" if value is None else format(value, spec)
 
 
 def plain_lines() -> Callable[[int, int, str], None]:

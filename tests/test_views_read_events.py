@@ -14,11 +14,11 @@ from tests.test_layers import module_name, project_modules
 # every regular expression in the code, with what it matches: none matches a log line
 REGEX_HOMES = {
     "jobs.sweep": "a point's overrides into a directory name",
-    "jobs.core.train_schema": "a SHA-256 in a spec",
+    "jobs.core.schema": "sbatch option names and typed GPU gres in resources.slurm_extra",
     "jobs.core.chain": "--chain FIRST:K on the command line",
-    "jobs.core.loader": "names, sbatch options and GPU gres in a spec",
+    "jobs.core.loader": "a job's name in a spec",
     "jobs.core.rundir": "latest|best|ckpt-N in train.init_from",
-    "jobs.core.fields": "a Slurm walltime in a spec",
+    "jobs.core.fields": "a Slurm walltime and a SHA-256 in a spec",
     "jobs.core.specfile": "YAML 1.2 scalars in a spec",
     "gan.parallel.devices": "/proc/driver/nvidia/version, the kernel module's own file",
     "gan.models.builders": "D's layer names in freeze_d",

@@ -193,9 +193,7 @@ def freeze_discriminator(discriminator: keras.Model, count: int) -> list:
     """Freeze D's first ``count`` blocks (``train.freeze_d``): their weights leave D's
     trainable variables, so its optimizer and its gradients skip them, and a frozen BatchNorm
     normalises with its moving statistics and keeps them. The frozen layers' variables."""
-    blocks = discriminator_blocks(discriminator)
-    if count > len(blocks):
-        raise ValueError(f"train.freeze_d: {count} is more than D's {len(blocks)} blocks")
+    blocks = discriminator_blocks(discriminator)  # as many as the spec's rule counts
     frozen = [layer for block in blocks[:count] for layer in block]
     for layer in frozen:
         layer.trainable = False

@@ -28,8 +28,15 @@ def opt(
     path: str | None = None,
     parse: Callable[[Any], Any] | None = None,
     example: Any = None,
+    advanced: bool = False,
+    old_name_of: str | None = None,
 ) -> Any:
     """Declare a spec field.
+
+    ``advanced``: a field almost no one sets. A spec sets it in its section's ``advanced:``
+    sub-section (``jobs/core/advanced.py``), and ``python -m jobs schema`` lists it there,
+    after the fields a user sees by default. ``old_name_of``: the field is an old spelling
+    of another setting, still read, with a warning naming it.
 
     ``path`` is ``"exists"`` for inputs that must exist when a job is planned or run, or
     ``"output"`` for locations the job creates. ``parse`` normalises a raw YAML value (and
@@ -37,7 +44,7 @@ def opt(
     by name (:func:`is_secret_name`), not spec fields.
     """
     meta = dict(help=help, ge=ge, gt=gt, le=le, lt=lt, path=path, parse=parse,
-                example=example)
+                example=example, advanced=advanced, old_name_of=old_name_of)
     if default is _MISSING:
         return dataclasses.field(metadata=meta)
     if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
@@ -125,3 +132,50 @@ def iter_path_fields(obj: Any, where: str):
             yield f"{where}.{f.name}", value, f.metadata["path"]
         elif is_dataclass(value):
             yield from iter_path_fields(value, f"{where}.{f.name}")
+
+
+# value parsers of the schema's fields: each returns the value normalised, or raises
+# ValueError with a message for the user
+def parse_band(value: Any) -> list[float]:
+    ok = (isinstance(value, list) and len(value) == 2
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+    if not ok or not value[0] < value[1]:
+        raise ValueError(f"expected [low, high] with low < high, got {value!r}")
+    return [float(v) for v in value]
+
+
+AUGMENTATIONS = ("color", "translation", "cutout", "flip")
+
+
+def parse_augment_policy(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"expected a list of augmentations, got {value!r}")
+    for name in value:
+        if name not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {name!r}{nearest(name, AUGMENTATIONS)}; "
+                             f"choose from {', '.join(AUGMENTATIONS)}")
+    return list(value)
+
+
+def parse_sha256(value: Any) -> str:
+    if not (isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{64}", value)):
+        raise ValueError(f"expected 64 hexadecimal digits (sha256sum's output), got {value!r}")
+    return value.lower()
+
+
+def parse_filters(value: Any) -> list[int]:
+    ok = isinstance(value, list) and value and all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    if not ok:
+        raise ValueError(f"expected a non-empty list of positive integers, got {value!r}")
+    return list(value)
+
+
+def parse_ends(value):
+    """[start, end] of a schedule: two numbers."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 2 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"expected [start, end], two numbers; got {value!r}")
+    return [float(v) for v in value]

@@ -8,6 +8,7 @@ prefixed with ``file: dotted.key:`` so the user can jump straight to it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import types
@@ -17,11 +18,10 @@ from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from jobs.core import facefile
+from jobs.core import advanced, facefile
 from jobs.core.fields import iter_path_fields, nearest
 from jobs.core.recipes import fill_recipe
 from jobs.core.schema import (
-    MANAGED_SBATCH_OPTIONS,
     TOP_LEVEL_HELP,
     WORK_SECTIONS,
     JobSpec,
@@ -29,12 +29,11 @@ from jobs.core.schema import (
     SpecError,
 )
 from jobs.core.specfile import parse_scalar, parse_yaml, read_spec_text
-from jobs.core.sweep_rules import check_sweep
-from jobs.core.train_schema import schedule_problems
 
 __all__ = ["SpecError", "load_spec", "parse_spec", "parse_set_args", "check_paths",
            "pipeline_stages", "pipeline_problems"]
 
+log = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -90,13 +89,15 @@ class _Validator:
         self.source = source
         self.problems: list[str] = []
         self.from_recipe: dict[str, str] = {}  # dotted key -> the train.recipe that set it
+        self.old_places: set[str] = set()  # advanced fields the spec set at their old place
 
     def fail(self, where: str, message: str) -> None:
         recipe = self.from_recipe.get(where)
+        shown = where if where in self.old_places else spec_key(where)
         if recipe:
-            message += (f" (the value of train.recipe: {recipe}; set {where} in the spec to "
+            message += (f" (the value of train.recipe: {recipe}; set {shown} in the spec to "
                         "choose another)")
-        self.problems.append(f"{self.source}: {where}: {message}")
+        self.problems.append(f"{self.source}: {shown}: {message}")
 
     def build(self, cls: type, data: Any, where: str) -> Any:
         if data is None:
@@ -190,29 +191,6 @@ class _Validator:
                 self.fail(where, f"{value!r} is out of range: must be {word} {bound}")
 
 
-OPTION_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
-GPU_GRES = re.compile(r"^gpu(?::[\w.-]+)?:(\d+)$")  # gpu:4, gpu:a100:4
-
-
-def _check_slurm_extra(v: _Validator, res: Resources) -> None:
-    """``resources.slurm_extra``: long option names that no field of the spec already sets,
-    and a typed gres whose GPU count is ``gpus_per_node`` (which the device checks read)."""
-    for key, value in res.slurm_extra.items():
-        where = f"resources.slurm_extra.{key}"
-        if not OPTION_NAME.match(key):
-            v.fail(where, "give an sbatch option's long name without '--', e.g. constraint "
-                          "or mail-type")
-        elif key in MANAGED_SBATCH_OPTIONS:
-            v.fail(where, f"--{key} is set by {MANAGED_SBATCH_OPTIONS[key]}: set it there")
-        elif key == "gres":
-            gpus = sum(int(m.group(1)) for part in str(value).split(",")
-                       if (m := GPU_GRES.match(part.strip())))
-            if gpus != res.gpus_per_node:
-                v.fail(where, f"{value!r} asks for {gpus} GPU(s) per node but "
-                              f"resources.gpus_per_node is {res.gpus_per_node}: make them "
-                              "agree (the device checks read resources.gpus_per_node)")
-
-
 def parse_spec(data: Any, source: str = "<memory>") -> JobSpec:
     """Validate already-parsed YAML data (a dict) into a JobSpec, or raise SpecError."""
     v = _Validator(source)
@@ -233,21 +211,55 @@ def parse_spec(data: Any, source: str = "<memory>") -> JobSpec:
     name = data.get("name")
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         v.fail("name", f"expected a job name of letters, digits, '-', '_', '.', got {name!r}")
+    _lift_advanced(v, data, "resources")
     resources = v.build(Resources, data.get("resources"), "resources")
-    if isinstance(resources, Resources):
-        _check_slurm_extra(v, resources)
     env = v.check_type(dict[str, str], data.get("env") or {}, "env")
     if kind not in data:
         v.fail(kind, f"the work section '{kind}:' is missing")
+    _lift_advanced(v, data, kind)
     if kind == "train":
         v.from_recipe = fill_recipe(data.get(kind), kind)
     work = v.build(WORK_SECTIONS[kind], data.get(kind), kind)
     if not v.problems:
-        _check_cross_fields(v, kind, work)
+        _section_problems(v, resources, "resources")
+        _section_problems(v, work, kind)
     if v.problems:
         raise SpecError(v.problems)
     resolve_paths(work, Path.cwd())
     return JobSpec(kind=kind, name=name, resources=resources, env=env, work=work, source=source)
+
+
+def spec_key(where: str) -> str:
+    """A dotted key as a spec writes it: an advanced field in its section's ``advanced:``
+    (``train.guard.d_bounds`` -> ``train.guard.advanced.d_bounds``); others as they are."""
+    root, *names = where.split(".")
+    cls = Resources if root == "resources" else WORK_SECTIONS.get(root)
+    shown = [root]
+    for i, name in enumerate(names):
+        declared = {f.name: f for f in fields(cls)} if is_dataclass(cls) else {}
+        if name not in declared:
+            return ".".join(shown + names[i:])
+        if advanced.is_advanced(declared[name]):
+            shown.append(advanced.KEY)
+        shown.append(name)
+        cls = typing.get_type_hints(cls).get(name)
+    return ".".join(shown)
+
+
+_WARNED: set[tuple[str, str]] = set()  # a sweep loads its base once per point: each warning once
+
+
+def _lift_advanced(v: _Validator, data: dict, section: str) -> None:
+    """A section's ``advanced:`` fields into place (``jobs/core/advanced.py``)."""
+    cls = Resources if section == "resources" else WORK_SECTIONS[section]
+    problems, warnings, old_places = advanced.lift(data.get(section), cls, section)
+    v.old_places |= old_places
+    for where, why in problems:
+        v.fail(where, why)
+    for text in warnings:
+        if (v.source, text) not in _WARNED:
+            _WARNED.add((v.source, text))
+            log.warning("%s: %s", v.source, text)
 
 
 def inception_sections(kind: str, work: Any) -> list[tuple[str, Any]]:
@@ -268,51 +280,16 @@ def precision_recall_sections(kind: str, work: Any) -> list[tuple[str, Any]]:
     return []
 
 
-def _check_cross_fields(v: _Validator, kind: str, work: Any) -> None:
-    """Rules that involve more than one field."""
-    if kind == "train":
-        size, n_up = work.model.image_size, len(work.model.generator_filters)
-        if size % (2 ** n_up) or size // (2 ** n_up) < 2:
-            v.fail("train.model.image_size", f"{size} must be a multiple of 2**{n_up} (one "
-                   f"doubling per generator block) and at least {2 ** (n_up + 1)}")
-        blocks = len(work.model.discriminator_filters)  # D's blocks (gan/models/builders.py)
-        if work.freeze_d > blocks:
-            v.fail("train.freeze_d", f"{work.freeze_d} is more than D's {blocks} blocks (one "
-                   "per train.model.discriminator_filters entry)")
-        if work.augment.adaptive and not work.augment.policy:
-            v.fail("train.augment.adaptive", "needs train.augment.policy: the augmentations "
-                   "whose probability it tunes")
-        metrics = work.metrics
-        if work.checkpoint.keep_best != "none" and not (metrics.every_epochs or
-                                                         metrics.every_kimg):
-            v.fail("train.checkpoint.keep_best", "needs train.metrics.every_epochs or "
-                   "every_kimg: the best snapshot is chosen by the figures measured there")
-        if work.checkpoint.keep_best == "face_rate" and not metrics.face_rate:
-            v.fail("train.checkpoint.keep_best", "face_rate needs train.metrics.face_rate")
-        if work.mixed_precision and work.precision == "float16":
-            v.fail("train.mixed_precision", "true is the older name of train.precision: "
-                   "bfloat16, but train.precision is float16; set train.precision alone")
-        elif work.mixed_precision:
-            work.precision = "bfloat16"  # the alias resolves here, once
-        for key, why in schedule_problems(work):
-            v.fail(key, why)
-        probs = work.latent.class_probabilities
-        if probs is not None and (any(p < 0 for p in probs) or abs(sum(probs) - 1) > 1e-6):
-            v.fail("train.latent.class_probabilities", "must be non-negative and sum to 1")
-    for where, owner in precision_recall_sections(kind, work):
-        if owner.precision_recall and owner.count <= 2 * owner.nearest_k:
-            v.fail(f"{where}.nearest_k", f"{owner.nearest_k} needs {where}.count above "
-                   f"{2 * owner.nearest_k} (it is {owner.count}): the real-vs-real "
-                   "yardstick compares two halves, each with more than k samples")
-    for where, inception in inception_sections(kind, work):
-        if bool(inception.weights) != bool(inception.sha256):
-            v.fail(where, "give both weights and sha256 (the file is checked before anything "
-                          "runs)")
-    if kind == "generate" and work.task == "arithmetic" and not work.attribute:
-        v.fail("generate.attribute", "task arithmetic needs the attribute (or class name) "
-               "whose direction it draws")
-    if kind == "sweep":
-        check_sweep(v, work)
+def _section_problems(v: _Validator, section: Any, where: str) -> None:
+    """Each section's own rules (its ``problems()``, beside its fields in the schema), for
+    every section of the spec: one place per rule, each checked once."""
+    if hasattr(section, "problems"):
+        for key, why in section.problems():
+            v.fail(f"{where}.{key}" if key else where, why)
+    for f in fields(section):
+        value = getattr(section, f.name)
+        if is_dataclass(value):
+            _section_problems(v, value, f"{where}.{f.name}")
 
 
 def load_spec(path: str | os.PathLike, overrides: Iterable[tuple[str, Any]] = (),

@@ -7,6 +7,7 @@ its settings from these dataclasses; defaults and ranges are declared here and n
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from jobs.core.fields import (
     section,
     to_plain,
 )
+from jobs.core.sweep_rules import sweep_problems
 from jobs.core.train_schema import (  # noqa: F401
     AUGMENTATIONS,
     NEAREST_K_HELP,
@@ -36,6 +38,7 @@ from jobs.core.train_schema import (  # noqa: F401
     OptimizerSpec,
     ScheduleSpec,
     TrainSpec,
+    nearest_k_problems,
 )
 
 CELEBA_ATTRIBUTES = (
@@ -106,7 +109,7 @@ class Resources:
                            "cancels instead of requeueing: each resumes the run, or exits at "
                            "once if it has ended", ge=0, le=100)
     signal_lead_s: int = opt(120, "Seconds before the walltime that the job is told to "
-                                  "checkpoint and requeue", ge=10)
+                                  "checkpoint and requeue", ge=10, advanced=True)
     slurm_extra: dict[str, str | int | bool] = opt(
         {}, "Any other sbatch option by its long name, without '--', for both sbatch and "
             "submitit (slurm_additional_parameters): constraint, exclude, nodelist, "
@@ -115,6 +118,32 @@ class Resources:
             "spec sets through its own fields are refused, naming the field",
         example="{constraint: a100, mail-type: END}")
     container: ContainerSpec = section(ContainerSpec, "Optional container for the job")
+
+    def problems(self) -> list[tuple[str, str]]:
+        """resources.slurm_extra: an sbatch option by its name, none this spec sets through
+        its own fields, a typed gres that agrees with gpus_per_node."""
+        out = []
+        for key, value in self.slurm_extra.items():
+            where = f"slurm_extra.{key}"
+            if not OPTION_NAME.match(key):
+                out.append((where, "give an sbatch option's long name without '--', e.g. "
+                                   "constraint or mail-type"))
+            elif key in MANAGED_SBATCH_OPTIONS:
+                out.append((where, f"--{key} is set by {MANAGED_SBATCH_OPTIONS[key]}: set it "
+                                   "there"))
+            elif key == "gres":
+                gpus = sum(int(m.group(1)) for part in str(value).split(",")
+                           if (m := GPU_GRES.match(part.strip())))
+                if gpus != self.gpus_per_node:
+                    out.append((where, f"{value!r} asks for {gpus} GPU(s) per node but "
+                                       f"resources.gpus_per_node is {self.gpus_per_node}: "
+                                       "make them agree (the device checks read "
+                                       "resources.gpus_per_node)"))
+        return out
+
+
+OPTION_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+GPU_GRES = re.compile(r"^gpu(?::[\w.-]+)?:(\d+)$")  # gpu:4, gpu:a100:4
 
 
 # The sbatch options a spec sets through its own fields (or the project sets itself), each with
@@ -157,7 +186,7 @@ class FaceSpec:
     margin: float = opt(0.2, "Extra border around the detected box, as a fraction of its size",
                         ge=0, le=2)
     min_confidence: float = opt(0.9, "Drop detections below this MTCNN confidence", ge=0, le=1)
-    min_face_size: int = opt(20, "Smallest face MTCNN looks for, in pixels", ge=8)
+    min_face_size: int = opt(20, "Smallest face MTCNN looks for, in pixels", ge=8, advanced=True)
     auto_min_face: int = opt(
         32, "Derive the smallest face to look for from the data: after the first N photos of "
             "each size (searched down to min_face_size), look only for faces of at least half "
@@ -165,13 +194,13 @@ class FaceSpec:
             "again down to min_face_size. Saves MTCNN's costliest pyramid levels (on the "
             "bundled set every box stays where it was; a narrowed search can move a box by "
             "a few pixels, and a photo with no face costs both searches). 0 = always "
-            "search down to min_face_size", ge=0)
+            "search down to min_face_size", ge=0, advanced=True)
     select: Literal["largest", "most_confident"] = opt(
         "largest", "Which face to keep when a photo has several")
     align: bool = opt(False, "Rotate so the eyes are level (uses MTCNN's eye keypoints)")
-    crop_top: int = opt(59, "fixed_crop: top row of the window", ge=0)
-    crop_left: int = opt(24, "fixed_crop: left column of the window", ge=0)
-    crop_size: int = opt(128, "fixed_crop: side of the window", ge=8)
+    crop_top: int = opt(59, "fixed_crop: top row of the window", ge=0, advanced=True)
+    crop_left: int = opt(24, "fixed_crop: left column of the window", ge=0, advanced=True)
+    crop_size: int = opt(128, "fixed_crop: side of the window", ge=8, advanced=True)
 
 
 @dataclass
@@ -181,9 +210,10 @@ class PreprocessSpec:
     output_dir: str = opt(help="Where shards, reports, the merged HDF5 and the sample sheet "
                                "go", path="output", example="/scratch/$USER/celeba64")
     layout: Literal["auto", "kaggle", "original", "plain"] = opt(
-        "auto", "Input layout; auto detects list_attr_celeba.csv/.txt, else plain")
+        "auto", "Input layout; auto detects list_attr_celeba.csv/.txt, else plain", advanced=True)
     num_shards: int = opt(1, "Number of shards = array tasks", ge=1, le=100000)
-    batch_size: int = opt(32, "Images per MTCNN call (same-size images only)", ge=1, le=4096)
+    batch_size: int = opt(32, "Images per MTCNN call (same-size images only)", ge=1, le=4096,
+                          advanced=True)
     faces: FaceSpec = section(FaceSpec, "Face extraction")
     classes: list[ClassRule] = opt([], "Class labels as rules over attributes, first match "
                                        "wins; images matching none are dropped. Empty: one "
@@ -191,10 +221,11 @@ class PreprocessSpec:
     filter: ClassRule | None = opt(None, "Keep only images matching this rule (its name is "
                                          "only used in reports)")
     compression: Literal["none", "lzf", "gzip"] = opt(
-        "none", "HDF5 compression of the image dataset")
-    chunk_images: int = opt(256, "Images per HDF5 chunk", ge=1)
-    sample_sheet: int = opt(64, "Faces on the sample sheet PNG (0 = none)", ge=0, le=1024)
-    seed: int = opt(0, "Seed for the sample sheet's choice of faces", ge=0)
+        "none", "HDF5 compression of the image dataset", advanced=True)
+    chunk_images: int = opt(256, "Images per HDF5 chunk", ge=1, advanced=True)
+    sample_sheet: int = opt(64, "Faces on the sample sheet PNG (0 = none)", ge=0, le=1024,
+                            advanced=True)
+    seed: int = opt(0, "Seed for the sample sheet's choice of faces", ge=0, advanced=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,9 +245,9 @@ class EarlyStopSpec:
     rungs: list[float] = opt([], "Where trials are judged, in unit, increasing; judged at the "
                                  "first measurement at or after each", example="[2, 4, 8]")
     reduction_factor: float = opt(3.0, "asha: keep the best 1/reduction_factor at a rung",
-                                  gt=1)
+                                  gt=1, advanced=True)
     min_trials: int = opt(2, "Judge only once this many trials (this one included) reached "
-                             "the rung", ge=1)
+                             "the rung", ge=1, advanced=True)
 
 
 @dataclass
@@ -239,6 +270,9 @@ class SweepSpec:
     points: list[dict[str, Any]] = opt([], "Explicit points (dotted key -> value), added after "
                                            "the grid or the random trials")
     early_stop: EarlyStopSpec = section(EarlyStopSpec, "Stop trials that fall behind at rungs")
+
+    def problems(self) -> list[tuple[str, str]]:
+        return sweep_problems(self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,7 +303,7 @@ class GenerateSpec:
                                              "train.checkpoint.keep_best snapshot); none = the "
                                              "latest", parse=_checkpoint_choice)
     precision_recall: bool = opt(False, "metrics: " + PRECISION_RECALL_HELP)
-    nearest_k: int = opt(5, NEAREST_K_HELP, ge=1)
+    nearest_k: int = opt(5, NEAREST_K_HELP, ge=1, advanced=True)
     inception: InceptionSpec = section(InceptionSpec, "metrics: optional Inception-v3 features")
     per_class: int = opt(8, "Samples per class (grid; classifier_score uses 100x this)", ge=1)
     steps: int = opt(10, "Interpolation steps; arithmetic: alpha values", ge=2)
@@ -278,7 +312,14 @@ class GenerateSpec:
     strength: float = opt(2.0, "arithmetic: alpha runs from -strength to +strength", gt=0)
     rows: int = opt(4, "arithmetic: rows (base latents) in the figure", ge=1)
     samples: int = opt(2000, "arithmetic, attribute_f1: generated images judged", ge=10)
-    seed: int = opt(0, "Seed for the latents", ge=0)
+    seed: int = opt(0, "Seed for the latents", ge=0, advanced=True)
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = nearest_k_problems(self, "generate")
+        if self.task == "arithmetic" and not self.attribute:
+            out.append(("attribute", "task arithmetic needs the attribute (or class name) "
+                                     "whose direction it draws"))
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

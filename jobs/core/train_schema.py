@@ -4,47 +4,20 @@ one schema). Defaults and ranges are declared here and nowhere else.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from jobs.core.fields import nearest, opt, section
+from jobs.core.fields import (
+    AUGMENTATIONS,
+    opt,
+    parse_augment_policy,
+    parse_band,
+    parse_ends,
+    parse_filters,
+    parse_sha256,
+    section,
+)
 from jobs.core.rundir import parse_init_from
-
-
-def _band(value: Any) -> list[float]:
-    ok = (isinstance(value, list) and len(value) == 2
-          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
-    if not ok or not value[0] < value[1]:
-        raise ValueError(f"expected [low, high] with low < high, got {value!r}")
-    return [float(v) for v in value]
-
-
-AUGMENTATIONS = ("color", "translation", "cutout", "flip")
-
-
-def _augment_policy(value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"expected a list of augmentations, got {value!r}")
-    for name in value:
-        if name not in AUGMENTATIONS:
-            raise ValueError(f"unknown augmentation {name!r}{nearest(name, AUGMENTATIONS)}; "
-                             f"choose from {', '.join(AUGMENTATIONS)}")
-    return list(value)
-
-
-def _sha256(value: Any) -> str:
-    if not (isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{64}", value)):
-        raise ValueError(f"expected 64 hexadecimal digits (sha256sum's output), got {value!r}")
-    return value.lower()
-
-
-def _filters(value: Any) -> list[int]:
-    ok = isinstance(value, list) and value and all(
-        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-    if not ok:
-        raise ValueError(f"expected a non-empty list of positive integers, got {value!r}")
-    return list(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,19 +30,28 @@ class ModelSpec:
     image_size: int = opt(64, "Generated image side; must equal the data's", ge=8, le=1024)
     latent_dim: int = opt(100, "Size of the latent vector z", ge=1)
     num_classes: int | None = opt(None, "Number of classes; none = read from the data", ge=1)
-    embedding_dim: int = opt(50, "Size of the learned per-class embedding", ge=1)
+    embedding_dim: int = opt(50, "Size of the learned per-class embedding", ge=1, advanced=True)
     generator_filters: list[int] = opt([256, 128, 64], "Filters of the generator's upsampling "
                                                        "blocks (each doubles the size)",
-                                       parse=_filters)
+                                       parse=parse_filters)
     discriminator_filters: list[int] = opt([64, 128, 256], "Filters of the discriminator's "
-                                                           "stride-2 blocks", parse=_filters)
+                                                           "stride-2 blocks", parse=parse_filters)
     architecture: Literal["classic", "residual"] = opt(
         "classic", "classic: strided and transposed convolutions (BatchNorm in dcgan); "
                    "residual: R3GAN-style residual G and D without normalization (inverted "
                    "bottlenecks, depthwise 3x3, fix-up initialization, bilinear resampling), "
                    "one block per filters entry (gan/models/residual.py)")
-    leaky_relu: float = opt(0.2, "LeakyReLU negative slope", ge=0, lt=1)
-    dropout: float = opt(0.4, "Dropout before the discriminator's output", ge=0, lt=1)
+    leaky_relu: float = opt(0.2, "LeakyReLU negative slope", ge=0, lt=1, advanced=True)
+    dropout: float = opt(0.4, "Dropout before the discriminator's output", ge=0, lt=1,
+                         advanced=True)
+
+    def problems(self) -> list[tuple[str, str]]:
+        n_up = len(self.generator_filters)
+        if self.image_size % (2 ** n_up) or self.image_size // (2 ** n_up) < 2:
+            return [("image_size", f"{self.image_size} must be a multiple of 2**{n_up} (one "
+                                   f"doubling per generator block) and at least "
+                                   f"{2 ** (n_up + 1)}")]
+        return []
 
 
 @dataclass
@@ -77,10 +59,12 @@ class OptimizerSpec:
     name: Literal["adamax", "adam"] = opt("adamax", "Optimizer for both networks")
     learning_rate: float = opt(7e-5, "Learning rate (per rank, before scaling)", gt=0, le=1)
     beta_1: float = opt(0.08, "First-moment decay", ge=0, lt=1)
-    beta_2: float = opt(0.999, "Second-moment decay", ge=0, lt=1)
-    scale_lr_by_ranks: bool = opt(False, "Multiply the learning rate by the number of ranks")
+    beta_2: float = opt(0.999, "Second-moment decay", ge=0, lt=1, advanced=True)
+    scale_lr_by_ranks: bool = opt(False, "Multiply the learning rate by the number of ranks",
+                                  advanced=True)
     autoencoder_lr_ratio: float = opt(0.25, "aeacgan: the autoencoder update's learning rate "
-                                            "as a share of learning_rate", gt=0, le=10)
+                                            "as a share of learning_rate", gt=0, le=10,
+                                      advanced=True)
 
 
 @dataclass
@@ -89,13 +73,20 @@ class LatentSpec:
         "normal", "How z is drawn; uniform: in [-1, 1]; unit_uniform: in [0, 1] (aeacgan "
                   "needs it); stratified: evenly spaced over [-3, 3], shuffled")
     class_probabilities: list[float] | None = opt(
-        None, "Probabilities of the sampled class labels; none = the data's frequencies")
+        None, "Probabilities of the sampled class labels; none = the data's frequencies",
+        advanced=True)
+
+    def problems(self) -> list[tuple[str, str]]:
+        probs = self.class_probabilities
+        if probs is not None and (any(p < 0 for p in probs) or abs(sum(probs) - 1) > 1e-6):
+            return [("class_probabilities", "must be non-negative and sum to 1")]
+        return []
 
 
 @dataclass
 class CheckpointSpec:
     every_steps: int = opt(0, "Also checkpoint every K steps (0 = only at epoch ends)", ge=0)
-    keep: int = opt(3, "Checkpoints kept", ge=1)
+    keep: int = opt(3, "Checkpoints kept", ge=1, advanced=True)
     keep_best: Literal["none", "kid", "fid", "face_rate"] = opt(
         "none", "Also keep the snapshot with the best value of this train.metrics figure in "
                 "run_dir/best (apart from the rolling ones: a later collapse cannot lose it); "
@@ -115,20 +106,10 @@ class LossSpec:
     r1_gamma: float = opt(0.0, "Weight of the R1 penalty: gamma/2 x |grad D(real)|^2 (0 = off)",
                           ge=0)
     r1_interval: int = opt(16, "Lazy R1 and R2: every N steps, scaled by N (StyleGAN2); 1 = "
-                               "every step", ge=1)
+                               "every step", ge=1, advanced=True)
     r2_gamma: float = opt(0.0, "Weight of the R2 penalty: gamma/2 x |grad D(fake)|^2 on the "
                                "fakes as D saw them (0 = off; R3GAN sets it equal to r1_gamma)",
                           ge=0)
-
-
-def _ends(value):
-    """[start, end] of a schedule: two numbers."""
-    if value is None:
-        return None
-    if not isinstance(value, list) or len(value) != 2 or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-        raise ValueError(f"expected [start, end], two numbers; got {value!r}")
-    return [float(v) for v in value]
 
 
 @dataclass
@@ -139,17 +120,17 @@ class ScheduleSpec:
                            "resumed run is exact", ge=0)
     learning_rate: list[float] | None = opt(
         None, "[start, end] of optimizer.learning_rate (both networks; the autoencoder keeps "
-              "its ratio); none: fixed", parse=_ends)
+              "its ratio); none: fixed", parse=parse_ends)
     beta_2: list[float] | None = opt(None, "[start, end] of Adam's beta_2 (R3GAN: 0.9 to "
-                                           "0.99); none: optimizer.beta_2", parse=_ends)
+                                           "0.99); none: optimizer.beta_2", parse=parse_ends)
     gamma: list[float] | None = opt(
         None, "[start, end] of gamma for the penalties that are on (loss.r1_gamma, "
-              "loss.r2_gamma > 0), R3GAN decays it; none: their own values", parse=_ends)
+              "loss.r2_gamma > 0), R3GAN decays it; none: their own values", parse=parse_ends)
     ema_half_life_kimg: list[float] | None = opt(
-        None, "[start, end] of ema.half_life_kimg (needs ema.enabled)", parse=_ends)
+        None, "[start, end] of ema.half_life_kimg (needs ema.enabled)", parse=parse_ends)
     augment_probability: list[float] | None = opt(
         None, "[start, end] of augment.probability (needs augment.policy, not adaptive)",
-        parse=_ends)
+        parse=parse_ends)
 
 
 @dataclass
@@ -160,14 +141,14 @@ class EmaSpec:
     half_life_kimg: float = opt(10.0, "Half-life of the average in thousands of images seen "
                                       "(all ranks together)", gt=0)
     rampup: float | None = opt(0.05, "Early on, the half-life is at most this share of the "
-                                     "images seen so far (none: no ramp-up)", gt=0)
+                                     "images seen so far (none: no ramp-up)", gt=0, advanced=True)
 
 
 @dataclass
 class AugmentSpec:
     policy: list[str] = opt([], "Differentiable augmentations of every image D sees, real and "
                                 "fake alike (DiffAugment): " + ", ".join(AUGMENTATIONS)
-                            + "; [] = none", parse=_augment_policy)
+                            + "; [] = none", parse=parse_augment_policy)
     probability: float = opt(1.0, "Chance that each augmentation is applied to an image "
                                   "(1 = always, as DiffAugment); with adaptive, where it "
                                   "starts (StyleGAN2-ADA starts at 0)", ge=0, le=1)
@@ -176,9 +157,15 @@ class AugmentSpec:
                                 "it calls 80% of them real), lower it otherwise; "
                                 "checkpointed, the same on every rank")
     target: float = opt(0.6, "ADA's target for E[sign D(real)] = 2 x d_acc_real - 1", gt=0,
-                        lt=1)
+                        lt=1, advanced=True)
     speed_kimg: float = opt(100.0, "ADA: thousands of images (all ranks) over which the "
-                                   "probability can move from 0 to 1", gt=0)
+                                   "probability can move from 0 to 1", gt=0, advanced=True)
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.adaptive and not self.policy:
+            return [("adaptive", "needs train.augment.policy: the augmentations whose "
+                                 "probability it tunes")]
+        return []
 
 
 # shared by train.metrics and generate (task metrics)
@@ -197,7 +184,24 @@ class InceptionSpec:
                                     "), fetched once by you: adds Inception KID and FID. Never "
                                     "downloaded", path="exists")
     sha256: str | None = opt(None, "The weights file's SHA-256, checked before anything runs",
-                             parse=_sha256)
+                             parse=parse_sha256)
+
+    def problems(self) -> list[tuple[str, str]]:
+        if bool(self.weights) != bool(self.sha256):
+            return [("", "give both weights and sha256 (the file is checked before anything "
+                         "runs)")]
+        return []
+
+
+def nearest_k_problems(owner: Any, where: str) -> list[tuple[str, str]]:
+    """train.metrics and generate (``where``): precision and recall's yardstick needs
+    samples."""
+    if owner.precision_recall and owner.count <= 2 * owner.nearest_k:
+        return [("nearest_k", f"{owner.nearest_k} needs {where}.count above "
+                              f"{2 * owner.nearest_k} "
+                              f"(it is {owner.count}): the real-vs-real yardstick compares "
+                              "two halves, each with more than k samples")]
+    return []
 
 
 @dataclass
@@ -211,24 +215,31 @@ class MetricsSpec:
                           "the data's), fixed for the run", ge=20)
     face_rate: bool = opt(True, "Also the share of samples in which MTCNN finds a face")
     precision_recall: bool = opt(False, PRECISION_RECALL_HELP)
-    nearest_k: int = opt(5, NEAREST_K_HELP, ge=1)
+    nearest_k: int = opt(5, NEAREST_K_HELP, ge=1, advanced=True)
     inception: InceptionSpec = section(InceptionSpec, "Optional Inception-v3 features")
+
+    def problems(self) -> list[tuple[str, str]]:
+        return nearest_k_problems(self, "train.metrics")
 
 
 @dataclass
 class GuardSpec:
     enabled: bool = opt(True, "Roll back a network whose loss leaves its hard bounds")
     d_real_band: list[float] = opt([0.30, 0.95], "Healthy band of the D loss on real images",
-                                   parse=_band)
+                                   parse=parse_band, advanced=True)
     d_fake_band: list[float] = opt([0.25, 0.95], "Healthy band of the D loss on fakes",
-                                   parse=_band)
-    g_band: list[float] = opt([0.40, 1.50], "Healthy band of the G loss", parse=_band)
-    d_bounds: list[float] = opt([0.001, 2.0], "Hard bounds of the D losses", parse=_band)
-    g_bounds: list[float] = opt([0.01, 4.5], "Hard bounds of the G loss", parse=_band)
+                                   parse=parse_band, advanced=True)
+    g_band: list[float] = opt([0.40, 1.50], "Healthy band of the G loss", parse=parse_band,
+                              advanced=True)
+    d_bounds: list[float] = opt([0.001, 2.0], "Hard bounds of the D losses", parse=parse_band,
+                                advanced=True)
+    g_bounds: list[float] = opt([0.01, 4.5], "Hard bounds of the G loss", parse=parse_band,
+                                advanced=True)
     snapshot_every_steps: int = opt(50, "Take a 'last good' snapshot at most this often, "
-                                        "when all losses are in their bands", ge=1)
+                                        "when all losses are in their bands", ge=1, advanced=True)
     max_failures: int = opt(3, "Stop after this many rollbacks without 2 x "
-                               "snapshot_every_steps healthy steps between them", ge=1)
+                               "snapshot_every_steps healthy steps between them", ge=1,
+                            advanced=True)
 
 
 @dataclass
@@ -243,7 +254,8 @@ class HorovodSpec:
     host_allreduce: bool = opt(
         False, "Let several GPU ranks average their gradients through the host (Gloo or MPI "
                "over TCP) when Horovod was built without NCCL: every gradient then travels "
-               "GPU -> host -> network -> GPU. Off: such a job stops before training (exit 3)")
+               "GPU -> host -> network -> GPU. Off: such a job stops before training (exit 3)",
+                               advanced=True)
 
 
 @dataclass
@@ -273,9 +285,10 @@ class TrainSpec:
     batch_size: int = opt(64, "Batch size per rank", ge=1)
     seed: int = opt(0, "Seed for weights, data order and latents", ge=0)
     label_smoothing: float = opt(0.9, "Target for real images (one-sided smoothing)", gt=0, le=1)
-    disc_input_noise: float = opt(0.0, "Std of Gaussian noise added to D's inputs", ge=0)
+    disc_input_noise: float = opt(0.0, "Std of Gaussian noise added to D's inputs", ge=0,
+                                  advanced=True)
     in_memory_max_gb: float = opt(4.0, "Load the data into memory if it is smaller than this, "
-                                       "else stream contiguous blocks", ge=0)
+                                       "else stream contiguous blocks", ge=0, advanced=True)
     stage: Literal["none", "local"] = opt(
         "none", "local: before training, copy the images once per node to the node's own "
                 "disk (stage_dir), uncompressed and checked against the source, and let every "
@@ -283,7 +296,8 @@ class TrainSpec:
                 "node's memory however many ranks it runs. A requeued job finds it intact or "
                 "copies again; without room, the shared file is read, with a warning")
     stage_dir: str | None = opt(None, "Where stage: local copies to (default: $SLURM_TMPDIR, "
-                                      "else $TMPDIR, else /tmp)", example="/local/scratch")
+                                      "else $TMPDIR, else /tmp)", example="/local/scratch",
+                                advanced=True)
     precision: Literal["float32", "bfloat16", "float16"] = opt(
         "float32", "What the networks compute in; weights stay float32 either way. bfloat16: "
                    "float32's range, no loss scaling (A100, H100, recent CPUs); float16: for "
@@ -291,18 +305,19 @@ class TrainSpec:
                    "averaged across ranks, so every rank unscales, skips or applies alike; the "
                    "scale is in the checkpoint)")
     mixed_precision: bool = opt(False, "The older name of precision: bfloat16 (true means "
-                                       "bfloat16)")
+                                       "bfloat16)", advanced=True,
+                                old_name_of="train.precision: bfloat16")
     deterministic: bool = opt(False, "TensorFlow op determinism (bitwise-reproducible on CPU)")
     jit_compile: bool = opt(False, "Compile each network's forward and backward pass with XLA "
                                    "(the allreduce and the optimizer stay outside, so it works "
                                    "with Horovod). Off by default: on CPU it is 4-6x slower "
-                                   "(bench/bench_step.py); try it on GPUs")
+                                   "(bench/bench_step.py); try it on GPUs", advanced=True)
     log_every_steps: int = opt(50, "One log line every N steps", ge=1)
     read_every_steps: int = opt(
         16, "The host reads the steps' losses and stop flags every N steps (and at each "
             "epoch's end), all N in one transfer: in between, the device runs ahead and never "
             "waits on the host. The guard and a stop signal act at these reads, so N bounds "
-            "their delay in steps; 1 reads every step", ge=1)
+            "their delay in steps; 1 reads every step", ge=1, advanced=True)
     device: Literal["auto", "gpu", "cpu"] = opt(
         "auto", "Where each rank trains. gpu: one GPU per rank, and a rank that sees none "
                 "stops before training (exit 3, one line saying why) instead of training on "
@@ -320,10 +335,32 @@ class TrainSpec:
     guard: GuardSpec = section(GuardSpec, "Mode-collapse guard")
     horovod: HorovodSpec = section(HorovodSpec, "Data-parallel training across ranks")
 
+    def __post_init__(self) -> None:
+        if self.mixed_precision and self.precision == "float32":
+            self.precision = "bfloat16"  # the old name resolves here, once
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Rules across train's sections (each section's own sit beside its fields)."""
+        out = []
+        blocks = len(self.model.discriminator_filters)  # D's blocks (gan/models/builders.py)
+        if self.freeze_d > blocks:
+            out.append(("freeze_d", f"{self.freeze_d} is more than D's {blocks} blocks (one "
+                                    "per train.model.discriminator_filters entry)"))
+        metrics, keep_best = self.metrics, self.checkpoint.keep_best
+        if keep_best != "none" and not (metrics.every_epochs or metrics.every_kimg):
+            out.append(("checkpoint.keep_best", "needs train.metrics.every_epochs or "
+                        "every_kimg: the best snapshot is chosen by the figures measured there"))
+        if keep_best == "face_rate" and not metrics.face_rate:
+            out.append(("checkpoint.keep_best", "face_rate needs train.metrics.face_rate"))
+        if self.mixed_precision and self.precision == "float16":
+            out.append(("mixed_precision", "true is the older name of train.precision: "
+                        "bfloat16, but train.precision is float16; set train.precision alone"))
+        return out + schedule_problems(self)
+
 
 def schedule_problems(work: TrainSpec) -> list[tuple[str, str]]:
-    """(field, why) for each train.schedule entry the run cannot honour."""
-    sched, where = work.schedule, "train.schedule"
+    """(field under train, why) for each train.schedule entry the run cannot honour."""
+    sched, where = work.schedule, "schedule"
     entries = {name: getattr(sched, name) for name in (
         "learning_rate", "beta_2", "gamma", "ema_half_life_kimg", "augment_probability")}
     problems = []

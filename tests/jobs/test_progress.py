@@ -2,6 +2,7 @@
 events, never its log."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -41,9 +42,15 @@ def test_each_epoch_once_with_the_latest_quality_figures():
                                       name="ckpt-8"),
                 quality(2), epoch(2), epoch(2), epoch(3)])
     assert shown == [(1, 40, "d_real=0.611 d_fake=0.402 g=1.210"),
-                     (2, 40, "d_real=0.611 d_fake=0.402 g=1.220 kid=0.0123 face_rate=0.4"),
+                     (2, 40, "d_real=0.611 d_fake=0.402 g=1.220 kid=0.0123 face_rate=0.4 "
+                             "fid=nan"),
                      (3, 40, "d_real=0.611 d_fake=0.402 g=1.230 kid=0.0123 face_rate=0.4 "
-                             "(epoch 2)")]
+                             "fid=nan (epoch 2)")]
+    nan = events.make("epoch_done", epoch=4, epochs=40, step=32,
+                      metrics={**METRICS, "g": float("nan")})
+    assert nan["metrics"]["g"] is None  # a NaN loss is recorded as null, shown as nan
+    lines.read(events.parse(json.dumps(nan).encode() + b"\n"))
+    assert shown[-1][2].startswith("d_real=0.611 d_fake=0.402 g=nan")
 
 
 class FakeJob:
@@ -70,7 +77,7 @@ def test_a_batch_log_gets_one_plain_line_per_epoch(tmp_path, caplog, monkeypatch
     assert [r.getMessage() for r in caplog.records] == [
         "training: epoch 1/40 d_real=0.611 d_fake=0.402 g=1.210",
         "training: epoch 2/40 d_real=0.611 d_fake=0.402 g=1.220 kid=0.0123 face_rate=0.4 "
-        "(epoch 1)"]
+        "fid=nan (epoch 1)"]
 
 
 def test_a_terminal_gets_a_bar_over_the_epochs(tmp_path, monkeypatch, capsys):
