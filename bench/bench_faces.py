@@ -38,7 +38,7 @@ VARIANTS = {"plain": [("train.ema.enabled", False)],
             "average + ADA": [("train.augment.policy", ["color", "translation", "cutout"]),
                               ("train.augment.adaptive", True),
                               ("train.augment.probability", 0.0),
-                              ("train.augment.speed_kimg", 20.0)]}
+                              ("train.augment.advanced.speed_kimg", 20.0)]}
 
 
 def faces(folder: Path, photos: int | None = None) -> Path:

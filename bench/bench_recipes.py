@@ -55,6 +55,9 @@ EPOCHS = {"faces": {"classic": 100, "modern": 28},
           "digits AE-AC-GAN": {"classic": 40, "modern": 6}}
 # the faces also at equal steps: what the modern networks reach per step, whatever its cost
 EQUAL_STEPS = {"faces"}
+# a smoke run proves the recipe's path on one suite: the faces' and the digits' judges have
+# smoke runs of their own (bench_faces.py, bench_models.py)
+SMOKE_SUITES = ["digits cGAN"]
 
 
 def runs(suite: str, smoke: bool = False) -> list[tuple[str, str, int]]:
@@ -164,7 +167,7 @@ def main() -> None:
                                                 (40, 100, 256))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        suites = args.suite or list(EXAMPLES)
+        suites = args.suite or (SMOKE_SUITES if args.smoke else list(EXAMPLES))
         face_data = faces(folder, by_size(args, None, None, 32)) if "faces" in suites else None
         digit_data = digits_file(folder, 16, digits)  # both digits examples are 16x16
         judges = {"faces": lambda t: face_figures(t, face_data, faces_count),

@@ -138,11 +138,12 @@ def bench_model(model: str, folder: Path, repeats: int, batches: int) -> dict:
     bare, in_loop = best_of(repeats, lambda: bare_rate(trainer, steps), loop.rate)
     TABLE.add(f"loop {model}: training loop vs bare compiled step", in_loop, bare, "steps/s",
               fmt=",.2f")
-    streamed = Loop(trainer_for(model, folder, "train.in_memory_max_gb=0", batches=batches))
+    streamed = Loop(trainer_for(model, folder, "train.advanced.in_memory_max_gb=0",
+                                batches=batches))
     stream, memory = best_of(repeats, streamed.rate, loop.rate)
     TABLE.add(f"streaming {model}: loop on HDF5 blocks vs in memory", stream, memory,
               "steps/s", fmt=",.2f")
-    jit = trainer_for(model, folder, "train.jit_compile=true", batches=batches)
+    jit = trainer_for(model, folder, "train.advanced.jit_compile=true", batches=batches)
     xla, plain = best_of(repeats, lambda: bare_rate(jit, max(2, steps // 4)),
                          lambda: bare_rate(trainer, max(2, steps // 4)))
     TABLE.add(f"XLA {model}: jit_compile vs not (bare step)", xla, plain, "steps/s", fmt=",.2f")

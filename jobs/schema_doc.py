@@ -13,7 +13,8 @@ from pathlib import Path
 
 from gan.families import FAMILIES
 from jobs.core.advanced import is_advanced
-from jobs.core.loader import _type_name, spec_key
+from jobs.core.loader import _type_name
+from jobs.core.overrides import spec_key
 from jobs.core.recipes import RECIPE_HELP, RECIPES
 from jobs.core.schema import TOP_LEVEL_HELP, WORK_SECTIONS, Resources
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from jobs.core import advanced, facefile
 from jobs.core.fields import iter_path_fields, nearest
+from jobs.core.overrides import apply_overrides, parse_set_args, spec_key, warn_once
 from jobs.core.recipes import fill_recipe
 from jobs.core.schema import (
     TOP_LEVEL_HELP,
@@ -28,39 +29,13 @@ from jobs.core.schema import (
     Resources,
     SpecError,
 )
-from jobs.core.specfile import parse_scalar, parse_yaml, read_spec_text
+from jobs.core.specfile import parse_yaml, read_spec_text
 
 __all__ = ["SpecError", "load_spec", "parse_spec", "parse_set_args", "check_paths",
            "pipeline_stages", "pipeline_problems"]
 
 log = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-# ---------------------------------------------------------------------------------------------
-# Overrides
-# ---------------------------------------------------------------------------------------------
-def apply_override(data: dict, dotted: str, value: Any) -> None:
-    """Set ``a.b.c = value`` in nested dicts, creating sections as needed."""
-    keys = dotted.split(".")
-    node = data
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise SpecError([f"--set {dotted}: '{key}' is not a section"])
-        node = child
-    node[keys[-1]] = value
-
-
-def parse_set_args(items: Iterable[str]) -> list[tuple[str, Any]]:
-    out = []
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise SpecError([f"--set {item!r}: expected KEY=VALUE, e.g. "
-                             "train.optimizer.learning_rate=1e-4"])
-        out.append((key.strip(), parse_scalar(raw)))
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,9 +166,12 @@ class _Validator:
                 self.fail(where, f"{value!r} is out of range: must be {word} {bound}")
 
 
-def parse_spec(data: Any, source: str = "<memory>") -> JobSpec:
-    """Validate already-parsed YAML data (a dict) into a JobSpec, or raise SpecError."""
+def parse_spec(data: Any, source: str = "<memory>", as_written: set[str] = frozenset()
+               ) -> JobSpec:
+    """Validate already-parsed YAML data (a dict) into a JobSpec, or raise SpecError.
+    ``as_written``: advanced fields an override named at their old place."""
     v = _Validator(source)
+    v.old_places |= as_written
     if not isinstance(data, dict):
         raise SpecError([f"{source}: a job spec is a mapping with 'kind', 'name', 'resources' "
                          f"and a work section; got {type(data).__name__}"])
@@ -229,26 +207,6 @@ def parse_spec(data: Any, source: str = "<memory>") -> JobSpec:
     return JobSpec(kind=kind, name=name, resources=resources, env=env, work=work, source=source)
 
 
-def spec_key(where: str) -> str:
-    """A dotted key as a spec writes it: an advanced field in its section's ``advanced:``
-    (``train.guard.d_bounds`` -> ``train.guard.advanced.d_bounds``); others as they are."""
-    root, *names = where.split(".")
-    cls = Resources if root == "resources" else WORK_SECTIONS.get(root)
-    shown = [root]
-    for i, name in enumerate(names):
-        declared = {f.name: f for f in fields(cls)} if is_dataclass(cls) else {}
-        if name not in declared:
-            return ".".join(shown + names[i:])
-        if advanced.is_advanced(declared[name]):
-            shown.append(advanced.KEY)
-        shown.append(name)
-        cls = typing.get_type_hints(cls).get(name)
-    return ".".join(shown)
-
-
-_WARNED: set[tuple[str, str]] = set()  # a sweep loads its base once per point: each warning once
-
-
 def _lift_advanced(v: _Validator, data: dict, section: str) -> None:
     """A section's ``advanced:`` fields into place (``jobs/core/advanced.py``)."""
     cls = Resources if section == "resources" else WORK_SECTIONS[section]
@@ -257,9 +215,7 @@ def _lift_advanced(v: _Validator, data: dict, section: str) -> None:
     for where, why in problems:
         v.fail(where, why)
     for text in warnings:
-        if (v.source, text) not in _WARNED:
-            _WARNED.add((v.source, text))
-            log.warning("%s: %s", v.source, text)
+        warn_once(v.source, text)
 
 
 def inception_sections(kind: str, work: Any) -> list[tuple[str, Any]]:
@@ -300,10 +256,8 @@ def load_spec(path: str | os.PathLike, overrides: Iterable[tuple[str, Any]] = ()
     data = parse_yaml(read_spec_text(path), source)
     if data is None:
         raise SpecError([f"{source}: the file is empty"])
-    for dotted, value in overrides:
-        if isinstance(data, dict):
-            apply_override(data, dotted, value)
-    spec = parse_spec(data, source)
+    as_written = apply_overrides(data, overrides, source) if isinstance(data, dict) else set()
+    spec = parse_spec(data, source, as_written)
     if spec.kind == "pipeline" and resolve_stages:
         with contextlib.suppress(SpecError):  # `validate` reports the stages' problems
             spec.stage_work_dir = pipeline_stages(spec)[1].work_dir

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from jobs.core.loader import SpecError, load_spec, parse_set_args, parse_spec, spec_key
+from jobs.core.loader import SpecError, load_spec, parse_set_args, parse_spec
+from jobs.core.overrides import spec_key
 from jobs.core.recipes import RECIPES
 from jobs.schema_doc import render
 

@@ -129,7 +129,7 @@ def test_the_requeue_bench_stops_waiting_with_an_error_naming_the_log(tmp_path, 
                                          ("bench_step.py", 4),
                                          ("bench_models.py", 10),
                                          ("bench_faces.py", 4), ("scaling.py", 7),
-                                         ("bench_recipes.py", 12),
+                                         ("bench_recipes.py", 4),
                                          ("bench_loader.py", 10)])
 def test_benchmark_runs_and_prints_its_table(bench, rows):
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / bench), "--smoke"],

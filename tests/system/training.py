@@ -27,8 +27,8 @@ def spec_for(folder: Path, data: Path, run_dir: Path, *sets: str) -> list[str]:
             "--set", f"train.data={data}", "--set", f"train.run_dir={run_dir}",
             "--set", f"train.epochs={EPOCHS}", "--set", "train.log_every_steps=7",
             # the host reads the steps every READ_EVERY: stops, the guard and resume at reads
-            "--set", f"train.read_every_steps={READ_EVERY}",
-            "--set", "train.model.latent_dim=32", "--set", "train.model.embedding_dim=8",
+            "--set", f"train.advanced.read_every_steps={READ_EVERY}",
+            "--set", "train.model.latent_dim=32", "--set", "train.model.advanced.embedding_dim=8",
             "--set", "train.model.generator_filters=[32, 16]",
             "--set", "train.model.discriminator_filters=[16, 32]",
             "--set", "train.ema.enabled=false", *set_args(sets)]
