@@ -110,23 +110,25 @@ def emit(directory: str | os.PathLike, event_type: str, /, rank: int | None = No
     line, never the job (the exit code still says how the job ended)."""
     line = (json.dumps(make(event_type, rank=rank, job=job, **fields), allow_nan=False)
             + "\n").encode()
-    try:
-        fd = os.open(Path(directory) / EVENTS_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                     0o644)
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        log.warning("%s: event %s not recorded: %s", directory, event_type,
-                    exc.strerror or exc)
+    path = Path(directory) / EVENTS_NAME
+    if not path.parent.is_dir():
         return False
     try:
-        os.write(fd, line)  # one write: the line lands whole or (killed) not parseable
-        os.fsync(fd)
+        _append(path, line)
         return True
     except OSError as exc:
         log.warning("%s: event %s not recorded: %s", directory, event_type,
                     exc.strerror or exc)
         return False
+
+
+def _append(path: Path, line: bytes) -> None:
+    """One ``write(2)`` to a file opened ``O_APPEND``: the line lands whole, or (a writer
+    killed mid-write) not as an event a reader accepts."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -188,7 +190,7 @@ def last_run(events: list[dict]) -> tuple[dict | None, dict | None]:
     if started is None:
         return None, None
     after = events[events.index(started) + 1:]
-    return started, next((e for e in after if e["type"] == "outcome"
+    return started, next((e for e in after if e["type"] == "outcome" and e["rank"] == 0
                           and same_process(e, started)), None)
 
 
