@@ -19,7 +19,7 @@ from jobs.core import exitcodes
 from jobs.core.rundir import INIT_RECORD
 from jobs.core.signals import StopSignals
 from tests.conftest import QUIET_ENV, ROOT
-from tests.system.conftest import SMALL_DIGITS
+from tests.system.conftest import SMALL_DIGITS, TINY_DIGITS
 from tests.system.training import (
     READ_EVERY,
     STEPS,
@@ -206,20 +206,28 @@ def assert_tools_work_on_residual_networks(run_dir: Path, data: Path, tmp_path: 
     assert {"generator", "discriminator", "encoder"} <= set(record["networks"]), record
 
 
+# the sets on the first 256 digits (4 steps an epoch, a lazy R1 step in each): the same
+# properties, and a third of the suite's costliest minutes
+ON_TINY_DIGITS = {"cgan-float16", "aeacgan-residual"}
+
+
 @pytest.mark.parametrize("model", sorted(MODEL_SETS))
-def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, digits_small,
+def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, request,
                                                                      tmp_path):
     """The same loop serves every model of the registry: the DCGAN (BatchNorm inside) and the
     AE-AC-GAN (encoder, three updates per batch, its own optimizer in the checkpoint). On the
-    first 640 digits (10 steps an epoch): the properties are exactness and sync, not
-    learning."""
+    first 640 digits (10 steps an epoch; 256, 4 steps, for the costliest sets): the
+    properties are exactness and sync, not learning."""
     sets = [*MODEL_SETS[model], "train.epochs=2"]
-    straight = run_train(*spec_for(tmp_path, digits_small, tmp_path / "a", *sets))
+    tiny = model in ON_TINY_DIGITS
+    data = request.getfixturevalue("digits_tiny" if tiny else "digits_small")
+    steps = (TINY_DIGITS if tiny else SMALL_DIGITS) // 64
+    straight = run_train(*spec_for(tmp_path, data, tmp_path / "a", *sets))
     assert straight.returncode == 0, straight.stderr
-    killed_after_epoch(tmp_path / "a", tmp_path / "b", 1, SMALL_DIGITS // 64)
-    resumed = run_train(*spec_for(tmp_path, digits_small, tmp_path / "b", *sets))
+    killed_after_epoch(tmp_path / "a", tmp_path / "b", 1, steps)
+    resumed = run_train(*spec_for(tmp_path, data, tmp_path / "b", *sets))
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resumed from ckpt-{SMALL_DIGITS // 64}" in resumed.stderr
+    assert f"resumed from ckpt-{steps}" in resumed.stderr
     assert digests(tmp_path / "b") == digests(tmp_path / "a")
     with open(tmp_path / "a" / "metrics.csv") as f:
         header = f.readline().strip().split(",")
@@ -232,17 +240,17 @@ def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, digi
     if model.startswith("aeacgan"):  # its extra losses are logged too
         assert {"d_attr", "g_attr", "ae_mae"} <= set(header)
     if model == "aeacgan-residual":
-        assert_tools_work_on_residual_networks(tmp_path / "a", digits_small, tmp_path, sets)
+        assert_tools_work_on_residual_networks(tmp_path / "a", data, tmp_path, sets)
     horovodrun = shutil.which("horovodrun", path=str(Path(sys.executable).parent))
     two = subprocess.run([horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", *train_cmd(
-        *spec_for(tmp_path, digits_small, tmp_path / "c", *sets, "train.batch_size=32"))],
+        *spec_for(tmp_path, data, tmp_path / "c", *sets, "train.batch_size=32"))],
         env=QUIET_ENV, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert two.returncode == 0, two.stdout[-3000:]
     rows = rank_rows(tmp_path / "c")
     for epoch in ("1", "2"):  # BatchNorm statistics averaged: identical models every epoch
         assert len({r["weights_digest"] for r in rows if r["epoch"] == epoch}) == 1
     assert digests(tmp_path / "c")[1] != digests(tmp_path / "c")[2]  # and they trained
-    assert_ranks_read_disjoint_slices(tmp_path / "c", digits_small, 2, 32)
+    assert_ranks_read_disjoint_slices(tmp_path / "c", data, 2, 32)
     if model == "cgan-options":  # quality measured by both ranks, each its share
         epochs = read_metrics(tmp_path / "c", "epoch")
         assert all(float(r["kid"]) > 0 and r["face_rate"] != "" for r in epochs), epochs
