@@ -62,7 +62,7 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.Co
 # table). ``./run test`` hands them to its workers in this order, longest first, so that no
 # long one starts last; the in-process files follow.
 SYSTEM_MINUTES = {
-    "test_multinode.py": 19, "test_bench_smoke.py": 16.5, "test_train_models.py": 15.5,
+    "test_multinode.py": 19, "test_bench_smoke.py": 14, "test_train_models.py": 9,
     "test_train.py": 12.5, "test_learning_cgan.py": 12.5, "test_slurm.py": 12,
     "test_image.py": 9, "test_preprocess.py": 7.5, "test_generate.py": 7,
     "test_learning_aeacgan.py": 4.5, "test_demo.py": 4, "test_train_faces.py": 4,

@@ -82,8 +82,9 @@ def digits_small(tmp_path_factory) -> Path:
         d / "digits.h5", count=SMALL_DIGITS)) / "digits.h5"
 
 
-# the first 256 digits: 4 steps an epoch at a global batch of 64, for the registry's sets
-# whose steps cost the most on a CPU (float16 is emulated there: about 40x a float32 step)
+# the first 256 digits: 4 steps an epoch at a global batch of 64, for the model registry's
+# runs (tests/system/test_train_models.py: 9 sets, 4 trainings each; float16 is emulated on
+# a CPU, about 40x a float32 step)
 TINY_DIGITS = 256
 
 

@@ -19,7 +19,7 @@ from jobs.core import exitcodes
 from jobs.core.rundir import INIT_RECORD
 from jobs.core.signals import StopSignals
 from tests.conftest import QUIET_ENV, ROOT
-from tests.system.conftest import SMALL_DIGITS, TINY_DIGITS
+from tests.system.conftest import TINY_DIGITS
 from tests.system.training import (
     READ_EVERY,
     STEPS,
@@ -206,22 +206,15 @@ def assert_tools_work_on_residual_networks(run_dir: Path, data: Path, tmp_path: 
     assert {"generator", "discriminator", "encoder"} <= set(record["networks"]), record
 
 
-# the sets on the first 256 digits (4 steps an epoch, a lazy R1 step in each): the same
-# properties, and a third of the suite's costliest minutes
-ON_TINY_DIGITS = {"cgan-float16", "aeacgan-residual"}
-
-
 @pytest.mark.parametrize("model", sorted(MODEL_SETS))
-def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, request,
+def test_model_trains_resumes_exactly_and_stays_in_sync_across_ranks(model, digits_tiny,
                                                                      tmp_path):
     """The same loop serves every model of the registry: the DCGAN (BatchNorm inside) and the
     AE-AC-GAN (encoder, three updates per batch, its own optimizer in the checkpoint). On the
-    first 640 digits (10 steps an epoch; 256, 4 steps, for the costliest sets): the
-    properties are exactness and sync, not learning."""
+    first 256 digits (4 steps an epoch, a lazy R1 step in each): the properties are
+    exactness and sync, not learning."""
     sets = [*MODEL_SETS[model], "train.epochs=2"]
-    tiny = model in ON_TINY_DIGITS
-    data = request.getfixturevalue("digits_tiny" if tiny else "digits_small")
-    steps = (TINY_DIGITS if tiny else SMALL_DIGITS) // 64
+    data, steps = digits_tiny, TINY_DIGITS // 64
     straight = run_train(*spec_for(tmp_path, data, tmp_path / "a", *sets))
     assert straight.returncode == 0, straight.stderr
     killed_after_epoch(tmp_path / "a", tmp_path / "b", 1, steps)
