@@ -61,18 +61,24 @@ def _progress(work_dir: Path) -> list[str]:
     epoch = _last(work_dir, "epoch_done")
     if epoch is not None:
         m = epoch["metrics"]
-        out.append(f"last epoch done: {epoch['epoch']} (d_real={m['d_real']:.4g} "
-                   f"d_fake={m['d_fake']:.4g} g={m['g']:.4g}, rollbacks={m['rollbacks']})")
+        out.append(f"last epoch done: {epoch['epoch']} (d_real={_shown(m.get('d_real'))} "
+                   f"d_fake={_shown(m.get('d_fake'))} g={_shown(m.get('g'))}, "
+                   f"rollbacks={m.get('rollbacks')})")
     q = quality_summary([{"epoch": e["epoch"], **e["figures"]}
                          for e in events.read(work_dir, "quality")])
-    out += [f"{figure}: last {q[figure]:.4g} (epoch {q[figure + '_epoch']}), best "
-            f"{q['best_' + figure]:.4g} (epoch {q['best_' + figure + '_epoch']})"
+    out += [f"{figure}: last {_shown(q[figure])} (epoch {q[figure + '_epoch']}), best "
+            f"{_shown(q['best_' + figure])} (epoch {q['best_' + figure + '_epoch']})"
             for figure in RANKED if figure in q]
     best = _last(work_dir, "best")
     if best is not None:
         out.append(f"best snapshot: {work_dir / BEST_DIR / best['name']} "
                    f"({best['figure']} {best['value']:.6g}, epoch {best['epoch']})")
     return out
+
+
+def _shown(value: float | None) -> str:
+    """A figure as status prints it; one recorded as null (NaN) as 'nan'."""
+    return "nan" if value is None else f"{value:.4g}"
 
 
 def _last(work_dir: Path, kind: str) -> dict | None:

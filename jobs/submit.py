@@ -31,15 +31,19 @@ from jobs.scheduler import (
     submitit_executor_args,
     submitit_parameters,
 )
+from jobs.sweep import point_spec
 
 log = logging.getLogger(__name__)
 RECORDS = "submissions.jsonl"
 
 
 class Submitted(NamedTuple):
-    """A submitit job and the directory whose events say how it ended (its spec's)."""
+    """A submitit job and the directories whose events say how it ended, in the order they
+    are asked: a sweep's array task, its point's run directory (its only writer), then the
+    spec's own."""
     job: Any
     directory: Path
+    more: tuple[Path, ...] = ()
 
 
 class JobFailed(RuntimeError):
@@ -149,7 +153,17 @@ def _submit_one(spec: JobSpec, executor: str, task: SpecTask, after: str | None 
     _record(spec, executor, ids, name or spec.name)
     print(f"submitted {spec.kind} '{name or spec.name}' ({executor}): {', '.join(ids)}"
           + (f" {condition} {after}" if after else ""), flush=True)
-    return [Submitted(job, Path(spec.work_dir)) for job in jobs]
+    return [Submitted(job, Path(spec.work_dir), _task_dirs(spec, job, k))
+            for k, job in enumerate(jobs)]
+
+
+def _task_dirs(spec: JobSpec, job: Any, k: int) -> tuple[Path, ...]:
+    """Where array task ``k`` records its outcome before the spec's own directory does: a
+    sweep point's run directory, written by that task alone (on NFS, appends from several
+    nodes to one file can be lost)."""
+    if not kinds.is_(spec, "sweep"):
+        return ()
+    return (Path(point_spec(spec, k).work.run_dir),)
 
 
 def _submit_chained(spec: JobSpec, executor: str, after: str | None = None,
@@ -204,13 +218,12 @@ def wait_all(submitted: list[Submitted]) -> int:
     ``outcome`` event recorded it (1 if it recorded none: killed outright, or it failed
     before it could)."""
     worst = exitcodes.OK
-    for job, directory in submitted:
+    for job, directory, more in submitted:
         try:
             job.results()  # every task: a multi-rank job has one per rank
             log.info("job %s finished", job.job_id)
         except Exception:  # submitit re-raises the job's error, its traceback as text
-            outcome = events.outcome_of(events.read(directory), job.job_id)
-            code = exitcodes.FAILED if outcome is None else outcome["exit"]
+            code = _recorded_exit(job.job_id, [*more, directory])
             if code == exitcodes.EARLY_STOPPED:  # the sweep's rule at work, not a failure
                 log.info("job %s stopped early by the sweep's rule", job.job_id)
                 continue
@@ -218,6 +231,16 @@ def wait_all(submitted: list[Submitted]) -> int:
                       exitcodes.DESCRIPTIONS.get(code, "unknown"), job.paths.stderr)
             worst = worst or code
     return worst
+
+
+def _recorded_exit(job_id: str, directories: list[Path]) -> int:
+    """The exit code a failed job recorded (the first directory that has one); 1 if none
+    did (killed outright) or it says 0, which a failed job cannot have meant."""
+    for directory in directories:
+        outcome = events.outcome_of(events.read(directory), job_id)
+        if outcome is not None:
+            return outcome["exit"] or exitcodes.FAILED
+    return exitcodes.FAILED
 
 
 def _record(spec: JobSpec, executor: str, ids: list[str], name: str) -> None:

@@ -193,7 +193,12 @@ def freeze_discriminator(discriminator: keras.Model, count: int) -> list:
     """Freeze D's first ``count`` blocks (``train.freeze_d``): their weights leave D's
     trainable variables, so its optimizer and its gradients skip them, and a frozen BatchNorm
     normalises with its moving statistics and keeps them. The frozen layers' variables."""
-    blocks = discriminator_blocks(discriminator)  # as many as the spec's rule counts
+    blocks = discriminator_blocks(discriminator)
+    if count > len(blocks):  # the spec's rule counts one per filters entry: a family whose
+        raise RuntimeError(  # D names its blocks otherwise is a bug, not a user's mistake
+            f"D names {len(blocks)} blocks (d_down<i>), fewer than train.freeze_d {count} "
+            "that the spec's rule allowed: the family's D must name one per "
+            "discriminator_filters entry")
     frozen = [layer for block in blocks[:count] for layer in block]
     for layer in frozen:
         layer.trainable = False

@@ -155,7 +155,8 @@ def load_train_spec(run_dir: Path) -> TrainSpec:
     if not path.exists():
         raise NoCheckpoint(f"{run_dir}: no {SPEC_FILE}: not a training run directory")
     saved = yaml.safe_load(path.read_text())
-    return parse_spec({"kind": "train", "name": "sampler", "train": saved}, str(path)).work
+    return parse_spec({"kind": "train", "name": "sampler", "train": saved}, str(path),
+                      resolved=True).work
 
 
 def restore_best(run_dir: Path, objects: dict) -> str:

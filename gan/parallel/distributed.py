@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from jobs.core import events
+
 log = logging.getLogger(__name__)
 
 
@@ -89,7 +91,7 @@ def expected_world_size() -> int | None:
 
 # Set for each process by a launcher that joins the processes into one world: horovodrun,
 # mpirun, srun --mpi=pmix, srun --mpi=pmi2. Without one, N processes are N worlds of one.
-PROCESS_MANAGER_RANK = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK")
+PROCESS_MANAGER_RANK = events.PROCESS_MANAGER_RANK  # what a launcher sets: one list
 LAUNCH_HINT = ("Under Slurm launch the ranks with 'srun --mpi=pmix' (python -m jobs plan SPEC "
                "prints the line), elsewhere with horovodrun or mpirun.")
 

@@ -61,7 +61,7 @@ def lift(raw: Any, cls: type, where: str) -> tuple[list[Problem], list[str], set
         else:
             raw[name] = value
     warnings += [f"{where}.{name}: the older name of {new}; set that instead"
-                 for name, new in old_names.items() if name in raw]
+                 for name, new in old_names.items() if raw.get(name)]
     for f in fields(cls):
         if is_dataclass(hints[f.name]) and f.name in raw:
             more = lift(raw[f.name], hints[f.name], f"{where}.{f.name}")

@@ -22,6 +22,7 @@ of its chain, which share the chain's first job id.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -60,9 +61,23 @@ def read_outcome(run_dir: str | Path) -> dict | None:
     ``exit`` None while it trains (or if it was killed outright); None if none ever did."""
     started, outcome = events.last_run(events.read(run_dir))
     if started is None:
-        return None
+        return _legacy_outcome(run_dir)
     said = outcome or {**started, "exit": None, "meaning": "training"}
     return {key: said[key] for key in ("exit", "meaning", "job", "host", "time")}
+
+
+LEGACY_OUTCOME = "outcome.json"  # what a run directory held before run events (schema 1)
+
+
+def _legacy_outcome(run_dir: str | Path) -> dict | None:
+    """A run directory last trained by a version before run events: its ``outcome.json``
+    (the same fields), so a chain link or a summary across the upgrade still knows that a
+    run finished or the guard stopped it. Read, never written."""
+    try:
+        record = json.loads((Path(run_dir) / LEGACY_OUTCOME).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "exit" in record else None
 
 
 def link_exit(run_dir: str | Path, link: Link) -> int | None:

@@ -52,7 +52,10 @@ TYPES: dict[str, tuple[str, ...]] = {
     "preflight": ("lines", "exit"),
     "outcome": ("kind", "exit", "meaning"),
 }
-RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID")
+# what the launchers set (gan/parallel/distributed.py reads the same), srun's own last: under
+# another launcher inside a batch step every rank would see SLURM_PROCID 0
+PROCESS_MANAGER_RANK = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK")
+RANK_VARIABLES = (*PROCESS_MANAGER_RANK, "SLURM_PROCID")
 
 
 def env_rank() -> int:
@@ -65,13 +68,16 @@ def env_rank() -> int:
 
 
 def job_id() -> str:
-    """The job as its scheduler names it: Slurm's (an array task as ARRAY_TASK, the id
-    ``submitit`` and ``sacct`` show), submitit's local executor's, or '' outside both."""
+    """The job as its scheduler names it: submitit's local executor's (first: its jobs
+    inherit the Slurm variables of an allocation they run in), Slurm's (an array task as
+    ARRAY_TASK, the id ``submitit`` and ``sacct`` show), or '' outside both."""
     env = os.environ
+    if env.get("SUBMITIT_LOCAL_JOB_ID"):
+        return env["SUBMITIT_LOCAL_JOB_ID"]
     array, task = env.get("SLURM_ARRAY_JOB_ID", ""), env.get("SLURM_ARRAY_TASK_ID", "")
     if array and task:
         return f"{array}_{task}"
-    return env.get("SLURM_JOB_ID", "") or env.get("SUBMITIT_LOCAL_JOB_ID", "")
+    return env.get("SLURM_JOB_ID", "")
 
 
 def _plain(value: Any) -> Any:
@@ -108,8 +114,12 @@ def emit(directory: str | os.PathLike, event_type: str, /, rank: int | None = No
     """Append one event to ``directory``'s record, which must exist (a refused job creates
     none). Whether it was written: a full disk or a missing directory costs the record one
     line, never the job (the exit code still says how the job ended)."""
-    line = (json.dumps(make(event_type, rank=rank, job=job, **fields), allow_nan=False)
-            + "\n").encode()
+    try:
+        line = (json.dumps(make(event_type, rank=rank, job=job, **fields), allow_nan=False)
+                + "\n").encode()
+    except (TypeError, ValueError) as exc:  # a value JSON cannot hold: a bug, not the job's
+        log.warning("%s: event %s not recorded: %s", directory, event_type, exc)
+        return False
     path = Path(directory) / EVENTS_NAME
     if not path.parent.is_dir():
         return False
@@ -127,7 +137,8 @@ def _append(path: Path, line: bytes) -> None:
     killed mid-write) not as an event a reader accepts."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)
+        while line:  # a short write (a signal, a nearly full disk): the rest follows
+            line = line[os.write(fd, line):]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -138,15 +149,23 @@ def parse(chunk: bytes) -> list[dict]:
     schema (torn by a kill, a field missing, a newer version) is skipped."""
     out = []
     for raw in chunk.splitlines():
-        try:
-            event = json.loads(raw)
-        except ValueError:
-            continue
+        event = _event_in(raw)
         if isinstance(event, dict) and event.get("type") in TYPES \
                 and isinstance(event.get("v"), int) and event["v"] <= SCHEMA_VERSION \
                 and all(name in event for name in COMMON + TYPES[event["type"]]):
             out.append(event)
     return out
+
+
+def _event_in(raw: bytes) -> object:
+    """The JSON of a line; for a line a torn write left unterminated, the event appended
+    right after it (every event begins with its version: ``{"v": ``)."""
+    for start in (0, raw.rfind(b'{"v": ')):
+        try:
+            return json.loads(raw[max(start, 0):])
+        except ValueError:
+            continue
+    return None
 
 
 def read(directory: str | os.PathLike, event_type: str | None = None) -> list[dict]:
@@ -195,6 +214,14 @@ def last_run(events: list[dict]) -> tuple[dict | None, dict | None]:
 
 
 def outcome_of(events: list[dict], job: str) -> dict | None:
-    """The last outcome rank 0 of ``job`` (a scheduler's id) recorded here."""
-    return next((e for e in reversed(events) if e["type"] == "outcome" and e["job"] == job
-                 and e["rank"] == 0), None)
+    """How ``job`` (a scheduler's id) last ended here: rank 0's outcome, unless the job
+    started again or was requeued after it (a requeued job keeps its id; killed outright
+    in its next run, it has no outcome of that run)."""
+    for event in reversed(events):
+        if event["job"] != job or event["rank"] != 0:
+            continue
+        if event["type"] == "outcome":
+            return event
+        if event["type"] in ("job_started", "requeue"):
+            return None
+    return None

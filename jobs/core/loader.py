@@ -65,6 +65,7 @@ class _Validator:
         self.problems: list[str] = []
         self.from_recipe: dict[str, str] = {}  # dotted key -> the train.recipe that set it
         self.old_places: set[str] = set()  # advanced fields the spec set at their old place
+        self.resolved = False  # a run's resolved spec: no warnings
 
     def fail(self, where: str, message: str) -> None:
         recipe = self.from_recipe.get(where)
@@ -166,12 +167,15 @@ class _Validator:
                 self.fail(where, f"{value!r} is out of range: must be {word} {bound}")
 
 
-def parse_spec(data: Any, source: str = "<memory>", as_written: set[str] = frozenset()
-               ) -> JobSpec:
+def parse_spec(data: Any, source: str = "<memory>", as_written: set[str] = frozenset(),
+               resolved: bool = False) -> JobSpec:
     """Validate already-parsed YAML data (a dict) into a JobSpec, or raise SpecError.
-    ``as_written``: advanced fields an override named at their old place."""
+    ``as_written``: advanced fields an override named at their old place; ``resolved``: the
+    data is a run's own resolved spec (``train_spec.yaml``, every field at the code's
+    place), not a user's: nothing to warn about."""
     v = _Validator(source)
     v.old_places |= as_written
+    v.resolved = resolved
     if not isinstance(data, dict):
         raise SpecError([f"{source}: a job spec is a mapping with 'kind', 'name', 'resources' "
                          f"and a work section; got {type(data).__name__}"])
@@ -214,7 +218,7 @@ def _lift_advanced(v: _Validator, data: dict, section: str) -> None:
     v.old_places |= old_places
     for where, why in problems:
         v.fail(where, why)
-    for text in warnings:
+    for text in [] if v.resolved else warnings:
         warn_once(v.source, text)
 
 

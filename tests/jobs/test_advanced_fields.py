@@ -8,7 +8,8 @@ import logging
 import pytest
 
 from jobs.core import exitcodes
-from jobs.core.loader import SpecError, load_spec, parse_set_args
+from jobs.core.fields import to_plain
+from jobs.core.loader import SpecError, load_spec, parse_set_args, parse_spec
 from jobs.schema_doc import counts, render
 from jobs.sweep import point_spec
 from tests.conftest import ROOT, run_cli
@@ -98,6 +99,17 @@ def test_the_old_name_of_a_setting_loads_with_a_warning(write_spec, caplog):
     assert warnings_of(caplog) == [
         f"{loaded.source}: train.mixed_precision: the older name of train.precision: "
         "bfloat16; set that instead"]
+
+
+def test_a_runs_resolved_spec_and_a_false_old_name_load_without_a_warning(write_spec,
+                                                                         caplog):
+    """train_spec.yaml holds every field at the code's place (generate reads it): no
+    warnings there; mixed_precision: false asks nothing of the old name."""
+    loaded = load_spec(spec(write_spec, "  mixed_precision: false\n"))
+    resolved = to_plain(loaded.work)
+    parse_spec({"kind": "train", "name": "s", "train": resolved}, "train_spec.yaml",
+               resolved=True)
+    assert warnings_of(caplog) == []
 
 
 def test_the_cli_warns_in_one_line_and_still_validates(write_spec):

@@ -3,6 +3,7 @@ once when the run is over, resumes otherwise; the field is refused where nothing
 plan prints the chain's sbatch lines; submitit gets the successors' dependencies."""
 from __future__ import annotations
 
+import json
 import shlex
 
 import pytest
@@ -49,6 +50,17 @@ def test_a_job_refused_on_the_way_leaves_the_last_real_outcome(tmp_path):
     assert chain.read_outcome(tmp_path)["exit"] == exitcodes.REQUEUE
     assert link_exit(tmp_path, Link("77", 1)) is None
     assert events.outcome_of(events.read(tmp_path), "78")["exit"] == exitcodes.NOT_RUNNABLE
+
+
+def test_a_run_directory_from_before_run_events_keeps_its_outcome(tmp_path):
+    """outcome.json, as versions before run events wrote it: a chain across the upgrade
+    neither retries a finished run nor resumes one the guard stopped."""
+    (tmp_path / "outcome.json").write_text(json.dumps(
+        {"exit": exitcodes.GUARD_STOPPED, "meaning": "guard", "job": "70", "host": "n1",
+         "time": "2026-12-01 10:00:00"}))
+    assert link_exit(tmp_path, Link("70", 1)) == exitcodes.GUARD_STOPPED
+    record_run(tmp_path, exitcodes.REQUEUE, "71")  # a job since: the events speak
+    assert link_exit(tmp_path, Link("70", 2)) is None
 
 
 def test_parse_link():

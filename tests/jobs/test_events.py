@@ -30,10 +30,9 @@ def test_the_job_is_the_schedulers_id(monkeypatch):
                  "SUBMITIT_LOCAL_JOB_ID", *events.RANK_VARIABLES):
         monkeypatch.delenv(name, raising=False)
     assert (events.job_id(), events.env_rank()) == ("", 0)
-    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "4242")  # submitit's local executor
-    assert events.job_id() == "4242"
     monkeypatch.setenv("SLURM_JOB_ID", "77")
-    monkeypatch.setenv("HOROVOD_RANK", "3")
+    monkeypatch.setenv("SLURM_PROCID", "0")  # srun's, under another launcher's rank
+    monkeypatch.setenv("PMIX_RANK", "3")
     assert (events.job_id(), events.env_rank()) == ("77", 3)
 
 
@@ -81,3 +80,32 @@ def test_a_run_ends_with_the_outcome_of_the_process_that_started_it():
     assert events.outcome_of(story, "3") == refused
     assert events.outcome_of(story, "2") == story[5]  # rank 0's
     assert events.outcome_of(story, "9") is None
+
+
+def test_a_requeued_job_killed_in_its_next_run_has_no_outcome():
+    """submitit requeues a job under the same id: the 75 of its first run is not how its
+    second run, killed outright, ended."""
+    story = [started("5", 10), ended("5", 10, 75),
+             {**events.make("requeue", job="5", by="submitit"), "pid": 10}]
+    assert events.outcome_of(story, "5") is None
+    assert events.outcome_of(story[:2], "5")["exit"] == 75
+    assert events.outcome_of([*story, started("5", 11)], "5") is None
+
+
+def test_a_submitit_local_job_inside_an_allocation_is_named_by_submitit(monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "900")  # the allocation the local executor runs in
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "4242")
+    assert events.job_id() == "4242"
+
+
+def test_an_event_after_a_torn_line_is_kept(tmp_path):
+    torn = json.dumps(events.make("requeue", by="torn"))[:25]  # no newline: killed mid-write
+    with open(tmp_path / events.EVENTS_NAME, "w") as f:
+        f.write(torn)
+    events.emit(tmp_path, "outcome", kind="train", exit=0, meaning="success")
+    assert [e["type"] for e in events.read(tmp_path)] == ["outcome"]
+
+
+def test_a_value_json_cannot_hold_costs_the_event_not_the_job(tmp_path):
+    assert not events.emit(tmp_path, "requeue", by=object())
+    assert events.read(tmp_path) == []

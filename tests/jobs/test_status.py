@@ -42,6 +42,8 @@ def test_progress_reads_the_last_checkpoint_and_epoch(tmp_path):
     record_epoch(tmp_path, 3, d_real=0.45, d_fake=0.68, g=0.71, rollbacks=1)
     out = "\n".join(_progress(tmp_path))
     assert "ckpt-84 (global step 84)" in out
+    record_epoch(tmp_path, 4, g=float("nan"))  # a loss gone to NaN is recorded as null
+    assert "last epoch done: 4 (d_real=0.5 d_fake=0.7 g=nan" in "\n".join(_progress(tmp_path))
     assert "last epoch done: 3 (d_real=0.45 d_fake=0.68 g=0.71, rollbacks=1)" in out
     assert "no submissions recorded" in status(tmp_path)
 
