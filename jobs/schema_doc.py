@@ -16,7 +16,7 @@ from jobs.core.advanced import is_advanced
 from jobs.core.loader import _type_name
 from jobs.core.overrides import spec_key
 from jobs.core.recipes import RECIPE_HELP, RECIPES
-from jobs.core.schema import TOP_LEVEL_HELP, WORK_SECTIONS, Resources
+from jobs.core.schema import SPEC_SECTIONS, TOP_LEVEL_HELP
 
 # choices declared outside the schema (the model families live with the models)
 CHOICES = {"train.model.name": ": " + "; ".join(f"{name}: {fam.summary}"
@@ -53,9 +53,6 @@ def _rows(cls: type, prefix: str, advanced: bool):
         yield key, _type_name(tp), default, help_text + CHOICES.get(key, "")
 
 
-ROOTS = {"resources": Resources, **WORK_SECTIONS}
-
-
 def sections(advanced: bool = True) -> list[tuple[str, list[tuple[str, str, str, str]]]]:
     """(title, rows) per section: the ordinary fields of each, then (``advanced``) the
     advanced fields of each that has any."""
@@ -63,17 +60,17 @@ def sections(advanced: bool = True) -> list[tuple[str, list[tuple[str, str, str,
             else "{}", v) for k, v in TOP_LEVEL_HELP.items() if k != "resources"]
     titles = {"resources": "resources (every kind)"}
     out = [("top level", top)] + [(titles.get(name, f"{name}:"), list(_rows(cls, name, False)))
-                                  for name, cls in ROOTS.items()]
+                                  for name, cls in SPEC_SECTIONS.items()]
     if advanced:
-        out += [(f"{titles.get(name, name + ':')} advanced", rows) for name, cls in ROOTS.items()
-                if (rows := list(_rows(cls, name, True)))]
+        out += [(f"{titles.get(name, name + ':')} advanced", rows)
+                for name, cls in SPEC_SECTIONS.items() if (rows := list(_rows(cls, name, True)))]
     return out
 
 
 def counts() -> tuple[int, int]:
     """(fields a user sees by default, advanced fields), sections not counted."""
     def leaves(advanced: bool) -> int:
-        return sum(1 for name, cls in ROOTS.items() for row in _rows(cls, name, advanced)
+        return sum(1 for name, cls in SPEC_SECTIONS.items() for row in _rows(cls, name, advanced)
                    if row[1] != "section")
     return leaves(False), leaves(True)
 

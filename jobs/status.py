@@ -53,23 +53,24 @@ def _holder_and_outcome(work_dir: Path) -> list[str]:
 
 
 def _progress(work_dir: Path) -> list[str]:
-    checkpoint = _last(work_dir, "checkpoint")
+    story = events.read(work_dir)
+    checkpoint = _last(story, "checkpoint")
     if checkpoint is None:
         return []
     out = ["", f"latest checkpoint: {work_dir / 'checkpoints' / checkpoint['name']} (global "
                f"step {checkpoint['step']})"]
-    epoch = _last(work_dir, "epoch_done")
+    epoch = _last(story, "epoch_done")
     if epoch is not None:
         m = epoch["metrics"]
         out.append(f"last epoch done: {epoch['epoch']} (d_real={_shown(m.get('d_real'))} "
                    f"d_fake={_shown(m.get('d_fake'))} g={_shown(m.get('g'))}, "
                    f"rollbacks={m.get('rollbacks')})")
     q = quality_summary([{"epoch": e["epoch"], **e["figures"]}
-                         for e in events.read(work_dir, "quality")])
+                         for e in story if e["type"] == "quality"])
     out += [f"{figure}: last {_shown(q[figure])} (epoch {q[figure + '_epoch']}), best "
             f"{_shown(q['best_' + figure])} (epoch {q['best_' + figure + '_epoch']})"
             for figure in RANKED if figure in q]
-    best = _last(work_dir, "best")
+    best = _last(story, "best")
     if best is not None:
         out.append(f"best snapshot: {work_dir / BEST_DIR / best['name']} "
                    f"({best['figure']} {best['value']:.6g}, epoch {best['epoch']})")
@@ -81,9 +82,8 @@ def _shown(value: float | None) -> str:
     return "nan" if value is None else f"{value:.4g}"
 
 
-def _last(work_dir: Path, kind: str) -> dict | None:
-    found = events.read(work_dir, kind)
-    return found[-1] if found else None
+def _last(story: list[dict], event_type: str) -> dict | None:
+    return next((e for e in reversed(story) if e["type"] == event_type), None)
 
 
 def _sacct(ids: list[str]) -> str:

@@ -114,16 +114,16 @@ def summary(sweep_job: JobSpec) -> tuple[Path, list[dict]]:
     interrupted, failed, in progress) and its swept values, as rows and as
     run_root/summary.csv."""
     root = Path(sweep_job.work.run_root)
-    reasons = stop_reasons(root)
+    reasons, columns = stop_reasons(root), quality_columns(sweep_job)
     rows = []
     for name, overrides in zip(point_names(sweep_job.work), expand_points(sweep_job.work)):
         run_dir = root / name
+        story = events.read(run_dir)
         row = {"point": name, "run_dir": str(run_dir), "status": point_status(run_dir)}
-        row.update(_last_epoch(run_dir))
+        row.update(_last_epoch(story))
         quality = [{"epoch": e["epoch"], **e["figures"]}
-                   for e in events.read(run_dir, "quality")]
-        row.update({k: _shown(v) for k, v in quality_summary(quality).items()
-                    if k in quality_columns(sweep_job)})
+                   for e in story if e["type"] == "quality"]
+        row.update({k: _shown(v) for k, v in quality_summary(quality).items() if k in columns})
         if name in reasons:
             row["stopped_because"] = reasons[name]
         row.update(overrides)
@@ -138,12 +138,11 @@ def summary(sweep_job: JobSpec) -> tuple[Path, list[dict]]:
     return path, rows
 
 
-def _last_epoch(run_dir: Path) -> dict[str, str]:
-    """The summary's columns from the point's last ``epoch_done`` event ({} before one)."""
-    done = events.read(run_dir, "epoch_done")
-    if not done:
+def _last_epoch(story: list[dict]) -> dict[str, str]:
+    """The summary's columns from a point's last ``epoch_done`` event ({} before one)."""
+    last = next((e for e in reversed(story) if e["type"] == "epoch_done"), None)
+    if last is None:
         return {}
-    last = done[-1]
     return {"epoch": str(last["epoch"]), "step": str(last["step"]),
             **{k: _shown(last["metrics"].get(k)) for k in SUMMARY_COLUMNS[5:]}}
 

@@ -170,12 +170,8 @@ def _event_in(raw: bytes) -> object:
 
 def read(directory: str | os.PathLike, event_type: str | None = None) -> list[dict]:
     """Every event of ``directory`` (or those of one type), oldest first; [] without any."""
-    try:
-        chunk = (Path(directory) / EVENTS_NAME).read_bytes()
-    except OSError:
-        return []
-    events = parse(chunk[:chunk.rfind(b"\n") + 1])
-    return [e for e in events if event_type is None or e["type"] == event_type]
+    return [e for e in Tail(Path(directory)).new()
+            if event_type is None or e["type"] == event_type]
 
 
 @dataclass

@@ -23,6 +23,7 @@ from jobs.core.fields import iter_path_fields, nearest
 from jobs.core.overrides import apply_overrides, parse_set_args, spec_key, warn_once
 from jobs.core.recipes import fill_recipe
 from jobs.core.schema import (
+    SPEC_SECTIONS,
     TOP_LEVEL_HELP,
     WORK_SECTIONS,
     JobSpec,
@@ -213,7 +214,7 @@ def parse_spec(data: Any, source: str = "<memory>", as_written: set[str] = froze
 
 def _lift_advanced(v: _Validator, data: dict, section: str) -> None:
     """A section's ``advanced:`` fields into place (``jobs/core/advanced.py``)."""
-    cls = Resources if section == "resources" else WORK_SECTIONS[section]
+    cls = SPEC_SECTIONS[section]
     problems, warnings, old_places = advanced.lift(data.get(section), cls, section)
     v.old_places |= old_places
     for where, why in problems:

@@ -14,7 +14,7 @@ from dataclasses import fields, is_dataclass
 from typing import Any
 
 from jobs.core import advanced
-from jobs.core.schema import WORK_SECTIONS, Resources, SpecError
+from jobs.core.schema import SPEC_SECTIONS, SpecError
 from jobs.core.specfile import parse_scalar
 
 log = logging.getLogger("jobs.core.loader")  # where a spec's other warnings are said
@@ -47,7 +47,7 @@ def spec_key(where: str) -> str:
     """A dotted key as a spec writes it: an advanced field in its section's ``advanced:``
     (``train.guard.d_bounds`` -> ``train.guard.advanced.d_bounds``); others as they are."""
     root, *names = where.split(".")
-    cls = Resources if root == "resources" else WORK_SECTIONS.get(root)
+    cls = SPEC_SECTIONS.get(root)
     shown = [root]
     for i, name in enumerate(names):
         declared = {f.name: f for f in fields(cls)} if is_dataclass(cls) else {}

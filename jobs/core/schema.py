@@ -344,6 +344,8 @@ WORK_SECTIONS: dict[str, type] = {
     "generate": GenerateSpec,
     "pipeline": PipelineSpec,
 }
+# every section a spec's dotted keys start with: resources (every kind) and the work sections
+SPEC_SECTIONS: dict[str, type] = {"resources": Resources, **WORK_SECTIONS}
 
 
 @dataclass
