@@ -107,6 +107,32 @@ def pytest_collection_modifyitems(items) -> None:
     items.sort(key=lambda item: -expected_minutes(Path(item.fspath)))
 
 
+def cpu_seconds() -> float:
+    """This process's CPU time and that of its children it has waited for (what subprocess.run
+    starts; not what slurmd or dockerd start for a test)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    item.stash[CPU_AT_SETUP] = cpu_seconds()
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each test's CPU seconds, set-up to teardown, as the property ``cpu_s`` of its junit
+    record: the suite is CPU-bound on 2 cores, so this, not the wall time its workers share,
+    says which test to trim (docs/testing.md)."""
+    if call.when == "teardown" and CPU_AT_SETUP in item.stash:
+        item.user_properties.append(("cpu_s", round(cpu_seconds() - item.stash[CPU_AT_SETUP], 1)))
+    yield
+
+
+CPU_AT_SETUP = pytest.StashKey[float]()
+
+
 @pytest.fixture
 def write_spec(tmp_path: Path):
     """write_spec(yaml_text, name='spec.yaml') -> path of a dedented spec file in tmp_path."""
