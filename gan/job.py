@@ -8,7 +8,7 @@ import socket
 from collections.abc import Callable
 
 from gan.parallel import devices, distributed
-from jobs.core import chain, events, exitcodes, files, runlock, runtime
+from jobs.core import chain, events, exitcodes, files, runlock, runtime, stall, watchdog
 from jobs.core.launch import Judge, Launch
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
@@ -64,6 +64,8 @@ def run(spec: JobSpec, launch: Launch) -> int:
             runtime.show_tf_warnings()
         for name, value in devices.gpu_environment().items():
             os.environ.setdefault(name, value)
+    if spec.work.watchdog.enabled:  # read by hvd.init: Horovod's stall check agrees with ours
+        os.environ.update(spec.work.watchdog.horovod_environment())
     # from here on a stop signal means "checkpoint as soon as you can"
     stop = launch.stop.arm()
     limit_threads_to_allocation()
@@ -147,6 +149,7 @@ def train(spec: JobSpec, world: distributed.World, fresh: bool, stop: StopSignal
         log.error("%s", exc)
         return exitcodes.NOT_RUNNABLE
     started()
+    watch = watch_for_stalls(spec, world, trainer.progress)
     try:
         return trainer.run(stop, judge)
     except GuardStop as exc:
@@ -161,3 +164,23 @@ def train(spec: JobSpec, world: distributed.World, fresh: bool, stop: StopSignal
             spec.work.run_dir, exc, f"The last complete checkpoint, {kept}, is kept and a "
             "resubmitted job resumes from it." if kept else "No checkpoint was completed yet."))
         return exitcodes.NOT_RUNNABLE
+    finally:
+        if watch is not None:
+            watch.stop()
+
+
+def watch_for_stalls(spec: JobSpec, world: distributed.World,
+                     progress: watchdog.Progress) -> watchdog.Watchdog | None:
+    """This rank's stall watchdog (``jobs/core/watchdog.py``), started once the trainer is
+    built: startup has its own bounds (Horovod's, the launcher's)."""
+    settings = spec.work.watchdog
+    if not settings.enabled:
+        return None
+    import tensorflow as tf
+
+    on_gpu = bool(tf.config.list_logical_devices("GPU"))
+    dog = watchdog.Watchdog(settings, progress, world.rank, world.size, spec.work.run_dir,
+                            on_gpu)
+    dog.after_stall = lambda _: stall.retry_from_watchdog(spec.work.run_dir, settings,
+                                                          dog.attempt)
+    return dog.start()

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from jobs import kinds, pipeline, plan_scaling, scheduler, schema_doc
-from jobs.core import chain, exitcodes, runtime
+from jobs.core import chain, events, exitcodes, runtime, stall
 from jobs.core.launch import Launch
 from jobs.core.loader import SpecError, check_paths, load_spec, parse_set_args
 from jobs.core.runtime import array_index_from_env
@@ -22,7 +22,7 @@ from jobs.core.signals import StopSignals
 from jobs.core.stages import merge_spec
 from jobs.status import status
 from jobs.submit import preflight, submit
-from jobs.sweep import format_table, summary, summary_columns, swept_keys
+from jobs.sweep import format_table, point_spec, summary, summary_columns, swept_keys
 from jobs.sweep_plot import plot_summary
 
 log = logging.getLogger("jobs")
@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="slurm (default): a job on the spec's resources; local: submitit's "
                         "local executor (one rank); here: this process, or the ranks srun "
                         "or horovodrun started inside an allocation")
+    p = sub.add_parser("stalled", help="for the sbatch scripts: did the stall watchdog end "
+                                       "the job, is it retried ('retry NODES' or 'no')")
+    with_spec(p)
+    _run_options(p)  # it takes the job's own command line
     p = sub.add_parser("status", help="state of the jobs submitted for a spec or run directory")
     p.add_argument("target", metavar="SPEC_OR_DIR")
     p = sub.add_parser("summary", help="a sweep's last metrics per point (table + CSV)")
@@ -157,6 +161,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
           scheduler.render_plan(spec, args.set))
     for warning in [*plan_scaling.plan_warnings(spec), *plan_scaling.device_warnings(spec)]:
         print(warning)
+    for line in dict.fromkeys(train.work.watchdog.describe()
+                              for _, train in kinds.of(spec).trainings(spec)):
+        print(line)
     return _paths_code(spec)
 
 
@@ -211,6 +218,23 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     return _preflight(_load(args, args.spec), args.spec, args.executor)
 
 
+def cmd_stalled(args: argparse.Namespace) -> int:
+    """The stall record of this job's last run (``jobs/core/stall.py``) as one line for
+    slurm/common.sh; why, in the log. A spec that trains nothing was never watched."""
+    spec = load_spec(args.spec, parse_set_args(args.set))
+    if kinds.is_(spec, "sweep"):
+        spec = point_spec(spec, args.index if args.index is not None else
+                          array_index_from_env() or 0)
+    if not kinds.is_(spec, "train"):
+        print("no")
+        return exitcodes.OK
+    verdict = stall.verdict(events.read(spec.work.run_dir), events.job_id(),
+                            spec.work.watchdog, stall.limits_from_env())
+    log.info("%s: %s", spec.work.run_dir, verdict.why)
+    print(verdict.line())
+    return exitcodes.OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     target = Path(args.target)
     work_dir = Path(load_spec(target).work_dir) if target.is_file() else target
@@ -245,5 +269,5 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "submit": cmd_submit,
-            "preflight": cmd_preflight,
-            "status": cmd_status, "summary": cmd_summary, "schema": cmd_schema}
+            "preflight": cmd_preflight, "stalled": cmd_stalled, "status": cmd_status,
+            "summary": cmd_summary, "schema": cmd_schema}

@@ -48,6 +48,7 @@ exit_meaning() {
     2) echo "invalid spec or command line; nothing ran" ;;
     3) echo "cannot run here: inputs missing, disk full, ranks not joined, or no GPU" ;;
     75) echo "checkpointed after a stop signal; requeue to continue" ;;
+    76) echo "no progress within the watchdog's bound; retried from the last checkpoint" ;;
     79) echo "stopped by the mode-collapse guard; do not requeue" ;;
     80) echo "stopped early by the sweep's rule; do not requeue" ;;
     *) if (("$1" > 128)); then
@@ -63,6 +64,12 @@ exit_meaning() {
 # what happens next, so this script does not requeue. A job that finished, failed, or that
 # the mode-collapse guard (exit 79) or a sweep's early stopping (exit 80) stopped is never
 # requeued.
+#
+# A job the stall watchdog ended (exit 76 from the rank that saw it, but srun may report the
+# killed peer's status instead) is retried when its run's 'stall' event says so: STALL_CHECK,
+# set by the script to `python -m jobs stalled SPEC ...`, prints "retry NODES" (or "no"), and
+# the retry leaves NODES out (requeue_excluding).
+STALL_CHECK=()
 run_requeueable() {
   local restarts="${SLURM_RESTART_COUNT:-0}" max="${FACEGAN_MAX_REQUEUES:-10}" child code
   stop_signal=""
@@ -84,6 +91,10 @@ run_requeueable() {
     code=75  # it resumes from its last checkpoint: requeue as usual
   fi
   case "$code" in
+    0 | 2 | 75 | 79 | 80) ;;
+    *) if ((${#STALL_CHECK[@]})) && stalled_retry "$code" "$restarts"; then return 0; fi ;;
+  esac
+  case "$code" in
     0) log "job finished" ;;
     75)
       if [[ "$stop_signal" == TERM ]]; then
@@ -100,4 +111,38 @@ run_requeueable() {
     *) log "job failed with exit code ${code} ($(exit_meaning "$code")): not requeued" ;;
   esac
   return "$code"
+}
+
+# After a failed run: ask the run's record (STALL_CHECK) whether the stall watchdog ended it
+# and whether it is retried; if so, requeue it leaving out the node the record named.
+stalled_retry() {
+  local code="$1" restarts="$2" verdict
+  verdict=$(FACEGAN_PARTITION_NODES="$(partition_nodes)" "${STALL_CHECK[@]}") || verdict=no
+  [[ "$verdict" == retry\ * ]] || return 1
+  log "the stall watchdog ended the job (exit ${code}); requeueing $(own_job_id) (restart $((restarts + 1)))"
+  requeue_excluding "$(own_job_id)" "${verdict#retry }"
+}
+
+# The nodes of this job's partition, for the stall retry's bound (a container has no sinfo).
+partition_nodes() {
+  sinfo --noheader --Node --format=%N ${SLURM_JOB_PARTITION:+"--partition=$SLURM_JOB_PARTITION"} \
+    2>/dev/null | sort -u | tr '\n' ' ' || true
+}
+
+# Requeue job ID (an array task as ARRAY_TASK) leaving out NODES (comma-separated; - for
+# none). Slurm refuses to change a running job's excluded nodes, so the job is held as it is
+# requeued, changed, and released. The requeue sends this job's processes SIGTERM: ignored
+# from here on (scontrol inherits that), or the sequence could stop with the job held.
+requeue_excluding() {
+  local id="$1" nodes="$2"
+  trap '' TERM
+  if [[ "$nodes" == - ]]; then
+    scontrol requeue "$id"
+    return
+  fi
+  log "leaving out ${nodes} on the retry"
+  if ! { scontrol requeuehold "$id" && scontrol update JobId="$id" ExcNodeList="$nodes"; }; then
+    log "could not leave out ${nodes}: the retry may land there again"
+  fi
+  scontrol release "$id"
 }

@@ -51,10 +51,13 @@ def record_epoch(run_dir: str | Path, epoch: int, figures: dict | None = None,
         "d_real": 0.5, "d_fake": 0.7, "g": 0.6, "rollbacks": 0, "secs": 1.0, **metrics})
 
 
-def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python -m jobs ARGS`` in a subprocess, the way a user (or sbatch) calls it."""
-    return subprocess.run([sys.executable, "-m", "jobs", *args], cwd=cwd, env=QUIET_ENV,
-                          capture_output=True, text=True, timeout=timeout)
+def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m jobs ARGS`` in a subprocess, the way a user (or sbatch) calls it; ``env``
+    adds to the quiet environment."""
+    return subprocess.run([sys.executable, "-m", "jobs", *args], cwd=cwd,
+                          env={**QUIET_ENV, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 # What each system test file costs, in minutes of one worker (the sum of its tests), measured

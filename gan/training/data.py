@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.core import facefile
+from jobs.core import facefile, faults
 from jobs.core.ahead import read_ahead
 
 log = logging.getLogger(__name__)
@@ -143,8 +143,11 @@ class ImageSet:
         order = self.epoch_order(seed, epoch)
         pick = BlockReader(self.images) if self.streamed else lambda idx: self.images[idx]
 
+        per_epoch = self.steps_per_epoch(split)
+
         def read() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-            for step in range(start_step, self.steps_per_epoch(split)):
+            for step in range(start_step, per_epoch):
+                faults.before_read(split.rank, epoch * per_epoch + step)
                 start = (step * split.size + split.rank) * split.batch
                 idx = order[start:start + split.batch]
                 yield pick(idx), self.labels[idx], idx

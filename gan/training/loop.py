@@ -41,7 +41,7 @@ from gan.training.outputs import QUALITY, RunOutputs
 from gan.training.pending import PendingSteps, read_due
 from gan.training.schedules import Schedules
 from gan.training.state import TrainState, configure_tensorflow
-from jobs.core import events, exitcodes, runtime
+from jobs.core import events, exitcodes, faults, runtime, watchdog
 from jobs.core.schema import TrainSpec
 from jobs.core.signals import StopSignals
 
@@ -106,6 +106,8 @@ class Trainer:
         distributed.broadcast(world, st.variables() + list(self.guard.variables))
         self.schedules.apply(st.global_step)  # what the next step reads
         self.metric_names = family(spec.model.name).metrics
+        self.progress = watchdog.Progress()  # what the stall watchdog watches (gan/job.py)
+        self._first_step = True
         # built last only because it reads what is above, and nothing of the Trainer itself
         self.step_fn = steps.make_step(
             steps.StepConfig.from_spec(spec, world.rank, st.augment_p, st.gamma),
@@ -162,7 +164,8 @@ class Trainer:
         if not counted:
             self.state.saves.assign_add(1)
         step = int(self.state.global_step)
-        name = self.checkpoints.save(step, reason)
+        with self.progress.pause("checkpoint"):
+            name = self.checkpoints.save(step, reason)
         self.event("checkpoint", epoch=int(self.state.epoch), step=step, reason=reason,
                    name=name)
 
@@ -199,7 +202,8 @@ class Trainer:
             if seen is None:
                 return exitcodes.REQUEUE
             start_step = 0
-            figures = self._end_epoch(epoch, seen, outputs, t0, stop)
+            with self.progress.pause("the epoch's end (statistics, quality, figures)"):
+                figures = self._end_epoch(epoch, seen, outputs, t0, stop)
             reason = self._judged(judge, epoch, figures)
             if reason:
                 self.event("early_stop", epoch=epoch + 1, reason=reason)
@@ -228,11 +232,18 @@ class Trainer:
                                                   start_step)) as batches:
             for s, (images, labels, idx) in enumerate(batches, start=start_step):
                 condition = self.data.attributes[idx] if attributes else labels
-                # the step counts itself (global_step, step_in_epoch), averages G, moves ADA
-                pending.add(*self.step_fn(images, condition, st.global_step.read_value(),
-                                          tf.constant(float(stop.requested))))
-                seen.append(idx)
+                faults.before_step(self.world.rank, before + s)
+                self.progress.entering(before + s)
+                # the step counts itself (global_step, step_in_epoch), averages G, moves ADA;
+                # its first call in a process compiles it: a pause, not a stall
+                with self.progress.pause("the first step's compile") if self._first_step \
+                        else contextlib.nullcontext():
+                    pending.add(*self.step_fn(images, condition, st.global_step.read_value(),
+                                              tf.constant(float(stop.requested))))
+                self._first_step = False
                 done, step = s + 1, before + s + 1
+                self.progress.finished(step)
+                seen.append(idx)
                 if not read_due(done, self.steps_per_epoch, spec.read_every_steps, step, every):
                     continue
                 if self._read(pending, epoch, done, step, bar, outputs, t0):
@@ -312,6 +323,7 @@ class Trainer:
             log.warning("epoch %d: stop requested, quality not measured", epoch + 1)
             return {}
         t = time.perf_counter()
+        faults.in_quality(self.world.rank)
         figures = self.quality.measure()
         seconds = time.perf_counter() - t
         log.info("epoch %d quality: %s (%.1f s)", epoch + 1, " ".join(

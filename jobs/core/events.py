@@ -51,6 +51,9 @@ TYPES: dict[str, tuple[str, ...]] = {
     "early_stop": ("epoch", "reason"),
     "preflight": ("lines", "exit"),
     "outcome": ("kind", "exit", "meaning"),
+    # any rank's watchdog (jobs/core/watchdog.py): the rank that stopped, and the host to
+    # leave out of the retry (culprit_rank None: no single rank stood out)
+    "stall": ("step", "quiet_s", "bound_s", "paused", "culprit_rank", "culprit_host", "why"),
 }
 # what the launchers set (gan/parallel/distributed.py reads the same), srun's own last: under
 # another launcher inside a batch step every rank would see SLURM_PROCID 0

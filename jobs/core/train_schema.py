@@ -18,6 +18,7 @@ from jobs.core.fields import (
     section,
 )
 from jobs.core.rundir import parse_init_from
+from jobs.core.watchdog_spec import WatchdogSpec
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,6 +335,8 @@ class TrainSpec:
     metrics: MetricsSpec = section(MetricsSpec, "Quality measured during training")
     guard: GuardSpec = section(GuardSpec, "Mode-collapse guard")
     horovod: HorovodSpec = section(HorovodSpec, "Data-parallel training across ranks")
+    watchdog: WatchdogSpec = section(WatchdogSpec, "Stall watchdog: a hung rank ends the "
+                                                   "job with evidence, and it is retried")
 
     def __post_init__(self) -> None:
         if self.mixed_precision and self.precision == "float32":

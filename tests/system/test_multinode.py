@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from gan.training import staging
+from jobs.core import events, faults
 from tests.conftest import ROOT, set_args
 from tests.system.test_horovod import HELPER, assert_synced_and_equal_to_one_process
 from tests.system.test_slurm import (
@@ -46,6 +47,9 @@ DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}
 # ~0.2 s (--kill-on-bad-exit), accounting and polling add seconds. Not a speed test: without
 # the flag the peers spin in the allreduce until the walltime.
 DEAD_RANK_BUDGET_S = 180
+# the stall test's configured bound; from the freeze to the stall event: the bound, the
+# watchdog's poll (2 s at this bound), the stack dump. A hang guard, not a speed test
+STALL_S, STALL_MARGIN_S = 20, 90
 
 
 @pytest.fixture(scope="module")
@@ -321,3 +325,36 @@ def test_preflight_proves_both_nodes_and_names_a_broken_rank(two_node_cluster, d
     assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "preflight failed: data on rank 1 (node2): " in proc.stdout, proc.stdout
     assert "step: skipped" not in proc.stdout  # the consequence is not the verdict
+
+
+def test_a_frozen_rank_is_caught_its_node_left_out_and_the_run_ends_exactly(
+        two_node_cluster, digits, reference, tmp_path):
+    """Two ranks on one node; rank 1's training thread frozen before step 41 (epoch 2; a
+    fault fires in a job's first run only). Rank 0 waits inside step 41; after stall_s
+    without a step the watchdogs act, naming rank 1 and its node; the batch script reads the
+    stall event, requeues the job leaving that node out, and the retry, on the other node,
+    resumes from epoch 1's checkpoint and ends with the reference's weights."""
+    cluster = {**two_node_cluster, "env": {**two_node_cluster["env"],
+                                           faults.VARIABLE: "freeze@1:40"}}
+    run_dir = tmp_path / "stall"
+    job, log = sbatch_job(cluster, train_spec(tmp_path, digits, run_dir, epochs=EPOCHS),
+                          tmp_path, "resources.nodes=1", "resources.tasks_per_node=2",
+                          "resources.time=20", f"train.watchdog.stall_s={STALL_S}")
+    assert wait_state(cluster["env"], job, DONE, 900) == "COMPLETED", log.read_text()[-3000:]
+    text = log.read_text()
+    first = {m.group(2) for m in RANK.finditer(text) if m.group(4) == "0"}
+    retry = {m.group(2) for m in RANK.finditer(text) if m.group(4) == "1"}
+    assert len(first) == 1 and len(retry) == 1 and first != retry, text[-3000:]
+    (bad,) = first
+    assert "test fault: rank 1's training thread frozen before step 41" in text
+    assert f"rank 1 on {bad} stopped first" in text and "most recent call first" in text
+    assert f"leaving out {bad} on the retry" in text, text[-3000:]
+    stalls = events.read(run_dir, "stall")
+    assert {e["culprit_host"] for e in stalls} == {bad} and stalls[0]["step"] == 40
+    fault_at = next(line[:19] for line in text.splitlines() if "test fault: rank 1" in line)
+    waited = time.mktime(time.strptime(stalls[0]["time"][:19], "%Y-%m-%dT%H:%M:%S")) - \
+        time.mktime(time.strptime(fault_at, "%Y-%m-%d %H:%M:%S"))
+    assert waited <= STALL_S + STALL_MARGIN_S, (fault_at, stalls[0]["time"])
+    assert [r[1] for r in sacct(cluster["env"], job, "JobID", "State")].count("REQUEUED") == 1
+    assert epoch_rows(run_dir) == list(range(1, EPOCHS + 1))
+    assert final_digest(run_dir) == reference["digest"]

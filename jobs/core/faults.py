@@ -1,0 +1,96 @@
+"""Test-only fault hooks, armed by ``FACEGAN_TEST_FAULT`` and inert without it.
+
+Why in the product: a hang cannot be injected from outside a process at a chosen step (a
+SIGSTOP freezes every thread, the watchdog's too), and the stall tests must freeze exactly
+one thread of one rank mid-epoch. A comma-separated list of ``KIND@RANK:STEP[:SECONDS]``:
+
+* ``freeze@R:K``: rank R's training thread blocks for good before global step K+1;
+* ``slow@R:K:S``: rank R sleeps S seconds before every step from K+1 on (slow, not hung);
+* ``hang_read@R:K``: rank R's read-ahead thread blocks for good reading global step K+1's
+  batch (the training thread then waits for a batch that never comes);
+* ``slow_quality@R:0:S``: rank R sleeps S seconds in every quality measurement (a long
+  legitimate pause).
+
+Faults fire in a job's first run only (``SLURM_RESTART_COUNT`` unset or 0): the retry of a
+job that a fault stalled runs clean, as a retry on a healthy node would.
+
+Each hook logs one warning when it fires, so a log shows that a fault was injected.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+VARIABLE = "FACEGAN_TEST_FAULT"
+KINDS = ("freeze", "slow", "hang_read", "slow_quality")
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    rank: int
+    step: int
+    seconds: float = 0.0
+
+
+@functools.cache
+def armed() -> tuple[Fault, ...]:
+    text = os.environ.get(VARIABLE, "").strip()
+    if os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0"):
+        return ()
+    return tuple(parse(part) for part in text.split(",") if part.strip())
+
+
+def parse(text: str) -> Fault:
+    """``KIND@RANK:STEP[:SECONDS]``; ValueError naming the variable if malformed."""
+    try:
+        kind, where = text.strip().split("@")
+        numbers = where.split(":")
+        fault = Fault(kind, int(numbers[0]), int(numbers[1]),
+                      float(numbers[2]) if len(numbers) > 2 else 0.0)
+    except (ValueError, IndexError):
+        fault = None
+    if fault is None or fault.kind not in KINDS:
+        raise ValueError(f"{VARIABLE}: {text!r} is not KIND@RANK:STEP[:SECONDS] with KIND one "
+                         f"of {', '.join(KINDS)}")
+    return fault
+
+
+def before_step(rank: int, step: int) -> None:
+    """Called by the training thread before global step ``step + 1``."""
+    for fault in armed():
+        if fault.rank != rank:
+            continue
+        if fault.kind == "freeze" and step == fault.step:
+            _block(f"rank {rank}'s training thread frozen before step {step + 1}")
+        if fault.kind == "slow" and step >= fault.step:
+            if step == fault.step:
+                log.warning("test fault: rank %d sleeps %.1f s before every step from %d",
+                            rank, fault.seconds, step + 1)
+            time.sleep(fault.seconds)
+
+
+def before_read(rank: int, step: int) -> None:
+    """Called by the read-ahead thread before reading global step ``step + 1``'s batch."""
+    for fault in armed():
+        if fault.kind == "hang_read" and fault.rank == rank and step == fault.step:
+            _block(f"rank {rank}'s read-ahead thread hangs reading step {step + 1}'s batch")
+
+
+def in_quality(rank: int) -> None:
+    """Called by every rank as a quality measurement starts."""
+    for fault in armed():
+        if fault.kind == "slow_quality" and fault.rank == rank:
+            log.warning("test fault: rank %d sleeps %.1f s in the quality measurement", rank,
+                        fault.seconds)
+            time.sleep(fault.seconds)
+
+
+def _block(what: str) -> None:
+    log.warning("test fault: %s", what)
+    threading.Event().wait()
