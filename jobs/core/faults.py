@@ -2,7 +2,7 @@
 
 Why in the product: a hang cannot be injected from outside a process at a chosen step (a
 SIGSTOP freezes every thread, the watchdog's too), and the stall tests must freeze exactly
-one thread of one rank mid-epoch. A comma-separated list of ``KIND@RANK:STEP[:SECONDS]``:
+one thread of one rank mid-epoch. A comma-separated list of ``KIND@RANK:STEP[:SECONDS][/TASK]``:
 
 * ``freeze@R:K``: rank R's training thread blocks for good before global step K+1;
 * ``slow@R:K:S``: rank R sleeps S seconds before every step from K+1 on (slow, not hung);
@@ -12,7 +12,8 @@ one thread of one rank mid-epoch. A comma-separated list of ``KIND@RANK:STEP[:SE
   legitimate pause).
 
 Faults fire in a job's first run only (``SLURM_RESTART_COUNT`` unset or 0): the retry of a
-job that a fault stalled runs clean, as a retry on a healthy node would.
+job that a fault stalled runs clean, as a retry on a healthy node would. A ``/T`` suffix
+keeps a fault to array task T (one trial of a sweep).
 
 Each hook logs one warning when it fires, so a log shows that a fault was injected.
 """
@@ -36,6 +37,12 @@ class Fault:
     rank: int
     step: int
     seconds: float = 0.0
+    task: int | None = None  # an array task: only there
+
+
+def _here(fault: Fault) -> bool:
+    task = os.environ.get("SLURM_ARRAY_TASK_ID", "")
+    return fault.task is None or task == str(fault.task)
 
 
 @functools.cache
@@ -43,20 +50,23 @@ def armed() -> tuple[Fault, ...]:
     text = os.environ.get(VARIABLE, "").strip()
     if os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0"):
         return ()
-    return tuple(parse(part) for part in text.split(",") if part.strip())
+    return tuple(f for f in (parse(part) for part in text.split(",") if part.strip())
+                 if _here(f))
 
 
 def parse(text: str) -> Fault:
-    """``KIND@RANK:STEP[:SECONDS]``; ValueError naming the variable if malformed."""
+    """``KIND@RANK:STEP[:SECONDS][/TASK]``; ValueError naming the variable if malformed."""
     try:
         kind, where = text.strip().split("@")
+        where, _, task = where.partition("/")
         numbers = where.split(":")
         fault = Fault(kind, int(numbers[0]), int(numbers[1]),
-                      float(numbers[2]) if len(numbers) > 2 else 0.0)
+                      float(numbers[2]) if len(numbers) > 2 else 0.0,
+                      int(task) if task else None)
     except (ValueError, IndexError):
         fault = None
     if fault is None or fault.kind not in KINDS:
-        raise ValueError(f"{VARIABLE}: {text!r} is not KIND@RANK:STEP[:SECONDS] with KIND one "
+        raise ValueError(f"{VARIABLE}: {text!r} is not KIND@RANK:STEP[:SECONDS][/TASK], KIND "
                          f"of {', '.join(KINDS)}")
     return fault
 

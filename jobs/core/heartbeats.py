@@ -85,6 +85,9 @@ def culprit(beats: dict[int, Beat], size: int, now: float, alive_s: float) -> Cu
                        if silent else "it never wrote a heartbeat")
     if silent or missing:
         return Culprit(None, "", f"ranks {sorted(silent + missing)} all fell silent")
+    if size == 1:
+        only = beats[0]
+        return Culprit(0, only.host, "the job's only rank stopped")
     positions = {r: b.position for r, b in beats.items()}
     low = min(positions.values())
     behind = [r for r, p in positions.items() if p == low]

@@ -48,6 +48,8 @@ def test_the_culprit_is_the_rank_behind_or_the_one_that_fell_silent():
     assert missing.rank == 1 and missing.host == ""
     level = heartbeats.culprit({0: beat(0, 6, True), 1: beat(1, 6, True)}, 2, now, alive)
     assert level.rank is None and "same place" in level.why
+    only = heartbeats.culprit({0: beat(0, 6, True)}, 1, now, alive)
+    assert (only.rank, only.host) == (0, "node0")
 
 
 def test_heartbeats_of_another_attempt_are_ignored(tmp_path):
@@ -112,7 +114,7 @@ def test_the_thread_acts_once_with_stacks_and_a_stall_event(tmp_path):
     assert "test_the_thread_acts_once" in text  # this (main) thread's stack is there
     (event,) = events.read(tmp_path, "stall")
     assert event["step"] == 12 and event["rank"] == 0 and event["bound_s"] == 1.0
-    assert event["culprit_rank"] is None  # one rank: no peer to blame
+    assert event["culprit_rank"] == 0  # the only rank: its node is left out of the retry
     assert (tmp_path / "heartbeats" / "rank-0.json").exists()
     assert exitcodes.STALLED == 76
 
@@ -134,6 +136,15 @@ def test_fault_hooks_parse_and_only_fire_for_their_rank_and_step(monkeypatch):
     with pytest.raises(ValueError, match="FACEGAN_TEST_FAULT: 'nap@1:2'"):
         faults.parse("nap@1:2")
     assert faults.parse("slow@1:4:0.5") == faults.Fault("slow", 1, 4, 0.5)
+    assert faults.parse("freeze@0:9/3") == faults.Fault("freeze", 0, 9, 0.0, 3)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
+    monkeypatch.setenv(faults.VARIABLE, "freeze@0:9/3,slow@0:1:1/2")
+    faults.armed.cache_clear()
+    assert [f.kind for f in faults.armed()] == ["slow"]  # only this array task's
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    faults.armed.cache_clear()
+    assert faults.armed() == ()  # a retry runs clean
+    monkeypatch.delenv("SLURM_RESTART_COUNT")
     monkeypatch.setenv(faults.VARIABLE, "freeze@1:3")
     faults.armed.cache_clear()
     try:
