@@ -66,8 +66,8 @@ def parse(text: str) -> Fault:
     except (ValueError, IndexError):
         fault = None
     if fault is None or fault.kind not in KINDS:
-        raise ValueError(f"{VARIABLE}: {text!r} is not KIND@RANK:STEP[:SECONDS][/TASK], KIND "
-                         f"of {', '.join(KINDS)}")
+        raise ValueError(f"{VARIABLE}: {text!r} is not KIND@RANK:STEP[:SECONDS][/TASK] "
+                         f"with KIND one of {', '.join(KINDS)}")
     return fault
 
 
