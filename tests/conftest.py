@@ -61,16 +61,16 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300,
 
 
 # What each system test file costs, in minutes of one worker (the sum of its tests), measured
-# with 4 workers on a 2-core AVX-512 machine, the image build cold (docs/testing.md has the
-# table). ``./run test`` hands them to its workers in this order, longest first, so that no
-# long one starts last; the in-process files follow.
+# with 4 workers on a 2-core AVX-512 machine, caches warm (at 8e7badf). ``./run test`` hands
+# them to its workers in this order, longest first, so that no long one starts last; the
+# in-process files follow.
 SYSTEM_MINUTES = {
-    "test_multinode.py": 19, "test_bench_smoke.py": 14, "test_train_models.py": 9,
-    "test_train.py": 12.5, "test_learning_cgan.py": 12.5, "test_slurm.py": 12,
-    "test_image.py": 9, "test_preprocess.py": 7.5, "test_generate.py": 7,
-    "test_learning_aeacgan.py": 4.5, "test_demo.py": 4, "test_train_faces.py": 4,
-    "test_learning_dcgan.py": 3.5, "test_horovod.py": 3, "test_gpu_flavour.py": 1.5,
-    "test_slurm_faults.py": 4, "test_slurm_sweeps.py": 4,
+    "test_multinode.py": 15, "test_bench_smoke.py": 13, "test_train_models.py": 14,
+    "test_train.py": 9, "test_learning_cgan.py": 8.5, "test_slurm.py": 8,
+    "test_image.py": 2, "test_preprocess.py": 4.5, "test_generate.py": 4,
+    "test_learning_aeacgan.py": 4, "test_demo.py": 3, "test_train_faces.py": 3,
+    "test_learning_dcgan.py": 2.5, "test_horovod.py": 2.5, "test_gpu_flavour.py": 2,
+    "test_slurm_faults.py": 1.5, "test_slurm_sweeps.py": 2, "test_watchdog.py": 1.5,
 }
 OTHER_MINUTES = {"test_run.py": 5}  # outside tests/system, but slow: a whole ./run setup
 

@@ -327,21 +327,30 @@ def test_preflight_proves_both_nodes_and_names_a_broken_rank(two_node_cluster, d
     assert "step: skipped" not in proc.stdout  # the consequence is not the verdict
 
 
+@pytest.mark.parametrize("launcher", ["sbatch", "submitit"])
 def test_a_frozen_rank_is_caught_its_node_left_out_and_the_run_ends_exactly(
-        two_node_cluster, digits, reference, tmp_path):
+        two_node_cluster, digits, reference, tmp_path, launcher):
     """Two ranks on one node; rank 1's training thread frozen before step 41 (epoch 2; a
     fault fires in a job's first run only). Rank 0 waits inside step 41; after stall_s
-    without a step the watchdogs act, naming rank 1 and its node; the batch script reads the
-    stall event, requeues the job leaving that node out, and the retry, on the other node,
-    resumes from epoch 1's checkpoint and ends with the reference's weights."""
-    cluster = {**two_node_cluster, "env": {**two_node_cluster["env"],
-                                           faults.VARIABLE: "freeze@1:40"}}
+    without a step the watchdogs act, naming rank 1 and its node. The batch script (sbatch)
+    or the first watchdog (submitit) reads the stall event and requeues the job leaving that
+    node out; the retry, on the other node, resumes from epoch 1's checkpoint and ends with
+    the reference's weights."""
+    env = {**two_node_cluster["env"], faults.VARIABLE: "freeze@1:40"}
     run_dir = tmp_path / "stall"
-    job, log = sbatch_job(cluster, train_spec(tmp_path, digits, run_dir, epochs=EPOCHS),
-                          tmp_path, "resources.nodes=1", "resources.tasks_per_node=2",
-                          "resources.time=20", f"train.watchdog.stall_s={STALL_S}")
-    assert wait_state(cluster["env"], job, DONE, 900) == "COMPLETED", log.read_text()[-3000:]
-    text = log.read_text()
+    spec = train_spec(tmp_path, digits, run_dir, epochs=EPOCHS)
+    sets = ["resources.nodes=1", "resources.tasks_per_node=2", "resources.time=20",
+            f"train.watchdog.stall_s={STALL_S}"]
+    if launcher == "sbatch":
+        job, log = sbatch_job({**two_node_cluster, "env": env}, spec, tmp_path, *sets)
+        assert wait_state(env, job, DONE, 900) == "COMPLETED", log.read_text()[-3000:]
+        text = log.read_text()
+    else:
+        proc, job, logs = submit_submitit(env, spec, run_dir, *sets)
+        out, err = proc.communicate(timeout=900)
+        text = "".join(p.read_text() for p in sorted(logs.glob("*.out")) + sorted(
+            logs.glob("*.err")))
+        assert proc.returncode == 0, out[-2000:] + err[-2000:] + text[-3000:]
     first = {m.group(2) for m in RANK.finditer(text) if m.group(4) == "0"}
     retry = {m.group(2) for m in RANK.finditer(text) if m.group(4) == "1"}
     assert len(first) == 1 and len(retry) == 1 and first != retry, text[-3000:]
@@ -355,6 +364,6 @@ def test_a_frozen_rank_is_caught_its_node_left_out_and_the_run_ends_exactly(
     waited = time.mktime(time.strptime(stalls[0]["time"][:19], "%Y-%m-%dT%H:%M:%S")) - \
         time.mktime(time.strptime(fault_at, "%Y-%m-%d %H:%M:%S"))
     assert waited <= STALL_S + STALL_MARGIN_S, (fault_at, stalls[0]["time"])
-    assert [r[1] for r in sacct(cluster["env"], job, "JobID", "State")].count("REQUEUED") == 1
+    assert [r[1] for r in sacct(env, job, "JobID", "State")].count("REQUEUED") == 1
     assert epoch_rows(run_dir) == list(range(1, EPOCHS + 1))
     assert final_digest(run_dir) == reference["digest"]

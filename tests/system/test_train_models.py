@@ -163,9 +163,10 @@ MODEL_SETS = {  # the registry's other models, on the small test settings of spe
                      "train.schedule.kimg=1", "train.schedule.learning_rate=[2.0e-4, 5.0e-5]",
                      "train.schedule.beta_2=[0.9, 0.99]", "train.schedule.gamma=[2.0, 0.2]",
                      "train.schedule.ema_half_life_kimg=[0.1, 0.5]"],
-    # the classic DCGAN (BatchNorm inside) as XLA-compiled networks, Horovod's allreduce
-    # outside; and in bfloat16 below ("dcgan-bfloat16-classic")
-    "dcgan-xla": ["train.model.name=dcgan", "train.jit_compile=true"],
+    # the classic DCGAN (BatchNorm inside) as XLA-compiled networks in bfloat16, Horovod's
+    # allreduce outside
+    "dcgan-xla-bfloat16": ["train.model.name=dcgan", "train.jit_compile=true",
+                           "train.precision=bfloat16"],
     # the modern loss in every precision, the residual networks (no normalization) in the
     # two that a CPU runs at speed. float16: dynamic loss scaling (the scale in the
     # checkpoint, unscaled alike on every rank) with the relativistic loss and R1 + R2
@@ -185,8 +186,6 @@ MODEL_SETS = {  # the registry's other models, on the small test settings of spe
                          "train.loss.r1_interval=1", "train.augment.policy=[translation]",
                          "train.schedule.kimg=1",
                          "train.schedule.augment_probability=[0.0, 0.5]"],
-    # bfloat16 with BatchNorm in it (the classic DCGAN)
-    "dcgan-bfloat16-classic": ["train.model.name=dcgan", "train.precision=bfloat16"],
 }
 
 

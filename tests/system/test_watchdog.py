@@ -6,6 +6,7 @@ the 2-node cluster, its retry on the other node and its exact end: test_multinod
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shutil
 import subprocess
 import sys
@@ -31,7 +32,10 @@ def horovodrun(tmp_path: Path, data: Path, run_dir: Path, fault: str, *sets: str
 
 
 def stamp(line: str) -> dt.datetime:
-    return dt.datetime.strptime(line[:19], "%Y-%m-%d %H:%M:%S")
+    """The time a log line was written (horovodrun puts ``[R]<stderr>:`` before it)."""
+    found = re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", line)
+    assert found, line
+    return dt.datetime.strptime(found.group(0), "%Y-%m-%d %H:%M:%S")
 
 
 def test_a_hung_read_ahead_thread_ends_the_job_with_stacks_naming_its_rank(digits_tiny,
@@ -52,8 +56,7 @@ def test_a_hung_read_ahead_thread_ends_the_job_with_stacks_naming_its_rank(digit
     stalls = events.read(run_dir, "stall")
     assert stalls and {e["culprit_rank"] for e in stalls} == {1}, stalls
     assert all(e["step"] == 6 and e["bound_s"] == STALL_S for e in stalls), stalls
-    fault_at = stamp(next(line for line in (proc.stdout + proc.stderr).splitlines()
-                          if "test fault:" in line and line[:4].isdigit()))
+    fault_at = stamp(next(line for line in text.splitlines() if "test fault:" in line))
     first = min(dt.datetime.strptime(e["time"][:19], "%Y-%m-%dT%H:%M:%S") for e in stalls)
     assert (first - fault_at).total_seconds() <= STALL_S + MARGIN_S
     assert not events.read(run_dir, "outcome")  # ended outright: a retry resumes
