@@ -11,9 +11,12 @@ one thread of one rank mid-epoch. A comma-separated list of ``KIND@RANK:STEP[:SE
 * ``slow_quality@R:0:S``: rank R sleeps S seconds in every quality measurement (a long
   legitimate pause).
 
-Faults fire in a job's first run only (``SLURM_RESTART_COUNT`` unset or 0): the retry of a
-job that a fault stalled runs clean, as a retry on a healthy node would. A ``/T`` suffix
-keeps a fault to array task T (one trial of a sweep).
+The hangs (``freeze``, ``hang_read``) fire in a job's first run only
+(``SLURM_RESTART_COUNT`` unset or 0): the retry of a job that a fault stalled runs clean, as
+a retry on a healthy node would; the slow ones hold in every run. A ``/T`` suffix
+keeps a fault to array task T (one trial of a sweep). With ``FACEGAN_TEST_FAULT_MARKS`` set
+to a shared folder, each hang fires once in all, in whichever run reaches its step first (a
+requeued run, or a resubmit chain's next job): it leaves a mark there as it fires.
 
 Each hook logs one warning when it fires, so a log shows that a fault was injected.
 """
@@ -28,7 +31,9 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 VARIABLE = "FACEGAN_TEST_FAULT"
+MARKS = "FACEGAN_TEST_FAULT_MARKS"
 KINDS = ("freeze", "slow", "hang_read", "slow_quality")
+HANGS = ("freeze", "hang_read")
 
 
 @dataclass(frozen=True)
@@ -48,10 +53,10 @@ def _here(fault: Fault) -> bool:
 @functools.cache
 def armed() -> tuple[Fault, ...]:
     text = os.environ.get(VARIABLE, "").strip()
-    if os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0"):
-        return ()
+    retry = os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0") \
+        and not os.environ.get(MARKS)  # marked: once in all, whichever run
     return tuple(f for f in (parse(part) for part in text.split(",") if part.strip())
-                 if _here(f))
+                 if _here(f) and not (retry and f.kind in HANGS))
 
 
 def parse(text: str) -> Fault:
@@ -71,12 +76,27 @@ def parse(text: str) -> Fault:
     return fault
 
 
+def _first_time(fault: Fault) -> bool:
+    """Whether ``fault`` fires now: always, unless MARKS names a folder where it already
+    left its mark (an exclusive create: one firing across processes and jobs)."""
+    folder = os.environ.get(MARKS)
+    if not folder:
+        return True
+    name = f"{fault.kind}@{fault.rank}:{fault.step}" + (
+        f"-{fault.task}" if fault.task is not None else "")
+    try:
+        os.close(os.open(os.path.join(folder, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
 def before_step(rank: int, step: int) -> None:
     """Called by the training thread before global step ``step + 1``."""
     for fault in armed():
         if fault.rank != rank:
             continue
-        if fault.kind == "freeze" and step == fault.step:
+        if fault.kind == "freeze" and step == fault.step and _first_time(fault):
             _block(f"rank {rank}'s training thread frozen before step {step + 1}")
         if fault.kind == "slow" and step >= fault.step:
             if step == fault.step:
@@ -88,7 +108,8 @@ def before_step(rank: int, step: int) -> None:
 def before_read(rank: int, step: int) -> None:
     """Called by the read-ahead thread before reading global step ``step + 1``'s batch."""
     for fault in armed():
-        if fault.kind == "hang_read" and fault.rank == rank and step == fault.step:
+        if fault.kind == "hang_read" and fault.rank == rank and step == fault.step \
+                and _first_time(fault):
             _block(f"rank {rank}'s read-ahead thread hangs reading step {step + 1}'s batch")
 
 

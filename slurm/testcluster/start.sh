@@ -21,6 +21,7 @@
 set -euo pipefail
 
 DIR="$(mkdir -p "${1:?usage: start.sh DIR [--nodes N]}" && cd "$1" && pwd)"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 NODES=1
 if [[ "${2:-}" == "--nodes" ]]; then NODES="${3:?--nodes needs a number}"; fi
 [[ "$NODES" =~ ^[1-9][0-9]?$ ]] || { echo "start.sh: --nodes must be 1..99" >&2; exit 2; }
@@ -224,9 +225,7 @@ fi
 start_slurmds() {  # each node: its own network, hostname, and its own directory on TmpFS
   local i
   for ((i = 1; i <= NODES; i++)); do
-    mkdir -p "$DIR/tmp/node$i" "$DIR/tmpfs"
-    nsenter --net="/run/netns/fg$ID-node$i" -- unshare --uts --mount sh -c \
-      "hostname node$i && mount --bind '$DIR/tmp/node$i' '$DIR/tmpfs' && exec slurmd -N node$i"
+    "$HERE/node.sh" "$DIR" "node$i" start
   done
 }
 

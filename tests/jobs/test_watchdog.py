@@ -132,7 +132,7 @@ def test_a_moving_rank_is_never_acted_on(tmp_path):
     assert acted == []
 
 
-def test_fault_hooks_parse_and_only_fire_for_their_rank_and_step(monkeypatch):
+def test_fault_hooks_parse_and_only_fire_for_their_rank_and_step(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="FACEGAN_TEST_FAULT: 'nap@1:2'"):
         faults.parse("nap@1:2")
     assert faults.parse("slow@1:4:0.5") == faults.Fault("slow", 1, 4, 0.5)
@@ -143,7 +143,7 @@ def test_fault_hooks_parse_and_only_fire_for_their_rank_and_step(monkeypatch):
     assert [f.kind for f in faults.armed()] == ["slow"]  # only this array task's
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     faults.armed.cache_clear()
-    assert faults.armed() == ()  # a retry runs clean
+    assert [f.kind for f in faults.armed()] == ["slow"]  # a retry hangs no more
     monkeypatch.delenv("SLURM_RESTART_COUNT")
     monkeypatch.setenv(faults.VARIABLE, "freeze@1:3")
     faults.armed.cache_clear()
@@ -154,6 +154,9 @@ def test_fault_hooks_parse_and_only_fire_for_their_rank_and_step(monkeypatch):
         frozen.start()
         frozen.join(0.3)
         assert frozen.is_alive()  # blocked for good (a daemon: ends with the tests)
+        monkeypatch.setenv(faults.MARKS, str(tmp_path))  # once in all: marked as it fires
+        assert faults._first_time(faults.Fault("freeze", 1, 3))
+        assert not faults._first_time(faults.Fault("freeze", 1, 3))
     finally:
         faults.armed.cache_clear()
 
