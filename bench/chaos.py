@@ -101,14 +101,12 @@ def drive(cluster: Cluster, trials: dict, plan: list, cap_s: float) -> None:
 
 def report(trials: dict, references: dict, plan: list, total_steps: int) -> Table:
     table = Table()
-    for kind in [k for k in (*KINDS, "walltime") if k == "walltime" or any(
-            p[0] == k for p in plan)]:
-        hit = [t for t in trials.values() if hits(t, kind)]
-        if kind == "walltime" and not hit:
-            continue
-        good = [t for t in hit if survived(t, references)]
-        table.add(f"{kind}: trials that survived it, of those it hit", len(good), len(hit),
-                  "trials", fmt=",.0f")
+    for kind in (*KINDS, "walltime"):
+        counts = [(faults_of(t, kind), survived(t, references)) for t in trials.values()]
+        hit = sum(n for n, _ in counts)
+        if hit or any(p[0] == kind for p in plan):
+            table.add(f"{kind}: faults survived, of those injected", sum(
+                n for n, ok in counts if ok), hit, "faults", fmt=",.0f")
     redone = sum(redone_steps(t) for t in trials.values())
     table.add("steps redone (all faults), of all the trials' steps", redone,
               total_steps * len(trials), "steps", fmt=",.0f", higher_is_better=False)
@@ -124,12 +122,14 @@ def report(trials: dict, references: dict, plan: list, total_steps: int) -> Tabl
     return table
 
 
-def hits(trial: Trial, kind: str) -> bool:
+def faults_of(trial: Trial, kind: str) -> int:
+    """How many faults of ``kind`` the trial took: injected, or, for a stall and a walltime,
+    as its events recorded them (one watchdog's stall a run; USR1/USR2 stop signals)."""
     if kind == "stall":
-        return bool(events.read(trial.run_dir, "stall"))
+        return len({(e["job"], e["pid"]) for e in events.read(trial.run_dir, "stall")})
     if kind == "walltime":
-        return any(e["signal"] in (10, 12) for e in events.read(trial.run_dir, "stop_signal"))
-    return any(k == kind for k, _ in trial.injected)
+        return sum(e["signal"] in (10, 12) for e in events.read(trial.run_dir, "stop_signal"))
+    return sum(k == kind for k, _ in trial.injected)
 
 
 def survived(trial: Trial, references: dict) -> bool:

@@ -134,13 +134,16 @@ partition_nodes() {
 # requeued, changed, and released. The requeue sends this job's processes SIGTERM: ignored
 # from here on (scontrol inherits that), or the sequence could stop with the job held.
 requeue_excluding() {
-  local id="$1" nodes="$2"
+  local id="$1" nodes="$2" before
   trap '' TERM
   if [[ "$nodes" == - ]]; then
     scontrol requeue "$id"
     return
   fi
   log "leaving out ${nodes} on the retry"
+  # the job's own --exclude stays: the new list is added to it
+  before=$(scontrol show job -o "$id" 2>/dev/null | tr ' ' '\n' | sed -n 's/^ExcNodeList=//p')
+  [[ -z "$before" || "$before" == "(null)" ]] || nodes="${before},${nodes}"
   if ! { scontrol requeuehold "$id" && scontrol update JobId="$id" ExcNodeList="$nodes"; }; then
     log "could not leave out ${nodes}: the retry may land there again"
   fi

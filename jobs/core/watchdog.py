@@ -176,7 +176,8 @@ class Watchdog:
         named = f"rank {c.rank} on {c.host or '?'} stopped first: {c.why}" \
             if c.rank is not None else c.why
         log.error("stall watchdog: rank %d on %s made no progress for %.0f s (bound %.0f s%s) "
-                  "after %d steps; %s. Every thread's stack follows; exit %d, to be retried",
+                  "after %d steps; %s. Every thread's stack follows; exit %d (a retry resumes "
+                  "from the last checkpoint)",
                   self.rank, self.host, stall.quiet_s, stall.bound_s,
                   f", in pause '{p.paused}'" if p.paused else "", p.step, named,
                   exitcodes.STALLED)

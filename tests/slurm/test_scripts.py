@@ -109,3 +109,41 @@ def test_requeues_stop_at_the_limit_and_failures_are_never_requeued(tmp_path, re
     calls = (tmp_path / "calls").read_text() if (tmp_path / "calls").exists() else ""
     assert calls == ("requeue 7\n" if requeued else "")
     assert proc.returncode == (0 if requeued else code)
+
+
+def fake_tools(folder, show_job: str = "ExcNodeList=(null)"):
+    """scontrol and sinfo stand-ins that record their arguments, one call a line."""
+    calls = folder / "calls"
+    for tool, out in (("scontrol", f"JobId=7 {show_job}"), ("sinfo", "node1\nnode2")):
+        script = folder / tool
+        script.write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\necho "{out}"\n')
+        script.chmod(0o755)
+    return calls
+
+
+@pytest.mark.parametrize("verdict, code, wants", [
+    ("retry node1", 137, ["scontrol requeuehold 7", "scontrol update JobId=7 "
+                          "ExcNodeList=node0,node1", "scontrol release 7"]),
+    ("retry -", 76, ["scontrol requeue 7"]),
+    ("no", 76, []),
+])
+def test_a_stalled_job_is_retried_as_its_record_says_not_by_its_code(tmp_path, verdict, code,
+                                                                     wants):
+    """run_requeueable asks STALL_CHECK after a failed run, whatever the code (srun may
+    report a killed peer's); 'retry NODES' requeues the job leaving them out, added to the
+    job's own excluded nodes (held, updated, released), 'no' leaves it failed."""
+    import os
+
+    calls = fake_tools(tmp_path, "ExcNodeList=node0")
+    script = (f'source "{ROOT}/slurm/common.sh"; STALL_CHECK=(echo "{verdict}"); '
+              f'run_requeueable bash -c "exit {code}"')
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env={
+        **os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "SLURM_JOB_ID": "7"},
+        timeout=60)
+    made = [c for c in (calls.read_text().splitlines() if calls.exists() else [])
+            if not c.startswith(("sinfo", "scontrol show"))]
+    assert made == wants, proc.stdout
+    if wants:
+        assert proc.returncode == 0 and "the stall watchdog ended the job" in proc.stdout
+    else:
+        assert proc.returncode == code and "not requeued" in proc.stdout
