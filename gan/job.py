@@ -181,6 +181,6 @@ def watch_for_stalls(spec: JobSpec, world: distributed.World,
     on_gpu = bool(tf.config.list_logical_devices("GPU"))
     dog = watchdog.Watchdog(settings, progress, world.rank, world.size, spec.work.run_dir,
                             on_gpu)
-    dog.after_stall = lambda _: stall.retry_from_watchdog(spec.work.run_dir, settings,
-                                                          dog.attempt)
+    dog.after_stall = lambda _: stall.retry_from_watchdog(
+        spec.work.run_dir, settings, dog.attempt, spec.resources.max_requeues)
     return dog.start()

@@ -229,7 +229,8 @@ def cmd_stalled(args: argparse.Namespace) -> int:
         print("no")
         return exitcodes.OK
     verdict = stall.verdict(events.read(spec.work.run_dir), events.job_id(),
-                            spec.work.watchdog, stall.limits_from_env())
+                            spec.work.watchdog,
+                            stall.limits_from_env(spec.resources.max_requeues))
     log.info("%s: %s", spec.work.run_dir, verdict.why)
     print(verdict.line())
     return exitcodes.OK

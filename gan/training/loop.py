@@ -305,8 +305,9 @@ class Trainer:
         if judge is None or not figures:
             return None
         kimg = int(self.state.global_step) * self.spec.batch_size * self.world.size / 1000
-        mine = judge(epoch + 1, kimg, figures) if self.world.is_chief else None
-        return self.world.gather_object(mine, name="early_stop")[0]
+        with self.progress.pause("the sweep's early-stopping rule"):
+            mine = judge(epoch + 1, kimg, figures) if self.world.is_chief else None
+            return self.world.gather_object(mine, name="early_stop")[0]
 
     def _measure(self, epoch: int, stop: StopSignals) -> dict[str, float]:
         """The quality figures when ``train.metrics`` says this epoch end is due, else {}.

@@ -96,5 +96,10 @@ def culprit(beats: dict[int, Beat], size: int, now: float, alive_s: float) -> Cu
         where = "outside step" if not b.inside else "inside step"
         return Culprit(b.rank, b.host, f"it stopped {where} {b.step + 1} while the others "
                                         "went on to wait for it")
+    paused = [b for b in beats.values() if b.paused]
+    if len(paused) == 1:  # one rank in a pause (a checkpoint) that never ended
+        b = paused[0]
+        return Culprit(b.rank, b.host, f"its pause '{b.paused}' never ended while the others "
+                                        "waited for it")
     return Culprit(None, "", "every rank waits at the same place (a collective, the network "
                              "or a device): no single rank is behind")

@@ -62,8 +62,10 @@ class Limits:
 def verdict(events: list[dict], job: str, settings: WatchdogSpec, limits: Limits) -> Verdict:
     runs = runs_of(events)
     last = runs[-1] if runs else []
-    if not last or last[0]["job"] != job or not any(e["type"] == "stall" for e in last):
-        return Verdict(False, (), f"no stall was recorded in job {job or '?'}'s last run")
+    this_run = bool(last) and last[0]["job"] == job and \
+        last[0].get("restart") == limits.restarts  # not an earlier run of a requeued job
+    if not this_run or not any(e["type"] == "stall" for e in last):
+        return Verdict(False, (), f"no stall was recorded in this run of job {job or '?'}")
     stalled = sum(any(e["type"] == "stall" for e in run) for run in runs)
     if stalled > settings.retries:
         return Verdict(False, (), f"{stalled} runs of this run directory stalled, more than "
@@ -89,6 +91,9 @@ def excluded(events: list[dict], job: str, settings: WatchdogSpec,
     if limits.nodes is None:
         return (), f"{', '.join(named)} named, but the partition's nodes are unknown: none " \
                    "left out"
+    strangers = [host for host in named if host not in limits.nodes]
+    if strangers:  # a name Slurm does not know would make the update fail
+        return (), f"{', '.join(strangers)} is not a node of the partition: none left out"
     spare = len(set(limits.nodes)) - limits.nodes_needed
     keep = tuple(named[:max(0, min(settings.exclude_max, spare))])
     if len(keep) < len(named):
@@ -113,34 +118,37 @@ def partition_nodes(partition: str) -> tuple[str, ...] | None:
     return names if out.returncode == 0 and names else None
 
 
-def limits_from_env() -> Limits:
-    """The bounds as Slurm and the scripts set them in a job. The partition's nodes come
-    from ``FACEGAN_PARTITION_NODES`` when the script passed them (a container has no
-    sinfo), else from sinfo."""
+def limits_from_env(max_requeues: int) -> Limits:
+    """The bounds as Slurm and the scripts set them in a job (``FACEGAN_MAX_REQUEUES`` over
+    the spec's ``max_requeues``). The partition's nodes come from ``FACEGAN_PARTITION_NODES``
+    when the script passed them (a container has no sinfo), else from sinfo."""
     env = os.environ
     listed = env.get("FACEGAN_PARTITION_NODES")
     nodes = tuple(dict.fromkeys(listed.split())) if listed else \
         partition_nodes(env.get("SLURM_JOB_PARTITION", ""))
     return Limits(restarts=int(env.get("SLURM_RESTART_COUNT", "0") or 0),
-                  max_requeues=int(env.get("FACEGAN_MAX_REQUEUES", "10") or 10),
+                  max_requeues=int(env.get("FACEGAN_MAX_REQUEUES") or max_requeues),
                   nodes_needed=int(env.get("SLURM_JOB_NUM_NODES", "1") or 1),
                   nodes=nodes or None)
 
 
 def retry_from_watchdog(run_dir: str | os.PathLike, settings: WatchdogSpec,
-                        attempt: str) -> None:
+                        attempt: str, max_requeues: int) -> None:
     """The submitit route's retry, asked by a watchdog that saw a stall, before it ends its
     process: no shell waits behind a submitit job's ranks to ask after they end. One rank
     per attempt acts (the first to claim it); under sbatch the script asks instead."""
     if os.environ.get("SUBMITIT_EXECUTOR") != "slurm" or not claim(run_dir, attempt):
         return
     job = events.job_id()
-    said = verdict(events.read(run_dir), job, settings, limits_from_env())
+    said = verdict(events.read(run_dir), job, settings, limits_from_env(max_requeues))
     log.error("stall watchdog: %s", said.why)
     if said.retry:
-        subprocess.run(["bash", "-c", 'source "$1"; requeue_excluding "$2" "$3"', "retry",
-                        str(COMMON_SH), job, ",".join(said.exclude) or "-"], timeout=300,
-                       check=False)
+        try:
+            subprocess.run(["bash", "-c", 'source "$1"; requeue_excluding "$2" "$3"',
+                            "retry", str(COMMON_SH), job, ",".join(said.exclude) or "-"],
+                           timeout=120, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.error("stall watchdog: the requeue did not finish: %s", exc)
 
 
 def claim(run_dir: str | os.PathLike, attempt: str) -> bool:

@@ -43,6 +43,7 @@ from jobs.core.watchdog_spec import CAP_FLOORS, WatchdogSpec
 
 log = logging.getLogger(__name__)
 MEASURED_STEPS = 8  # steps timed before a derived bound replaces the floor
+STARTING = "start-up"
 
 
 class Progress:
@@ -50,13 +51,17 @@ class Progress:
     one attribute (atomic under the GIL), so no lock is needed."""
 
     def __init__(self) -> None:
-        self.step, self.inside, self.paused = 0, False, ""
+        # until the first step starts, the trainer is still setting up (its outputs, the
+        # first batch): a pause, like the compile that follows
+        self.step, self.inside, self.paused = 0, False, STARTING
         self.moved = time.monotonic()
         self.intervals: deque[float] = deque(maxlen=100)
         self._finished_at: float | None = None
 
     def entering(self, step: int) -> None:
         """The training thread starts step ``step + 1`` (``step`` steps finished)."""
+        if self.paused == STARTING:
+            self.paused = ""
         self.step, self.inside, self.moved = step, True, time.monotonic()
 
     def finished(self, step: int) -> None:
@@ -110,10 +115,18 @@ class Watchdog:
                  stream: TextIO | None = None) -> None:
         self.settings, self.progress, self.rank, self.size = settings, progress, rank, size
         self.run_dir, self.on_gpu, self.stream = Path(run_dir), on_gpu, stream
-        self.host, self.attempt = socket.gethostname(), attempt_name()
-        least = settings.bounds()[0]
+        # Slurm's name for the node (what --exclude takes), else the host's
+        self.host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+        self.attempt = attempt_name()
+        least, most = settings.bounds()
         self.poll_s = min(15.0, max(0.5, least / 10))
-        self.alive_s = 4 * self.poll_s + 2  # a peer's file older than this: it is frozen
+        # a peer's file older than this: it is frozen. Generous: NFS clients may show a file
+        # up to a minute old (attribute caching), which must not end a healthy pause
+        self.alive_s = max(4 * self.poll_s + 2, 90.0)
+        # the last resort, should this thread itself block (a stalled filesystem under its
+        # heartbeat): faulthandler's own thread dumps every stack and exits
+        self.hard_s = settings.pause_s + most + 120
+        self.not_before = time.monotonic()  # quiet is counted from here at the earliest
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="stall-watchdog", daemon=True)
         self.after_stall: Callable[[Stall], None] = lambda stall: None
@@ -127,11 +140,17 @@ class Watchdog:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        faulthandler.cancel_dump_traceback_later()
+
+    def moved(self) -> float:
+        """When this rank last moved (monotonic), never before ``not_before``."""
+        return max(self.progress.moved, self.not_before)
 
     def own_beat(self) -> heartbeats.Beat:
         p, now = self.progress, time.time()
         return heartbeats.Beat(self.rank, self.host, os.getpid(), self.attempt, p.step,
-                               p.inside, p.paused, now - (time.monotonic() - p.moved), now)
+                               p.inside, p.paused, now - (time.monotonic() - self.moved()),
+                               now)
 
     def beat_out(self) -> None:
         try:
@@ -140,9 +159,21 @@ class Watchdog:
             log.debug("heartbeat not written: %s", exc)
 
     def _watch(self) -> None:
+        last = time.monotonic()
         while not self._stop.wait(self.poll_s):
+            self._arm_last_resort()
+            now = time.monotonic()
+            if now - last > 3 * self.poll_s + 5:  # this process was not run (suspended)
+                log.info("stall watchdog: not scheduled for %.0f s (the job suspended?): "
+                         "counting from now", now - last)
+                self.not_before = now
+            last = now
             self.beat_out()
-            stall = self.check()
+            try:
+                stall = self.check()
+            except Exception as exc:  # a bug or an unreadable peer: the next poll again
+                log.warning("stall watchdog: check failed: %s", exc)
+                continue
             if stall is not None:
                 self.act(stall)
                 return
@@ -151,7 +182,7 @@ class Watchdog:
         """A stall, or None while this rank moves, pauses within pause_s, or waits for a peer
         that moves or pauses within its bound."""
         p, bound = self.progress, stall_bound(self.settings, list(self.progress.intervals))
-        quiet = time.monotonic() - p.moved
+        quiet = time.monotonic() - self.moved()
         if quiet < (self.settings.pause_s if p.paused else bound):
             return None
         now = time.time()
@@ -165,11 +196,28 @@ class Watchdog:
         return Stall(quiet, bound, heartbeats.culprit(beats, self.size, now, self.alive_s))
 
     def act(self, stall: Stall) -> None:
-        """Evidence into the log and the run's events, then end this process."""
-        self.report(stall)
-        self.after_stall(stall)
-        logging.shutdown()
-        os._exit(exitcodes.STALLED)
+        """Evidence into the log and the run's events, then end this process, whatever the
+        evidence's writing does (a timer ends it should a write hang)."""
+        if self._stop.is_set():
+            return  # the training ended meanwhile: nothing hangs
+        timer = threading.Timer(60, os._exit, (exitcodes.STALLED,))
+        timer.daemon = True
+        timer.start()
+        try:
+            self.report(stall)
+            self.after_stall(stall)
+            logging.shutdown()
+        finally:
+            os._exit(exitcodes.STALLED)
+
+    def _stream(self) -> TextIO:
+        return self.stream or sys.stderr
+
+    def _arm_last_resort(self) -> None:
+        try:
+            faulthandler.dump_traceback_later(self.hard_s, exit=True, file=self._stream())
+        except (ValueError, OSError):  # a stream without a file descriptor (captured)
+            pass
 
     def report(self, stall: Stall) -> None:
         p, c = self.progress, stall.culprit
@@ -181,7 +229,7 @@ class Watchdog:
                   self.rank, self.host, stall.quiet_s, stall.bound_s,
                   f", in pause '{p.paused}'" if p.paused else "", p.step, named,
                   exitcodes.STALLED)
-        stream = self.stream or sys.stderr
+        stream = self._stream()
         stream.flush()
         faulthandler.dump_traceback(file=stream, all_threads=True)
         if self.on_gpu:

@@ -35,29 +35,40 @@ def test_no_stall_in_the_last_run_or_another_jobs_is_not_a_retry():
     assert stall.verdict(ok_now, "7", WatchdogSpec(), ROOM).line() == "no"
     assert not stall.verdict([started(job="8"), stalled(job="8")], "7", WatchdogSpec(),
                              ROOM).retry
+    # the retry failed before it started training (a lock, a missing mount): its run is not
+    # the one that stalled, so it is not retried again and again
+    later = Limits(restarts=1, max_requeues=10, nodes_needed=1, nodes=("node1", "node2"))
+    assert not stall.verdict([started(), stalled()], "7", WatchdogSpec(), later).retry
+    # a host Slurm does not know by that name (a full domain name): nothing left out
+    stranger = stall.verdict([started(), stalled("node1.example.org")], "7", WatchdogSpec(),
+                             ROOM)
+    assert stranger.retry and stranger.exclude == ()
 
 
 def test_retries_and_the_requeue_limit_bound_it():
     three = [e for r in range(3) for e in (started(restart=r), stalled())]
-    assert stall.verdict(three, "7", WatchdogSpec(retries=3), ROOM).retry
-    said = stall.verdict(three, "7", WatchdogSpec(retries=2), ROOM)
+    at_2 = Limits(restarts=2, max_requeues=10, nodes_needed=1, nodes=("node1", "node2"))
+    assert stall.verdict(three, "7", WatchdogSpec(retries=3), at_2).retry
+    said = stall.verdict(three, "7", WatchdogSpec(retries=2), at_2)
     assert not said.retry and "train.watchdog.advanced.retries (2)" in said.why
     limit = Limits(restarts=10, max_requeues=10, nodes_needed=1, nodes=("node1", "node2"))
     assert not stall.verdict([started(), stalled()], "7", WatchdogSpec(), limit).retry
 
 
 def test_never_more_nodes_left_out_than_the_limit_or_the_job_can_spare():
-    both = [started(), stalled("node1"), started(restart=1), stalled("node2")]
-    two_of_three = Limits(0, 10, 1, ("node1", "node2", "node3"))
-    assert stall.verdict(both, "7", WatchdogSpec(), two_of_three).exclude == ("node1", "node2")
-    assert stall.verdict(both, "7", WatchdogSpec(exclude_max=1),
-                         two_of_three).exclude == ("node1",)
-    said = stall.verdict(both, "7", WatchdogSpec(), ROOM)  # 2 nodes, 1 needed: 1 spare
+    both = [started(), stalled("node1"), started(restart=1), stalled("node2")]  # requeued
+
+    def room(needed, *nodes):
+        return Limits(restarts=1, max_requeues=10, nodes_needed=needed, nodes=nodes or None)
+
+    three = room(1, "node1", "node2", "node3")
+    assert stall.verdict(both, "7", WatchdogSpec(), three).exclude == ("node1", "node2")
+    assert stall.verdict(both, "7", WatchdogSpec(exclude_max=1), three).exclude == ("node1",)
+    said = stall.verdict(both, "7", WatchdogSpec(), room(1, "node1", "node2"))  # 1 spare
     assert said.exclude == ("node1",) and "1 of the partition's 2 nodes must remain" in said.why
-    whole = Limits(0, 10, 2, ("node1", "node2"))  # a 2-node job on 2 nodes: none to spare
+    whole = room(2, "node1", "node2")  # a 2-node job on 2 nodes: none to spare
     assert stall.verdict(both, "7", WatchdogSpec(), whole).line() == "retry -"
-    unknown = Limits(0, 10, 1, None)
-    assert stall.verdict(both, "7", WatchdogSpec(), unknown).exclude == ()
+    assert stall.verdict(both, "7", WatchdogSpec(), room(1)).exclude == ()  # nodes unknown
 
 
 def test_one_rank_claims_an_attempts_retry(tmp_path):

@@ -50,6 +50,9 @@ def test_the_culprit_is_the_rank_behind_or_the_one_that_fell_silent():
     assert level.rank is None and "same place" in level.why
     only = heartbeats.culprit({0: beat(0, 6, True)}, 1, now, alive)
     assert (only.rank, only.host) == (0, "node0")
+    stuck = heartbeats.culprit({0: beat(0, 6, paused="checkpoint"), 1: beat(1, 6)}, 2, now,
+                               alive)  # rank 0 in a checkpoint that never ended
+    assert stuck.rank == 0 and "'checkpoint' never ended" in stuck.why
 
 
 def test_heartbeats_of_another_attempt_are_ignored(tmp_path):
@@ -63,7 +66,7 @@ def test_heartbeats_of_another_attempt_are_ignored(tmp_path):
 def quiet_watchdog(tmp_path, progress, rank=0, size=2, **settings) -> Watchdog:
     dog = Watchdog(WatchdogSpec(**{"stall_s": 1.0, "pause_s": 3.0, **settings}), progress,
                    rank, size, tmp_path)
-    dog.attempt = "7/0"
+    dog.attempt, dog.not_before = "7/0", float("-inf")  # quiet counted from the progress
     return dog
 
 
@@ -85,6 +88,10 @@ def test_a_rank_waits_while_a_peer_moves_or_pauses_and_names_the_one_that_stoppe
 
 def test_own_pause_is_bounded_by_pause_s_not_by_the_stall_bound(tmp_path):
     progress = Progress()
+    assert progress.paused == "start-up"  # until the first step: the trainer's set-up
+    progress.entering(0)
+    progress.finished(1)
+    assert progress.paused == ""
     dog = quiet_watchdog(tmp_path, progress, size=1)
     with progress.pause("quality"):
         progress.moved -= 2  # 2 s into a quality measurement: over stall_s, under pause_s
