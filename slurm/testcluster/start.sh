@@ -63,6 +63,11 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 
 # --- N > 1: namespaces, a bridge in the head, one veth and address per node -----------------
 ID="$(printf %s "$DIR" | md5sum | cut -c1-6)"
+# Job ids of their own: Open MPI and PMIx name their shared-memory segments and session files
+# by host name and job id, and clusters side by side on one machine share /dev/shm, /tmp and
+# their nodes' names. With both counting from 1, two clusters' job 2 collided: its ranks
+# segfaulted or hung in their first broadcast.
+FIRST_JOB_ID=$((16#${ID:0:4} * 10 + 1000))
 HEAD_NS="fg$ID-head"
 HEAD_ADDR=10.87.0.1
 in_head() { nsenter --net="/run/netns/$HEAD_NS" -- "$@"; }
@@ -178,6 +183,7 @@ else
 fi
 cat >"$DIR/etc/slurm.conf" <<EOF
 ClusterName=facegan
+FirstJobId=$FIRST_JOB_ID
 SlurmctldHost=$NODE($CTLD_ADDR)
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT
