@@ -128,10 +128,16 @@ def report(trials: dict, references: dict, plan: list, total_steps: int) -> Tabl
 
 def missing(trials: dict, plan: list) -> int:
     """Planned faults that never landed (their trial ended before the step, or a hook did
-    not fire): a chaos run that proves nothing about them."""
-    return sum(max(0, sum(p[0] == kind and p[1] == key for p in plan)
-                   - faults_of(trial, kind))
-               for key, trial in trials.items() for kind in KINDS)
+    not fire): a chaos run that proves nothing about them. Each is named on stderr."""
+    missed = 0
+    for key, trial in trials.items():
+        for kind in KINDS:
+            short = sum(p[0] == kind and p[1] == key for p in plan) - faults_of(trial, kind)
+            if short > 0:
+                print(f"MISSED: {kind} in {trial.name} (injected: {trial.injected})",
+                      file=sys.stderr)
+                missed += short
+    return missed
 
 
 def faults_of(trial: Trial, kind: str) -> int:
