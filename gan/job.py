@@ -156,6 +156,10 @@ def train(spec: JobSpec, world: distributed.World, fresh: bool, stop: StopSignal
         log.error("%s", exc)
         return exitcodes.GUARD_STOPPED
     except Exception as exc:
+        if watch is not None and watch.peer_stalled():  # its collective failed with the peer
+            log.error("a peer's stall watchdog ended the job (%s): exit %d, to be retried",
+                      type(exc).__name__, exitcodes.STALLED)
+            return exitcodes.STALLED
         if not files.is_disk_full(exc):
             raise
         trainer.checkpoints.discard_partial()

@@ -31,7 +31,9 @@ from pathlib import Path
 from jobs.core import events, exitcodes
 
 log = logging.getLogger(__name__)
-RESUMES = {exitcodes.REQUEUE}  # the outcomes a link resumes from (and no record at all)
+# the outcomes a link resumes from (and no record at all): a checkpoint after a stop signal,
+# and a rank that failed because a peer's stall watchdog ended the job
+RESUMES = {exitcodes.REQUEUE, exitcodes.STALLED}
 
 
 @dataclass(frozen=True)

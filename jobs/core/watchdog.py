@@ -132,9 +132,17 @@ class Watchdog:
         self.after_stall: Callable[[Stall], None] = lambda stall: None
 
     def start(self) -> Watchdog:
+        self.started = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 1))
         self.beat_out()
         self._thread.start()
         return self
+
+    def peer_stalled(self) -> bool:
+        """Whether another rank's watchdog recorded a stall in this run: a collective that
+        then fails in this rank failed because that watchdog ended its process."""
+        return any(e["job"] == events.job_id() and e["time"][:19] >= self.started
+                   and (e["host"], e["pid"]) != (socket.gethostname(), os.getpid())
+                   for e in events.read(self.run_dir, "stall"))
 
     def stop(self) -> None:
         self._stop.set()
