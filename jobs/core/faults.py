@@ -29,6 +29,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from jobs.core import files
+
 log = logging.getLogger(__name__)
 VARIABLE = "FACEGAN_TEST_FAULT"
 MARKS = "FACEGAN_TEST_FAULT_MARKS"
@@ -84,11 +86,7 @@ def _first_time(fault: Fault) -> bool:
         return True
     name = f"{fault.kind}@{fault.rank}:{fault.step}" + (
         f"-{fault.task}" if fault.task is not None else "")
-    try:
-        os.close(os.open(os.path.join(folder, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        return True
-    except FileExistsError:
-        return False
+    return files.create_first(os.path.join(folder, name))
 
 
 def before_step(rank: int, step: int) -> None:

@@ -48,6 +48,17 @@ def atomic_write_json(final: str | os.PathLike, data: Any) -> None:
     atomic_write_text(final, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def create_first(path: str | os.PathLike) -> bool:
+    """Create the empty file ``path`` unless it exists: whether this call made it. One
+    exclusive create (``O_EXCL``), so of processes racing on a shared filesystem exactly one
+    wins; other errors are raised."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        return True
+    except FileExistsError:
+        return False
+
+
 def sha256_of(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file, read in 1 MiB blocks (weights files are 100 MB)."""
     h = hashlib.sha256()

@@ -52,17 +52,18 @@ def write(directory: str | os.PathLike, beat: Beat) -> None:
     files.atomic_write_text(path, json.dumps(asdict(beat)))
 
 
+def read(directory: str | os.PathLike, rank: int) -> Beat | None:
+    """What ``rank`` last wrote, whatever its attempt; None if missing or unreadable."""
+    try:
+        return Beat(**json.loads(path_of(directory, rank).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def read_all(directory: str | os.PathLike, attempt: str, size: int) -> dict[int, Beat]:
     """This attempt's beats of ranks 0..size-1 (a missing or unreadable file is left out)."""
-    beats = {}
-    for rank in range(size):
-        try:
-            beat = Beat(**json.loads(path_of(directory, rank).read_text()))
-        except (OSError, ValueError, TypeError):
-            continue
-        if beat.attempt == attempt:
-            beats[rank] = beat
-    return beats
+    beats = {rank: read(directory, rank) for rank in range(size)}
+    return {rank: b for rank, b in beats.items() if b is not None and b.attempt == attempt}
 
 
 @dataclass(frozen=True)

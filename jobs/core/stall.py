@@ -20,7 +20,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.core import events, heartbeats
+from jobs.core import events, files, heartbeats
 from jobs.core.watchdog_spec import WatchdogSpec
 
 log = logging.getLogger(__name__)
@@ -156,10 +156,7 @@ def claim(run_dir: str | os.PathLike, attempt: str) -> bool:
     create on the shared filesystem)."""
     path = Path(run_dir) / heartbeats.HEARTBEATS / f"retry-{attempt.replace('/', '-')}.claim"
     try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-        return True
-    except FileExistsError:
-        return False
+        return files.create_first(path)
     except OSError as exc:
         log.warning("%s: the retry could not be claimed: %s", path, exc.strerror or exc)
         return False
