@@ -107,7 +107,6 @@ class Trainer:
         self.schedules.apply(st.global_step)  # what the next step reads
         self.metric_names = family(spec.model.name).metrics
         self.progress = watchdog.Progress()  # what the stall watchdog watches (gan/job.py)
-        self._first_step = True
         # built last only because it reads what is above, and nothing of the Trainer itself
         self.step_fn = steps.make_step(
             steps.StepConfig.from_spec(spec, world.rank, st.augment_p, st.gamma),
@@ -235,12 +234,9 @@ class Trainer:
                 faults.before_step(self.world.rank, before + s)
                 self.progress.entering(before + s)
                 # the step counts itself (global_step, step_in_epoch), averages G, moves ADA;
-                # its first call in a process compiles it: a pause, not a stall
-                with self.progress.pause("the first step's compile") if self._first_step \
-                        else contextlib.nullcontext():
-                    pending.add(*self.step_fn(images, condition, st.global_step.read_value(),
-                                              tf.constant(float(stop.requested))))
-                self._first_step = False
+                # its first call compiles it, within the progress's start-up pause
+                pending.add(*self.step_fn(images, condition, st.global_step.read_value(),
+                                          tf.constant(float(stop.requested))))
                 done, step = s + 1, before + s + 1
                 self.progress.finished(step)
                 seen.append(idx)

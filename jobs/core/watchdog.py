@@ -51,8 +51,8 @@ class Progress:
     one attribute (atomic under the GIL), so no lock is needed."""
 
     def __init__(self) -> None:
-        # until the first step starts, the trainer is still setting up (its outputs, the
-        # first batch): a pause, like the compile that follows
+        # until the first step finishes, the trainer is still setting up (its outputs, the
+        # first batch, the step's compile on its first call): a pause
         self.step, self.inside, self.paused = 0, False, STARTING
         self.moved = time.monotonic()
         self.intervals: deque[float] = deque(maxlen=100)
@@ -60,8 +60,6 @@ class Progress:
 
     def entering(self, step: int) -> None:
         """The training thread starts step ``step + 1`` (``step`` steps finished)."""
-        if self.paused == STARTING:
-            self.paused = ""
         self.step, self.inside, self.moved = step, True, time.monotonic()
 
     def finished(self, step: int) -> None:
@@ -70,6 +68,8 @@ class Progress:
         if self._finished_at is not None:
             self.intervals.append(now - self._finished_at)
         self._finished_at = now
+        if self.paused == STARTING:
+            self.paused = ""
         self.step, self.inside, self.moved = step, False, now
 
     @contextlib.contextmanager
