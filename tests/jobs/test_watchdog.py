@@ -127,13 +127,15 @@ def test_the_thread_acts_once_with_stacks_and_a_stall_event(tmp_path):
 
 
 def test_a_moving_rank_is_never_acted_on(tmp_path):
+    """Steps of 0.2 s for three times the 2 s bound: a tenth of the bound each, so a loaded
+    machine's scheduling delays do not reach it."""
     progress, acted = Progress(), []
-    dog = quiet_watchdog(tmp_path, progress, size=1)
+    dog = quiet_watchdog(tmp_path, progress, size=1, stall_s=2.0, pause_s=4.0)
     dog.act = acted.append
     dog.start()
-    for step in range(30):  # 3 s of steps, each well under the 1 s bound
+    for step in range(30):
         progress.entering(step)
-        time.sleep(0.1)
+        time.sleep(0.2)
         progress.finished(step + 1)
     dog.stop()
     assert acted == []
