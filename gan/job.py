@@ -8,8 +8,20 @@ import socket
 from collections.abc import Callable
 
 from gan.parallel import devices, distributed
-from jobs.core import chain, events, exitcodes, files, runlock, runtime, stall, watchdog
+from jobs.core import (
+    chain,
+    events,
+    exitcodes,
+    files,
+    pages,
+    runlock,
+    runtime,
+    stall,
+    tracking,
+    watchdog,
+)
 from jobs.core.launch import Judge, Launch
+from jobs.core.run_page import write_run_page
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
 
@@ -102,16 +114,28 @@ class Holding:
                  lock: runlock.RunLock | None, device: str):
         self.spec, self.world, self.link, self.lock = spec, world, link, lock
         self.device = device
+        self.tracking: tracking.Tracking | None = None
 
-    def started(self) -> None:
-        if self.lock is not None:
-            events.emit(self.spec.work.run_dir, "job_started", rank=self.world.rank,
-                        kind=self.spec.kind, ranks=self.world.size, device=self.device,
-                        link=str(self.link), restart=self.lock.me.restart)
+    def started(self, trainer) -> None:
+        """Once the trainer is built: the record's ``job_started``, and the tracker (if the
+        spec asks for one) following the trainer's events from here."""
+        if self.lock is None:
+            return
+        events.emit(self.spec.work.run_dir, "job_started", rank=self.world.rank,
+                    kind=self.spec.kind, ranks=self.world.size, device=self.device,
+                    link=str(self.link), restart=self.lock.me.restart,
+                    spec=self.spec.to_dict(redact=True))
+        self.tracking = tracking.open_tracking(self.spec, self.world.size, self.device)
+        if self.tracking is not None:
+            trainer.on_event = self.tracking.record
 
     def ended(self, code: int) -> None:
         if self.lock is None:
             return
+        if self.tracking is not None:  # the page as it ends, then the tracked run's close
+            pages.write_quietly(lambda: write_run_page(self.spec.work.run_dir),
+                                self.spec.work.run_dir)
+            self.tracking.end(code, exitcodes.DESCRIPTIONS.get(code, "unknown"))
         try:
             self.lock.keep() if code == exitcodes.REQUEUE else self.lock.release()
         except OSError as exc:  # the next job judges the lock as stale instead
@@ -137,7 +161,8 @@ def take_run_dir(spec: JobSpec, world: distributed.World,
 
 
 def train(spec: JobSpec, world: distributed.World, fresh: bool, stop: StopSignals,
-          judge: Judge | None = None, started: Callable[[], None] = lambda: None) -> int:
+          judge: Judge | None = None, started: Callable[..., None] = lambda trainer: None
+          ) -> int:
     """The training itself, in a run directory this job holds; ``started`` is called once
     the trainer is built (every check passed)."""
     from gan.training.guard import GuardStop
@@ -148,7 +173,7 @@ def train(spec: JobSpec, world: distributed.World, fresh: bool, stop: StopSignal
     except (SpecMismatch, OSError, ValueError) as exc:
         log.error("%s", exc)
         return exitcodes.NOT_RUNNABLE
-    started()
+    started(trainer)
     watch = watch_for_stalls(spec, world, trainer.progress)
     try:
         return trainer.run(stop, judge)

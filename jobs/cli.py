@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from jobs import kinds, pipeline, plan_scaling, scheduler, schema_doc
+from jobs import kinds, pipeline, plan_scaling, report, scheduler, schema_doc
 from jobs.core import chain, events, exitcodes, runtime, stall
 from jobs.core.launch import Launch
 from jobs.core.loader import SpecError, check_paths, load_spec, parse_set_args
@@ -38,6 +38,7 @@ examples:
   python -m jobs preflight jobs/examples/train_cgan_faces.yaml   # a minute, every rank
   python -m jobs status /scratch/$USER/runs/cgan64
   python -m jobs summary jobs/examples/sweep_cgan_lr.yaml
+  python -m jobs report /scratch/$USER/runs/cgan64   # -> .../report.html, any browser
   python -m jobs schema            # every field, its default and meaning
 """
 
@@ -53,6 +54,26 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chain", type=_chain_link, default=chain.NO_CHAIN, metavar="FIRST:K",
                    help="link K of the resubmit chain that job FIRST started "
                         "(resources.resubmit): exit at once if the run ended, else resume")
+
+
+def _view_commands(sub) -> None:
+    """The commands that read what jobs wrote (and write nothing a job reads)."""
+    p = sub.add_parser("status", help="state of the jobs submitted for a spec or run directory")
+    p.add_argument("target", metavar="SPEC_OR_DIR")
+    p = sub.add_parser("report", help="write the HTML page of a run directory or a sweep's "
+                                      "run_root (or of a spec's): one self-contained file "
+                                      "that any browser opens, no server")
+    p.add_argument("target", metavar="DIR_OR_SPEC")
+    p = sub.add_parser("summary", help="a sweep's last metrics per point (table + CSV)")
+    p.add_argument("spec", metavar="SWEEP_SPEC")
+    p = sub.add_parser("schema", help="print the spec fields with their defaults and meaning")
+    p.add_argument("--all", action="store_true", dest="everything",
+                   help="also the advanced fields (each section's advanced:)")
+    p.add_argument("--markdown", action="store_true",
+                   help="as docs/spec-reference.md's markdown tables (every field)")
+    p.add_argument("--update", "--update-readme", metavar="FILE", dest="update",
+                   help="rewrite the field reference between the markers in this file "
+                        "(docs/spec-reference.md; --update-readme is its older name)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,18 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "the job, is it retried ('retry NODES' or 'no')")
     with_spec(p)
     _run_options(p)  # it takes the job's own command line
-    p = sub.add_parser("status", help="state of the jobs submitted for a spec or run directory")
-    p.add_argument("target", metavar="SPEC_OR_DIR")
-    p = sub.add_parser("summary", help="a sweep's last metrics per point (table + CSV)")
-    p.add_argument("spec", metavar="SWEEP_SPEC")
-    p = sub.add_parser("schema", help="print the spec fields with their defaults and meaning")
-    p.add_argument("--all", action="store_true", dest="everything",
-                   help="also the advanced fields (each section's advanced:)")
-    p.add_argument("--markdown", action="store_true",
-                   help="as docs/spec-reference.md's markdown tables (every field)")
-    p.add_argument("--update", "--update-readme", metavar="FILE", dest="update",
-                   help="rewrite the field reference between the markers in this file "
-                        "(docs/spec-reference.md; --update-readme is its older name)")
+    _view_commands(sub)
     return parser
 
 
@@ -261,6 +271,25 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """The page of a directory (what it holds says which page), or of a spec's directory."""
+    target = Path(args.target)
+    try:
+        if target.is_file():
+            spec = load_spec(target)
+            page = kinds.of(spec).page(spec)
+            if page is None:
+                raise report.NoPage(f"{target}: a '{spec.kind}' job has no report page, or "
+                                    "has not started training yet")
+        else:
+            page = report.page_of_directory(target)
+    except report.NoPage as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exitcodes.NOT_RUNNABLE
+    print(page)
+    return exitcodes.OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     if args.update:
         schema_doc.update_reference(args.update)
@@ -271,4 +300,4 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "submit": cmd_submit,
             "preflight": cmd_preflight, "stalled": cmd_stalled, "status": cmd_status,
-            "summary": cmd_summary, "schema": cmd_schema}
+            "report": cmd_report, "summary": cmd_summary, "schema": cmd_schema}

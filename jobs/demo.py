@@ -7,7 +7,8 @@
    sized for 2 CPU cores — exactly what ``python -m jobs submit`` does on a cluster;
 3. measures its best snapshot (``generate_metrics.yaml``: KID and recall over O-Net features
    and the face rate, beside real faces and the untrained generator);
-4. validates every example spec and prints the figures and where the results are.
+4. validates every example spec and prints the figures and where the results are, the run's
+   page (``report.html``) first.
 
 ``--set KEY=VALUE`` overrides a field of the pipeline spec, as ``python -m jobs submit`` does;
 the test suite runs the demo's whole path this way on a smaller training budget.
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from jobs.cli import main as jobs_main
 from jobs.core import exitcodes, runtime
+from jobs.core.run_page import write_run_page
 from preprocess.fixture import build
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = ROOT / "runs" / "demo" / "dcgan32"
     figures = json.loads((run_dir / "metrics" / "figures.json").read_text())
     grids = sorted((run_dir / "samples").glob("epoch_*.png"))
+    page = write_run_page(run_dir)  # again: with the figures just measured in metrics/
     print(f"""
 facegan-hpc demo: done
   faces:        {manifest['num_faces']} from {manifest['photos']} photos -> {out / 'faces.h5'}
@@ -93,6 +96,7 @@ facegan-hpc demo: done
   checkpoint:   {run_dir / 'checkpoints'}
   metrics:      {run_dir / 'metrics.csv'}  (tensorboard --logdir {run_dir / 'tensorboard'})
   job logs:     {run_dir / 'logs'}, {out / 'logs'}
+  run page:     {page}  (open it in any browser: curves, samples, figures, history)
 """)
     return exitcodes.OK
 

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gan.training.outputs import QUALITY
 from jobs.core import chain, events, exitcodes
+from jobs.core.figures import QUALITY
 from jobs.core.schema import EarlyStopSpec, JobSpec
 
 log = logging.getLogger(__name__)

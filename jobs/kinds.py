@@ -24,8 +24,8 @@ from pathlib import Path
 
 from gan import families
 from gan import job as train_job  # light: it imports TensorFlow only when a training runs
-from jobs import checks
-from jobs.core import chain, events, exitcodes
+from jobs import checks, report
+from jobs.core import chain, events, exitcodes, pages
 from jobs.core.files import wrong_checksum
 from jobs.core.launch import Launch
 from jobs.core.loader import (
@@ -38,7 +38,7 @@ from jobs.core.rundir import init_from_problems
 from jobs.core.schema import JobSpec
 from jobs.core.stages import stages
 from jobs.early_stop import stopped_before, sweep_judge
-from jobs.sweep import expand_points, point_spec
+from jobs.sweep import expand_points, point_spec, write_points
 from jobs.sweep_checks import check_sweep, sweep_points
 from preprocess import job as preprocess_job
 
@@ -62,6 +62,8 @@ class Kind:
     # checks its inputs itself on every rank and reports them together (``run`` does not:
     # a rank stopping alone would end the others before the report)
     checks_own_inputs: bool = False
+    # its directory's report page (jobs/report.py), written as the job ends
+    page: Callable[[JobSpec], Path | None] = lambda spec: None
 
 
 def checksum_problems(spec: JobSpec) -> list[str]:
@@ -129,6 +131,8 @@ def _run_sweep(spec: JobSpec, launch: Launch) -> int:
     indices = [launch.index] if launch.index is not None else \
         range(len(expand_points(spec.work)))
     worst = exitcodes.OK
+    if events.env_rank() == 0:  # which index is which point, for the sweep's page
+        pages.write_quietly(lambda: write_points(spec), spec.work.run_root)
     for k in indices:
         point = checked_like(spec, point_spec(spec, k))
         judge = sweep_judge(spec, point)
@@ -179,9 +183,10 @@ def _found(spec: JobSpec, found: list[str], deep) -> list[str]:
 
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("train", _run_train, "train.sbatch", _check_train, requeues=True, horovod=True,
-         trainings=lambda spec: [("", spec)]),
+         trainings=lambda spec: [("", spec)], page=report.run_page),
     Kind("sweep", _run_sweep, "sweep.sbatch", check_sweep, requeues=True, horovod=True,
-         array_size=lambda spec: len(expand_points(spec.work)), trainings=sweep_points),
+         array_size=lambda spec: len(expand_points(spec.work)), trainings=sweep_points,
+         page=report.sweep_page),
     Kind("preprocess", _run_preprocess, "preprocess.sbatch", _found,
          array_size=lambda spec: spec.work.num_shards),
     Kind("merge", _run_merge, "merge.sbatch", _found),
@@ -244,6 +249,8 @@ def run(spec: JobSpec, launch: Launch | None = None) -> int:
         return code
     finally:
         _record_outcome(spec, code)
+        if events.env_rank() == 0:
+            pages.write_quietly(lambda: of(spec).page(spec), spec.name)
 
 
 def _checked_run(spec: JobSpec, launch: Launch) -> int:

@@ -12,9 +12,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from gan.training.outputs import BEST_DIR, RANKED, quality_summary
 from jobs.core import events, runlock
 from jobs.core.chain import read_outcome
+from jobs.core.figures import RANKED, quality_summary
+from jobs.core.rundir import BEST_DIR
 from jobs.submit import RECORDS
 
 

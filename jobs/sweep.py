@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from gan.families import READS
-from gan.training.outputs import QUALITY, quality_summary
 from jobs.core import events, exitcodes
 from jobs.core.chain import read_outcome
+from jobs.core.figures import QUALITY, quality_summary
 from jobs.core.files import atomic_write_text
 from jobs.core.loader import SpecError, expect_kind, load_spec
 from jobs.core.schema import JobSpec, SweepSpec
@@ -89,6 +90,8 @@ def point_spec(sweep_job: JobSpec, index: int) -> JobSpec:
     expect_kind(spec, "train", f"{sweep_job.source}: sweep.base: {sweep_job.work.base}",
                 "a sweep")
     spec.resources = sweep_job.resources  # the sweep's resources apply to every point
+    if spec.work.tracking.experiment is None:  # tracked, the points are grouped by sweep
+        spec.work.tracking.experiment = sweep_job.name
     return spec
 
 
@@ -109,25 +112,41 @@ STATUS = {exitcodes.OK: "done", exitcodes.EARLY_STOPPED: "stopped",
           exitcodes.REQUEUE: "interrupted"}
 
 
+POINTS_FILE = "points.json"  # in run_root: which point is which, for readers without the spec
+
+
+def points_record(sweep_job: JobSpec) -> dict[str, Any]:
+    """What a view of the sweep needs without its spec (which names a base spec that may
+    have moved): each array index's point name and overrides, the swept keys and the
+    figure its early-stopping rule judges."""
+    return {"metric": sweep_job.work.early_stop.metric, "quality": quality_columns(sweep_job),
+            "keys": swept_keys(sweep_job),
+            "points": [{"index": i, "name": name, "overrides": overrides}
+                       for i, (name, overrides) in enumerate(zip(
+                           point_names(sweep_job.work), expand_points(sweep_job.work)))]}
+
+
+def write_points(sweep_job: JobSpec) -> Path:
+    """``run_root/points.json`` (every array task writes the same, atomically)."""
+    path = Path(sweep_job.work.run_root) / POINTS_FILE
+    atomic_write_text(path, json.dumps(points_record(sweep_job), indent=1) + "\n")
+    return path
+
+
+def read_points(run_root: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((Path(run_root) / POINTS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "points" in record else None
+
+
 def summary(sweep_job: JobSpec) -> tuple[Path, list[dict]]:
     """The last epoch's metrics of every point, its status (done, stopped early and why,
     interrupted, failed, in progress) and its swept values, as rows and as
     run_root/summary.csv."""
     root = Path(sweep_job.work.run_root)
-    reasons, columns = stop_reasons(root), quality_columns(sweep_job)
-    rows = []
-    for name, overrides in zip(point_names(sweep_job.work), expand_points(sweep_job.work)):
-        run_dir = root / name
-        story = events.read(run_dir)
-        row = {"point": name, "run_dir": str(run_dir), "status": point_status(run_dir)}
-        row.update(_last_epoch(story))
-        quality = [{"epoch": e["epoch"], **e["figures"]}
-                   for e in story if e["type"] == "quality"]
-        row.update({k: _shown(v) for k, v in quality_summary(quality).items() if k in columns})
-        if name in reasons:
-            row["stopped_because"] = reasons[name]
-        row.update(overrides)
-        rows.append(row)
+    rows = summary_rows(root, points_record(sweep_job))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=summary_columns(rows) + swept_keys(sweep_job),
                             restval="")
@@ -136,6 +155,25 @@ def summary(sweep_job: JobSpec) -> tuple[Path, list[dict]]:
     path = root / "summary.csv"
     atomic_write_text(path, buf.getvalue())
     return path, rows
+
+
+def summary_rows(root: Path, record: dict[str, Any]) -> list[dict]:
+    """One row per point of ``record`` (``points_record``), from its run events."""
+    reasons, columns = stop_reasons(root), record["quality"]
+    rows = []
+    for point in record["points"]:
+        name, run_dir = point["name"], root / point["name"]
+        story = events.read(run_dir)
+        row = {"point": name, "run_dir": str(run_dir), "status": point_status(run_dir)}
+        row.update(_last_epoch(story))
+        quality = [{"epoch": e["epoch"], **e["figures"]}
+                   for e in story if e["type"] == "quality"]
+        row.update({k: _shown(v) for k, v in quality_summary(quality).items() if k in columns})
+        if name in reasons:
+            row["stopped_because"] = reasons[name]
+        row.update(point["overrides"])
+        rows.append(row)
+    return rows
 
 
 def _last_epoch(story: list[dict]) -> dict[str, str]:

@@ -24,6 +24,18 @@ OTHER = dict(marker=".", color="0.6", label="other")
 def plot_summary(rows: list[dict], keys: list[str], figure: str, path: Path) -> Path | None:
     """``path`` (a PNG) with ``figure`` (its best value per point) against every key in
     ``keys``; None when no point measured it yet."""
+    fig = summary_figure(rows, keys, figure)
+    if fig is None:
+        return None
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def summary_figure(rows: list[dict], keys: list[str], figure: str):
+    """The matplotlib figure of :func:`plot_summary` (the sweep's page inlines it); None
+    when no point measured ``figure`` yet."""
     column = f"best_{figure}" if any(r.get(f"best_{figure}") not in (None, "")
                                      for r in rows) else figure
     measured = [r for r in rows if r.get(column) not in (None, "")]
@@ -36,10 +48,7 @@ def plot_summary(rows: list[dict], keys: list[str], figure: str, path: Path) -> 
     handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
     fig.legend(handles.values(), handles.keys(), loc="upper right", fontsize=8)
     fig.tight_layout(rect=(0, 0, 0.88, 1))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _panel(ax, rows: list[dict], key: str, column: str) -> None:

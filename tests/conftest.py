@@ -32,7 +32,7 @@ def record_run(run_dir: str | Path, code: int | None, job: str = "77") -> None:
 
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     events.emit(run_dir, "job_started", job=job, kind="train", ranks=1, device="device: CPU",
-                link="0:0", restart=0)
+                link="0:0", restart=0, spec={})
     if code is not None:
         events.emit(run_dir, "outcome", job=job, kind="train", exit=code,
                     meaning=exitcodes.DESCRIPTIONS.get(code, "unknown"))
@@ -71,6 +71,7 @@ SYSTEM_MINUTES = {
     "test_learning_aeacgan.py": 4, "test_demo.py": 3, "test_train_faces.py": 3,
     "test_learning_dcgan.py": 2.5, "test_horovod.py": 2.5, "test_gpu_flavour.py": 2,
     "test_slurm_faults.py": 1.5, "test_slurm_sweeps.py": 2, "test_watchdog.py": 1.5,
+    "test_tracking.py": 1.5, "test_python312.py": 1,
 }
 OTHER_MINUTES = {"test_run.py": 5}  # outside tests/system, but slow: a whole ./run setup
 

@@ -120,7 +120,8 @@ def test_no_import_the_graph_cannot_see():
 # Libraries slow to import (TensorFlow: seconds) or absent where the base runs: a function may
 # import these, or a project module that imports one at its top, lazily, so that the CLI,
 # plan and validate start in a fraction of a second. Nothing else is imported in a function.
-HEAVY = {"tensorflow", "keras", "horovod", "sklearn", "skimage", "matplotlib", "mtcnn", "absl"}
+HEAVY = {"tensorflow", "keras", "horovod", "sklearn", "skimage", "matplotlib", "mtcnn", "absl",
+         "mlflow"}  # (mlflow: an optional extra, imported only when a spec asks for it)
 
 
 def _imports(path: Path, inside_functions: bool) -> list[tuple[int, str, str | None]]:

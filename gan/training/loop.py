@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,8 @@ from gan.training.outputs import QUALITY, RunOutputs
 from gan.training.pending import PendingSteps, read_due
 from gan.training.schedules import Schedules
 from gan.training.state import TrainState, configure_tensorflow
-from jobs.core import events, exitcodes, faults, runtime, watchdog
+from jobs.core import events, exitcodes, faults, pages, runtime, watchdog
+from jobs.core.run_page import write_run_page
 from jobs.core.schema import TrainSpec
 from jobs.core.signals import StopSignals
 
@@ -65,6 +67,7 @@ class Trainer:
         self.spec = spec
         self.world = world
         self.run_dir = Path(spec.run_dir)
+        self.on_event: Callable[[str, dict], None] = lambda event_type, fields: None
         if fresh and tf.train.latest_checkpoint(str(self.run_dir / "checkpoints")):
             raise SpecMismatch(f"--fresh: {self.run_dir} already holds checkpoints; remove "
                                "it or drop --fresh to resume")
@@ -172,6 +175,7 @@ class Trainer:
         """A run event (``jobs/core/events.py``) from rank 0: what every view reads."""
         if self.world.is_chief:
             events.emit(self.run_dir, event_type, rank=self.world.rank, **fields)
+            self.on_event(event_type, fields)  # train.tracking mirrors it (gan/job.py)
 
     def barrier(self) -> None:
         """Ranks wait here for rank 0 (e.g. to finish a checkpoint before anyone exits)."""
@@ -203,6 +207,8 @@ class Trainer:
             start_step = 0
             with self.progress.pause("the epoch's end (statistics, quality, figures)"):
                 figures = self._end_epoch(epoch, seen, outputs, t0, stop)
+                if figures and self.world.is_chief:  # the page stays current as it runs
+                    pages.write_quietly(lambda: write_run_page(self.run_dir), self.run_dir)
             reason = self._judged(judge, epoch, figures)
             if reason:
                 self.event("early_stop", epoch=epoch + 1, reason=reason)

@@ -39,7 +39,7 @@ EVENTS_NAME = "events.jsonl"
 COMMON = ("v", "type", "time", "rank", "host", "pid", "job")
 # each type's own fields: writers must give exactly these (a typo fails at once, in tests)
 TYPES: dict[str, tuple[str, ...]] = {
-    "job_started": ("kind", "ranks", "device", "link", "restart"),
+    "job_started": ("kind", "ranks", "device", "link", "restart", "spec"),
     "epoch_done": ("epoch", "epochs", "step", "metrics"),
     "quality": ("epoch", "kimg", "figures", "seconds"),
     "checkpoint": ("epoch", "step", "reason", "name"),
@@ -51,6 +51,8 @@ TYPES: dict[str, tuple[str, ...]] = {
     "early_stop": ("epoch", "reason"),
     "preflight": ("lines", "exit"),
     "outcome": ("kind", "exit", "meaning"),
+    # rank 0's tracked run (train.tracking): a requeued job continues the run named here
+    "tracking": ("backend", "store", "run_id", "experiment"),
     # any rank's watchdog (jobs/core/watchdog.py): the rank that stopped, and the host to
     # leave out of the retry (culprit_rank None: no single rank stood out)
     "stall": ("step", "quiet_s", "bound_s", "paused", "culprit_rank", "culprit_host", "why"),

@@ -18,6 +18,7 @@ from jobs.core.fields import (
     section,
 )
 from jobs.core.rundir import parse_init_from
+from jobs.core.tracking_spec import TrackingSpec
 from jobs.core.watchdog_spec import WatchdogSpec
 
 
@@ -337,6 +338,7 @@ class TrainSpec:
     horovod: HorovodSpec = section(HorovodSpec, "Data-parallel training across ranks")
     watchdog: WatchdogSpec = section(WatchdogSpec, "Stall watchdog: a hung rank ends the "
                                                    "job with evidence, and it is retried")
+    tracking: TrackingSpec = section(TrackingSpec, "Offline experiment tracking (MLflow)")
 
     def __post_init__(self) -> None:
         if self.mixed_precision and self.precision == "float32":

@@ -2,6 +2,7 @@
 tree's edits, nothing untracked (no .venv, no caches)."""
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,3 +20,21 @@ def copy_checkout(folder: Path) -> Path:
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, folder / name)
     return folder
+
+
+def refresh_and_run(home: Path, argv: list[str], env: dict[str, str]
+                    ) -> subprocess.CompletedProcess:
+    """A checkout kept in ``home/checkout`` with its venv (a GPU flavour, another Python):
+    its files replaced by this checkout's, then ``argv`` run in it, one test process at a
+    time."""
+    checkout = home / "checkout"
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for entry in checkout.iterdir() if checkout.exists() else ():
+            if entry.name != ".venv":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        copy_checkout(checkout)
+        return subprocess.run(argv, env=env, cwd=checkout, capture_output=True, text=True,
+                              timeout=3600)
+

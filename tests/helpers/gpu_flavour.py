@@ -13,7 +13,6 @@ Horovod it builds needs a driver for CUDA 13 (R580 or newer).
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import CACHE, ROOT
-from tests.helpers.checkout import copy_checkout
+from tests.helpers.checkout import refresh_and_run
 
 HOME = CACHE / "gpu-flavour"
 CHECKOUT = HOME / "checkout"
@@ -52,16 +51,8 @@ def environment(**extra: str) -> dict[str, str]:
 def set_up(*args: str) -> subprocess.CompletedProcess:
     """``./run setup --gpu`` (or ``args``) in the kept checkout, refreshed from this one; one
     test process at a time (the image's test needs the same wheel)."""
-    HOME.mkdir(parents=True, exist_ok=True)
-    with open(HOME / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        for entry in CHECKOUT.iterdir() if CHECKOUT.exists() else ():
-            if entry.name != ".venv":
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-        copy_checkout(CHECKOUT)
-        return subprocess.run([str(CHECKOUT / "run"), *(args or ("setup", "--gpu"))],
-                              env=environment(), cwd=CHECKOUT, capture_output=True, text=True,
-                              timeout=3600)
+    return refresh_and_run(HOME, [str(CHECKOUT / "run"), *(args or ("setup", "--gpu"))],
+                           environment())
 
 
 def build_key(flavour: str, env: dict[str, str] | None = None) -> str:

@@ -81,7 +81,8 @@ def test_run_with_chain_exits_at_once_on_a_finished_run(write_spec, tmp_path):
     proc = run_cli("run", str(spec), "--chain", "41:2")
     assert proc.returncode == exitcodes.OK, proc.stderr
     assert "resubmit chain 41:2: the run finished in job 41: nothing to do" in proc.stderr
-    assert sorted(p.name for p in run_dir.iterdir()) == [events.EVENTS_NAME]
+    # nothing but the record and its page (rewritten with this outcome)
+    assert sorted(p.name for p in run_dir.iterdir()) == [events.EVENTS_NAME, "report.html"]
     assert [e["type"] for e in events.read(run_dir)] == ["job_started", "outcome", "outcome"]
     proc = run_cli("run", str(spec), "--chain", "41")
     assert proc.returncode == exitcodes.INVALID_SPEC

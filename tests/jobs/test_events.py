@@ -61,7 +61,7 @@ def test_a_reader_skips_what_is_not_an_event_of_its_schema(tmp_path):
 
 def started(job: str, pid: int) -> dict:
     return {**events.make("job_started", job=job, kind="train", ranks=2, device="cpu",
-                          link="0:0", restart=0), "pid": pid}
+                          link="0:0", restart=0, spec={}), "pid": pid}
 
 
 def ended(job: str, pid: int, code: int, rank: int = 0) -> dict:

@@ -13,7 +13,7 @@ ROOM = Limits(restarts=0, max_requeues=10, nodes_needed=1, nodes=("node1", "node
 
 def started(job="7", restart=0):
     return events.make("job_started", rank=0, job=job, kind="train", ranks=2, device="cpu",
-                       link="", restart=restart)
+                       link="", restart=restart, spec={})
 
 
 def stalled(host="node1", rank=1, job="7"):

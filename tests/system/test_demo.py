@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 from tests.conftest import QUIET_ENV, ROOT
+from tests.system.report_pages import check_run_page
 
 # 40 of the demo's 100 epochs (8 steps each), quality measured twice, the better one kept
 BUDGET = "pipeline.train_set=[train.epochs=40, train.metrics.every_epochs=20]"
@@ -21,11 +22,22 @@ COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "runs", "data", "__pycache
                                      ".pytest_cache")
 
 
+def blocked_trackers(folder):
+    """A folder whose mlflow and wandb fail to import, put first on the path: the demo (and
+    every job it submits) must never need an optional tracker."""
+    for name in ("mlflow", "wandb"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "__init__.py").write_text(
+            f"raise ImportError('{name} is blocked: the demo must not import it')\n")
+    return folder
+
+
 def test_demo_trains_a_generator_of_faces_and_prints_its_figures(tmp_path):
     repo = tmp_path / "checkout"
     shutil.copytree(ROOT, repo, ignore=COPY_IGNORE)
+    blocked = blocked_trackers(tmp_path / "blocked")
     proc = subprocess.run([sys.executable, "-m", "jobs.demo", "--set", BUDGET], cwd=repo,
-                          env=QUIET_ENV,
+                          env={**QUIET_ENV, "PYTHONPATH": f"{blocked}:{repo}"},
                           capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "the demo's generator" in proc.stdout and "face rate" in proc.stdout, proc.stdout
@@ -54,3 +66,6 @@ def test_demo_trains_a_generator_of_faces_and_prints_its_figures(tmp_path):
     assert (run_dir / "best" / "best.json").exists() and figures["checkpoint"].startswith(
         str(run_dir / "best"))
     assert list((run_dir / "samples").glob("epoch_*.png"))
+    # its page, as printed, in a browser: curves, the best grid, the slider over the epochs
+    assert f"run page:     {run_dir / 'report.html'}" in proc.stdout, proc.stdout
+    check_run_page(run_dir, tmp_path / "run-page.png", epochs=40)

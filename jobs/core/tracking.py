@@ -1,0 +1,186 @@
+"""Offline experiment tracking (``train.tracking``): rank 0 mirrors the run's own events into
+MLflow, as they are written.
+
+What is logged: the spec as params (flattened dotted keys, ``env:`` secrets as ``***``, as
+``plan`` shows them), each epoch's losses and the quality figures measured in it (the step
+is the global training step), each epoch's sample grid and, at the end, the report page as
+artifacts, and tags: job id, host, ranks, device, run directory, and how the job ended.
+
+**One tracked run per run directory, across requeues.** The tracked run's id is written to
+the run's own record as a ``tracking`` event. A requeued or resubmitted job finds it there
+and continues that run. It skips each epoch whose step the tracker already holds, so an
+epoch redone after a kill is never logged twice.
+
+**Why MLflow's file store.** Recent MLflow defaults to SQLite, which relies on POSIX
+locks that NFS does not reliably provide: a sweep's array tasks writing one database at
+once risk a corrupt or locked file. The file store gives each tracked run its own
+directory of append-only files, so each run has exactly one writer (its job's rank 0). The
+one shared write, creating the experiment, is made exclusive with an ``O_EXCL`` marker.
+MLflow keeps the file store in maintenance mode, and since 3.13 it refuses one unless
+``MLFLOW_ALLOW_FILE_STORE=true``, which this sets for its own process.
+``mlflow migrate-filestore`` turns a store into SQLite on a laptop.
+
+Tracking is a view, so it never costs the job. The first failure (a missing extra, a full
+disk) is logged once as a warning, and tracking stops for the rest of the job.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from jobs.core import events, files
+from jobs.core.schema import JobSpec
+
+log = logging.getLogger(__name__)
+MLFLOW_VERSION = "3.18.0"  # the extra's pin (requirements.txt: #with mlflow)
+# how the job's exit code closes the tracked run: a requeue continues it later
+STATUS = {0: "FINISHED", 80: "FINISHED", 75: "SCHEDULED"}
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, str]:
+    """Nested spec data as MLflow params: ``train.optimizer.learning_rate`` -> ``'7e-05'``."""
+    if isinstance(data, dict):
+        out: dict[str, str] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): str(data)}
+
+
+def previous_run_id(story: list[dict], backend: str, store: Path) -> str | None:
+    """The tracked run an earlier job of this run directory logged to, in this store."""
+    for event in reversed(story):
+        if event["type"] == "tracking" and event["backend"] == backend \
+                and event["store"] == str(store):
+            return event["run_id"]
+    return None
+
+
+class MlflowTracker:
+    """Rank 0's tracked run in an MLflow file store."""
+
+    def __init__(self, spec: JobSpec, ranks: int, device: str):
+        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # see the module's docstring
+        from mlflow.tracking import MlflowClient
+
+        self.spec, self.run_dir = spec, Path(spec.work.run_dir)
+        self.store = spec.work.tracking.store_for(spec.work.run_dir)
+        self.client = MlflowClient(tracking_uri=self.store.resolve().as_uri())
+        self.tags = {"facegan.job": events.job_id() or "-", "facegan.host":
+                     os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+                     "facegan.ranks": str(ranks), "facegan.device": device,
+                     "facegan.run_dir": str(self.run_dir.resolve())}
+        self.run_id, self.logged_step, self.quality = "", -1, {}
+
+    def start(self) -> None:
+        experiment = self._experiment(self.spec.work.tracking.experiment or self.spec.name)
+        old = previous_run_id(events.read(self.run_dir), "mlflow", self.store)
+        if old is not None:
+            self.run_id = old
+            self.client.update_run(old, status="RUNNING")
+            history = self.client.get_metric_history(old, "epoch")
+            self.logged_step = max((m.step for m in history), default=-1)
+        else:
+            run = self.client.create_run(experiment, run_name=self.run_dir.name)
+            self.run_id = run.info.run_id
+            self._params(flatten(self.spec.to_dict(redact=True)))
+            events.emit(self.run_dir, "tracking", backend="mlflow", store=str(self.store),
+                        run_id=self.run_id, experiment=experiment)
+        for key, value in self.tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+    def _experiment(self, name: str) -> str:
+        """The experiment's id, made once: the first array task to claim the marker makes
+        it, the others wait for it (never two experiments of one name)."""
+        self.store.mkdir(parents=True, exist_ok=True)
+        marker = self.store / f".facegan-experiment-{name}"
+        if files.create_first(marker):
+            found = self.client.get_experiment_by_name(name)
+            return found.experiment_id if found else self.client.create_experiment(name)
+        for _ in range(600):  # the maker needs a fraction of a second; 60 s is plenty
+            found = self.client.get_experiment_by_name(name)
+            if found is not None:
+                return found.experiment_id
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.store}: experiment {name!r} was claimed but never made "
+                           f"(remove {marker.name} if its maker died)")
+
+    def _params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow's batch limit
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def record(self, event_type: str, fields: dict[str, Any]) -> None:
+        """A run event just written (``gan/training/loop.py`` ``Trainer.event``)."""
+        if event_type == "quality":  # logged with its epoch's step, at the epoch's end
+            self.quality = {k: v for k, v in fields["figures"].items() if v is not None}
+        elif event_type == "epoch_done":
+            self._epoch(fields)
+        elif event_type == "best":
+            self.client.set_tag(self.run_id, "facegan.best",
+                                f"{fields['figure']}={fields['value']:.6g} at epoch "
+                                f"{fields['epoch']} ({fields['name']})")
+
+    def _epoch(self, fields: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        step, figures, self.quality = fields["step"], self.quality, {}
+        if step <= self.logged_step:  # logged by the job before a kill: never twice
+            return
+        now = int(time.time() * 1000)
+        values = {**{k: v for k, v in fields["metrics"].items() if v is not None},
+                  **figures, "epoch": fields["epoch"]}
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step)
+                                                    for k, v in values.items()])
+        self.logged_step = step
+        grid = self.run_dir / "samples" / f"epoch_{fields['epoch']:04d}.png"
+        if grid.exists():
+            self.client.log_artifact(self.run_id, str(grid), "samples")
+
+    def end(self, code: int, meaning: str) -> None:
+        self.client.set_tag(self.run_id, "facegan.outcome", f"exit {code}: {meaning}")
+        page = self.run_dir / "report.html"
+        if page.exists():
+            self.client.log_artifact(self.run_id, str(page))
+        self.client.set_terminated(self.run_id, STATUS.get(code, "FAILED"))
+
+
+class Tracking:
+    """The job's tracker behind a guard: a failure is one warning, then tracking stops."""
+
+    def __init__(self, spec: JobSpec, ranks: int, device: str):
+        self.tracker, self.where = None, f"train.tracking ({spec.work.tracking.backend})"
+        self._guarded(lambda: self._open(spec, ranks, device))
+
+    def _open(self, spec: JobSpec, ranks: int, device: str) -> None:
+        tracker = MlflowTracker(spec, ranks, device)
+        tracker.start()
+        self.tracker = tracker
+
+    def _guarded(self, call) -> None:
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - any failure of the tracker, never the job's
+            log.warning("%s: tracking stopped: %s: %s", self.where, type(exc).__name__, exc)
+            self.tracker = None
+
+    def record(self, event_type: str, fields: dict[str, Any]) -> None:
+        if self.tracker is not None:
+            self._guarded(lambda: self.tracker.record(event_type, fields))
+
+    def end(self, code: int, meaning: str) -> None:
+        if self.tracker is not None:
+            self._guarded(lambda: self.tracker.end(code, meaning))
+
+
+def open_tracking(spec: JobSpec, ranks: int, device: str) -> Tracking | None:
+    """Rank 0's tracking for the job, or None when the spec asks for none."""
+    if spec.work.tracking.backend == "none":
+        return None
+    return Tracking(spec, ranks, device)

@@ -1,0 +1,82 @@
+"""``train.tracking: mlflow``, read back with MLflow's own client: one tracked run across a
+requeue (a stop signal, exit 75, resumed) and across a kill whose epoch the tracker had
+already logged (redone, never logged twice); the spec as params with its secret masked
+everywhere in the store; the samples and the page as artifacts; the job's tags."""
+from __future__ import annotations
+
+import signal
+import subprocess
+
+from jobs.core import events, exitcodes, faults
+from tests.conftest import QUIET_ENV, ROOT
+from tests.system.training import (
+    STEPS,
+    killed_after_epoch,
+    run_train,
+    spec_for,
+    train_cmd,
+)
+
+SECRET = "s3cr3t-never-logged"
+
+
+def tracked_args(tmp_path, data, run_dir):
+    return spec_for(tmp_path, data, run_dir, "train.epochs=2", "train.tracking.backend=mlflow",
+                    f"train.tracking.store={tmp_path / 'mlruns'}",
+                    "train.tracking.experiment=digits", f"env.WANDB_API_KEY={SECRET}")
+
+
+def stopped_in_epoch_2(args, run_dir) -> subprocess.CompletedProcess:
+    """The run, its steps of epoch 2 slowed to a second each (a test fault), stopped by
+    SIGUSR1 once its record shows epoch 1 done: a checkpoint in epoch 2, exit 75."""
+    proc = subprocess.Popen(train_cmd(*args), env={**QUIET_ENV, faults.VARIABLE:
+                                                   f"slow@0:{STEPS}:1.0"},
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tail = events.Tail(run_dir)
+    while proc.poll() is None and not any(e["type"] == "epoch_done" for e in tail.new()):
+        try:
+            proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            pass
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=900)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_one_tracked_run_across_a_requeue_and_a_kill(digits16, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # as a reader must (docs/reports.md)
+    run_dir = tmp_path / "run"
+    args = tracked_args(tmp_path, digits16, run_dir)
+    first = stopped_in_epoch_2(args, run_dir)
+    assert first.returncode == exitcodes.REQUEUE, first.stderr[-3000:]
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    run_id = events.read(run_dir, "tracking")[0]["run_id"]
+    assert client.get_run(run_id).info.status == "SCHEDULED"  # to be continued
+    resumed = run_train(*args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len(events.read(run_dir, "tracking")) == 1  # continued, not a second run
+
+    # a kill after epoch 1's checkpoint, after the tracker logged epoch 2: redone, not relogged
+    killed_after_epoch(run_dir, tmp_path / "killed", 1, STEPS)
+    again = run_train(*tracked_args(tmp_path, digits16, tmp_path / "killed"))
+    assert again.returncode == 0, again.stderr[-3000:]
+
+    experiment = client.get_experiment_by_name("digits")
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.run_id for r in runs] == [run_id]
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run_id, "epoch")] == [STEPS, 2 * STEPS]
+    assert [m.step for m in client.get_metric_history(run_id, "d_real")] == [STEPS, 2 * STEPS]
+    assert run.data.params["train.epochs"] == "2" and run.data.params["kind"] == "train"
+    assert run.data.params["env.WANDB_API_KEY"] == "***"
+    for path in (tmp_path / "mlruns").rglob("*"):  # nowhere in the store
+        assert not path.is_file() or SECRET.encode() not in path.read_bytes(), path
+    tags = run.data.tags
+    assert tags["facegan.outcome"] == "exit 0: success" and tags["facegan.ranks"] == "1"
+    assert tags["facegan.device"].startswith("device: CPU")
+    artifacts = [a.path for a in client.list_artifacts(run_id, "samples")]
+    assert artifacts == ["samples/epoch_0001.png", "samples/epoch_0002.png"], artifacts
+    assert "report.html" in [a.path for a in client.list_artifacts(run_id)]
