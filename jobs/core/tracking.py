@@ -1,5 +1,5 @@
 """Offline experiment tracking (``train.tracking``): rank 0 mirrors the run's own events into
-MLflow, as they are written.
+MLflow or W&B (offline mode), as they are written.
 
 What is logged: the spec as params (flattened dotted keys, ``env:`` secrets as ``***``, as
 ``plan`` shows them), each epoch's losses and the quality figures measured in it (the step
@@ -29,6 +29,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +42,15 @@ MLFLOW_VERSION = "3.18.0"  # the extra's pin (requirements.txt: #with mlflow)
 STATUS = {0: "FINISHED", 80: "FINISHED", 75: "SCHEDULED"}
 
 
-def flatten(data: Any, prefix: str = "") -> dict[str, str]:
-    """Nested spec data as MLflow params: ``train.optimizer.learning_rate`` -> ``'7e-05'``."""
+def flatten(data: Any, prefix: str = "", text: bool = True) -> dict[str, Any]:
+    """Nested spec data under dotted keys, ``train.optimizer.learning_rate`` -> ``'7e-05'``:
+    as text for MLflow's params, as values (``text=False``) for W&B's config."""
     if isinstance(data, dict):
-        out: dict[str, str] = {}
+        out: dict[str, Any] = {}
         for key, value in data.items():
-            out.update(flatten(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}.", text))
         return out
-    return {prefix.rstrip("."): str(data)}
+    return {prefix.rstrip("."): str(data) if text else data}
 
 
 def previous_run_id(story: list[dict], backend: str, store: Path) -> str | None:
@@ -151,6 +153,77 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id, STATUS.get(code, "FAILED"))
 
 
+class WandbTracker:
+    """Rank 0's run in W&B's offline mode: ``STORE/wandb/offline-run-*-ID``, one folder per
+    job, uploaded later by ``wandb sync`` from a node with the network (the folders of one
+    run id become one W&B run). W&B cannot be asked offline which steps it holds, so an
+    epoch counts as logged when the record shows it done before this job started: an epoch
+    redone after a kill is not logged twice (one killed between its event and its upload is
+    missing instead)."""
+
+    def __init__(self, spec: JobSpec, ranks: int, device: str):
+        self.spec, self.run_dir = spec, Path(spec.work.run_dir)
+        self.store = spec.work.tracking.store_for(spec.work.run_dir)
+        self.ranks, self.device, self.run, self.quality = ranks, device, None, {}
+        self.logged_step = -1
+
+    def start(self) -> None:
+        import wandb
+
+        story = events.read(self.run_dir)
+        old = previous_run_id(story, "wandb", self.store)
+        run_id = old or uuid.uuid4().hex[:12]
+        self.logged_step = max((e["step"] for e in story if e["type"] == "epoch_done"),
+                               default=-1)
+        project = self.spec.work.tracking.experiment or self.spec.name
+        self.store.mkdir(parents=True, exist_ok=True)
+        # offline needs no key, and W&B writes the key it finds into the run's file; wandb
+        # sync later uploads with the login of whoever runs it
+        os.environ.pop("WANDB_API_KEY", None)
+        self.run = wandb.init(
+            mode="offline", dir=str(self.store), project=project, group=project, id=run_id,
+            resume="allow", name=self.run_dir.name, config=flatten(self.spec.to_dict(
+                redact=True), text=False), settings=wandb.Settings(
+                silent=True, console="off", save_code=False, disable_git=True,
+                # no system metadata: it holds the command line, which may carry a --set
+                # env.X=secret (the job's host and device go to the summary below)
+                x_disable_meta=True, x_disable_stats=True))
+        self.run.summary.update({"facegan.job": events.job_id() or "-",
+                                 "facegan.host": socket.gethostname(),
+                                 "facegan.ranks": self.ranks, "facegan.device": self.device,
+                                 "facegan.run_dir": str(self.run_dir.resolve())})
+        if old is None:
+            events.emit(self.run_dir, "tracking", backend="wandb", store=str(self.store),
+                        run_id=run_id, experiment=project)
+
+    def record(self, event_type: str, fields: dict[str, Any]) -> None:
+        import wandb
+
+        if event_type == "quality":
+            self.quality = {k: v for k, v in fields["figures"].items() if v is not None}
+        elif event_type == "best":
+            self.run.summary["facegan.best"] = f"{fields['figure']}={fields['value']:.6g} " \
+                                               f"at epoch {fields['epoch']}"
+        elif event_type == "epoch_done":
+            step, figures, self.quality = fields["step"], self.quality, {}
+            if step <= self.logged_step:
+                return
+            values = {**{k: v for k, v in fields["metrics"].items() if v is not None},
+                      **figures, "epoch": fields["epoch"]}
+            grid = self.run_dir / "samples" / f"epoch_{fields['epoch']:04d}.png"
+            if grid.exists():
+                values["samples"] = wandb.Image(str(grid))
+            self.run.log(values, step=step)
+            self.logged_step = step
+
+    def end(self, code: int, meaning: str) -> None:
+        self.run.summary["facegan.outcome"] = f"exit {code}: {meaning}"
+        self.run.finish(exit_code=0 if code in STATUS else code)
+
+
+BACKENDS = {"mlflow": MlflowTracker, "wandb": WandbTracker}
+
+
 class Tracking:
     """The job's tracker behind a guard: a failure is one warning, then tracking stops."""
 
@@ -159,7 +232,7 @@ class Tracking:
         self._guarded(lambda: self._open(spec, ranks, device))
 
     def _open(self, spec: JobSpec, ranks: int, device: str) -> None:
-        tracker = MlflowTracker(spec, ranks, device)
+        tracker = BACKENDS[spec.work.tracking.backend](spec, ranks, device)
         tracker.start()
         self.tracker = tracker
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from pathlib import Path
 
 from jobs.core import events, exitcodes, faults
 from tests.conftest import QUIET_ENV, ROOT
@@ -16,14 +17,40 @@ from tests.system.training import (
     spec_for,
     train_cmd,
 )
+from tests.system.wandb_records import read_run
 
 SECRET = "s3cr3t-never-logged"
 
 
-def tracked_args(tmp_path, data, run_dir):
-    return spec_for(tmp_path, data, run_dir, "train.epochs=2", "train.tracking.backend=mlflow",
-                    f"train.tracking.store={tmp_path / 'mlruns'}",
-                    "train.tracking.experiment=digits", f"env.WANDB_API_KEY={SECRET}")
+def tracked_args(tmp_path, data, run_dir, backend="mlflow"):
+    return spec_for(tmp_path, data, run_dir, "train.epochs=2",
+                    f"train.tracking.backend={backend}",
+                    f"train.tracking.store={tmp_path / 'store'}",
+                    "train.tracking.experiment=digits", f"env.WANDB_API_KEY={SECRET}",
+                    f"env.HF_TOKEN={SECRET}")
+
+
+def requeued_then_killed(tmp_path, data, backend, after_stop=lambda run_dir: None) -> Path:
+    """One run stopped in epoch 2 (exit 75) and resumed; then a copy of it as a kill after
+    epoch 1's checkpoint left it, once the tracker had logged epoch 2, resumed too. The
+    run directory."""
+    run_dir = tmp_path / "run"
+    args = tracked_args(tmp_path, data, run_dir, backend)
+    first = stopped_in_epoch_2(args, run_dir)
+    assert first.returncode == exitcodes.REQUEUE, first.stderr[-3000:]
+    after_stop(run_dir)
+    resumed = run_train(*args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len(events.read(run_dir, "tracking")) == 1  # continued, not a second run
+    killed_after_epoch(run_dir, tmp_path / "killed", 1, STEPS)
+    again = run_train(*tracked_args(tmp_path, data, tmp_path / "killed", backend))
+    assert again.returncode == 0, again.stderr[-3000:]
+    return run_dir
+
+
+def assert_secret_nowhere(store: Path) -> None:
+    for path in store.rglob("*"):
+        assert not path.is_file() or SECRET.encode() not in path.read_bytes(), path
 
 
 def stopped_in_epoch_2(args, run_dir) -> subprocess.CompletedProcess:
@@ -47,22 +74,14 @@ def test_one_tracked_run_across_a_requeue_and_a_kill(digits16, tmp_path, monkeyp
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # as a reader must (docs/reports.md)
-    run_dir = tmp_path / "run"
-    args = tracked_args(tmp_path, digits16, run_dir)
-    first = stopped_in_epoch_2(args, run_dir)
-    assert first.returncode == exitcodes.REQUEUE, first.stderr[-3000:]
-    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    client = MlflowClient(tracking_uri=(tmp_path / "store").as_uri())
+
+    def after_the_stop(run_dir):  # the tracked run waits to be continued
+        run_id = events.read(run_dir, "tracking")[0]["run_id"]
+        assert client.get_run(run_id).info.status == "SCHEDULED"
+
+    run_dir = requeued_then_killed(tmp_path, digits16, "mlflow", after_the_stop)
     run_id = events.read(run_dir, "tracking")[0]["run_id"]
-    assert client.get_run(run_id).info.status == "SCHEDULED"  # to be continued
-    resumed = run_train(*args)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert len(events.read(run_dir, "tracking")) == 1  # continued, not a second run
-
-    # a kill after epoch 1's checkpoint, after the tracker logged epoch 2: redone, not relogged
-    killed_after_epoch(run_dir, tmp_path / "killed", 1, STEPS)
-    again = run_train(*tracked_args(tmp_path, digits16, tmp_path / "killed"))
-    assert again.returncode == 0, again.stderr[-3000:]
-
     experiment = client.get_experiment_by_name("digits")
     runs = client.search_runs([experiment.experiment_id])
     assert [r.info.run_id for r in runs] == [run_id]
@@ -72,11 +91,27 @@ def test_one_tracked_run_across_a_requeue_and_a_kill(digits16, tmp_path, monkeyp
     assert [m.step for m in client.get_metric_history(run_id, "d_real")] == [STEPS, 2 * STEPS]
     assert run.data.params["train.epochs"] == "2" and run.data.params["kind"] == "train"
     assert run.data.params["env.WANDB_API_KEY"] == "***"
-    for path in (tmp_path / "mlruns").rglob("*"):  # nowhere in the store
-        assert not path.is_file() or SECRET.encode() not in path.read_bytes(), path
+    assert_secret_nowhere(tmp_path / "store")
     tags = run.data.tags
     assert tags["facegan.outcome"] == "exit 0: success" and tags["facegan.ranks"] == "1"
     assert tags["facegan.device"].startswith("device: CPU")
     artifacts = [a.path for a in client.list_artifacts(run_id, "samples")]
     assert artifacts == ["samples/epoch_0001.png", "samples/epoch_0002.png"], artifacts
     assert "report.html" in [a.path for a in client.list_artifacts(run_id)]
+
+
+def test_wandb_offline_one_run_id_across_a_requeue_and_a_kill(digits16, tmp_path):
+    """W&B's offline mode: one folder per job, all of one run id (``wandb sync`` makes them
+    one run), each epoch's step logged once across them, read back from the run files."""
+    run_dir = requeued_then_killed(tmp_path, digits16, "wandb")
+    [tracking] = events.read(run_dir, "tracking")
+    folders = sorted((tmp_path / "store" / "wandb").glob("offline-run-*"))
+    runs = [read_run(folder) for folder in folders]
+    assert len(runs) == 3 and {r["id"] for r in runs} == {tracking["run_id"]}, folders
+    rows = [row for r in runs for row in r["history"].values() if "epoch" in row]
+    assert sorted(row["_step"] for row in rows) == [STEPS, 2 * STEPS]
+    assert all("d_real" in row and row["samples/_type"] == "image-file" for row in rows)
+    assert runs[0]["config"]["train.epochs"] == 2
+    assert runs[0]["config"]["env.WANDB_API_KEY"] == "***"
+    assert_secret_nowhere(tmp_path / "store")
+
