@@ -13,7 +13,6 @@ from jobs.core import (
     events,
     exitcodes,
     files,
-    pages,
     runlock,
     runtime,
     stall,
@@ -21,7 +20,6 @@ from jobs.core import (
     watchdog,
 )
 from jobs.core.launch import Judge, Launch
-from jobs.core.run_page import write_run_page
 from jobs.core.schema import JobSpec
 from jobs.core.signals import StopSignals
 
@@ -124,7 +122,7 @@ class Holding:
         events.emit(self.spec.work.run_dir, "job_started", rank=self.world.rank,
                     kind=self.spec.kind, ranks=self.world.size, device=self.device,
                     link=str(self.link), restart=self.lock.me.restart,
-                    spec=self.spec.to_dict(redact=True))
+                    spec=self.spec.to_dict(env_values=False))
         self.tracking = tracking.open_tracking(self.spec, self.world.size, self.device)
         if self.tracking is not None:
             trainer.on_event = self.tracking.record
@@ -132,10 +130,11 @@ class Holding:
     def ended(self, code: int) -> None:
         if self.lock is None:
             return
-        if self.tracking is not None:  # the page as it ends, then the tracked run's close
-            pages.write_quietly(lambda: write_run_page(self.spec.work.run_dir),
-                                self.spec.work.run_dir)
+        self._hand_on_lock(code)
+        if self.tracking is not None:  # after the lock: a slow tracker never holds it
             self.tracking.end(code, exitcodes.DESCRIPTIONS.get(code, "unknown"))
+
+    def _hand_on_lock(self, code: int) -> None:
         try:
             self.lock.keep() if code == exitcodes.REQUEUE else self.lock.release()
         except OSError as exc:  # the next job judges the lock as stale instead

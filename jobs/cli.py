@@ -286,6 +286,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     except report.NoPage as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exitcodes.NOT_RUNNABLE
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # what it read
+        print(f"error: {target}: no page written: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return exitcodes.NOT_RUNNABLE
     print(page)
     return exitcodes.OK
 

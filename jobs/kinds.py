@@ -177,6 +177,10 @@ def _pipeline_training(spec: JobSpec) -> list[tuple[str, JobSpec]]:
     return [("", stages(spec)[-1].spec)] if _pipeline_stages_exist(spec) else []
 
 
+def _pipeline_page(spec: JobSpec) -> Path | None:
+    return report.run_page(stages(spec)[-1].spec) if _pipeline_stages_exist(spec) else None
+
+
 def _found(spec: JobSpec, found: list[str], deep) -> list[str]:
     return found
 
@@ -193,7 +197,7 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("preflight", _run_preflight, "", _check_train, horovod=True, checks_own_inputs=True),
     Kind("generate", _run_generate, "generate.sbatch", _found),
     Kind("pipeline", _run_pipeline, "", _check_pipeline,
-         trainings=_pipeline_training),
+         trainings=_pipeline_training, page=_pipeline_page),
 )}
 
 
@@ -249,7 +253,9 @@ def run(spec: JobSpec, launch: Launch | None = None) -> int:
         return code
     finally:
         _record_outcome(spec, code)
-        if events.env_rank() == 0:
+        # the page as the job ends; not on a requeue, whose walltime lead is the checkpoint's
+        # (the page is as of its last quality measurement, and the next run rewrites it)
+        if events.env_rank() == 0 and code != exitcodes.REQUEUE:
             pages.write_quietly(lambda: of(spec).page(spec), spec.name)
 
 

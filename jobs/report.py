@@ -28,8 +28,11 @@ def run_page(spec: JobSpec) -> Path | None:
     return write_run_page(run_dir) if (run_dir / events.EVENTS_NAME).exists() else None
 
 
-def sweep_page(spec: JobSpec) -> Path:
-    """A sweep's page; its points record first, so the page exists before any point ran."""
+def sweep_page(spec: JobSpec) -> Path | None:
+    """A sweep's page, its points record first (the page exists before any point ran); none
+    for a sweep refused before it made its run_root."""
+    if not Path(spec.work.run_root).is_dir():
+        return None
     write_points(spec)
     return write_sweep_page(spec.work.run_root)
 

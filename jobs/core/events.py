@@ -57,6 +57,9 @@ TYPES: dict[str, tuple[str, ...]] = {
     # leave out of the retry (culprit_rank None: no single rank stood out)
     "stall": ("step", "quiet_s", "bound_s", "paused", "culprit_rank", "culprit_host", "why"),
 }
+# fields added to a type after version 1 shipped: writers give them, readers do without
+# (an event written before has none)
+LATER = {"job_started": ("spec",)}
 # what the launchers set (gan/parallel/distributed.py reads the same), srun's own last: under
 # another launcher inside a batch step every rank would see SLURM_PROCID 0
 PROCESS_MANAGER_RANK = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK")
@@ -157,7 +160,8 @@ def parse(chunk: bytes) -> list[dict]:
         event = _event_in(raw)
         if isinstance(event, dict) and event.get("type") in TYPES \
                 and isinstance(event.get("v"), int) and event["v"] <= SCHEMA_VERSION \
-                and all(name in event for name in COMMON + TYPES[event["type"]]):
+                and all(name in event for name in COMMON + TYPES[event["type"]]
+                        if name not in LATER.get(event["type"], ())):
             out.append(event)
     return out
 

@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +16,10 @@ from typing import Any
 
 def temp_name(final: Path) -> Path:
     """Hidden, per-process temporary name beside ``final`` (same filesystem: rename is atomic).
-    It never matches the final name's pattern, so a crashed writer leaves nothing valid."""
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    It never matches the final name's pattern, so a crashed writer leaves nothing valid. The
+    pid alone is not unique on a shared filesystem (array tasks on several nodes, containers'
+    own pid namespaces), so a random part follows it."""
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
 
 
 @contextlib.contextmanager

@@ -74,7 +74,7 @@ def spec_text(run_dir: Path, story: list[dict]) -> tuple[str, str]:
                     and e.get("spec")), None)
     if started is not None:
         return (yaml.safe_dump(started["spec"], sort_keys=False),
-                f"the spec of the last job ({started['time']}), env: secrets shown as ***")
+                f"the spec of the last job ({started['time']}), env: values shown as ***")
     path = run_dir / SPEC_FILE
     if path.exists():
         return path.read_text(), f"{SPEC_FILE} (the train section)"

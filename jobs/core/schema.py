@@ -374,9 +374,12 @@ class JobSpec:
                              "(python -m jobs validate names the problems)"])
         return self.stage_work_dir
 
-    def to_dict(self, redact: bool = True) -> dict[str, Any]:
-        """The resolved spec as plain data, secrets replaced by '***'."""
-        env = {k: ("***" if redact and is_secret_name(k) else v) for k, v in self.env.items()}
+    def to_dict(self, redact: bool = True, env_values: bool = True) -> dict[str, Any]:
+        """The resolved spec as plain data, secrets replaced by '***'; without
+        ``env_values``, every env: value is (what a record kept beyond the job, a run event
+        or a tracker, must not hold: a URL with a password has no secret-like name)."""
+        env = {k: ("***" if (redact and is_secret_name(k)) or not env_values else v)
+               for k, v in self.env.items()}
         return {"kind": self.kind, "name": self.name, "resources": to_plain(self.resources),
                 "env": env, self.kind: to_plain(self.work)}
 

@@ -25,6 +25,7 @@ disk) is logged once as a warning, and tracking stops for the rest of the job.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -38,6 +39,7 @@ from jobs.core.schema import JobSpec
 
 log = logging.getLogger(__name__)
 MLFLOW_VERSION = "3.18.0"  # the extra's pin (requirements.txt: #with mlflow)
+MARKER_STALE_S = 120.0  # an experiment marker this old without its experiment: maker died
 # how the job's exit code closes the tracked run: a requeue continues it later
 STATUS = {0: "FINISHED", 80: "FINISHED", 75: "SCHEDULED"}
 
@@ -51,6 +53,17 @@ def flatten(data: Any, prefix: str = "", text: bool = True) -> dict[str, Any]:
             out.update(flatten(value, f"{prefix}{key}.", text))
         return out
     return {prefix.rstrip("."): str(data) if text else data}
+
+
+def _stale(marker: Path) -> bool:
+    """The marker outlived any maker (taken over by refreshing it: one taker wins)."""
+    try:
+        if time.time() - marker.stat().st_mtime < MARKER_STALE_S:
+            return False
+        marker.unlink()
+    except FileNotFoundError:
+        pass
+    return files.create_first(marker)
 
 
 def previous_run_id(story: list[dict], backend: str, store: Path) -> str | None:
@@ -89,7 +102,7 @@ class MlflowTracker:
         else:
             run = self.client.create_run(experiment, run_name=self.run_dir.name)
             self.run_id = run.info.run_id
-            self._params(flatten(self.spec.to_dict(redact=True)))
+            self._params(flatten(self.spec.to_dict(env_values=False)))
             events.emit(self.run_dir, "tracking", backend="mlflow", store=str(self.store),
                         run_id=self.run_id, experiment=experiment)
         for key, value in self.tags.items():
@@ -97,19 +110,35 @@ class MlflowTracker:
 
     def _experiment(self, name: str) -> str:
         """The experiment's id, made once: the first array task to claim the marker makes
-        it, the others wait for it (never two experiments of one name)."""
+        it, the others wait for it (never two experiments of one name). A maker that fails
+        removes its marker; one older than ``MARKER_STALE_S`` (its maker died) is taken
+        over."""
         self.store.mkdir(parents=True, exist_ok=True)
         marker = self.store / f".facegan-experiment-{name}"
-        if files.create_first(marker):
-            found = self.client.get_experiment_by_name(name)
-            return found.experiment_id if found else self.client.create_experiment(name)
-        for _ in range(600):  # the maker needs a fraction of a second; 60 s is plenty
-            found = self.client.get_experiment_by_name(name)
+        deadline = time.monotonic() + MARKER_STALE_S
+        while True:
+            found = self._existing(name)
             if found is not None:
-                return found.experiment_id
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.store}: experiment {name!r} was claimed but never made "
-                           f"(remove {marker.name} if its maker died)")
+                return found
+            if files.create_first(marker) or _stale(marker):
+                try:
+                    return self._existing(name) or self.client.create_experiment(name)
+                except Exception:
+                    marker.unlink(missing_ok=True)
+                    raise
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.store}: experiment {name!r} was claimed by "
+                                   f"{marker.name} but never made")
+            time.sleep(0.5)
+
+    def _existing(self, name: str) -> str | None:
+        """The experiment's id if it exists; None also while another writer's meta.yaml is
+        half written (MLflow writes it in place)."""
+        try:
+            found = self.client.get_experiment_by_name(name)
+        except Exception:  # noqa: BLE001 - a half-written file: ask again
+            return None
+        return found.experiment_id if found is not None else None
 
     def _params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
@@ -147,10 +176,10 @@ class MlflowTracker:
 
     def end(self, code: int, meaning: str) -> None:
         self.client.set_tag(self.run_id, "facegan.outcome", f"exit {code}: {meaning}")
-        page = self.run_dir / "report.html"
-        if page.exists():
-            self.client.log_artifact(self.run_id, str(page))
         self.client.set_terminated(self.run_id, STATUS.get(code, "FAILED"))
+
+    def abandon(self) -> None:
+        pass  # every call is complete on disk: nothing to close
 
 
 class WandbTracker:
@@ -182,8 +211,9 @@ class WandbTracker:
         os.environ.pop("WANDB_API_KEY", None)
         self.run = wandb.init(
             mode="offline", dir=str(self.store), project=project, group=project, id=run_id,
-            resume="allow", name=self.run_dir.name, config=flatten(self.spec.to_dict(
-                redact=True), text=False), settings=wandb.Settings(
+            resume="allow", reinit="create_new",  # a sweep run in one process: one per point
+            name=self.run_dir.name, config=flatten(self.spec.to_dict(env_values=False), text=False),
+            settings=wandb.Settings(
                 silent=True, console="off", save_code=False, disable_git=True,
                 # no system metadata: it holds the command line, which may carry a --set
                 # env.X=secret (the job's host and device go to the summary below)
@@ -194,7 +224,7 @@ class WandbTracker:
                                  "facegan.run_dir": str(self.run_dir.resolve())})
         if old is None:
             events.emit(self.run_dir, "tracking", backend="wandb", store=str(self.store),
-                        run_id=run_id, experiment=project)
+                        run_id=self.run.id, experiment=project)
 
     def record(self, event_type: str, fields: dict[str, Any]) -> None:
         import wandb
@@ -220,6 +250,10 @@ class WandbTracker:
         self.run.summary["facegan.outcome"] = f"exit {code}: {meaning}"
         self.run.finish(exit_code=0 if code in STATUS else code)
 
+    def abandon(self) -> None:
+        if self.run is not None:
+            self.run.finish(exit_code=1)
+
 
 BACKENDS = {"mlflow": MlflowTracker, "wandb": WandbTracker}
 
@@ -232,16 +266,18 @@ class Tracking:
         self._guarded(lambda: self._open(spec, ranks, device))
 
     def _open(self, spec: JobSpec, ranks: int, device: str) -> None:
-        tracker = BACKENDS[spec.work.tracking.backend](spec, ranks, device)
-        tracker.start()
-        self.tracker = tracker
+        self.tracker = BACKENDS[spec.work.tracking.backend](spec, ranks, device)
+        self.tracker.start()  # (a failure here abandons it: _guarded)
 
     def _guarded(self, call) -> None:
         try:
             call()
         except Exception as exc:  # noqa: BLE001 - any failure of the tracker, never the job's
             log.warning("%s: tracking stopped: %s: %s", self.where, type(exc).__name__, exc)
-            self.tracker = None
+            tracker, self.tracker = self.tracker, None
+            if tracker is not None:
+                with contextlib.suppress(Exception):
+                    tracker.abandon()  # a W&B run left open would take the next point's
 
     def record(self, event_type: str, fields: dict[str, Any]) -> None:
         if self.tracker is not None:

@@ -23,7 +23,7 @@ class TrackingSpec:
         "none", "Also log the run to a tracker, offline: mlflow (a file store on the shared "
                 "filesystem, one directory per run, read later by mlflow ui) or wandb "
                 "(offline mode, uploaded later by wandb sync); ./run setup --with NAME "
-                "installs either. Rank 0 logs the spec (secrets "
+                "installs either. Rank 0 logs the spec (env: values "
                 "masked), each epoch's losses, the quality figures, the sample grids and the "
                 "job's tags; a requeued job continues the same tracked run")
     store: str | None = opt(None, "Where the tracker writes (default: mlruns, or wandb, "

@@ -338,7 +338,8 @@ class TrainSpec:
     horovod: HorovodSpec = section(HorovodSpec, "Data-parallel training across ranks")
     watchdog: WatchdogSpec = section(WatchdogSpec, "Stall watchdog: a hung rank ends the "
                                                    "job with evidence, and it is retried")
-    tracking: TrackingSpec = section(TrackingSpec, "Offline experiment tracking (MLflow)")
+    tracking: TrackingSpec = section(TrackingSpec, "Offline experiment tracking (MLflow or "
+                                                   "W&B)")
 
     def __post_init__(self) -> None:
         if self.mixed_precision and self.precision == "float32":

@@ -109,3 +109,15 @@ def test_an_event_after_a_torn_line_is_kept(tmp_path):
 def test_a_value_json_cannot_hold_costs_the_event_not_the_job(tmp_path):
     assert not events.emit(tmp_path, "requeue", by=object())
     assert events.read(tmp_path) == []
+
+
+def test_a_job_started_written_before_the_spec_field_still_reads(tmp_path):
+    """A run directory from before ``job_started`` carried the spec: its starts still count
+    (the chain, status, the stall verdict and the pages read them)."""
+    old = {k: v for k, v in started("5", 42).items() if k != "spec"}
+    (tmp_path / events.EVENTS_NAME).write_text(json.dumps(old) + "\n")
+    [event] = events.read(tmp_path)
+    assert event["type"] == "job_started" and "spec" not in event
+    assert events.last_run(events.read(tmp_path))[0] == event
+    with pytest.raises(ValueError, match="spec"):  # writers still give it
+        events.make("job_started", kind="train", ranks=1, device="cpu", link="", restart=0)

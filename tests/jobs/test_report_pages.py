@@ -49,7 +49,7 @@ def started(run_dir: Path, job: str, pid: int) -> None:
     spec = load_spec(ROOT / "jobs/examples/train_cgan_digits.yaml", parse_set_args(
         [f"env.WANDB_API_KEY={SECRET}", f"train.run_dir={run_dir}"]))
     line = events.make("job_started", job=job, kind="train", ranks=2, device="device: CPU",
-                       link="0:0", restart=0, spec=spec.to_dict(redact=True))
+                       link="0:0", restart=0, spec=spec.to_dict(env_values=False))
     with open(run_dir / events.EVENTS_NAME, "a") as f:
         f.write(json.dumps({**line, "pid": pid}) + "\n")
 

@@ -47,8 +47,10 @@ def test_temp_is_hidden_beside_the_final_and_never_matches_its_pattern(tmp_path)
     tmp = temp_name(final)
     assert tmp.parent == final.parent and tmp.name.startswith(".")
     assert not tmp.name.endswith(".h5") and str(os.getpid()) in tmp.name
+    assert temp_name(final) != tmp  # unique beyond the pid: other hosts, pid namespaces
     with atomic_path(final) as yielded:
-        assert yielded == tmp
+        assert yielded.parent == tmp.parent
+        assert yielded.name.startswith(f".{final.name}.tmp-{os.getpid()}-")
         yielded.write_text("data")
         assert not final.exists()  # nothing is visible before the rename
     assert final.read_text() == "data" and not tmp.exists()
