@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jobs import kinds
 from jobs.cli import main as jobs_main
 from jobs.core import events, exitcodes, pages
 from jobs.core.grids import save_grid
@@ -171,3 +172,13 @@ def test_a_page_that_cannot_be_written_costs_a_warning_not_the_job(tmp_path, cap
     with caplog.at_level(logging.WARNING):
         assert pages.write_quietly(broken, "somewhere") is None
     assert "report page not written: OSError" in caplog.text
+
+
+def test_a_refused_sweep_leaves_no_run_root_and_no_page(tmp_path):
+    """The runner writes the kind's page as a job ends, but a sweep refused by its checks
+    (a misspelt grid key, exit 2) made no run_root, and gets none."""
+    root = tmp_path / "sweep"
+    spec = load_spec(ROOT / "jobs/examples/sweep_cgan_lr.yaml", parse_set_args(
+        [f"sweep.run_root={root}", "sweep.grid={train.optimizer.learnin_rate: [1.0e-4]}"]))
+    assert kinds.run(spec) == exitcodes.INVALID_SPEC
+    assert not root.exists()
