@@ -24,6 +24,7 @@ from pathlib import Path
 from jobs.cli import main as jobs_main
 from jobs.core import exitcodes, pages, runtime
 from jobs.core.run_page import write_run_page
+from jobs.core.rundir import sample_grids
 from preprocess.fixture import build
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads((out / "faces.manifest.json").read_text())
     run_dir = ROOT / "runs" / "demo" / "dcgan32"
     figures = json.loads((run_dir / "metrics" / "figures.json").read_text())
-    grids = sorted((run_dir / "samples").glob("epoch_*.png"))
+    grids = [path for _, path in sample_grids(run_dir)]
     # again: with the figures just measured in metrics/ (a view: it never fails the demo)
     page = pages.write_quietly(lambda: write_run_page(run_dir), run_dir) or "(not written)"
     print(f"""

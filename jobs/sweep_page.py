@@ -9,12 +9,12 @@ rewrites it as its point ends; ``python -m jobs report RUN_ROOT`` writes it any 
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from jobs.core import events, pages
 from jobs.core.run_page import best_snapshot
+from jobs.core.rundir import sample_grid, sample_grids
 from jobs.sweep import read_points, summary_columns, summary_rows
 from jobs.sweep_plot import summary_figure
 
@@ -28,9 +28,8 @@ def point_card(root: Path, row: dict[str, Any]) -> dict[str, Any]:
     link to its own page, relative to the sweep's, so the folder can be copied whole."""
     run_dir = Path(row["run_dir"])
     best = best_snapshot(events.read(run_dir))
-    grids = sorted((run_dir / "samples").glob("epoch_*.png"))
-    grid = run_dir / "samples" / f"epoch_{best['epoch']:04d}.png" if best else \
-        (grids[-1] if grids else None)
+    grids = sample_grids(run_dir)
+    grid = sample_grid(run_dir, best["epoch"]) if best else (grids[-1][1] if grids else None)
     page = run_dir / pages.PAGE_NAME
     return {"point": row["point"], "status": row["status"],
             "caption": f"best at epoch {best['epoch']}" if best else
@@ -62,8 +61,7 @@ def context(root: Path) -> dict[str, Any]:
             "columns": columns, "keys": record["keys"],
             "rows": [[_cell(row.get(c, "")) for c in columns] for row in rows],
             "plot": pages.figure_uri(fig) if fig is not None else None,
-            "cards": [point_card(root, row) for row in rows],
-            "made": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+            "cards": [point_card(root, row) for row in rows]}
 
 
 def write_sweep_page(run_root: str | Path) -> Path:

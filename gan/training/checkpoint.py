@@ -20,8 +20,9 @@ import tensorflow as tf
 import yaml
 
 from gan.parallel import distributed
-from gan.training.outputs import BEST_DIR, BEST_RECORD, better
+from gan.training.outputs import BEST_DIR, BEST_RECORD
 from jobs.core.fields import to_plain
+from jobs.core.figures import better
 from jobs.core.files import atomic_write_json, atomic_write_text, why
 from jobs.core.rundir import CHECKPOINTS, SPEC_FILE
 from jobs.core.schema import TrainSpec

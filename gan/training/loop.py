@@ -38,11 +38,12 @@ from gan.training.checkpoint import BestSnapshot, RunCheckpoints, SpecMismatch
 from gan.training.data import ImageSet, Split
 from gan.training.ema import Ema
 from gan.training.guard import Guard
-from gan.training.outputs import QUALITY, RunOutputs
+from gan.training.outputs import RunOutputs
 from gan.training.pending import PendingSteps, read_due
 from gan.training.schedules import Schedules
 from gan.training.state import TrainState, configure_tensorflow
 from jobs.core import events, exitcodes, faults, pages, runtime, watchdog
+from jobs.core.figures import QUALITY
 from jobs.core.run_page import write_run_page
 from jobs.core.schema import TrainSpec
 from jobs.core.signals import StopSignals

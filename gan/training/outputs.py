@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.core.figures import QUALITY, RANKED, best_row, better, quality_summary  # noqa: F401
 from jobs.core.files import atomic_path, atomic_write_text
 from jobs.core.grids import save_grid
-from jobs.core.rundir import BEST_DIR, BEST_RECORD  # noqa: F401 - their home, re-exported
+from jobs.core.rundir import BEST_DIR, BEST_RECORD, sample_grid  # noqa: F401 - BEST_*: re-exported
 
 log = logging.getLogger(__name__)
 EXTRA = ["secs", "rollbacks", "saves", "ranks_in_sync"]
@@ -150,5 +149,5 @@ class RunOutputs:
 
     def _samples(self, epoch: int, images: np.ndarray, per_class: int) -> None:
         captions = [self.class_names[i // per_class] for i in range(len(images))]
-        save_grid(self.dir / "samples" / f"epoch_{epoch:04d}.png", images, captions,
+        save_grid(sample_grid(self.dir, epoch), images, captions,
                   columns=per_class)

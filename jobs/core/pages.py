@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,10 @@ def render(template: str, context: dict[str, Any]) -> str:
 
 
 def write_page(path: Path, template: str, context: dict[str, Any]) -> Path:
-    """The page, written whole or not at all (a reader never sees half a page)."""
-    atomic_write_text(path, render(template, context))
+    """The page, stamped with when it was made, written whole or not at all (a reader never
+    sees half a page)."""
+    made = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    atomic_write_text(path, render(template, {**context, "made": made}))
     return path
 
 

@@ -12,7 +12,6 @@ stays current while the job runs; ``python -m jobs report RUN_DIR`` writes it an
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import yaml
 
 from jobs.core import events, pages
 from jobs.core.figures import QUALITY, RANKED, best_row
-from jobs.core.rundir import SPEC_FILE
+from jobs.core.rundir import SPEC_FILE, sample_grid, sample_grids
 
 NOTABLE = ("job_started", "stop_signal", "requeue", "stall", "early_stop", "best", "outcome")
 NOT_CURVES = ("secs", "rollbacks", "saves")
@@ -130,9 +129,7 @@ def best_snapshot(story: list[dict]) -> dict[str, Any] | None:
 def sample_strip(run_dir: Path, best_epoch: int | None) -> list[dict[str, Any]]:
     """The sample grids over the epochs (at most ``pages.STRIP_MAX``, the first, the last
     and the best's among them), each as an inline JPEG with its epoch."""
-    found = sorted((int(p.stem[len("epoch_"):]), p)
-                   for p in (run_dir / "samples").glob("epoch_*.png")
-                   if p.stem[len("epoch_"):].isdigit())
+    found = sample_grids(run_dir)
     keep = [item for item in found if item[0] == best_epoch]
     strip = []
     for epoch, path in pages.spread(found, pages.STRIP_MAX, keep):
@@ -182,7 +179,7 @@ def context(run_dir: Path) -> dict[str, Any]:
     best = best_snapshot(story)
     spec, spec_source = spec_text(run_dir, story)
     done = latest_by_epoch(story, "epoch_done")
-    best_grid = run_dir / "samples" / f"epoch_{best['epoch']:04d}.png" if best else None
+    best_grid = sample_grid(run_dir, best["epoch"]) if best else None
     return {"title": run_dir.name, "run_dir": str(run_dir.resolve()), "jobs": jobs,
             "last": jobs[-1] if jobs else None, "timeline": timeline(story),
             "progress": f"epoch {done[-1]['epoch']} of {done[-1]['epochs']}, step "
@@ -191,8 +188,7 @@ def context(run_dir: Path) -> dict[str, Any]:
             "best": best, "best_grid": pages.image_uri(best_grid)
             if best_grid and best_grid.exists() else None,
             "strip": sample_strip(run_dir, best["epoch"] if best else None),
-            "offline": offline_figures(run_dir),
-            "made": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+            "offline": offline_figures(run_dir)}
 
 
 def write_run_page(run_dir: str | Path) -> Path:

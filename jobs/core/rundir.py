@@ -21,9 +21,22 @@ INDEX = "checkpoint"               # ... and its index file naming them, newest 
 SPEC_FILE = "train_spec.yaml"      # the spec the run was trained with
 BEST_DIR, BEST_RECORD = "best", "best.json"
 INIT_RECORD = "init_from.json"     # which checkpoint a run started from (train.init_from)
+SAMPLES = "samples"                # each epoch's sample grid: samples/epoch_NNNN.png
 
 FIELD = "train.init_from"
 WHICH = re.compile(r"latest|best|ckpt-(\d+)")
+
+
+def sample_grid(run_dir: str | Path, epoch: int) -> Path:
+    """Where the trainer draws epoch ``epoch``'s sample grid."""
+    return Path(run_dir) / SAMPLES / f"epoch_{epoch:04d}.png"
+
+
+def sample_grids(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """Every sample grid the run holds, as (epoch, path), by epoch."""
+    found = ((p.stem.removeprefix("epoch_"), p)
+             for p in (Path(run_dir) / SAMPLES).glob("epoch_*.png"))
+    return sorted((int(epoch), p) for epoch, p in found if epoch.isdigit())
 
 
 def has_checkpoint(run_dir: str | Path) -> bool:

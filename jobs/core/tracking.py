@@ -1,10 +1,10 @@
 """Offline experiment tracking (``train.tracking``): rank 0 mirrors the run's own events into
 MLflow or W&B (offline mode), as they are written.
 
-What is logged: the spec as params (flattened dotted keys, ``env:`` secrets as ``***``, as
-``plan`` shows them), each epoch's losses and the quality figures measured in it (the step
-is the global training step), each epoch's sample grid and, at the end, the report page as
-artifacts, and tags: job id, host, ranks, device, run directory, and how the job ended.
+What is logged: the spec as params (flattened dotted keys, every ``env:`` value as
+``***``), each epoch's losses and the quality figures measured in it (the step is the global
+training step), each epoch's sample grid as an artifact, and tags: job id, host, ranks,
+device, run directory, the best snapshot, and how the job ended.
 
 **One tracked run per run directory, across requeues.** The tracked run's id is written to
 the run's own record as a ``tracking`` event. A requeued or resubmitted job finds it there
@@ -34,14 +34,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from jobs.core import events, files
+from jobs.core import events, exitcodes, files
+from jobs.core.rundir import sample_grid
 from jobs.core.schema import JobSpec
 
 log = logging.getLogger(__name__)
-MLFLOW_VERSION = "3.18.0"  # the extra's pin (requirements.txt: #with mlflow)
 MARKER_STALE_S = 120.0  # an experiment marker this old without its experiment: maker died
 # how the job's exit code closes the tracked run: a requeue continues it later
-STATUS = {0: "FINISHED", 80: "FINISHED", 75: "SCHEDULED"}
+STATUS = {exitcodes.OK: "FINISHED", exitcodes.EARLY_STOPPED: "FINISHED",
+          exitcodes.REQUEUE: "SCHEDULED"}
 
 
 def flatten(data: Any, prefix: str = "", text: bool = True) -> dict[str, Any]:
@@ -75,26 +76,70 @@ def previous_run_id(story: list[dict], backend: str, store: Path) -> str | None:
     return None
 
 
-class MlflowTracker:
+class Tracker:
+    """What both backends share: the job's facts (tags or summary), the quality figures
+    held for their epoch's step, and the rule that a step already logged is never logged
+    again. A backend starts or continues its run (``start``, which sets ``logged_step``),
+    logs an epoch, notes a new best, and closes (``end``) or abandons its run."""
+
+    def __init__(self, spec: JobSpec, ranks: int, device: str):
+        self.spec, self.run_dir = spec, Path(spec.work.run_dir)
+        self.store = spec.work.tracking.store_for(spec.work.run_dir)
+        self.project = spec.work.tracking.experiment or spec.name
+        self.facts = {"facegan.job": events.job_id() or "-",
+                      "facegan.host": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+                      "facegan.ranks": str(ranks), "facegan.device": device,
+                      "facegan.run_dir": str(self.run_dir.resolve())}
+        self.logged_step, self.quality = -1, {}
+
+    def record(self, event_type: str, fields: dict[str, Any]) -> None:
+        """A run event just written (``gan/training/loop.py`` ``Trainer.event``)."""
+        if event_type == "quality":  # logged with its epoch's step, at the epoch's end
+            self.quality = {k: v for k, v in fields["figures"].items() if v is not None}
+        elif event_type == "best":
+            self.note_best(f"{fields['figure']}={fields['value']:.6g} at epoch "
+                           f"{fields['epoch']} ({fields['name']})")
+        elif event_type == "epoch_done":
+            step, figures, self.quality = fields["step"], self.quality, {}
+            if step <= self.logged_step:  # logged by the job before a kill: never twice
+                return
+            values = {**{k: v for k, v in fields["metrics"].items() if v is not None},
+                      **figures, "epoch": fields["epoch"]}
+            grid = sample_grid(self.run_dir, fields["epoch"])
+            self.log_epoch(step, values, grid if grid.exists() else None)
+            self.logged_step = step
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def log_epoch(self, step: int, values: dict[str, float], grid: Path | None) -> None:
+        raise NotImplementedError
+
+    def note_best(self, text: str) -> None:
+        raise NotImplementedError
+
+    def end(self, code: int, meaning: str) -> None:
+        raise NotImplementedError
+
+    def abandon(self) -> None:
+        """Close the run after a failure, if the backend holds it open."""
+
+
+class MlflowTracker(Tracker):
     """Rank 0's tracked run in an MLflow file store."""
 
     def __init__(self, spec: JobSpec, ranks: int, device: str):
+        super().__init__(spec, ranks, device)
         os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # see the module's docstring
         from mlflow.tracking import MlflowClient
 
-        self.spec, self.run_dir = spec, Path(spec.work.run_dir)
-        self.store = spec.work.tracking.store_for(spec.work.run_dir)
         self.client = MlflowClient(tracking_uri=self.store.resolve().as_uri())
-        self.tags = {"facegan.job": events.job_id() or "-", "facegan.host":
-                     os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
-                     "facegan.ranks": str(ranks), "facegan.device": device,
-                     "facegan.run_dir": str(self.run_dir.resolve())}
-        self.run_id, self.logged_step, self.quality = "", -1, {}
+        self.run_id = ""
 
     def start(self) -> None:
-        experiment = self._experiment(self.spec.work.tracking.experiment or self.spec.name)
+        experiment = self._experiment(self.project)
         old = previous_run_id(events.read(self.run_dir), "mlflow", self.store)
-        if old is not None:
+        if old is not None:  # the steps it holds are its own history's
             self.run_id = old
             self.client.update_run(old, status="RUNNING")
             history = self.client.get_metric_history(old, "epoch")
@@ -105,7 +150,7 @@ class MlflowTracker:
             self._params(flatten(self.spec.to_dict(env_values=False)))
             events.emit(self.run_dir, "tracking", backend="mlflow", store=str(self.store),
                         run_id=self.run_id, experiment=experiment)
-        for key, value in self.tags.items():
+        for key, value in self.facts.items():
             self.client.set_tag(self.run_id, key, value)
 
     def _experiment(self, name: str) -> str:
@@ -147,42 +192,24 @@ class MlflowTracker:
         for i in range(0, len(items), 100):  # MLflow's batch limit
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
-    def record(self, event_type: str, fields: dict[str, Any]) -> None:
-        """A run event just written (``gan/training/loop.py`` ``Trainer.event``)."""
-        if event_type == "quality":  # logged with its epoch's step, at the epoch's end
-            self.quality = {k: v for k, v in fields["figures"].items() if v is not None}
-        elif event_type == "epoch_done":
-            self._epoch(fields)
-        elif event_type == "best":
-            self.client.set_tag(self.run_id, "facegan.best",
-                                f"{fields['figure']}={fields['value']:.6g} at epoch "
-                                f"{fields['epoch']} ({fields['name']})")
-
-    def _epoch(self, fields: dict[str, Any]) -> None:
+    def log_epoch(self, step: int, values: dict[str, float], grid: Path | None) -> None:
         from mlflow.entities import Metric
 
-        step, figures, self.quality = fields["step"], self.quality, {}
-        if step <= self.logged_step:  # logged by the job before a kill: never twice
-            return
         now = int(time.time() * 1000)
-        values = {**{k: v for k, v in fields["metrics"].items() if v is not None},
-                  **figures, "epoch": fields["epoch"]}
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step)
                                                     for k, v in values.items()])
-        self.logged_step = step
-        grid = self.run_dir / "samples" / f"epoch_{fields['epoch']:04d}.png"
-        if grid.exists():
+        if grid is not None:
             self.client.log_artifact(self.run_id, str(grid), "samples")
+
+    def note_best(self, text: str) -> None:
+        self.client.set_tag(self.run_id, "facegan.best", text)
 
     def end(self, code: int, meaning: str) -> None:
         self.client.set_tag(self.run_id, "facegan.outcome", f"exit {code}: {meaning}")
         self.client.set_terminated(self.run_id, STATUS.get(code, "FAILED"))
 
-    def abandon(self) -> None:
-        pass  # every call is complete on disk: nothing to close
 
-
-class WandbTracker:
+class WandbTracker(Tracker):
     """Rank 0's run in W&B's offline mode: ``STORE/wandb/offline-run-*-ID``, one folder per
     job, uploaded later by ``wandb sync`` from a node with the network (the folders of one
     run id become one W&B run). W&B cannot be asked offline which steps it holds, so an
@@ -191,60 +218,44 @@ class WandbTracker:
     missing instead)."""
 
     def __init__(self, spec: JobSpec, ranks: int, device: str):
-        self.spec, self.run_dir = spec, Path(spec.work.run_dir)
-        self.store = spec.work.tracking.store_for(spec.work.run_dir)
-        self.ranks, self.device, self.run, self.quality = ranks, device, None, {}
-        self.logged_step = -1
+        super().__init__(spec, ranks, device)
+        self.run = None
 
     def start(self) -> None:
         import wandb
 
         story = events.read(self.run_dir)
         old = previous_run_id(story, "wandb", self.store)
-        run_id = old or uuid.uuid4().hex[:12]
         self.logged_step = max((e["step"] for e in story if e["type"] == "epoch_done"),
                                default=-1)
-        project = self.spec.work.tracking.experiment or self.spec.name
         self.store.mkdir(parents=True, exist_ok=True)
         # offline needs no key, and W&B writes the key it finds into the run's file; wandb
         # sync later uploads with the login of whoever runs it
         os.environ.pop("WANDB_API_KEY", None)
         self.run = wandb.init(
-            mode="offline", dir=str(self.store), project=project, group=project, id=run_id,
-            resume="allow", reinit="create_new",  # a sweep run in one process: one per point
-            name=self.run_dir.name, config=flatten(self.spec.to_dict(env_values=False), text=False),
+            mode="offline", dir=str(self.store), project=self.project, group=self.project,
+            id=old or uuid.uuid4().hex[:12], resume="allow",
+            reinit="create_new",  # a sweep run in one process: one run per point
+            name=self.run_dir.name,
+            config=flatten(self.spec.to_dict(env_values=False), text=False),
             settings=wandb.Settings(
                 silent=True, console="off", save_code=False, disable_git=True,
                 # no system metadata: it holds the command line, which may carry a --set
                 # env.X=secret (the job's host and device go to the summary below)
                 x_disable_meta=True, x_disable_stats=True))
-        self.run.summary.update({"facegan.job": events.job_id() or "-",
-                                 "facegan.host": socket.gethostname(),
-                                 "facegan.ranks": self.ranks, "facegan.device": self.device,
-                                 "facegan.run_dir": str(self.run_dir.resolve())})
+        self.run.summary.update(self.facts)
         if old is None:
             events.emit(self.run_dir, "tracking", backend="wandb", store=str(self.store),
-                        run_id=self.run.id, experiment=project)
+                        run_id=self.run.id, experiment=self.project)
 
-    def record(self, event_type: str, fields: dict[str, Any]) -> None:
+    def log_epoch(self, step: int, values: dict[str, float], grid: Path | None) -> None:
         import wandb
 
-        if event_type == "quality":
-            self.quality = {k: v for k, v in fields["figures"].items() if v is not None}
-        elif event_type == "best":
-            self.run.summary["facegan.best"] = f"{fields['figure']}={fields['value']:.6g} " \
-                                               f"at epoch {fields['epoch']}"
-        elif event_type == "epoch_done":
-            step, figures, self.quality = fields["step"], self.quality, {}
-            if step <= self.logged_step:
-                return
-            values = {**{k: v for k, v in fields["metrics"].items() if v is not None},
-                      **figures, "epoch": fields["epoch"]}
-            grid = self.run_dir / "samples" / f"epoch_{fields['epoch']:04d}.png"
-            if grid.exists():
-                values["samples"] = wandb.Image(str(grid))
-            self.run.log(values, step=step)
-            self.logged_step = step
+        images = {"samples": wandb.Image(str(grid))} if grid is not None else {}
+        self.run.log({**values, **images}, step=step)
+
+    def note_best(self, text: str) -> None:
+        self.run.summary["facegan.best"] = text
 
     def end(self, code: int, meaning: str) -> None:
         self.run.summary["facegan.outcome"] = f"exit {code}: {meaning}"

@@ -3,6 +3,7 @@ tree's edits, nothing untracked (no .venv, no caches)."""
 from __future__ import annotations
 
 import fcntl
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,6 +21,15 @@ def copy_checkout(folder: Path) -> Path:
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, folder / name)
     return folder
+
+
+def kept_checkout_environment(**extra: str) -> dict[str, str]:
+    """This process's environment without what points at this checkout's venv, as a user of
+    a kept checkout (tests/helpers/gpu_flavour.py, other_python.py) has it; ``extra`` on
+    top."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "FACEGAN_VENV", "FACEGAN_GPU")}
+    return {**env, **extra}
 
 
 def refresh_and_run(home: Path, argv: list[str], env: dict[str, str]

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import CACHE, ROOT
-from tests.helpers.checkout import refresh_and_run
+from tests.helpers.checkout import kept_checkout_environment, refresh_and_run
 
 HOME = CACHE / "gpu-flavour"
 CHECKOUT = HOME / "checkout"
@@ -42,10 +42,8 @@ def cuda_toolkit() -> Path:
 
 def environment(**extra: str) -> dict[str, str]:
     """The environment of a user who ran ``module load cuda``: nvcc first on PATH."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "FACEGAN_VENV", "FACEGAN_GPU")}
-    env["PATH"] = f"{cuda_toolkit() / 'bin'}:{env['PATH']}"
-    return {**env, "FACEGAN_WHEEL_CACHE": str(WHEELS), **extra}
+    path = f"{cuda_toolkit() / 'bin'}:{os.environ['PATH']}"
+    return kept_checkout_environment(PATH=path, FACEGAN_WHEEL_CACHE=str(WHEELS), **extra)
 
 
 def set_up(*args: str) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from tests.conftest import CACHE
-from tests.helpers.checkout import refresh_and_run
+from tests.helpers.checkout import kept_checkout_environment, refresh_and_run
 
 VERSION = "3.12"
 HOME = CACHE / f"python{VERSION}"
@@ -40,9 +40,8 @@ def interpreter() -> Path | None:
 
 
 def environment(python: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "FACEGAN_VENV", "FACEGAN_GPU")}
-    return {**env, "FACEGAN_PYTHON": str(python), "FACEGAN_WHEEL_CACHE": str(WHEELS), **extra}
+    return kept_checkout_environment(FACEGAN_PYTHON=str(python),
+                                     FACEGAN_WHEEL_CACHE=str(WHEELS), **extra)
 
 
 def set_up(python: Path) -> subprocess.CompletedProcess:

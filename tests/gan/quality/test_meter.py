@@ -14,7 +14,8 @@ from gan import generate
 from gan.models.sampler import Sampler
 from gan.quality.meter import is_due
 from gan.training.checkpoint import BestSnapshot
-from gan.training.outputs import best_row, quality_summary, read_metrics
+from gan.training.outputs import read_metrics
+from jobs.core.figures import best_row, quality_summary
 from jobs.core.loader import load_spec, parse_set_args
 from jobs.core.schema import MetricsSpec
 from jobs.core.signals import StopSignals
