@@ -232,10 +232,10 @@ def cmd_stalled(args: argparse.Namespace) -> int:
     """The stall record of this job's last run (``jobs/core/stall.py``) as one line for
     slurm/common.sh; why, in the log. A spec that trains nothing was never watched."""
     spec = load_spec(args.spec, parse_set_args(args.set))
-    if kinds.is_(spec, "sweep"):
+    if kinds.is_(spec, "sweep"):  # (None: a study's trial it never asked for)
         spec = point_spec(spec, args.index if args.index is not None else
                           array_index_from_env() or 0)
-    if not kinds.is_(spec, "train"):
+    if spec is None or not kinds.is_(spec, "train"):
         print("no")
         return exitcodes.OK
     verdict = stall.verdict(events.read(spec.work.run_dir), events.job_id(),

@@ -38,7 +38,7 @@ from jobs.core.rundir import init_from_problems
 from jobs.core.schema import JobSpec
 from jobs.core.stages import stages
 from jobs.early_stop import stopped_before, sweep_judge
-from jobs.sweep import expand_points, point_spec, write_points
+from jobs.sweep import point_count, point_spec, study_exit, tell_study, write_points
 from jobs.sweep_checks import check_sweep, sweep_points
 from preprocess import job as preprocess_job
 
@@ -126,26 +126,40 @@ def _run_merge(spec: JobSpec, launch: Launch) -> int:
 
 
 def _run_sweep(spec: JobSpec, launch: Launch) -> int:
-    """Train point ``index`` (an array task), or every point in turn when run locally. A
-    point its early-stopping rule stopped before is not run again (a resubmitted sweep)."""
-    indices = [launch.index] if launch.index is not None else \
-        range(len(expand_points(spec.work)))
+    """Train point ``index`` (an array task), or every point in turn when run locally."""
+    indices = [launch.index] if launch.index is not None else range(point_count(spec.work))
     worst = exitcodes.OK
-    if events.env_rank() == 0:  # which index is which point, for the sweep's page
-        pages.write_quietly(lambda: write_points(spec), spec.work.run_root)
     for k in indices:
-        point = checked_like(spec, point_spec(spec, k))
-        judge = sweep_judge(spec, point)
-        if judge is not None and stopped_before(judge, point):
-            code = exitcodes.EARLY_STOPPED
-        else:
-            code = run(point, launch.but(index=None, judge=judge))
+        code = _run_point(spec, k, launch)
         if code == exitcodes.REQUEUE:
             return code  # stopped by a signal: the rest resumes after the requeue
         if len(indices) > 1 and code == exitcodes.EARLY_STOPPED:
             continue  # run in turn, a stopped point is the rule at work, not a failure
         worst = worst or code
     return worst
+
+
+def _run_point(spec: JobSpec, k: int, launch: Launch) -> int:
+    """Point ``k``: a TPE or CMA-ES trial is asked of the study by rank 0 (the other ranks
+    wait for its answer), and one it holds finished is not trained again; nor is a point
+    the early-stopping rule stopped before (a resubmitted sweep). Rank 0 tells the study
+    how the point ended."""
+    lead = events.env_rank() == 0
+    point = checked_like(spec, point_spec(spec, k, ask="ask" if lead else "wait"))
+    if lead:  # which index is which point, for the sweep's page
+        pages.write_quietly(lambda: write_points(spec), spec.work.run_root)
+    judge = sweep_judge(spec, point)
+    told = study_exit(spec, k)
+    if told is not None:
+        log.info("%s: its trial of the study is finished: not trained again (exit %d)",
+                 point.work.run_dir, told)
+        return told
+    if judge is not None and stopped_before(judge, point):
+        return exitcodes.EARLY_STOPPED
+    code = run(point, launch.but(index=None, judge=judge))
+    if lead:
+        tell_study(spec, k, code, Path(point.work.run_dir))
+    return code
 
 
 def _run_pipeline(spec: JobSpec, launch: Launch) -> int:
@@ -189,7 +203,7 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("train", _run_train, "train.sbatch", _check_train, requeues=True, horovod=True,
          trainings=lambda spec: [("", spec)], page=report.run_page),
     Kind("sweep", _run_sweep, "sweep.sbatch", check_sweep, requeues=True, horovod=True,
-         array_size=lambda spec: len(expand_points(spec.work)), trainings=sweep_points,
+         array_size=lambda spec: point_count(spec.work), trainings=sweep_points,
          page=report.sweep_page),
     Kind("preprocess", _run_preprocess, "preprocess.sbatch", _found,
          array_size=lambda spec: spec.work.num_shards),

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -39,11 +40,12 @@ RECORDS = "submissions.jsonl"
 
 class Submitted(NamedTuple):
     """A submitit job and the directories whose events say how it ended, in the order they
-    are asked: a sweep's array task, its point's run directory (its only writer), then the
+    are asked: a sweep's array task, its point's run directory (its only writer; found
+    when asked, since a TPE trial's is known only once its task asked for it), then the
     spec's own."""
     job: Any
     directory: Path
-    more: tuple[Path, ...] = ()
+    more: Callable[[], tuple[Path, ...]] = tuple
 
 
 class JobFailed(RuntimeError):
@@ -157,13 +159,17 @@ def _submit_one(spec: JobSpec, executor: str, task: SpecTask, after: str | None 
             for k, job in enumerate(jobs)]
 
 
-def _task_dirs(spec: JobSpec, job: Any, k: int) -> tuple[Path, ...]:
+def _task_dirs(spec: JobSpec, job: Any, k: int) -> Callable[[], tuple[Path, ...]]:
     """Where array task ``k`` records its outcome before the spec's own directory does: a
     sweep point's run directory, written by that task alone (on NFS, appends from several
     nodes to one file can be lost)."""
     if not kinds.is_(spec, "sweep"):
-        return ()
-    return (Path(point_spec(spec, k).work.run_dir),)
+        return tuple
+
+    def point_dir() -> tuple[Path, ...]:
+        point = point_spec(spec, k)  # None: a trial its task never asked for
+        return () if point is None else (Path(point.work.run_dir),)
+    return point_dir
 
 
 def _submit_chained(spec: JobSpec, executor: str, after: str | None = None,
@@ -223,7 +229,7 @@ def wait_all(submitted: list[Submitted]) -> int:
             job.results()  # every task: a multi-rank job has one per rank
             log.info("job %s finished", job.job_id)
         except Exception:  # submitit re-raises the job's error, its traceback as text
-            code = _recorded_exit(job.job_id, [*more, directory])
+            code = _recorded_exit(job.job_id, [*more(), directory])
             if code == exitcodes.EARLY_STOPPED:  # the sweep's rule at work, not a failure
                 log.info("job %s stopped early by the sweep's rule", job.job_id)
                 continue

@@ -9,11 +9,10 @@ import csv
 import io
 import itertools
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from gan.families import READS
 from jobs.core import events, exitcodes
@@ -22,44 +21,36 @@ from jobs.core.figures import QUALITY, quality_summary
 from jobs.core.files import atomic_write_text
 from jobs.core.loader import SpecError, expect_kind, load_spec
 from jobs.core.schema import JobSpec, SweepSpec
+from jobs.core.sweep_schema import DRAWN, STUDIED, search_space
 from jobs.early_stop import stop_reasons
+
+log = logging.getLogger(__name__)
 
 
 def expand_points(sweep: SweepSpec) -> list[dict[str, Any]]:
-    """The points in array order: the grid's combinations (in key order), or the random
-    trials, then the explicit points."""
-    points = random_trials(sweep) if sweep.search == "random" else [
-        dict(zip(sweep.grid, combo)) for combo in itertools.product(*sweep.grid.values())
-    ] if sweep.grid else []
+    """The points fixed up front, in array order: the grid's combinations (in key order), or
+    the random trials, then the explicit points. A TPE or CMA-ES sweep's trials are asked
+    for as its tasks start (``point_overrides``): only its explicit points are fixed."""
+    if sweep.search == "random":
+        from jobs import study  # Optuna: only for the searches that draw
+
+        points = study.random_points(sweep)
+    elif sweep.search in STUDIED or not sweep.grid:
+        points = []
+    else:
+        points = [dict(zip(sweep.grid, combo)) for combo in itertools.product(*sweep.grid.values())]
     points.extend(dict(p) for p in sweep.points)
     return points
 
 
-def random_trials(sweep: SweepSpec) -> list[dict[str, Any]]:
-    """``sweep.trials`` draws from ``sweep.space`` (and ``sweep.grid``'s lists, as choices).
-    Trial k's values come from its own stream, seeded by (seed, k): the same whatever the
-    number of trials, the machine or the order the tasks run in. Floats keep 4 significant
-    digits, which also keeps the run directories' names short."""
-    space = {**{key: {"choice": values} for key, values in sweep.grid.items()},
-             **sweep.space}
-    trials = []
-    for k in range(sweep.trials):
-        rng = np.random.default_rng([sweep.seed, k])
-        trials.append({key: _draw(rng, *dist.popitem()) for key, dist in
-                       ((key, dict(dist)) for key, dist in space.items())})
-    return trials
+def drawn_count(sweep: SweepSpec) -> int:
+    """How many points are drawn trials, numbered in their names (the first ones)."""
+    return sweep.trials if sweep.search in DRAWN else 0
 
 
-def _draw(rng: np.random.Generator, name: str, args: list[Any]) -> Any:
-    if name == "choice":
-        value = args[int(rng.integers(len(args)))]
-        return value.item() if isinstance(value, np.generic) else value
-    if name == "int_uniform":
-        return int(rng.integers(int(args[0]), int(args[1]) + 1))
-    lo, hi = float(args[0]), float(args[1])
-    x = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if name == "log_uniform" \
-        else float(rng.uniform(lo, hi))
-    return float(f"{x:.4g}")
+def point_count(sweep: SweepSpec) -> int:
+    """The sweep's points: its array's size."""
+    return (sweep.trials if sweep.search in STUDIED else 0) + len(expand_points(sweep))
 
 
 def point_name(overrides: dict[str, Any]) -> str:
@@ -68,23 +59,75 @@ def point_name(overrides: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", ",".join(parts)) or "base"
 
 
+def indexed_name(sweep: SweepSpec, index: int, overrides: dict[str, Any] | None) -> str:
+    """Point ``index``'s directory name. Drawn trials are numbered first
+    (``trial03,learning_rate=0.0002``): two draws may pick the same values. A TPE or CMA-ES
+    trial not asked for yet is just ``trial03``."""
+    if index >= drawn_count(sweep):
+        return point_name(overrides or {})
+    return f"trial{index:02d}" + ("" if overrides is None else "," + point_name(overrides))
+
+
 def point_names(sweep: SweepSpec) -> list[str]:
-    """Every point's directory name under run_root. Random trials are numbered first
-    (``trial03,learning_rate=0.0002``): two draws may pick the same values."""
-    points = expand_points(sweep)
-    drawn = sweep.trials if sweep.search == "random" else 0
-    return [(f"trial{k:02d}," if k < drawn else "") + point_name(p)
-            for k, p in enumerate(points)]
+    """Every fixed point's directory name under run_root (grid and random sweeps)."""
+    return [indexed_name(sweep, k, p) for k, p in enumerate(expand_points(sweep))]
 
 
-def point_spec(sweep_job: JobSpec, index: int) -> JobSpec:
-    """The train spec of array task ``index``."""
-    points = expand_points(sweep_job.work)
-    if not 0 <= index < len(points):
-        raise SpecError([f"{sweep_job.source}: sweep has {len(points)} points; "
+def point_overrides(sweep_job: JobSpec, index: int, ask: str = "look") -> dict[str, Any] | None:
+    """Array task ``index``'s overrides. A TPE or CMA-ES trial's come from the study: asked
+    for (``ask="ask"``, rank 0 as its task starts), waited for (``"wait"``, the other ranks)
+    or only looked up (``"look"``: None if not asked for yet)."""
+    sweep = sweep_job.work
+    count = point_count(sweep)
+    if not 0 <= index < count:
+        raise SpecError([f"{sweep_job.source}: sweep has {count} points; "
                          f"index {index} is out of range"])
-    overrides = points[index]
-    run_dir = Path(sweep_job.work.run_root) / point_names(sweep_job.work)[index]
+    if _studied(sweep, index):
+        from jobs import study  # Optuna: only for the searches that draw
+
+        return study.trial_point(sweep_job, index, ask)
+    return expand_points(sweep)[index - (sweep.trials if sweep.search in STUDIED else 0)]
+
+
+def point_spec(sweep_job: JobSpec, index: int, ask: str = "look") -> JobSpec | None:
+    """The train spec of array task ``index`` (None: a study's trial not asked for yet)."""
+    overrides = point_overrides(sweep_job, index, ask)
+    if overrides is None:
+        return None
+    return overrides_spec(sweep_job, indexed_name(sweep_job.work, index, overrides), overrides)
+
+
+def study_exit(sweep_job: JobSpec, index: int) -> int | None:
+    """The exit code of point ``index``'s trial if its study holds it finished (never
+    trained again), else None (and always for grid and random sweeps)."""
+    if not _studied(sweep_job.work, index):
+        return None
+    from jobs import study  # Optuna: only for the searches that draw
+
+    return study.told_exit(sweep_job, index)
+
+
+def tell_study(sweep_job: JobSpec, index: int, code: int, run_dir: Path) -> None:
+    """Tell point ``index``'s trial how it ended (TPE, CMA-ES). A study that cannot be told
+    is a warning: the trial stays running, and is told when the sweep runs again."""
+    if not _studied(sweep_job.work, index):
+        return
+    from jobs import study  # Optuna: only for the searches that draw
+
+    try:
+        study.tell(sweep_job, index, code, run_dir)
+    except (OSError, ValueError, RuntimeError) as exc:
+        log.warning("sweep study: point %d not told (%s: %s); it is told when the sweep "
+                    "runs again", index, type(exc).__name__, exc)
+
+
+def _studied(sweep: SweepSpec, index: int) -> bool:
+    return sweep.search in STUDIED and index < sweep.trials
+
+
+def overrides_spec(sweep_job: JobSpec, name: str, overrides: dict[str, Any]) -> JobSpec:
+    """The base train spec with ``overrides``, training in ``run_root/name``."""
+    run_dir = Path(sweep_job.work.run_root) / name
     items = list(overrides.items()) + [("train.run_dir", str(run_dir))]
     spec = load_spec(sweep_job.work.base, items)
     expect_kind(spec, "train", f"{sweep_job.source}: sweep.base: {sweep_job.work.base}",
@@ -95,14 +138,30 @@ def point_spec(sweep_job: JobSpec, index: int) -> JobSpec:
     return spec
 
 
+def checked_points(sweep_job: JobSpec) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, directory name, overrides) of what validation loads: every fixed point, and
+    for TPE or CMA-ES the space's two corners (every key at its low end, then its high),
+    since the trials are not known before they are asked for."""
+    sweep = sweep_job.work
+    offset = sweep.trials if sweep.search in STUDIED else 0
+    out = [(f"sweep point {offset + k}", indexed_name(sweep, offset + k, p), p)
+           for k, p in enumerate(expand_points(sweep))]
+    if sweep.search in STUDIED:
+        for end, pick in (("low", 0), ("high", -1)):
+            corner = {key: args[pick] for key, dist in search_space(sweep).items()
+                      for args in dist.values()}
+            out.append((f"sweep space, every key at its {end} end", f"space-{end}", corner))
+    return out
+
+
 def validate_points(sweep_job: JobSpec) -> list[str]:
-    """Problems in any point (e.g. a misspelt grid key), each naming the point."""
+    """Problems in any point checked (e.g. a misspelt grid key), each naming the point."""
     problems = []
-    for index in range(len(expand_points(sweep_job.work))):
+    for label, name, overrides in checked_points(sweep_job):
         try:
-            point_spec(sweep_job, index)
+            overrides_spec(sweep_job, name, overrides)
         except SpecError as exc:
-            problems += [f"{p} [sweep point {index}]" for p in exc.problems]
+            problems += [f"{p} [{label}]" for p in exc.problems]
     return problems
 
 
@@ -117,17 +176,40 @@ POINTS_FILE = "points.json"  # in run_root: which point is which, for readers wi
 
 def points_record(sweep_job: JobSpec) -> dict[str, Any]:
     """What a view of the sweep needs without its spec (which names a base spec that may
-    have moved): each array index's point name and overrides, the swept keys and the
-    figure its early-stopping rule judges."""
-    return {"metric": sweep_job.work.early_stop.metric, "quality": quality_columns(sweep_job),
-            "keys": swept_keys(sweep_job),
-            "points": [{"index": i, "name": name, "overrides": overrides}
-                       for i, (name, overrides) in enumerate(zip(
-                           point_names(sweep_job.work), expand_points(sweep_job.work)))]}
+    have moved): each array index's point name and overrides (a TPE or CMA-ES trial's as its
+    study holds them, with its trial number), the swept keys and the figure judged."""
+    sweep = sweep_job.work
+    fixed, points = iter(expand_points(sweep)), []
+    for i in range(point_count(sweep)):
+        asked = sweep.search in STUDIED and i < sweep.trials  # filled in by with_asked
+        overrides = {} if asked else next(fixed)
+        points.append({"index": i, "name": indexed_name(sweep, i, None if asked else overrides),
+                       "overrides": overrides})
+    record = {"metric": sweep.early_stop.metric, "quality": quality_columns(sweep_job),
+              "keys": swept_keys(sweep_job), "search": sweep.search, "trials": sweep.trials,
+              "points": points}
+    return with_asked(record, Path(sweep.run_root))
+
+
+def with_asked(record: dict[str, Any], run_root: Path) -> dict[str, Any]:
+    """``record`` with the trials a TPE or CMA-ES study holds: the journal, not
+    ``points.json``, is the record of which task asked for which point (two tasks starting
+    together may each write ``points.json`` before seeing the other's trial)."""
+    if record.get("search") not in STUDIED:
+        return record
+    from jobs import study  # Optuna: only for the searches that draw
+
+    asked = study.asked_points(run_root)
+    for point in record["points"]:
+        if point["index"] in asked and point["index"] < record["trials"]:
+            found = asked[point["index"]]
+            point.update(name=f"trial{point['index']:02d}," + point_name(found["overrides"]),
+                         overrides=found["overrides"], trial=found["trial"])
+    return record
 
 
 def write_points(sweep_job: JobSpec) -> Path:
-    """``run_root/points.json`` (every array task writes the same, atomically)."""
+    """``run_root/points.json`` (every array task writes it, atomically, as it starts)."""
     path = Path(sweep_job.work.run_root) / POINTS_FILE
     atomic_write_text(path, json.dumps(points_record(sweep_job), indent=1) + "\n")
     return path
@@ -138,7 +220,8 @@ def read_points(run_root: Path) -> dict[str, Any] | None:
         record = json.loads((Path(run_root) / POINTS_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and "points" in record else None
+    return with_asked(record, Path(run_root)) \
+        if isinstance(record, dict) and "points" in record else None
 
 
 def summary(sweep_job: JobSpec) -> tuple[Path, list[dict]]:
@@ -165,6 +248,8 @@ def summary_rows(root: Path, record: dict[str, Any]) -> list[dict]:
         name, run_dir = point["name"], root / point["name"]
         story = events.read(run_dir)
         row = {"point": name, "run_dir": str(run_dir), "status": point_status(run_dir)}
+        if "trial" in point:  # which trial of the study (optuna-dashboard's number)
+            row["optuna_trial"] = str(point["trial"])
         row.update(_last_epoch(story))
         quality = [{"epoch": e["epoch"], **e["figures"]}
                    for e in story if e["type"] == "quality"]
@@ -210,7 +295,9 @@ def point_status(run_dir: Path) -> str:
 
 def swept_keys(sweep_job: JobSpec) -> list[str]:
     """Every dotted key some point sets, in first-seen order."""
-    return list(dict.fromkeys(k for p in expand_points(sweep_job.work) for k in p))
+    sweep = sweep_job.work
+    drawn = list(search_space(sweep)) if sweep.search in DRAWN else list(sweep.grid)
+    return list(dict.fromkeys([*drawn, *(k for p in sweep.points for k in p)]))
 
 
 def summary_columns(rows: list[dict]) -> list[str]:
@@ -219,8 +306,8 @@ def summary_columns(rows: list[dict]) -> list[str]:
     held = dict.fromkeys(k for r in rows for k in r)  # in first-seen order
     judged = [k for k in held if k.removeprefix("best_") in QUALITY
               and k not in QUALITY_COLUMNS]  # the early-stopping rule's figure
-    return SUMMARY_COLUMNS + [c for c in QUALITY_COLUMNS + judged + ["stopped_because"]
-                              if c in held]
+    return SUMMARY_COLUMNS + [c for c in ["optuna_trial", *QUALITY_COLUMNS, *judged,
+                                          "stopped_because"] if c in held]
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jobs.core.schema import JobSpec
-from jobs.sweep import expand_points, point_spec, validate_points
+from jobs.core.sweep_schema import STUDIED
+from jobs.sweep import checked_points, overrides_spec, validate_points
 
 
 def check_sweep(spec: JobSpec, found: list[str],
@@ -24,10 +25,10 @@ def check_sweep(spec: JobSpec, found: list[str],
 
 
 def _early_stop_problems(spec: JobSpec, points: list[tuple[str, JobSpec]]) -> list[str]:
-    """The rule judges a figure every point measures (``train.metrics`` of the base): the
-    first point that does not, named."""
+    """The rule (and a TPE or CMA-ES study's objective) judges a figure every point
+    measures (``train.metrics`` of the base): the first point that does not, named."""
     rule = spec.work.early_stop
-    if rule.rule == "none":
+    if rule.rule == "none" and spec.work.search not in STUDIED:
         return []
     for label, point in points:
         m = point.work.metrics
@@ -52,7 +53,8 @@ def _metric_switch(metric: str, m) -> tuple[str, bool]:
 
 
 def sweep_points(spec: JobSpec) -> list[tuple[str, JobSpec]]:
+    """The trainings checked (``checked_points``: a TPE or CMA-ES space's corners)."""
     if not Path(spec.work.base).exists():
         return []
-    return [(f"sweep point {i}", point_spec(spec, i))
-            for i in range(len(expand_points(spec.work)))]
+    return [(label, overrides_spec(spec, name, overrides))
+            for label, name, overrides in checked_points(spec)]

@@ -70,7 +70,7 @@ SYSTEM_MINUTES = {
     "test_image.py": 2, "test_preprocess.py": 4.5, "test_generate.py": 4,
     "test_learning_aeacgan.py": 4, "test_demo.py": 3, "test_train_faces.py": 3,
     "test_learning_dcgan.py": 2.5, "test_horovod.py": 2.5, "test_gpu_flavour.py": 2,
-    "test_slurm_faults.py": 1.5, "test_slurm_sweeps.py": 2, "test_watchdog.py": 1.5,
+    "test_slurm_faults.py": 1.5, "test_slurm_sweeps.py": 3, "test_watchdog.py": 1.5,
     "test_tracking.py": 3, "test_python312.py": 2,
 }
 OTHER_MINUTES = {"test_run.py": 5}  # outside tests/system, but slow: a whole ./run setup

@@ -121,7 +121,8 @@ def test_no_import_the_graph_cannot_see():
 # import these, or a project module that imports one at its top, lazily, so that the CLI,
 # plan and validate start in a fraction of a second. Nothing else is imported in a function.
 HEAVY = {"tensorflow", "keras", "horovod", "sklearn", "skimage", "matplotlib", "mtcnn", "absl",
-         "mlflow", "wandb"}  # (optional extras, imported only when a spec asks for one)
+         "mlflow", "wandb",  # (optional extras, imported only when a spec asks for one)
+         "optuna"}  # (only the sweeps that draw their points)
 
 
 def _imports(path: Path, inside_functions: bool) -> list[tuple[int, str, str | None]]:

@@ -21,7 +21,7 @@ from jobs.core.fields import (
     section,
     to_plain,
 )
-from jobs.core.sweep_rules import sweep_problems
+from jobs.core.sweep_schema import EarlyStopSpec, SweepSpec  # noqa: F401
 from jobs.core.train_schema import (  # noqa: F401
     AUGMENTATIONS,
     NEAREST_K_HELP,
@@ -226,53 +226,6 @@ class PreprocessSpec:
     sample_sheet: int = opt(64, "Faces on the sample sheet PNG (0 = none)", ge=0, le=1024,
                             advanced=True)
     seed: int = opt(0, "Seed for the sample sheet's choice of faces", ge=0, advanced=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# sweep: one train spec, many overrides, one Slurm array
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class EarlyStopSpec:
-    rule: Literal["none", "median", "asha"] = opt(
-        "none", "Stop a trial at a rung when its metric is worse than the median of the other "
-                "trials' there (median), or outside the best 1/reduction_factor of all trials "
-                "there (asha: asynchronous successive halving, as Ray Tune's ASHA)")
-    metric: Literal["kid", "fid", "face_rate", "precision", "recall", "coverage",
-                    "inception_kid", "inception_fid"] = opt(
-        "kid", "The train.metrics figure judged (kid, fid: lower is better; face_rate, "
-               "precision, recall, coverage: higher); the base spec must measure it")
-    unit: Literal["epochs", "kimg"] = opt("epochs", "What the rungs count")
-    rungs: list[float] = opt([], "Where trials are judged, in unit, increasing; judged at the "
-                                 "first measurement at or after each", example="[2, 4, 8]")
-    reduction_factor: float = opt(3.0, "asha: keep the best 1/reduction_factor at a rung",
-                                  gt=1, advanced=True)
-    min_trials: int = opt(2, "Judge only once this many trials (this one included) reached "
-                             "the rung", ge=1, advanced=True)
-
-
-@dataclass
-class SweepSpec:
-    base: str = opt(help="The train spec every point starts from", path="exists",
-                    example="jobs/examples/train_cgan_faces.yaml")
-    run_root: str = opt(help="Each point trains in run_root/<its overrides>", path="output",
-                        example="/scratch/$USER/sweeps/lr")
-    search: Literal["grid", "random"] = opt(
-        "grid", "grid: every combination of grid; random: 'trials' points drawn from space "
-                "(and from grid's lists, as choices) by seed")
-    grid: dict[str, list[Any]] = opt({}, "Dotted key -> values; every combination is a point")
-    space: dict[str, dict[str, list[Any]]] = opt(
-        {}, "search: random: dotted key -> one of {uniform: [lo, hi]}, {log_uniform: [lo, hi]}, "
-            "{int_uniform: [lo, hi]}, {choice: [values]}",
-        example="{train.optimizer.learning_rate: {log_uniform: [1.0e-5, 1.0e-3]}}")
-    trials: int = opt(0, "search: random: how many points to draw", ge=0)
-    seed: int = opt(0, "search: random: the draws' seed (trial k's values depend on it and k "
-                       "only)", ge=0)
-    points: list[dict[str, Any]] = opt([], "Explicit points (dotted key -> value), added after "
-                                           "the grid or the random trials")
-    early_stop: EarlyStopSpec = section(EarlyStopSpec, "Stop trials that fall behind at rungs")
-
-    def problems(self) -> list[tuple[str, str]]:
-        return sweep_problems(self)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,17 +1,20 @@
-"""Sweeps on the real test cluster: one throttled array with a summary, and a sweep whose
+"""Sweeps on the real test cluster: one throttled array with a summary; a sweep whose
 early-stopping rule provably stops a trial at its rung (exit 80, never requeued), says why in
-the summary, and skips it when the sweep runs again."""
+the summary, and skips it when the sweep runs again; and a TPE sweep cancelled mid-trial and
+submitted again, which never re-runs a finished trial and asks the study for the rest."""
 from __future__ import annotations
 
 import csv
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from jobs.core import exitcodes
+from jobs import study
+from jobs.core import events, exitcodes
 from jobs.core.chain import read_outcome
 from jobs.core.loader import load_spec
 from jobs.early_stop import decide, read_rung
@@ -161,3 +164,76 @@ def test_early_stopping_stops_a_trial_at_its_rung(slurm_cluster, faces32, tmp_pa
     assert again.returncode == exitcodes.EARLY_STOPPED
     assert "stopped early before" in again.stderr and "rank 0/1" not in again.stderr
     assert read_outcome(root / table[1]["point"])["exit"] == 80
+
+
+def test_a_tpe_sweep_cancelled_and_submitted_again_asks_only_for_the_rest(
+        slurm_cluster, digits, tmp_path):  # noqa: F811
+    """Four TPE trials one at a time (two random start-up ones, then modelled). The array is
+    cancelled while trial 1 trains; submitted again, trial 0 is not trained again, trial 1
+    resumes its point in its run directory, and trials 2 and 3 are asked of the study."""
+    env = slurm_cluster["env"]
+    base = train_spec(tmp_path, digits, tmp_path / "unused", epochs=2)
+    with open(base, "a") as f:  # the objective: each point's best KID
+        f.write("  metrics: {every_epochs: 1, count: 64, face_rate: false}\n")
+    sweep = write(tmp_path / "tpe.yaml", f"""\
+kind: sweep
+name: tpe
+resources: {{cpus_per_task: 2, mem_gb: 2, time: 10, array_throttle: 1}}
+sweep:
+  base: {base}
+  run_root: {tmp_path / 'sweep'}
+  search: tpe
+  trials: 4
+  seed: 5
+  space: {{train.optimizer.learning_rate: {{log_uniform: [5.0e-5, 1.0e-3]}}}}
+  early_stop: {{metric: kid}}
+  advanced: {{startup_trials: 2}}
+""")
+    root = tmp_path / "sweep"
+    (root / "logs").mkdir(parents=True)
+    first = submit_sbatch(env, sweep, tmp_path)
+    second_started = _wait_for(lambda: _started(root, 1), f"array {first}: trial 1 started")
+    subprocess.run(["scancel", first], env=env, check=True)
+    wait_state(env, first, DONE, 300)
+    asked = study.asked_points(root)
+    assert asked[0]["state"] == "COMPLETE" and asked[1]["state"] == "RUNNING", asked
+    assert 2 not in asked and 3 not in asked  # never started: not asked
+
+    again = submit_sbatch(env, sweep, tmp_path)
+    assert wait_state(env, again, DONE, 1200) == "COMPLETED", sacct(env, again, "State")
+    final = study.asked_points(root)
+    assert sorted(final) == [0, 1, 2, 3] and [final[k]["trial"] for k in range(4)] == [
+        0, 1, 2, 3]  # one trial per array index: none asked twice
+    assert all(p["state"] == "COMPLETE" for p in final.values()), final
+    assert final[1]["overrides"] == asked[1]["overrides"]  # resumed, not re-asked
+    rates = {p["overrides"]["train.optimizer.learning_rate"] for p in final.values()}
+    assert len(rates) == 4
+    starts = {d.name: len(events.read(d, "job_started")) for d in root.iterdir()
+              if d.name.startswith("trial")}
+    assert sorted(starts.values()) == [1, 1, 1, 2], starts  # trial 1 ran twice, 0 once
+    assert starts[second_started] == 2
+    log = (root / "logs" / f"tpe-{again}_0.out").read_text()
+    assert "its trial of the study is finished: not trained again" in log, log[-2000:]
+    summary = subprocess.run([sys.executable, "-m", "jobs", "summary", str(sweep)], env=env,
+                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "optuna_trial" in summary and summary.count(" done ") == 4, summary
+
+
+def _started(root: Path, index: int) -> str | None:
+    """The run directory name of array index ``index``'s trial once its job has started."""
+    point = study.asked_points(root).get(index)
+    if point is None:
+        return None
+    found = [d for d in root.glob(f"trial{index:02d},*") if events.read(d, "job_started")]
+    return found[0].name if found else None
+
+
+def _wait_for(probe, what: str, timeout: float = 900):
+    """Poll ``probe`` every second until it returns something (a hang guard, not a timer)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(1)
+    raise AssertionError(f"not seen within {timeout:.0f} s: {what}")
