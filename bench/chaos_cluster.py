@@ -18,7 +18,7 @@ from jobs.core import events, faults, heartbeats  # noqa: E402
 from jobs.core.chain import read_outcome  # noqa: E402
 from jobs.core.loader import load_spec  # noqa: E402
 from jobs.scheduler import chain_argv, log_dir, sbatch_argv  # noqa: E402
-from jobs.sweep import expand_points, point_spec  # noqa: E402
+from jobs.sweep import point_count, point_spec  # noqa: E402
 
 TESTCLUSTER = ROOT / "slurm" / "testcluster"
 
@@ -114,7 +114,7 @@ def submit_sweep(cluster: Cluster, sweep: Path, route: str, fault_env: dict) -> 
         cluster.run(sys.executable, "-m", "jobs", "submit", str(sweep), "--executor", "slurm",
                     env=fault_env)
     return [Trial(route, k, Path(point_spec(spec, k).work.run_dir))
-            for k in range(len(expand_points(spec.work)))]
+            for k in range(point_count(spec.work))]  # a grid: every point fixed
 
 
 def inject(cluster: Cluster, trial: Trial, kind: str, beat: heartbeats.Beat) -> None:

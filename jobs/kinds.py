@@ -38,7 +38,17 @@ from jobs.core.rundir import init_from_problems
 from jobs.core.schema import JobSpec
 from jobs.core.stages import stages
 from jobs.early_stop import stopped_before, sweep_judge
-from jobs.sweep import point_count, point_spec, study_exit, tell_study, write_points
+from jobs.sweep import (
+    StudyError,
+    indexed_name,
+    is_asked,
+    overrides_spec,
+    point_count,
+    point_overrides,
+    study_exit,
+    tell_study,
+    write_points,
+)
 from jobs.sweep_checks import check_sweep, sweep_points
 from preprocess import job as preprocess_job
 
@@ -140,23 +150,36 @@ def _run_sweep(spec: JobSpec, launch: Launch) -> int:
 
 
 def _run_point(spec: JobSpec, k: int, launch: Launch) -> int:
-    """Point ``k``: a TPE or CMA-ES trial is asked of the study by rank 0 (the other ranks
-    wait for its answer), and one it holds finished is not trained again; nor is a point
-    the early-stopping rule stopped before (a resubmitted sweep). Rank 0 tells the study
-    how the point ended."""
+    """Point ``k``. A TPE or CMA-ES trial is asked of the study by rank 0 (the other ranks
+    wait for its answer) and checked here, where it runs; one the study holds finished is
+    not trained again, nor is a point the early-stopping rule stopped before (a resubmitted
+    sweep). Rank 0 tells the study how the point ended."""
     lead = events.env_rank() == 0
-    point = checked_like(spec, point_spec(spec, k, ask="ask" if lead else "wait"))
+    try:
+        overrides = point_overrides(spec, k, ask="ask" if lead else "wait")
+        point = overrides_spec(spec, indexed_name(spec.work, k, overrides), overrides)
+    except SpecError as exc:  # a study made for another spec, or a point the base refuses
+        for problem in exc.problems:
+            log.error("%s [sweep point %d]", problem, k)
+        if lead:
+            tell_study(spec, k, exitcodes.INVALID_SPEC, None)
+        return exitcodes.INVALID_SPEC
+    except StudyError as exc:
+        log.error("sweep point %d: %s", k, exc)
+        return exitcodes.FAILED
     if lead:  # which index is which point, for the sweep's page
         pages.write_quietly(lambda: write_points(spec), spec.work.run_root)
-    judge = sweep_judge(spec, point)
     told = study_exit(spec, k)
     if told is not None:
         log.info("%s: its trial of the study is finished: not trained again (exit %d)",
                  point.work.run_dir, told)
         return told
-    if judge is not None and stopped_before(judge, point):
-        return exitcodes.EARLY_STOPPED
-    code = run(point, launch.but(index=None, judge=judge))
+    if not is_asked(spec.work, k):  # a fixed point: checked with the sweep
+        point = checked_like(spec, point)
+    judge = sweep_judge(spec, point)
+    stopped = judge is not None and stopped_before(judge, point)
+    code = exitcodes.EARLY_STOPPED if stopped else run(point, launch.but(index=None,
+                                                                          judge=judge))
     if lead:
         tell_study(spec, k, code, Path(point.work.run_dir))
     return code

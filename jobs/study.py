@@ -12,28 +12,38 @@ needs no less care. Readers only replay the log, so a view never takes the lock.
 **How a task finds its point.** Every trial of the study carries the array index that asked
 for it (user attributes ``array_index`` and ``overrides``). Array task ``i`` first looks for
 its trial: a requeued or resubmitted task gets the same point and the same run directory,
-and never asks again. A finished trial (complete, or pruned by the early-stopping rule) is
-not trained again. Only rank 0 asks; the other ranks of a multi-rank point wait until the
-journal names the point. Each task seeds its sampler with ``(sweep.seed, index)``: tasks
-starting together with one seed would otherwise draw the same random start-up points.
+and never asks again. Looking and asking are one step under ``run_root/.ask-<i>`` (an
+``O_EXCL`` marker), so two jobs of one index starting together never both ask. A finished
+trial is not trained again. Only rank 0 asks; the other ranks of a multi-rank point wait
+until the journal names the point. Looking never writes to the journal. Each task seeds its
+sampler with ``(sweep.seed, index)``: tasks starting together with one seed would otherwise
+draw the same random start-up points. A study is bound to the objective and space it was
+made for: a spec that changed either is refused (exit 2), since the trials' values would
+mean something else.
 
-**What it is told.** A point that ends ``OK`` is told ``COMPLETE`` with the best value of the
-judged figure (``sweep.early_stop.metric``) it measured; one stopped by the rule,
-``PRUNED``. Before that, each measurement is reported at its epoch, so a pruned trial ranks
-by its last value and optuna-dashboard draws the curves. A point that failed, was killed or
-is waiting for its requeue stays ``RUNNING``: it is told when a later job finishes it.
+**What it is told.** Only an end that is final (``FINAL``). A point that ends ``OK`` is told
+``COMPLETE`` with the best value of the judged figure (``sweep.early_stop.metric``) it
+measured. One stopped by the early-stopping rule or the mode-collapse guard is told
+``PRUNED`` (both samplers rank it by its last measurement). One whose spec is refused
+(exit 2), or that never measured the figure, is told ``FAIL``. Each measurement is first
+reported at its epoch, and the exit code is kept with the trial (a resubmitted task exits
+with it at once). A point that failed otherwise, was killed or waits for its requeue stays
+``RUNNING``: it is told when a later job of its index ends it.
 
 TPE and CMA-ES suggestions depend on which trials had finished when a task asked, so the
 points are reproducible only given the same order of completions (one task at a time,
-``resources.array_throttle: 1``, with no preemption).
+``resources.array_throttle: 1``, with no preemption, no requeue and no failure).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import math
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +59,9 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
-from jobs.core import events, exitcodes
+from jobs.core import events, exitcodes, files
 from jobs.core.figures import QUALITY, quality_summary
+from jobs.core.loader import SpecError
 from jobs.core.schema import JobSpec, SweepSpec
 from jobs.core.sweep_schema import search_space
 
@@ -59,9 +70,13 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created
 
 STUDY_FILE = "study.journal"
 STUDY_NAME = "sweep"  # one study per run_root: views find it without the spec
-INDEX, OVERRIDES = "array_index", "overrides"  # the trial's user attributes
-TOLD = {TrialState.COMPLETE: exitcodes.OK, TrialState.PRUNED: exitcodes.EARLY_STOPPED}
+INDEX, OVERRIDES, EXIT = "array_index", "overrides", "exit"  # the trial's user attributes
+# the exits that end a point for good (told); any other (a failure, a kill, a requeue) leaves
+# its trial running, told when a later job of its index ends it
+FINAL = (exitcodes.OK, exitcodes.EARLY_STOPPED, exitcodes.GUARD_STOPPED,
+         exitcodes.INVALID_SPEC)
 RANK_WAIT_SECONDS = 900.0  # how long ranks > 0 wait for rank 0 to ask (a failure guard)
+ASK_STALE_S = 120.0  # an asking marker this old was left by a killed job: taken over
 PRIMITIVE = (type(None), bool, int, float, str)  # what Optuna keeps as a categorical choice
 
 
@@ -122,27 +137,76 @@ def _storage(run_root: Path) -> JournalStorage:
 
 def sampler(sweep: SweepSpec, index: int) -> optuna.samplers.BaseSampler:
     """The task's sampler, seeded by (seed, index); Optuna 5's defaults otherwise (TPE:
-    multivariate, with the constant liar, which keeps concurrent tasks apart)."""
+    multivariate, with the constant liar, which keeps concurrent tasks apart). CMA-ES
+    counts pruned trials too: with early stopping on, most trials are pruned, and a
+    generation that waited for complete ones would never move."""
     seed = int(np.random.SeedSequence([sweep.seed, index]).generate_state(1)[0])
     startup = {} if sweep.startup_trials is None else {"n_startup_trials": sweep.startup_trials}
     if sweep.search == "tpe":
         return optuna.samplers.TPESampler(seed=seed, **startup)
-    return optuna.samplers.CmaEsSampler(seed=seed, **startup)
+    with warnings.catch_warnings():  # consider_pruned_trials is "experimental"
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.CmaEsSampler(seed=seed, consider_pruned_trials=True, **startup)
 
 
-def open_study(sweep_job: JobSpec, index: int,
-               storage: JournalStorage | None = None) -> optuna.Study:
-    """The sweep's study (created by the first task), with task ``index``'s sampler."""
+def _made_for(sweep: SweepSpec) -> dict[str, str]:
+    """What a study is bound to: its objective and its space (as the study's user
+    attributes; a study cannot change either)."""
+    return {"metric": sweep.early_stop.metric,
+            "space": json.dumps(search_space(sweep), sort_keys=True)}
+
+
+def load(run_root: Path) -> optuna.Study | None:
+    """The sweep's study, read only (None before the first task made it): looking never
+    writes to the journal."""
+    if not (Path(run_root) / STUDY_FILE).exists():
+        return None
+    try:
+        return optuna.load_study(study_name=STUDY_NAME, storage=_storage(Path(run_root)))
+    except KeyError:  # the journal holds no study yet
+        return None
+
+
+def study_problems(sweep_job: JobSpec) -> list[str]:
+    """Why the study in run_root cannot serve this spec: it was made for another objective
+    or space (its trials' values would mean something else). Exit 2 at ``validate``."""
+    study = load(Path(sweep_job.work.run_root))
+    if study is None:
+        return []
+    made, now = study.user_attrs, _made_for(sweep_job.work)
+    where = f"{sweep_job.source}: sweep.%s: {sweep_job.work.run_root}/{STUDY_FILE}"
+    out = []
+    if made.get("metric", now["metric"]) != now["metric"]:
+        out.append((where % "early_stop.metric") + f" was made judging {made['metric']}; a "
+                   "study keeps its objective: use a new sweep.run_root")
+    if made.get("space", now["space"]) != now["space"]:
+        out.append((where % "space") + " was made for another space (or grid); a study "
+                   f"keeps its space ({made['space']}): use a new sweep.run_root")
+    return out
+
+
+def _made(sweep_job: JobSpec, index: int) -> optuna.Study:
+    """The sweep's study with task ``index``'s sampler, made by the first task to ask (two
+    at once: Optuna loads the one made first) and bound to its objective and space."""
+    problems = study_problems(sweep_job)
+    if problems:
+        raise SpecError(problems)
     root = Path(sweep_job.work.run_root)
     root.mkdir(parents=True, exist_ok=True)
     lower = QUALITY[sweep_job.work.early_stop.metric]
-    return optuna.create_study(study_name=STUDY_NAME, storage=storage or _storage(root),
-                               sampler=sampler(sweep_job.work, index), load_if_exists=True,
-                               direction="minimize" if lower else "maximize")
+    study = optuna.create_study(study_name=STUDY_NAME, storage=_storage(root),
+                                sampler=sampler(sweep_job.work, index), load_if_exists=True,
+                                direction="minimize" if lower else "maximize")
+    for key, value in _made_for(sweep_job.work).items():
+        if key not in study.user_attrs:
+            study.set_user_attr(key, value)
+    return study
 
 
-def indexed_trial(study: optuna.Study, index: int) -> FrozenTrial | None:
+def indexed_trial(study: optuna.Study | None, index: int) -> FrozenTrial | None:
     """The trial array task ``index`` asked for (the latest, should there be two)."""
+    if study is None:
+        return None
     mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(INDEX) == index]
     return mine[-1] if mine else None
 
@@ -150,18 +214,43 @@ def indexed_trial(study: optuna.Study, index: int) -> FrozenTrial | None:
 def trial_point(sweep_job: JobSpec, index: int, ask: str) -> dict[str, Any] | None:
     """Task ``index``'s point (its overrides): asked for if it has none and ``ask`` is "ask"
     (rank 0), waited for if "wait" (the other ranks), else None ("look")."""
-    study = open_study(sweep_job, index)
+    root = Path(sweep_job.work.run_root)
+    if ask == "ask":
+        with _asking(root, index):  # one asker per index: a duplicate job waits, then finds
+            study = _made(sweep_job, index)
+            trial = indexed_trial(study, index)
+            return dict(trial.user_attrs[OVERRIDES]) if trial else _ask(study, sweep_job.work,
+                                                                        index)
+    problems = study_problems(sweep_job) if ask == "wait" else []
+    if problems:  # rank 0 refuses it too: do not wait for its answer
+        raise SpecError(problems)
     deadline = time.monotonic() + RANK_WAIT_SECONDS
-    while (trial := indexed_trial(study, index)) is None:
-        if ask == "ask":
-            return _ask(study, sweep_job.work, index)
+    while (trial := indexed_trial(load(root), index)) is None:
         if ask != "wait":
             return None
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{STUDY_FILE}: rank 0 asked for no point for array index "
-                               f"{index} within {RANK_WAIT_SECONDS:.0f} s")
+            raise RuntimeError(f"{root}/{STUDY_FILE}: rank 0 asked for no point for array "
+                             f"index {index} within {RANK_WAIT_SECONDS:.0f} s")
         time.sleep(1.0)
     return dict(trial.user_attrs[OVERRIDES])
+
+
+@contextlib.contextmanager
+def _asking(root: Path, index: int) -> Iterator[None]:
+    """Hold ``run_root/.ask-<index>`` (an ``O_EXCL`` marker, taken over once stale): finding
+    a task's trial and asking for one must be one step, or two jobs of one index starting
+    together (a duplicate submission) would each ask."""
+    root.mkdir(parents=True, exist_ok=True)
+    marker = root / f".ask-{index}"
+    deadline = time.monotonic() + 2 * ASK_STALE_S
+    while not (files.create_first(marker) or files.take_stale(marker, ASK_STALE_S)):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{marker}: held by another job for {2 * ASK_STALE_S:.0f} s")
+        time.sleep(0.2)
+    try:
+        yield
+    finally:
+        marker.unlink(missing_ok=True)
 
 
 def _ask(study: optuna.Study, sweep: SweepSpec, index: int) -> dict[str, Any]:
@@ -177,43 +266,46 @@ def _ask(study: optuna.Study, sweep: SweepSpec, index: int) -> dict[str, Any]:
 
 
 def told_exit(sweep_job: JobSpec, index: int) -> int | None:
-    """The exit code of task ``index``'s finished trial (not trained again), or None."""
-    trial = indexed_trial(open_study(sweep_job, index), index)
-    return TOLD.get(trial.state) if trial is not None else None
+    """The exit code task ``index``'s trial was told with (not trained again), or None
+    while it runs."""
+    trial = indexed_trial(load(Path(sweep_job.work.run_root)), index)
+    if trial is None or trial.state == TrialState.RUNNING:
+        return None
+    return int(trial.user_attrs.get(EXIT, exitcodes.FAILED))
 
 
-def tell(sweep_job: JobSpec, index: int, code: int, run_dir: Path) -> None:
-    """Tell the study how task ``index``'s point ended, if that is final (see the module's
-    docstring); its measurements of the judged figure first, by epoch."""
-    if code not in (exitcodes.OK, exitcodes.EARLY_STOPPED):
-        return
-    storage = _storage(Path(sweep_job.work.run_root))
-    study = open_study(sweep_job, index, storage)
+def tell(sweep_job: JobSpec, index: int, code: int, run_dir: Path | None) -> None:
+    """Tell the study how task ``index``'s point ended, if that is final (``FINAL``); its
+    measurements of the judged figure first, by epoch, and the exit code (``told_exit``)."""
+    root = Path(sweep_job.work.run_root)
+    study, storage = load(root), _storage(root)
     trial = indexed_trial(study, index)
-    if trial is None or trial.state != TrialState.RUNNING:
+    if code not in FINAL or trial is None or trial.state != TrialState.RUNNING:
         return
     metric = sweep_job.work.early_stop.metric
-    quality = [{"epoch": e["epoch"], **e["figures"]} for e in events.read(run_dir, "quality")]
-    _report(storage, trial, [(q["epoch"], q[metric]) for q in quality if metric in q])
+    quality = [{"epoch": e["epoch"], **e["figures"]}
+               for e in (events.read(run_dir, "quality") if run_dir else [])]
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(STUDY_NAME), trial.number)
+    _report(storage, trial_id, trial, [(q["epoch"], q[metric]) for q in quality
+                                       if metric in q])
+    storage.set_trial_user_attr(trial_id, EXIT, code)
     best = quality_summary(quality).get(f"best_{metric}")
-    if code == exitcodes.EARLY_STOPPED:
-        study.tell(trial.number, state=TrialState.PRUNED)
-    elif best is None or not math.isfinite(float(best)):
-        log.warning("sweep study: trial %d measured no %s: told it failed", trial.number,
-                    metric)
-        study.tell(trial.number, state=TrialState.FAIL)
-    else:
+    measured = best is not None and math.isfinite(float(best))
+    if code == exitcodes.OK and measured:
         study.tell(trial.number, float(best))
-    log.info("sweep study: trial %d told %s", trial.number,
+    elif code in (exitcodes.EARLY_STOPPED, exitcodes.GUARD_STOPPED) and measured:
+        study.tell(trial.number, state=TrialState.PRUNED)  # ranked by its last measurement
+    else:  # refused (exit 2), or never measured the figure
+        study.tell(trial.number, state=TrialState.FAIL)
+    log.info("sweep study: trial %d (exit %d) told %s", trial.number, code,
              study.trials[trial.number].state.name)
 
 
-def _report(storage: JournalStorage, trial: FrozenTrial,
+def _report(storage: JournalStorage, trial_id: int, trial: FrozenTrial,
             measured: list[tuple[int, Any]]) -> None:
     """Each finite measurement not reported before, at its epoch (through the storage: the
     trial object of the job that asked is gone after a requeue)."""
-    trial_id = storage.get_trial_id_from_study_id_trial_number(
-        storage.get_study_id_from_name(STUDY_NAME), trial.number)
     for epoch, value in measured:  # (a NaN is recorded as null)
         if int(epoch) not in trial.intermediate_values and value is not None \
                 and math.isfinite(float(value)):
@@ -222,13 +314,14 @@ def _report(storage: JournalStorage, trial: FrozenTrial,
 
 def asked_points(run_root: Path) -> dict[int, dict[str, Any]]:
     """Array index -> {overrides, trial number, state} of every trial the study holds (none
-    before the first task asked). Read-only: views call it."""
-    if not (Path(run_root) / STUDY_FILE).exists():
-        return {}
+    before the first task asked). Read-only: views call it; an unreadable journal is a
+    warning and shows none."""
     try:
-        study = optuna.load_study(study_name=STUDY_NAME, storage=_storage(Path(run_root)))
-    except KeyError:  # the journal holds no study yet
+        study = load(Path(run_root))
+        trials = study.get_trials(deepcopy=False) if study else []
+    except (OSError, ValueError) as exc:
+        log.warning("%s/%s: not read (%s: %s)", run_root, STUDY_FILE, type(exc).__name__, exc)
         return {}
     return {t.user_attrs[INDEX]: {"overrides": dict(t.user_attrs[OVERRIDES]),
                                   "trial": t.number, "state": t.state.name}
-            for t in study.get_trials(deepcopy=False) if INDEX in t.user_attrs}
+            for t in trials if INDEX in t.user_attrs}

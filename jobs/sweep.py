@@ -27,6 +27,11 @@ from jobs.early_stop import stop_reasons
 log = logging.getLogger(__name__)
 
 
+class StudyError(RuntimeError):
+    """A TPE or CMA-ES study that could not be asked: rank 0 never asked, an asking marker
+    was never freed, the journal could not be read."""
+
+
 def expand_points(sweep: SweepSpec) -> list[dict[str, Any]]:
     """The points fixed up front, in array order: the grid's combinations (in key order), or
     the random trials, then the explicit points. A TPE or CMA-ES sweep's trials are asked
@@ -82,10 +87,13 @@ def point_overrides(sweep_job: JobSpec, index: int, ask: str = "look") -> dict[s
     if not 0 <= index < count:
         raise SpecError([f"{sweep_job.source}: sweep has {count} points; "
                          f"index {index} is out of range"])
-    if _studied(sweep, index):
+    if is_asked(sweep, index):
         from jobs import study  # Optuna: only for the searches that draw
 
-        return study.trial_point(sweep_job, index, ask)
+        try:
+            return study.trial_point(sweep_job, index, ask)
+        except (RuntimeError, OSError, ValueError) as exc:  # a journal it could not use
+            raise StudyError(f"{type(exc).__name__}: {exc}") from exc
     return expand_points(sweep)[index - (sweep.trials if sweep.search in STUDIED else 0)]
 
 
@@ -100,28 +108,29 @@ def point_spec(sweep_job: JobSpec, index: int, ask: str = "look") -> JobSpec | N
 def study_exit(sweep_job: JobSpec, index: int) -> int | None:
     """The exit code of point ``index``'s trial if its study holds it finished (never
     trained again), else None (and always for grid and random sweeps)."""
-    if not _studied(sweep_job.work, index):
+    if not is_asked(sweep_job.work, index):
         return None
     from jobs import study  # Optuna: only for the searches that draw
 
     return study.told_exit(sweep_job, index)
 
 
-def tell_study(sweep_job: JobSpec, index: int, code: int, run_dir: Path) -> None:
+def tell_study(sweep_job: JobSpec, index: int, code: int, run_dir: Path | None) -> None:
     """Tell point ``index``'s trial how it ended (TPE, CMA-ES). A study that cannot be told
     is a warning: the trial stays running, and is told when the sweep runs again."""
-    if not _studied(sweep_job.work, index):
+    if not is_asked(sweep_job.work, index):
         return
     from jobs import study  # Optuna: only for the searches that draw
 
     try:
         study.tell(sweep_job, index, code, run_dir)
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
         log.warning("sweep study: point %d not told (%s: %s); it is told when the sweep "
                     "runs again", index, type(exc).__name__, exc)
 
 
-def _studied(sweep: SweepSpec, index: int) -> bool:
+def is_asked(sweep: SweepSpec, index: int) -> bool:
+    """Whether point ``index`` is a trial its task asks the study for (TPE, CMA-ES)."""
     return sweep.search in STUDIED and index < sweep.trials
 
 
@@ -140,17 +149,22 @@ def overrides_spec(sweep_job: JobSpec, name: str, overrides: dict[str, Any]) -> 
 
 def checked_points(sweep_job: JobSpec) -> list[tuple[str, str, dict[str, Any]]]:
     """(label, directory name, overrides) of what validation loads: every fixed point, and
-    for TPE or CMA-ES the space's two corners (every key at its low end, then its high),
-    since the trials are not known before they are asked for."""
+    for TPE or CMA-ES, whose trials are not known before they are asked for, the space's two
+    corners (every key at its low end, then its high) and each choice's other values."""
     sweep = sweep_job.work
     offset = sweep.trials if sweep.search in STUDIED else 0
     out = [(f"sweep point {offset + k}", indexed_name(sweep, offset + k, p), p)
            for k, p in enumerate(expand_points(sweep))]
-    if sweep.search in STUDIED:
-        for end, pick in (("low", 0), ("high", -1)):
-            corner = {key: args[pick] for key, dist in search_space(sweep).items()
-                      for args in dist.values()}
-            out.append((f"sweep space, every key at its {end} end", f"space-{end}", corner))
+    if sweep.search not in STUDIED:
+        return out
+    space = search_space(sweep)
+    low = {key: args[0] for key, dist in space.items() for args in dist.values()}
+    high = {key: args[-1] for key, dist in space.items() for args in dist.values()}
+    out += [("sweep space, every key at its low end", "space-low", low),
+            ("sweep space, every key at its high end", "space-high", high)]
+    for key, dist in space.items():
+        for value in dist.get("choice", [])[1:-1]:
+            out.append((f"sweep space, {key}={value}", "space-choice", {**low, key: value}))
     return out
 
 

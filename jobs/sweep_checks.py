@@ -16,12 +16,22 @@ def check_sweep(spec: JobSpec, found: list[str],
     if not Path(spec.work.base).exists():
         return found
     # the sweep's own resources apply to every point: said once, naming the sweep
-    problems = found or validate_points(spec)
+    problems = found or validate_points(spec) or _study_problems(spec)
     if problems:
         return problems
     points = sweep_points(spec)  # every point loads: validate_points found none broken
     return _early_stop_problems(spec, points) or [
         f"{p} [{label}]" for label, point in points for p in deep(point)]
+
+
+def _study_problems(spec: JobSpec) -> list[str]:
+    """A TPE or CMA-ES sweep whose run_root holds a study made for another objective or
+    space (read only; none for other searches, which keep no study)."""
+    if spec.work.search not in STUDIED:
+        return []
+    from jobs import study  # Optuna: only for the searches that draw
+
+    return study.study_problems(spec)
 
 
 def _early_stop_problems(spec: JobSpec, points: list[tuple[str, JobSpec]]) -> list[str]:

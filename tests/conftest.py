@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,7 @@ def cpu_seconds() -> float:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_setup(item):
     item.stash[CPU_AT_SETUP] = cpu_seconds()
+    item.stash[STARTED_AT] = time.time()
     yield
 
 
@@ -131,10 +133,13 @@ def pytest_runtest_makereport(item, call):
     says which test to trim (docs/testing.md)."""
     if call.when == "teardown" and CPU_AT_SETUP in item.stash:
         item.user_properties.append(("cpu_s", round(cpu_seconds() - item.stash[CPU_AT_SETUP], 1)))
+        # when it started (epoch seconds): which tests ran beside which, for the schedule
+        item.user_properties.append(("started", round(item.stash[STARTED_AT], 1)))
     yield
 
 
 CPU_AT_SETUP = pytest.StashKey[float]()
+STARTED_AT = pytest.StashKey[float]()
 
 
 @pytest.fixture

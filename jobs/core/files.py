@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,20 @@ def create_first(path: str | os.PathLike) -> bool:
         return True
     except FileExistsError:
         return False
+
+
+def take_stale(marker: str | os.PathLike, stale_s: float) -> bool:
+    """Take over ``marker`` if it is older than ``stale_s`` (its maker died): whether this
+    call took it. It is removed and made anew with ``create_first``, so of processes racing
+    for it one wins."""
+    marker = Path(marker)
+    try:
+        if time.time() - marker.stat().st_mtime < stale_s:
+            return False
+        marker.unlink()
+    except FileNotFoundError:
+        pass
+    return create_first(marker)
 
 
 def sha256_of(path: str | os.PathLike) -> str:

@@ -56,17 +56,6 @@ def flatten(data: Any, prefix: str = "", text: bool = True) -> dict[str, Any]:
     return {prefix.rstrip("."): str(data) if text else data}
 
 
-def _stale(marker: Path) -> bool:
-    """The marker outlived any maker (taken over by refreshing it: one taker wins)."""
-    try:
-        if time.time() - marker.stat().st_mtime < MARKER_STALE_S:
-            return False
-        marker.unlink()
-    except FileNotFoundError:
-        pass
-    return files.create_first(marker)
-
-
 def previous_run_id(story: list[dict], backend: str, store: Path) -> str | None:
     """The tracked run an earlier job of this run directory logged to, in this store."""
     for event in reversed(story):
@@ -165,7 +154,7 @@ class MlflowTracker(Tracker):
             found = self._existing(name)
             if found is not None:
                 return found
-            if files.create_first(marker) or _stale(marker):
+            if files.create_first(marker) or files.take_stale(marker, MARKER_STALE_S):
                 try:
                     return self._existing(name) or self.client.create_experiment(name)
                 except Exception:

@@ -4,13 +4,15 @@ together draw different start-up points, the study is told only what is final, f
 trials are never trained again, and the views read the journal (with the trial numbers)."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import optuna
 import pytest
 
 from jobs import study
-from jobs.core import exitcodes
+from jobs.core import events, exitcodes
 from jobs.core.launch import Launch
-from jobs.core.loader import load_spec, parse_set_args
+from jobs.core.loader import SpecError, load_spec, parse_set_args
 from jobs.kinds import run
 from jobs.sweep import (
     point_count,
@@ -124,7 +126,70 @@ def test_only_a_final_outcome_is_told(sweep_file):
     study.tell(spec, 0, exitcodes.OK, dirs[0])  # told twice: no error, no change
     assert trials(spec)[0].value == pytest.approx(0.2)
     assert [study.told_exit(spec, k) for k in range(4)] == [
-        exitcodes.OK, exitcodes.EARLY_STOPPED, None, None]
+        exitcodes.OK, exitcodes.EARLY_STOPPED, None, exitcodes.OK]
+
+
+def test_the_guard_and_a_refused_point_are_final_too(sweep_file):
+    """The guard's stop ranks like a pruned trial; a point its base spec refuses fails for
+    good (its task exits 2 again at once instead of being asked again)."""
+    spec = load_spec(sweep_file)
+    dirs = [point_spec(spec, k, ask="ask").work.run_dir for k in range(3)]
+    record_epoch(dirs[0], 1, {"kid": 0.4})
+    study.tell(spec, 0, exitcodes.GUARD_STOPPED, dirs[0])
+    study.tell(spec, 1, exitcodes.INVALID_SPEC, None)
+    study.tell(spec, 2, exitcodes.NOT_RUNNABLE, dirs[2])  # its data may come back: not final
+    assert [t.state.name for t in trials(spec)] == ["PRUNED", "FAIL", "RUNNING"]
+    assert [study.told_exit(spec, k) for k in range(3)] == [
+        exitcodes.GUARD_STOPPED, exitcodes.INVALID_SPEC, None]
+    assert run(spec, Launch(index=1)) == exitcodes.INVALID_SPEC
+    assert len(trials(spec)) == 3
+
+
+def test_a_point_stopped_before_is_told_when_its_task_runs_again(sweep_file):
+    """The job died after its rung said stop, before it could tell the study."""
+    spec = load_spec(sweep_file, parse_set_args(["sweep.early_stop.rule=median",
+                                                 "sweep.early_stop.rungs=[1]"]))
+    point = point_spec(spec, 0, ask="ask")
+    run_dir = point.work.run_dir
+    record_epoch(run_dir, 1, {"kid": 0.9})
+    events.emit(run_dir, "rung", point=run_dir.rsplit("/", 1)[1], rung=1.0, unit="epochs",
+                metric="kid", value=0.9, epochs=1, kimg=1.0, compared_with=2,
+                stop="kid 0.9 at rung 1 epochs is worse than the median")
+    assert run(spec, Launch(index=0)) == exitcodes.EARLY_STOPPED
+    assert trials(spec)[0].state.name == "PRUNED"
+
+
+def test_looking_never_writes_the_journal(sweep_file, tmp_path):
+    spec = load_spec(sweep_file)
+    journal = tmp_path / "sweep" / study.STUDY_FILE
+    assert point_overrides(spec, 0) is None and not journal.exists()  # nothing made
+    asked = point_overrides(spec, 0, ask="ask")
+    size = journal.stat().st_size
+    assert point_overrides(spec, 0, ask="wait") == point_overrides(spec, 0) == asked
+    assert study.told_exit(spec, 0) is None and 0 in study.asked_points(tmp_path / "sweep")
+    assert run_cli("validate", str(sweep_file)).returncode == 0
+    assert journal.stat().st_size == size
+
+
+def test_two_jobs_of_one_index_starting_together_ask_once(sweep_file):
+    spec = load_spec(sweep_file)
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: point_overrides(spec, 2, ask="ask"), range(4)))
+    assert all(a == answers[0] for a in answers) and len(trials(spec)) == 1
+
+
+@pytest.mark.parametrize("sets, says", [
+    (["sweep.early_stop.metric=fid"], "sweep.early_stop.metric: "),
+    (["sweep.space={train.optimizer.learning_rate: {uniform: [1.0e-5, 1.0e-3]}}"],
+     "sweep.space: "),
+])
+def test_a_study_keeps_its_objective_and_space(sweep_file, sets, says):
+    point_overrides(load_spec(sweep_file), 0, ask="ask")  # the study exists
+    proc = run_cli("validate", str(sweep_file), *[a for s in sets for a in ("--set", s)])
+    assert proc.returncode == exitcodes.INVALID_SPEC, proc.stderr
+    assert says in proc.stderr and "use a new sweep.run_root" in proc.stderr
+    with pytest.raises(SpecError, match="a study keeps its"):
+        point_overrides(load_spec(sweep_file, parse_set_args(sets)), 1, ask="ask")
 
 
 def test_a_finished_trial_is_never_trained_again(sweep_file):
@@ -175,6 +240,7 @@ def test_views_read_the_trials_from_the_journal(sweep_file, tmp_path):
      "sweep.advanced.startup_trials: only for search: tpe or cmaes"),
     (["sweep.space={train.optimizer.learning_rat: {uniform: [0.1, 0.2]}}"],
      "[sweep space, every key at its low end]"),
+    (["sweep.grid={train.batch_size: [32, -5, 64]}"], "[sweep space, train.batch_size=-5]"),
 ])
 def test_a_bad_study_sweep_is_refused_naming_the_field(sweep_file, sets, says):
     proc = run_cli("validate", str(sweep_file), *[a for s in sets for a in ("--set", s)])
