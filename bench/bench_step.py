@@ -37,6 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from jobs.core import runtime  # noqa: E402
+
+runtime.skip_keras_extras()  # as a job's own start-up does
 
 import tensorflow as tf  # noqa: E402
 
@@ -46,7 +49,6 @@ from gan.parallel import distributed  # noqa: E402
 from gan.preflight import device_peak_flops  # noqa: E402
 from gan.training.loop import Trainer  # noqa: E402
 from gan.training.outputs import RunOutputs  # noqa: E402
-from jobs.core import runtime  # noqa: E402
 from jobs.core.loader import load_spec, parse_set_args  # noqa: E402
 from jobs.core.signals import StopSignals  # noqa: E402
 

@@ -148,6 +148,7 @@ def main() -> None:
     add_size_flags(parser, "small sizes")
     args = parser.parse_args()
     runtime.configure()
+    runtime.skip_keras_extras()  # as a job's own start-up does
     models = by_size(args, list(MODELS), list(MODELS), ["16x16 digits"])
     steps, images, batch = by_size(args, (40, 16384, 512), (10, 2048, 512), (3, 256, 64))
     with tempfile.TemporaryDirectory() as tmp:

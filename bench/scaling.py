@@ -170,6 +170,7 @@ def worker_steps(args: argparse.Namespace) -> dict:
 
 def worker_main(args: argparse.Namespace) -> None:
     runtime.configure()
+    runtime.skip_keras_extras()  # as a job's own start-up does
     if args.worker == "allreduce":
         result = worker_allreduce([int(s) for s in args.sizes.split(",")], args.repeats)
     else:
@@ -324,6 +325,7 @@ def main() -> None:
     if args.worker:
         return worker_main(args)
     runtime.configure()
+    runtime.skip_keras_extras()  # as a job's own start-up does
     gpu_step_ms = {k: float(v) for k, v in (item.split("=", 1) for item in args.gpu_step_ms)}
     keys = by_size(args, list(MODELS), ["digits16"], ["digits16"])
     print(__doc__.split("\n\n")[0])

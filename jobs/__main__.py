@@ -5,6 +5,7 @@ from jobs.core.signals import StopSignals
 
 stop = StopSignals().catch_early()  # first, before the slow imports
 runtime.quiet_before_imports(sys.argv)
+runtime.skip_keras_extras()
 
 from jobs.cli import main  # noqa: E402
 

@@ -6,6 +6,7 @@ before TensorFlow is imported, which is why it lives here and not in ``gan/``.
 """
 from __future__ import annotations
 
+import importlib.abc
 import importlib.util
 import logging
 import os
@@ -60,3 +61,42 @@ def array_index_from_env() -> int | None:
     """This Slurm array task's index, if the process is one."""
     value = os.environ.get("SLURM_ARRAY_TASK_ID")
     return int(value) if value and value.isdigit() else None
+
+
+# Keras modules whose optional imports a job never uses, and what they import: the sklearn
+# wrappers import scikit-learn (and with it SciPy), the plotting helpers matplotlib.pyplot,
+# at ``import keras``, whenever those are installed (this venv has them for the quality
+# scores and the report pages, which import them themselves when they run)
+KERAS_EXTRAS = {"keras/src/wrappers/": ("sklearn",),
+                "keras/src/visualization/": ("matplotlib",)}
+
+
+class _KerasExtras(importlib.abc.MetaPathFinder):
+    """Refuses those imports to those Keras modules only, which then do what they do when
+    the package is absent (``try: import sklearn except ImportError``); every other importer
+    gets the real package."""
+
+    def find_spec(self, fullname, path, target=None):
+        top = fullname.partition(".")[0]
+        if any(top in names for names in KERAS_EXTRAS.values()) and _from_keras_extra(top):
+            raise ImportError(f"{fullname}: not for Keras's optional helpers in a job")
+        return None
+
+
+def _from_keras_extra(top: str) -> bool:
+    frame = sys._getframe(2)
+    while frame is not None:
+        name = frame.f_code.co_filename.replace("\\", "/")
+        if any(folder in name and top in names for folder, names in KERAS_EXTRAS.items()):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def skip_keras_extras() -> None:
+    """Entry points call this before TensorFlow's import (which imports Keras). Those
+    imports cost every process, every rank, about a CPU-second (scikit-learn and SciPy
+    alone; more on a parallel filesystem, where each of their thousands of files is a
+    metadata lookup) for nothing a job uses: see docs/architecture.md."""
+    if not any(isinstance(f, _KerasExtras) for f in sys.meta_path):
+        sys.meta_path.insert(0, _KerasExtras())

@@ -1,10 +1,12 @@
-"""Atomic writes never leave half files, walltimes parse like Slurm's, stop signals are kept."""
+"""Atomic writes never leave half files, walltimes parse like Slurm's, stop signals are kept,
+and a job's TensorFlow import skips what Keras imports only for helpers a job never uses."""
 from __future__ import annotations
 
 import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -19,6 +21,7 @@ from jobs.core.files import (
     temp_name,
 )
 from jobs.core.signals import StopSignals
+from tests.conftest import QUIET_ENV, ROOT
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,3 +304,27 @@ def test_progress_bars_only_on_a_terminal(monkeypatch, tty):
             return tty
     monkeypatch.setattr(sys, "stderr", Stream())
     assert runtime.show_progress() is tty
+
+
+KERAS_PROBE = """
+import sys
+from jobs.core import runtime
+runtime.skip_keras_extras()
+import tensorflow as tf
+skipped = [m for m in ("sklearn", "scipy.stats", "matplotlib") if m in sys.modules]
+layer = tf.keras.layers.Dense(2)
+assert layer(tf.ones((1, 3))).shape == (1, 2)  # Keras itself works
+import matplotlib.pyplot  # the report pages' own imports still work
+from sklearn.neural_network import MLPClassifier
+print("loaded by Keras:", skipped)
+"""
+
+
+def test_keras_is_imported_without_its_optional_helpers():
+    """A job's TensorFlow import leaves out scikit-learn, SciPy's statistics and matplotlib
+    (Keras's sklearn wrappers and plotting helpers), which the job's own code still imports
+    when it needs them."""
+    proc = subprocess.run([sys.executable, "-c", KERAS_PROBE], cwd=ROOT, env=QUIET_ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "loaded by Keras: []" in proc.stdout, proc.stdout
