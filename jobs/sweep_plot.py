@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from jobs.core.files import atomic_path
+from jobs.core.pages import pyplot
 
-matplotlib.use("Agg")  # batch nodes have no display
-import matplotlib.pyplot as plt  # noqa: E402 - after the backend is chosen
-
-from jobs.core.files import atomic_path  # noqa: E402
+# matplotlib is imported by pyplot() when a plot is drawn: every command line imports this
+# module, and matplotlib at import would cost each a third of a CPU-second
 
 STYLES = {"done": dict(marker="o", color="tab:blue", label="done"),
           "stopped": dict(marker="x", color="tab:red", label="stopped early")}
@@ -29,7 +28,7 @@ def plot_summary(rows: list[dict], keys: list[str], figure: str, path: Path) -> 
         return None
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -41,7 +40,7 @@ def summary_figure(rows: list[dict], keys: list[str], figure: str):
     measured = [r for r in rows if r.get(column) not in (None, "")]
     if not measured or not keys:
         return None
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), dpi=100,
+    fig, axes = pyplot().subplots(1, len(keys), figsize=(4 * len(keys), 3.4), dpi=100,
                              squeeze=False)
     for ax, key in zip(axes[0], keys):
         _panel(ax, measured, key, column)
