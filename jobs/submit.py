@@ -66,6 +66,7 @@ class SpecTask(submitit.helpers.Checkpointable):
 
     def __call__(self, index: int | None = None) -> int:
         runtime.configure()
+        runtime.skip_keras_extras()  # submitit's own entry point: TensorFlow comes later
         stop = StopSignals()
         code = kinds.run(self.spec, Launch(index=index, stop=stop, link=self.link))
         if code == exitcodes.REQUEUE:

@@ -41,7 +41,7 @@ def summary_figure(rows: list[dict], keys: list[str], figure: str):
     if not measured or not keys:
         return None
     fig, axes = pyplot().subplots(1, len(keys), figsize=(4 * len(keys), 3.4), dpi=100,
-                             squeeze=False)
+                                  squeeze=False)
     for ax, key in zip(axes[0], keys):
         _panel(ax, measured, key, column)
     handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}

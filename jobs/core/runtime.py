@@ -78,17 +78,20 @@ class _KerasExtras(importlib.abc.MetaPathFinder):
 
     def find_spec(self, fullname, path, target=None):
         top = fullname.partition(".")[0]
-        if any(top in names for names in KERAS_EXTRAS.values()) and _from_keras_extra(top):
+        if any(top in names for names in KERAS_EXTRAS.values()) and _keras_extra_imports(top):
             raise ImportError(f"{fullname}: not for Keras's optional helpers in a job")
         return None
 
 
-def _from_keras_extra(top: str) -> bool:
+def _keras_extra_imports(top: str) -> bool:
+    """Whether the module importing ``top`` (the first frame outside the import machinery)
+    is one of KERAS_EXTRAS' that skip it."""
     frame = sys._getframe(2)
     while frame is not None:
         name = frame.f_code.co_filename.replace("\\", "/")
-        if any(folder in name and top in names for folder, names in KERAS_EXTRAS.items()):
-            return True
+        if not (name.startswith("<frozen importlib") or name.endswith("importlib/__init__.py")):
+            return any(folder in name and top in names
+                       for folder, names in KERAS_EXTRAS.items())
         frame = frame.f_back
     return False
 

@@ -2,6 +2,7 @@
 and a job's TensorFlow import skips what Keras imports only for helpers a job never uses."""
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from jobs.core.files import (
     temp_name,
 )
 from jobs.core.signals import StopSignals
+from jobs.submit import SpecTask
 from tests.conftest import QUIET_ENV, ROOT
 
 
@@ -328,3 +330,13 @@ def test_keras_is_imported_without_its_optional_helpers():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "loaded by Keras: []" in proc.stdout, proc.stdout
+
+
+def test_both_entry_points_skip_kerass_helpers_before_tensorflow():
+    """``python -m jobs`` installs the finder before it imports the command line (and with it
+    anything that imports TensorFlow); submitit's task, which its own entry point runs on
+    the node, before it runs the job."""
+    main = (ROOT / "jobs" / "__main__.py").read_text()
+    assert main.index("runtime.skip_keras_extras()") < main.index("from jobs.cli import")
+    task = inspect.getsource(SpecTask.__call__)
+    assert task.index("runtime.skip_keras_extras()") < task.index("kinds.run(")
