@@ -80,15 +80,19 @@ ASK_STALE_S = 120.0  # an asking marker this old was left by a killed job: taken
 PRIMITIVE = (type(None), bool, int, float, str)  # what Optuna keeps as a categorical choice
 
 
-def distributions(sweep: SweepSpec) -> dict[str, BaseDistribution]:
-    """The space as Optuna's distributions. A choice among lists or mappings is drawn by its
-    position (Optuna keeps only plain values as choices)."""
+def _plain(choices: list[Any]) -> bool:
+    """Whether Optuna keeps these choices as they are (else a choice is drawn by position)."""
+    return all(isinstance(v, PRIMITIVE) for v in choices)
+
+
+def distributions(space: dict[str, dict[str, list[Any]]]) -> dict[str, BaseDistribution]:
+    """``search_space``'s space as Optuna's distributions. A choice among lists or mappings
+    is drawn by its position (Optuna keeps only plain values as choices)."""
     out: dict[str, BaseDistribution] = {}
-    for key, dist in search_space(sweep).items():
+    for key, dist in space.items():
         (name, args), = dist.items()
         if name == "choice":
-            plain = all(isinstance(v, PRIMITIVE) for v in args)
-            out[key] = CategoricalDistribution(args if plain else list(range(len(args))))
+            out[key] = CategoricalDistribution(args if _plain(args) else list(range(len(args))))
         elif name == "int_uniform":
             out[key] = IntDistribution(int(args[0]), int(args[1]))
         else:
@@ -97,15 +101,16 @@ def distributions(sweep: SweepSpec) -> dict[str, BaseDistribution]:
     return out
 
 
-def point_values(sweep: SweepSpec, params: dict[str, Any]) -> dict[str, Any]:
+def point_values(space: dict[str, dict[str, list[Any]]],
+                 params: dict[str, Any]) -> dict[str, Any]:
     """A trial's params as the point's overrides: a choice's value, and drawn floats at 4
     significant digits (readable specs and short run directory names; a TPE trial's own
     value differs from the trained one by under 0.01%)."""
     out = {}
-    for key, dist in search_space(sweep).items():
+    for key, dist in space.items():
         (name, args), = dist.items()
         value = params[key]
-        if name == "choice" and not all(isinstance(v, PRIMITIVE) for v in args):
+        if name == "choice" and not _plain(args):
             value = args[value]
         elif name in ("uniform", "log_uniform"):
             value = float(f"{value:.4g}")
@@ -122,12 +127,12 @@ def random_points(sweep: SweepSpec) -> list[dict[str, Any]]:
 
 @functools.lru_cache(maxsize=8)
 def _random_points(key: str) -> tuple[dict[str, Any], ...]:
+    """The draws of one (seed, trials, space), made once per process: every command asks
+    for the points several times (the array's size, each point, the summary)."""
     seed, trials, space = json.loads(key)
-    sweep = SweepSpec(base="", run_root="", search="random", space=space, trials=trials,
-                      seed=seed)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    dists = distributions(sweep)
-    return tuple(point_values(sweep, study.ask(dists).params) for _ in range(trials))
+    dists = distributions(space)
+    return tuple(point_values(space, study.ask(dists).params) for _ in range(trials))
 
 
 def _storage(run_root: Path) -> JournalStorage:
@@ -156,13 +161,14 @@ def _made_for(sweep: SweepSpec) -> dict[str, str]:
             "space": json.dumps(search_space(sweep), sort_keys=True)}
 
 
-def load(run_root: Path) -> optuna.Study | None:
+def load(run_root: Path, storage: JournalStorage | None = None) -> optuna.Study | None:
     """The sweep's study, read only (None before the first task made it): looking never
     writes to the journal."""
     if not (Path(run_root) / STUDY_FILE).exists():
         return None
     try:
-        return optuna.load_study(study_name=STUDY_NAME, storage=_storage(Path(run_root)))
+        return optuna.load_study(study_name=STUDY_NAME,
+                                 storage=storage or _storage(Path(run_root)))
     except KeyError:  # the journal holds no study yet
         return None
 
@@ -257,8 +263,9 @@ def _ask(study: optuna.Study, sweep: SweepSpec, index: int) -> dict[str, Any]:
     """A new trial for task ``index``. Its overrides are set before its index, so a trial
     found by index always has them (a task killed between the two leaves one unnamed
     running trial, which the constant liar counts as a poor point)."""
-    trial = study.ask(distributions(sweep))
-    overrides = point_values(sweep, trial.params)
+    space = search_space(sweep)
+    trial = study.ask(distributions(space))
+    overrides = point_values(space, trial.params)
     trial.set_user_attr(OVERRIDES, overrides)
     trial.set_user_attr(INDEX, index)
     log.info("sweep study: trial %d for array index %d: %s", trial.number, index, overrides)
@@ -278,7 +285,10 @@ def tell(sweep_job: JobSpec, index: int, code: int, run_dir: Path | None) -> Non
     """Tell the study how task ``index``'s point ended, if that is final (``FINAL``); its
     measurements of the judged figure first, by epoch, and the exit code (``told_exit``)."""
     root = Path(sweep_job.work.run_root)
-    study, storage = load(root), _storage(root)
+    if not (root / STUDY_FILE).exists():  # (opening the storage would make the file)
+        return
+    storage = _storage(root)
+    study = load(root, storage)
     trial = indexed_trial(study, index)
     if code not in FINAL or trial is None or trial.state != TrialState.RUNNING:
         return

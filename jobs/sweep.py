@@ -53,9 +53,15 @@ def drawn_count(sweep: SweepSpec) -> int:
     return sweep.trials if sweep.search in DRAWN else 0
 
 
+def asked_count(sweep: SweepSpec) -> int:
+    """How many points are asked of a study as their tasks start (the first ones): a TPE or
+    CMA-ES sweep's trials; the rest are fixed up front (``expand_points``)."""
+    return sweep.trials if sweep.search in STUDIED else 0
+
+
 def point_count(sweep: SweepSpec) -> int:
     """The sweep's points: its array's size."""
-    return (sweep.trials if sweep.search in STUDIED else 0) + len(expand_points(sweep))
+    return asked_count(sweep) + len(expand_points(sweep))
 
 
 def point_name(overrides: dict[str, Any]) -> str:
@@ -70,6 +76,12 @@ def indexed_name(sweep: SweepSpec, index: int, overrides: dict[str, Any] | None)
     trial not asked for yet is just ``trial03``."""
     if index >= drawn_count(sweep):
         return point_name(overrides or {})
+    return trial_name(index, overrides)
+
+
+def trial_name(index: int, overrides: dict[str, Any] | None) -> str:
+    """A drawn trial's directory name: ``trial03,<its values>``, or ``trial03`` before a
+    study asked for its values."""
     return f"trial{index:02d}" + ("" if overrides is None else "," + point_name(overrides))
 
 
@@ -94,7 +106,7 @@ def point_overrides(sweep_job: JobSpec, index: int, ask: str = "look") -> dict[s
             return study.trial_point(sweep_job, index, ask)
         except (RuntimeError, OSError, ValueError) as exc:  # a journal it could not use
             raise StudyError(f"{type(exc).__name__}: {exc}") from exc
-    return expand_points(sweep)[index - (sweep.trials if sweep.search in STUDIED else 0)]
+    return expand_points(sweep)[index - asked_count(sweep)]
 
 
 def point_spec(sweep_job: JobSpec, index: int, ask: str = "look") -> JobSpec | None:
@@ -131,7 +143,7 @@ def tell_study(sweep_job: JobSpec, index: int, code: int, run_dir: Path | None) 
 
 def is_asked(sweep: SweepSpec, index: int) -> bool:
     """Whether point ``index`` is a trial its task asks the study for (TPE, CMA-ES)."""
-    return sweep.search in STUDIED and index < sweep.trials
+    return index < asked_count(sweep)
 
 
 def overrides_spec(sweep_job: JobSpec, name: str, overrides: dict[str, Any]) -> JobSpec:
@@ -152,7 +164,7 @@ def checked_points(sweep_job: JobSpec) -> list[tuple[str, str, dict[str, Any]]]:
     for TPE or CMA-ES, whose trials are not known before they are asked for, the space's two
     corners (every key at its low end, then its high) and each choice's other values."""
     sweep = sweep_job.work
-    offset = sweep.trials if sweep.search in STUDIED else 0
+    offset = asked_count(sweep)
     out = [(f"sweep point {offset + k}", indexed_name(sweep, offset + k, p), p)
            for k, p in enumerate(expand_points(sweep))]
     if sweep.search not in STUDIED:
@@ -195,7 +207,7 @@ def points_record(sweep_job: JobSpec) -> dict[str, Any]:
     sweep = sweep_job.work
     fixed, points = iter(expand_points(sweep)), []
     for i in range(point_count(sweep)):
-        asked = sweep.search in STUDIED and i < sweep.trials  # filled in by with_asked
+        asked = is_asked(sweep, i)  # filled in by with_asked
         overrides = {} if asked else next(fixed)
         points.append({"index": i, "name": indexed_name(sweep, i, None if asked else overrides),
                        "overrides": overrides})
@@ -217,7 +229,7 @@ def with_asked(record: dict[str, Any], run_root: Path) -> dict[str, Any]:
     for point in record["points"]:
         if point["index"] in asked and point["index"] < record["trials"]:
             found = asked[point["index"]]
-            point.update(name=f"trial{point['index']:02d}," + point_name(found["overrides"]),
+            point.update(name=trial_name(point["index"], found["overrides"]),
                          overrides=found["overrides"], trial=found["trial"])
     return record
 

@@ -5,8 +5,8 @@ early, its swept values), the judged figure against each swept value (the summar
 and each point's best sample grid beside a link to its own page. Built from
 ``run_root/points.json`` (which index is which point, written by every array task; a TPE or
 CMA-ES study's journal for the points it chose) and the points' run events and samples: the
-same record ``summary`` reads. Every array task
-rewrites it as its point ends; ``python -m jobs report RUN_ROOT`` writes it any time.
+same record ``summary`` reads. Every array task rewrites it as its point ends;
+``python -m jobs report RUN_ROOT`` writes it any time.
 """
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import math
+from pathlib import Path
 
 import pytest
 
@@ -45,12 +46,21 @@ sweep:
 """
 
 
+def write_sweep(write_spec, tmp_path, sweep_text: str, folder: str = "") -> Path:
+    """``folder/sweep.yaml`` from ``sweep_text``, over BASE on an empty data file (the
+    points are loaded and checked, never trained), its run_root ``folder/sweep``."""
+    (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+    data = tmp_path / folder / "d.h5"
+    data.write_bytes(b"")
+    base = write_spec(BASE.format(data=data, run=tmp_path / "unused"),
+                      str(Path(folder, "base.yaml")))
+    return write_spec(sweep_text.format(base=base, root=tmp_path / folder / "sweep"),
+                      str(Path(folder, "sweep.yaml")))
+
+
 @pytest.fixture
 def sweep_file(write_spec, tmp_path):
-    data = tmp_path / "d.h5"
-    data.write_bytes(b"")
-    base = write_spec(BASE.format(data=data, run=tmp_path / "unused"), "base.yaml")
-    return write_spec(SWEEP.format(base=base, root=tmp_path / "sweep"), "sweep.yaml")
+    return write_sweep(write_spec, tmp_path, SWEEP)
 
 
 def test_random_trials_are_reproducible_from_the_seed_and_in_range(sweep_file):

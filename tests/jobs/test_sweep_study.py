@@ -26,7 +26,7 @@ from jobs.sweep import (
     write_points,
 )
 from tests.conftest import record_epoch, record_run, run_cli
-from tests.jobs.test_sweep_search import BASE
+from tests.jobs.test_sweep_search import write_sweep
 
 SWEEP = """\
 kind: sweep
@@ -49,10 +49,7 @@ LR = "train.optimizer.learning_rate"
 
 @pytest.fixture
 def sweep_file(write_spec, tmp_path):
-    data = tmp_path / "d.h5"
-    data.write_bytes(b"")
-    base = write_spec(BASE.format(data=data, run=tmp_path / "unused"), "base.yaml")
-    return write_spec(SWEEP.format(base=base, root=tmp_path / "sweep"), "sweep.yaml")
+    return write_sweep(write_spec, tmp_path, SWEEP)
 
 
 def trials(spec) -> list[optuna.trial.FrozenTrial]:
@@ -91,12 +88,7 @@ def test_the_same_order_of_completions_asks_the_same_points(write_spec, tmp_path
     same in the same order asks for the same points."""
     runs = []
     for copy in ("one", "two"):
-        (tmp_path / copy).mkdir()
-        data = tmp_path / copy / "d.h5"
-        data.write_bytes(b"")
-        base = write_spec(BASE.format(data=data, run=tmp_path / "unused"), f"{copy}/b.yaml")
-        spec = load_spec(write_spec(SWEEP.format(base=base, root=tmp_path / copy / "sweep"),
-                                    f"{copy}/s.yaml"))
+        spec = load_spec(write_sweep(write_spec, tmp_path, SWEEP, copy))
         for k in range(4):
             point = point_spec(spec, k, ask="ask")
             record_run(point.work.run_dir, exitcodes.OK)
