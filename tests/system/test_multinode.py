@@ -88,6 +88,15 @@ def test_ranks_on_two_nodes_train_one_model(reference):
         assert len({r["weights_digest"] for r in rows if r["epoch"] == epoch}) == 1, rows
 
 
+def peers_of(text: str, rank0_pid: int) -> tuple[int, ...]:
+    """The pids of the other ranks of the start whose rank 0 is ``rank0_pid`` (the same
+    restart), as far as the log has them yet."""
+    restart = next(m.group(4) for m in RANK.finditer(text)
+                   if m.group(1) == "0" and int(m.group(3)) == rank0_pid)
+    return tuple(int(m.group(3)) for m in RANK.finditer(text)
+                 if m.group(1) != "0" and m.group(4) == restart)
+
+
 def test_srun_ranks_on_two_nodes_equal_one_process_on_the_global_batch(two_node_cluster,
                                                                        tmp_path):
     """Horovod's allreduce across node1 and node2 (srun, PMIx): the ranks end identical and
@@ -114,7 +123,8 @@ def test_two_node_sbatch_job_requeues_at_walltime_and_resumes_exactly(
     for held in range(2):  # rank 0 paused until Slurm's walltime signal reached it via srun
         pid, start = run_at_step(log, lambda: job_alive(env, job), start, start=RANK0)
         hold_until_signalled(pid, signal.SIGUSR1,
-                             lambda start=start: signalled_in(log, start, RANK0))
+                             lambda start=start: signalled_in(log, start, RANK0),
+                             peers_of(log.read_text(), pid))
         if held == 1:
             give_time(env, job)
         start += 1
@@ -168,7 +178,8 @@ def test_two_node_submitit_job_requeues_at_its_timeout_and_resumes_exactly(
     rank0_log = logs / f"{job}_0_log.err"
     pid, start = run_at_step(rank0_log, lambda: proc.poll() is None, 0, start=RANK0)
     hold_until_signalled(pid, signal.SIGUSR2,  # submitit's timeout signal, from Slurm
-                         lambda: signalled_in(rank0_log, start, RANK0))
+                         lambda: signalled_in(rank0_log, start, RANK0),
+                         peers_of(submitit_log(logs), pid))
     give_time(env, job)
     run_at_step(rank0_log, lambda: proc.poll() is None, start + 1, start=RANK0)
     assert subprocess.run(["scontrol", "requeue", job], env=env).returncode == 0  # preempted

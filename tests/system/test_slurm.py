@@ -165,15 +165,21 @@ def pending(pid: int) -> int:
     return signal_mask(pid, "ShdPnd", "SigPnd")
 
 
-def hold_until_signalled(pid: int, signum: int, received=lambda: False) -> bool:
+def hold_until_signalled(pid: int, signum: int, received=lambda: False,
+                         peers: tuple[int, ...] = ()) -> bool:
     """Pause the training (SIGSTOP) until Slurm's walltime signal is pending for it, then let
     it go: the signal lands mid-training however fast or slow this machine is, so the number
     of walltime requeues is the test's choice, not the machine's. False if the process was
-    already gone; also done when ``received()`` says the signal got in before the SIGSTOP."""
+    already gone; also done when ``received()`` says the signal got in before the SIGSTOP.
+    ``peers``, the job's other ranks, are paused and let go with it: left running, each would
+    wait for it inside an MPI collective, spinning a core for the whole hold."""
     try:
         os.kill(pid, signal.SIGSTOP)
     except ProcessLookupError:
         return False
+    for peer in peers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(peer, signal.SIGSTOP)
     try:
         deadline = time.monotonic() + HOLD_BUDGET_S
         while True:
@@ -185,8 +191,9 @@ def hold_until_signalled(pid: int, signum: int, received=lambda: False) -> bool:
             assert time.monotonic() < deadline, "Slurm never sent the walltime signal"
             time.sleep(0.2)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
+        for held in (pid, *peers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(held, signal.SIGCONT)
 
 
 def give_time(env: dict, job: str, minutes: int = 20) -> None:
