@@ -32,19 +32,20 @@ def kept_checkout_environment(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def refresh_and_run(home: Path, argv: list[str], env: dict[str, str]
+def refresh_and_run(home: Path, argv: list[str], env: dict[str, str], refresh: bool = True
                     ) -> subprocess.CompletedProcess:
     """A checkout kept in ``home/checkout`` with its venv (a GPU flavour, another Python):
-    its files replaced by this checkout's, then ``argv`` run in it, one test process at a
-    time."""
+    its files replaced by this checkout's (unless not ``refresh``), then ``argv`` run in it,
+    one test process at a time. Also without a refresh: another worker's refresh deletes and
+    copies the files, and a ``./run`` that read its stamp's files then installed again."""
     checkout = home / "checkout"
     home.mkdir(parents=True, exist_ok=True)
     with open(home / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        for entry in checkout.iterdir() if checkout.exists() else ():
-            if entry.name != ".venv":
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-        copy_checkout(checkout)
+        if refresh:
+            for entry in checkout.iterdir() if checkout.exists() else ():
+                if entry.name != ".venv":
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            copy_checkout(checkout)
         return subprocess.run(argv, env=env, cwd=checkout, capture_output=True, text=True,
                               timeout=3600)
-

@@ -15,6 +15,7 @@ import pytest
 
 from jobs.core import exitcodes
 from tests.helpers import gpu_flavour
+from tests.helpers.checkout import refresh_and_run
 from tests.system.training import spec_for
 
 pytestmark = pytest.mark.slow
@@ -30,10 +31,9 @@ def gpu_setup() -> subprocess.CompletedProcess:
 def in_gpu_venv(*argv: str, **extra: str) -> subprocess.CompletedProcess:
     """``./run ARGV`` in the kept GPU checkout, as its user would type it (no flag, no
     FACEGAN_GPU: the venv's own flavour must hold)."""
-    return subprocess.run([str(gpu_flavour.CHECKOUT / "run"), *argv],
-                          env=gpu_flavour.environment(TF_CPP_MIN_LOG_LEVEL="2", **extra),
-                          cwd=gpu_flavour.CHECKOUT, capture_output=True, text=True,
-                          timeout=1800)
+    return refresh_and_run(gpu_flavour.HOME, [str(gpu_flavour.CHECKOUT / "run"), *argv],
+                           gpu_flavour.environment(TF_CPP_MIN_LOG_LEVEL="2", **extra),
+                           refresh=False)
 
 
 def test_gpu_setup_builds_horovod_with_nccl_and_only_the_cuda_tensorflow(gpu_setup):
