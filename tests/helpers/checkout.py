@@ -32,12 +32,13 @@ def kept_checkout_environment(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def refresh_and_run(home: Path, argv: list[str], env: dict[str, str], refresh: bool = True
-                    ) -> subprocess.CompletedProcess:
+def refresh_and_run(home: Path, argv: list[str], env: dict[str, str], refresh: bool = True,
+                    timeout: float = 3600) -> subprocess.CompletedProcess:
     """A checkout kept in ``home/checkout`` with its venv (a GPU flavour, another Python):
     its files replaced by this checkout's (unless not ``refresh``), then ``argv`` run in it,
-    one test process at a time. Also without a refresh: another worker's refresh deletes and
-    copies the files, and a ``./run`` that read its stamp's files then installed again."""
+    one test process at a time. Under the lock even without a refresh: a ``./run`` that read
+    its stamp's files while another worker's refresh replaced them saw a changed stamp and
+    installed again."""
     checkout = home / "checkout"
     home.mkdir(parents=True, exist_ok=True)
     with open(home / "lock", "w") as lock:
@@ -48,4 +49,4 @@ def refresh_and_run(home: Path, argv: list[str], env: dict[str, str], refresh: b
                     shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
             copy_checkout(checkout)
         return subprocess.run(argv, env=env, cwd=checkout, capture_output=True, text=True,
-                              timeout=3600)
+                              timeout=timeout)

@@ -33,7 +33,7 @@ def in_gpu_venv(*argv: str, **extra: str) -> subprocess.CompletedProcess:
     FACEGAN_GPU: the venv's own flavour must hold)."""
     return refresh_and_run(gpu_flavour.HOME, [str(gpu_flavour.CHECKOUT / "run"), *argv],
                            gpu_flavour.environment(TF_CPP_MIN_LOG_LEVEL="2", **extra),
-                           refresh=False)
+                           refresh=False, timeout=1800)
 
 
 def test_gpu_setup_builds_horovod_with_nccl_and_only_the_cuda_tensorflow(gpu_setup):
@@ -103,10 +103,10 @@ def test_an_older_nvcc_than_tensorflows_cuda_stops_with_one_line(gpu_setup, tmp_
     (fake / "bin/nvcc").write_text("#!/bin/sh\necho 'Cuda compilation tools, release 11.8, "
                                    "V11.8.89'\n")
     (fake / "bin/nvcc").chmod(0o755)
-    proc = subprocess.run(
+    proc = refresh_and_run(  # the kept checkout's ./run, read under its lock
+        gpu_flavour.HOME,
         ["bash", "-c", f'source "{gpu_flavour.CHECKOUT}/run"; gpu_build_env "{tmp_path}"'],
-        env=gpu_flavour.environment(HOROVOD_CUDA_HOME=str(fake)), capture_output=True,
-        text=True, timeout=600)
+        gpu_flavour.environment(HOROVOD_CUDA_HOME=str(fake)), refresh=False, timeout=600)
     assert proc.returncode == 1 and not proc.stdout, proc.stdout + proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"[run] error: nvcc in {fake} is CUDA 11.8, older than TensorFlow's CUDA 12.5.1: "

@@ -43,7 +43,7 @@ def docker(tmp_path_factory):
 def build_image(docker: dict, flavour: str, tag: str, wheels: list[Path]) -> str:
     """``docker build --build-arg FLAVOR=...`` on the local bookworm base, with the Horovod
     builds ./run cached here (same Debian, Python, TensorFlow) in its wheel cache: the image
-    installs them instead of compiling again, and still checks them with --check-build."""
+    installs them instead of compiling again, and ./run setup still checks their flags."""
     base = subprocess.run([str(CONTAINERS / "ci/base-image.sh"), "local/bookworm:ci",
                            str(CACHE / "rootfs")], env=docker, capture_output=True, text=True,
                           timeout=900)

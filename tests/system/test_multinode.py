@@ -90,11 +90,13 @@ def test_ranks_on_two_nodes_train_one_model(reference):
 
 def peers_of(text: str, rank0_pid: int) -> tuple[int, ...]:
     """The pids of the other ranks of the start whose rank 0 is ``rank0_pid`` (the same
-    restart), as far as the log has them yet."""
-    restart = next(m.group(4) for m in RANK.finditer(text)
-                   if m.group(1) == "0" and int(m.group(3)) == rank0_pid)
+    restart: the latest, as a pid may be reused), as far as the log has them yet."""
+    restarts = [m.group(4) for m in RANK.finditer(text)
+                if m.group(1) == "0" and int(m.group(3)) == rank0_pid]
+    if not restarts:  # none to hold: the peers spin, as they did before
+        return ()
     return tuple(int(m.group(3)) for m in RANK.finditer(text)
-                 if m.group(1) != "0" and m.group(4) == restart)
+                 if m.group(1) != "0" and m.group(4) == restarts[-1])
 
 
 def test_srun_ranks_on_two_nodes_equal_one_process_on_the_global_batch(two_node_cluster,
@@ -120,7 +122,7 @@ def test_two_node_sbatch_job_requeues_at_walltime_and_resumes_exactly(
                           f"train.stage_dir={cluster_dir / 'tmpfs'}")
 
     start = 0
-    for held in range(2):  # rank 0 paused until Slurm's walltime signal reached it via srun
+    for held in range(2):  # both ranks paused until Slurm's walltime signal reached rank 0
         pid, start = run_at_step(log, lambda: job_alive(env, job), start, start=RANK0)
         hold_until_signalled(pid, signal.SIGUSR1,
                              lambda start=start: signalled_in(log, start, RANK0),

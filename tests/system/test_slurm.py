@@ -177,10 +177,10 @@ def hold_until_signalled(pid: int, signum: int, received=lambda: False,
         os.kill(pid, signal.SIGSTOP)
     except ProcessLookupError:
         return False
-    for peer in peers:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(peer, signal.SIGSTOP)
     try:
+        for peer in peers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(peer, signal.SIGSTOP)
         deadline = time.monotonic() + HOLD_BUDGET_S
         while True:
             try:
